@@ -1,0 +1,8 @@
+"""Network core: flows, collectives, and the ``packet`` (ns-3) and ``flow`` (max-min) backends."""
+
+from cosim.network.backends import BACKENDS, simulate
+from cosim.network.flows import Flow, FlowSet, RoutedFlows, route_flows
+from cosim.network.results import LinkCounters, NetworkResult
+
+__all__ = ["BACKENDS", "Flow", "FlowSet", "LinkCounters", "NetworkResult", "RoutedFlows",
+           "route_flows", "simulate"]

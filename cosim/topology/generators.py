@@ -1,0 +1,266 @@
+"""Topology generators: short YAML presets expand into full node and link lists.
+
+Each generator is a dataclass of parameters (units in the field names) registered under a
+``kind``. In YAML the unit suffix is dropped and the value carries its unit::
+
+    generator:
+      kind: hgx_cluster
+      num_nodes: 2
+      nic_bandwidth: 400Gbps     # -> nic_bandwidth_bps
+      fabric_latency: 500ns      # -> fabric_latency_s
+      mtu: 4096                  # -> mtu_bytes
+
+Generators produce (nodes, links); :mod:`cosim.topology.loader` validates the result exactly like
+a hand-written file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+from cosim.topology.model import Link, Node
+
+GENERATORS: dict[str, type["Generator"]] = {}
+
+
+def register(kind: str) -> Callable[[type], type]:
+    """Class decorator adding a generator to :data:`GENERATORS` under ``kind``."""
+
+    def deco(cls: type) -> type:
+        cls.kind = kind
+        GENERATORS[kind] = cls
+        return cls
+
+    return deco
+
+
+class _Builder:
+    """Accumulates nodes and links while a generator runs."""
+
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.links: list[Link] = []
+        self._index: dict[str, int] = {}
+
+    def node(self, name: str, kind: str, domain: int | None = None, rail: int | None = None) -> int:
+        self._index[name] = len(self.nodes)
+        self.nodes.append(Node(name, kind, domain, rail))  # type: ignore[arg-type]
+        return self._index[name]
+
+    def link(self, a: int, b: int, bandwidth_bps: float, latency_s: float, mtu_bytes: int, tier: str) -> None:
+        self.links.append(Link(a, b, bandwidth_bps, latency_s, mtu_bytes, tier))
+
+
+class Generator:
+    """Base class: subclasses are dataclasses with a ``build`` method."""
+
+    kind: ClassVar[str] = ""
+
+    def build(self) -> tuple[list[Node], list[Link]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    #: integer parameters for which 0 is meaningful (0 spines: no spine tier; 0 nodes per leaf: one leaf per rail)
+    ZERO_ALLOWED: ClassVar[frozenset[str]] = frozenset({"spines", "nodes_per_leaf"})
+
+    def check(self) -> list[tuple[str, str]]:
+        """Return (field, problem) pairs for parameters out of range; empty when valid."""
+        problems = []
+        for name, value in vars(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if isinstance(value, int):
+                low = 0 if name in self.ZERO_ALLOWED else 1
+                if value < low:
+                    problems.append((name, f"must be >= {low}, got {value}"))
+            elif not math.isfinite(value) or value < 0 or (name.endswith("_bps") and value <= 0):
+                problems.append((name, f"must be finite and {'> 0' if name.endswith('_bps') else '>= 0'}, got {value}"))
+        return problems
+
+
+def _nvlink_domain(b: _Builder, domain: int, prefix: str, gpus: int, bw_bps: float, lat_s: float,
+                   mtu: int, switch_name: str) -> list[int]:
+    """GPUs of one scale-up domain, each joined to one logical NVSwitch (one hop of the switch tier)."""
+    sw = b.node(switch_name, "nvswitch")
+    gpu_ids = []
+    for g in range(gpus):
+        gid = b.node(f"{prefix}gpu{g}", "gpu", domain=domain, rail=g)
+        b.link(gid, sw, bw_bps, lat_s, mtu, "nvlink")
+        gpu_ids.append(gid)
+    return gpu_ids
+
+
+def _rail_fabric(b: _Builder, domains: list[list[int]], rails: int, nic_bps: float, pcie_bps: float,
+                 pcie_lat_s: float, fabric_lat_s: float, mtu: int, spines: int,
+                 oversubscription: float, nodes_per_leaf: int, domain_prefix: str) -> None:
+    """Rail-optimized leaf/spine fabric: GPU ``g`` of every domain has a NIC on rail ``g % rails``.
+
+    Each rail has ``ceil(domains / nodes_per_leaf)`` leaves (one leaf per rail when
+    ``nodes_per_leaf`` is 0). Every leaf connects to every spine; the uplink bandwidth of a leaf is
+    its downlink bandwidth divided by ``oversubscription``, split evenly across spines.
+    """
+    num_domains = len(domains)
+    per_leaf = nodes_per_leaf if nodes_per_leaf > 0 else num_domains
+    leaves_per_rail = math.ceil(num_domains / per_leaf)
+    leaf_ids: dict[tuple[int, int], int] = {}
+    for r in range(rails):
+        for k in range(leaves_per_rail):
+            name = f"leaf{r}" if leaves_per_rail == 1 else f"leaf{r}.{k}"
+            leaf_ids[r, k] = b.node(name, "switch")
+    for d, gpu_ids in enumerate(domains):
+        for g, gid in enumerate(gpu_ids):
+            nic = b.node(f"{domain_prefix}{d}.nic{g}", "nic")
+            b.link(gid, nic, pcie_bps, pcie_lat_s, mtu, "pcie")
+            b.link(nic, leaf_ids[g % rails, d // per_leaf], nic_bps, fabric_lat_s, mtu, "rail")
+    if spines == 0 or len(leaf_ids) == 1:
+        return
+    spine_ids = [b.node(f"spine{s}", "switch") for s in range(spines)]
+    gpus_per_domain = len(domains[0])
+    for (r, k), leaf in leaf_ids.items():
+        domains_on_leaf = min(per_leaf, num_domains - k * per_leaf)
+        nics_on_leaf = domains_on_leaf * len(range(r, gpus_per_domain, rails))
+        uplink_bps = nics_on_leaf * nic_bps / oversubscription / spines
+        for s in spine_ids:
+            b.link(leaf, s, uplink_bps, fabric_lat_s, mtu, "spine")
+
+
+@register("star")
+@dataclass
+class Star(Generator):
+    """``num_gpus`` GPUs on one non-blocking switch (the textbook all-to-all test bed)."""
+
+    num_gpus: int = 8
+    bandwidth_bps: float = 400e9
+    latency_s: float = 1e-6
+    mtu_bytes: int = 4096
+    switch_kind: str = "switch"
+
+    def build(self) -> tuple[list[Node], list[Link]]:
+        b = _Builder()
+        sw = b.node("switch", self.switch_kind)
+        for g in range(self.num_gpus):
+            gid = b.node(f"gpu{g}", "gpu", domain=0, rail=g)
+            b.link(gid, sw, self.bandwidth_bps, self.latency_s, self.mtu_bytes, "star")
+        return b.nodes, b.links
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = super().check()
+        if self.switch_kind not in ("switch", "nvswitch"):
+            problems.append(("switch_kind", f"expected 'switch' or 'nvswitch', got {self.switch_kind!r}"))
+        return problems
+
+
+@register("hgx_node")
+@dataclass
+class HgxNode(Generator):
+    """One HGX board: ``gpus`` GPUs on NVSwitch (NVLink4: 450 GB/s per direction per GPU)."""
+
+    gpus: int = 8
+    nvlink_bandwidth_bps: float = 450e9 * 8
+    nvlink_latency_s: float = 0.35e-6
+    mtu_bytes: int = 4096
+
+    def build(self) -> tuple[list[Node], list[Link]]:
+        b = _Builder()
+        _nvlink_domain(b, 0, "", self.gpus, self.nvlink_bandwidth_bps, self.nvlink_latency_s,
+                       self.mtu_bytes, "nvswitch")
+        return b.nodes, b.links
+
+
+@register("hgx_cluster")
+@dataclass
+class HgxCluster(Generator):
+    """``num_nodes`` HGX nodes, one NIC per GPU, on a rail-optimized leaf/spine fabric."""
+
+    num_nodes: int = 2
+    gpus_per_node: int = 8
+    nvlink_bandwidth_bps: float = 450e9 * 8
+    nvlink_latency_s: float = 0.35e-6
+    nic_bandwidth_bps: float = 400e9
+    pcie_bandwidth_bps: float = 64e9 * 8
+    pcie_latency_s: float = 0.5e-6
+    fabric_latency_s: float = 0.5e-6
+    spines: int = 4
+    oversubscription: float = 1.0
+    nodes_per_leaf: int = 0
+    mtu_bytes: int = 4096
+
+    def build(self) -> tuple[list[Node], list[Link]]:
+        b = _Builder()
+        domains = [
+            _nvlink_domain(b, n, f"n{n}.", self.gpus_per_node, self.nvlink_bandwidth_bps,
+                           self.nvlink_latency_s, self.mtu_bytes, f"n{n}.nvswitch")
+            for n in range(self.num_nodes)
+        ]
+        if self.num_nodes > 1:
+            _rail_fabric(b, domains, self.gpus_per_node, self.nic_bandwidth_bps, self.pcie_bandwidth_bps,
+                         self.pcie_latency_s, self.fabric_latency_s, self.mtu_bytes, self.spines,
+                         self.oversubscription, self.nodes_per_leaf, "n")
+        return b.nodes, b.links
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = super().check()
+        if self.oversubscription < 1.0:
+            problems.append(("oversubscription", f"must be >= 1 (1 = non-blocking), got {self.oversubscription}"))
+        return problems
+
+
+@register("nvl72_rack")
+@dataclass
+class Nvl72Rack(Generator):
+    """One GB200 NVL72 rack: 72 GPUs in one NVLink domain (NVLink5: 900 GB/s per direction)."""
+
+    gpus: int = 72
+    nvlink_bandwidth_bps: float = 900e9 * 8
+    nvlink_latency_s: float = 0.5e-6
+    mtu_bytes: int = 4096
+
+    def build(self) -> tuple[list[Node], list[Link]]:
+        b = _Builder()
+        _nvlink_domain(b, 0, "", self.gpus, self.nvlink_bandwidth_bps, self.nvlink_latency_s,
+                       self.mtu_bytes, "nvswitch")
+        return b.nodes, b.links
+
+
+@register("nvl72_cluster")
+@dataclass
+class Nvl72Cluster(Generator):
+    """Several NVL72 racks joined by a rail-optimized RDMA fabric (one NIC per GPU)."""
+
+    num_racks: int = 2
+    gpus_per_rack: int = 72
+    nvlink_bandwidth_bps: float = 900e9 * 8
+    nvlink_latency_s: float = 0.5e-6
+    nic_bandwidth_bps: float = 400e9
+    pcie_bandwidth_bps: float = 64e9 * 8
+    pcie_latency_s: float = 0.5e-6
+    fabric_latency_s: float = 0.5e-6
+    rails: int = 4
+    spines: int = 4
+    oversubscription: float = 1.0
+    nodes_per_leaf: int = 0
+    mtu_bytes: int = 4096
+
+    def build(self) -> tuple[list[Node], list[Link]]:
+        b = _Builder()
+        domains = [
+            _nvlink_domain(b, r, f"r{r}.", self.gpus_per_rack, self.nvlink_bandwidth_bps,
+                           self.nvlink_latency_s, self.mtu_bytes, f"r{r}.nvswitch")
+            for r in range(self.num_racks)
+        ]
+        # In a rack, the GPU's rail is its position modulo the number of rails.
+        for r, gpu_ids in enumerate(domains):
+            for g, gid in enumerate(gpu_ids):
+                b.nodes[gid] = Node(b.nodes[gid].name, "gpu", domain=r, rail=g % self.rails)
+        if self.num_racks > 1:
+            _rail_fabric(b, domains, self.rails, self.nic_bandwidth_bps, self.pcie_bandwidth_bps,
+                         self.pcie_latency_s, self.fabric_latency_s, self.mtu_bytes, self.spines,
+                         self.oversubscription, self.nodes_per_leaf, "r")
+        return b.nodes, b.links
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = super().check()
+        if self.oversubscription < 1.0:
+            problems.append(("oversubscription", f"must be >= 1 (1 = non-blocking), got {self.oversubscription}"))
+        return problems

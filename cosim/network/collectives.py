@@ -1,0 +1,271 @@
+"""Collectives expressed as flows with dependencies.
+
+Each function appends flows to a :class:`~cosim.network.flows.FlowSet` and returns a
+:class:`Collective` naming all its flows and the ones whose completion ends it, so collectives can
+be chained (``after=previous.last``) and their completion read off a result
+(``result.finish_s(coll.last)``).
+
+Ranks are GPU ranks of the topology; ``ranks`` lists the members of the communicator in ring order.
+Large messages are split into chunks of ``chunk_bytes`` that are pipelined the way NCCL does:
+chunk ``c`` of a step follows chunk ``c`` of the previous step and chunk ``c-1`` on the same link.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from cosim.errors import FlowError
+from cosim.network.flows import FlowSet
+
+#: Default pipelining chunk, close to NCCL's default (chunks of a few hundred KiB per channel).
+DEFAULT_CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class Collective:
+    """Flows of one collective: ``flows`` (all) and ``last`` (completion = latest finish among them)."""
+
+    name: str
+    flows: list[int] = field(default_factory=list)
+    last: list[int] = field(default_factory=list)
+
+
+def _check_ranks(ranks: Sequence[int], what: str, minimum: int = 2) -> list[int]:
+    ranks = [int(r) for r in ranks]
+    if len(ranks) < minimum:
+        raise FlowError(f"{what}: needs at least {minimum} ranks, got {len(ranks)}")
+    if len(set(ranks)) != len(ranks):
+        raise FlowError(f"{what}: ranks must be distinct, got {ranks}")
+    return ranks
+
+
+def _split(total: int, parts: int) -> list[int]:
+    """``total`` bytes in ``parts`` near-equal pieces (first pieces one byte larger)."""
+    base, extra = divmod(total, parts)
+    return [base + (1 if k < extra else 0) for k in range(parts)]
+
+
+def _num_chunks(size: int, chunk_bytes: int | None) -> int:
+    if chunk_bytes is None or size == 0:
+        return 1
+    if chunk_bytes <= 0:
+        raise FlowError(f"chunk_bytes must be positive, got {chunk_bytes}")
+    return max(1, -(-size // chunk_bytes))
+
+
+def all_to_all_v(fs: FlowSet, ranks: Sequence[int], bytes_matrix, *, after: Iterable[int] = (),
+                 tag: str = "all_to_all", channels: int = 1) -> Collective:
+    """All-to-all with per-pair sizes: ``bytes_matrix[i][j]`` bytes from ``ranks[i]`` to ``ranks[j]``.
+
+    This is MoE dispatch (and, transposed, combine). Each source visits its destinations in the
+    rotated order ``i+1, i+2, ...`` so that at any moment the senders target distinct receivers,
+    as NCCL and DeepEP do. ``channels`` > 1 splits each pair over several queue pairs, which ECMP
+    may hash onto different paths. Zero entries and the diagonal produce no flow.
+    """
+    ranks = _check_ranks(ranks, tag)
+    n = len(ranks)
+    m = np.asarray(bytes_matrix)
+    if m.shape != (n, n):
+        raise FlowError(f"{tag}: bytes_matrix must be {n}x{n} for {n} ranks, got shape {m.shape}")
+    if (m < 0).any() or not np.all(np.mod(m, 1) == 0):
+        raise FlowError(f"{tag}: bytes_matrix entries must be non-negative integers")
+    after = list(after)
+    coll = Collective(tag)
+    for k in range(1, n):
+        for i in range(n):
+            j = (i + k) % n
+            size = int(m[i, j])
+            if size == 0:
+                continue
+            for c, part in enumerate(_split(size, channels)):
+                if part:
+                    coll.flows.append(fs.add(ranks[i], ranks[j], part, after=after, tag=tag, path_key=c))
+    coll.last = list(coll.flows)
+    return coll
+
+
+def all_to_all(fs: FlowSet, ranks: Sequence[int], bytes_per_pair: int, **kwargs) -> Collective:
+    """Uniform all-to-all: ``bytes_per_pair`` from every rank to every other rank."""
+    n = len(ranks)
+    matrix = np.full((n, n), int(bytes_per_pair), dtype=np.int64)
+    np.fill_diagonal(matrix, 0)
+    return all_to_all_v(fs, ranks, matrix, **kwargs)
+
+
+def bipartite(fs: FlowSet, senders: Sequence[int], receivers: Sequence[int], bytes_matrix, *,
+              after: Iterable[int] = (), tag: str = "bipartite", channels: int = 1) -> Collective:
+    """M->N transfer: ``bytes_matrix[i][j]`` bytes from ``senders[i]`` to ``receivers[j]``.
+
+    Attention->FFN (A2F) and FFN->attention (F2A) in attention-FFN disaggregation. Sender ``i``
+    visits receivers starting at ``i mod N`` so concurrent senders spread over receivers.
+    """
+    senders = _check_ranks(senders, f"{tag} senders", 1)
+    receivers = _check_ranks(receivers, f"{tag} receivers", 1)
+    m_, n_ = len(senders), len(receivers)
+    m = np.asarray(bytes_matrix)
+    if m.shape != (m_, n_):
+        raise FlowError(f"{tag}: bytes_matrix must be {m_}x{n_}, got shape {m.shape}")
+    if (m < 0).any():
+        raise FlowError(f"{tag}: bytes_matrix entries must be non-negative")
+    after = list(after)
+    coll = Collective(tag)
+    for k in range(n_):
+        for i in range(m_):
+            j = (i + k) % n_
+            size = int(m[i, j])
+            if size == 0 or senders[i] == receivers[j]:
+                continue
+            for c, part in enumerate(_split(size, channels)):
+                if part:
+                    coll.flows.append(fs.add(senders[i], receivers[j], part, after=after, tag=tag, path_key=c))
+    coll.last = list(coll.flows)
+    return coll
+
+
+def point_to_point(fs: FlowSet, src: int, dst: int, size_bytes: int, *, after: Iterable[int] = (),
+                   tag: str = "p2p", channels: int = 1) -> Collective:
+    """One transfer (KV-cache move in P/D disaggregation), optionally over ``channels`` queue pairs."""
+    coll = Collective(tag)
+    for c, part in enumerate(_split(int(size_bytes), channels)):
+        if part or c == 0:
+            coll.flows.append(fs.add(src, dst, part, after=after, tag=tag, path_key=c))
+    coll.last = list(coll.flows)
+    return coll
+
+
+def _ring(fs: FlowSet, ranks: list[int], size_bytes: int, phases: Sequence[str], chunk_bytes: int | None,
+          after: Iterable[int], tag: str) -> Collective:
+    """Ring algorithm over ``phases`` (each ``rs`` or ``ag``) of n-1 steps each.
+
+    The buffer is cut into n segments. In step ``s`` rank ``i`` sends one segment to rank ``i+1``:
+    segment ``(i - s) mod n`` during reduce-scatter, ``(i + 1 - s) mod n`` during all-gather. Each
+    segment travels in chunks; chunk ``c`` waits for chunk ``c`` of the previous step from rank
+    ``i-1`` and for chunk ``c-1`` of its own step (same link, same channel).
+    """
+    n = len(ranks)
+    segments = _split(int(size_bytes), n)
+    chunks_per_segment = [_split(s, _num_chunks(s, chunk_bytes)) for s in segments]
+    max_chunks = max(len(c) for c in chunks_per_segment)
+    after = list(after)
+    coll = Collective(tag)
+    # prev[i][c]: flow that delivered chunk c to rank i in the previous step.
+    prev: list[list[int | None]] = [[None] * max_chunks for _ in range(n)]
+    step = 0
+    for phase in phases:
+        for s in range(n - 1):
+            current: list[list[int | None]] = [[None] * max_chunks for _ in range(n)]
+            for i in range(n):
+                seg = (i - s) % n if phase == "rs" else (i + 1 - s) % n
+                last_on_link = None
+                for c, chunk in enumerate(chunks_per_segment[seg]):
+                    deps = list(after) if step == 0 else []
+                    if prev[i][c] is not None:
+                        deps.append(prev[i][c])
+                    if last_on_link is not None:
+                        deps.append(last_on_link)
+                    f = fs.add(ranks[i], ranks[(i + 1) % n], chunk, after=deps, tag=f"{tag}:{phase}{s}")
+                    coll.flows.append(f)
+                    current[(i + 1) % n][c] = f
+                    last_on_link = f
+            prev = current
+            step += 1
+    coll.last = [f for row in prev for f in row if f is not None]
+    return coll
+
+
+def ring_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *,
+                    chunk_bytes: int | None = DEFAULT_CHUNK_BYTES, after: Iterable[int] = (),
+                    tag: str = "all_reduce") -> Collective:
+    """Ring all-reduce of a ``size_bytes`` buffer: reduce-scatter then all-gather, 2(n-1) steps;
+    each rank sends 2(n-1)/n of the buffer."""
+    return _ring(fs, _check_ranks(ranks, tag), size_bytes, ("rs", "ag"), chunk_bytes, after, tag)
+
+
+def ring_reduce_scatter(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *,
+                        chunk_bytes: int | None = DEFAULT_CHUNK_BYTES, after: Iterable[int] = (),
+                        tag: str = "reduce_scatter") -> Collective:
+    """Ring reduce-scatter of a ``size_bytes`` buffer (n-1 steps, (n-1)/n of it sent per rank)."""
+    return _ring(fs, _check_ranks(ranks, tag), size_bytes, ("rs",), chunk_bytes, after, tag)
+
+
+def ring_all_gather(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *,
+                    chunk_bytes: int | None = DEFAULT_CHUNK_BYTES, after: Iterable[int] = (),
+                    tag: str = "all_gather") -> Collective:
+    """Ring all-gather producing a ``size_bytes`` buffer on every rank (each contributes 1/n)."""
+    return _ring(fs, _check_ranks(ranks, tag), size_bytes, ("ag",), chunk_bytes, after, tag)
+
+
+def tree_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *,
+                    chunk_bytes: int | None = DEFAULT_CHUNK_BYTES, after: Iterable[int] = (),
+                    tag: str = "tree_all_reduce") -> Collective:
+    """Binary-tree all-reduce: reduce towards ``ranks[0]``, then broadcast back, chunk-pipelined.
+
+    Latency grows with the tree depth (2 log2 n hops) instead of the ring's 2(n-1) steps, which
+    wins for small messages on many ranks; interior ranks send the whole buffer up and down.
+    """
+    ranks = _check_ranks(ranks, tag)
+    n = len(ranks)
+    chunks = _split(int(size_bytes), _num_chunks(int(size_bytes), chunk_bytes))
+    children = {i: [c for c in (2 * i + 1, 2 * i + 2) if c < n] for i in range(n)}
+    after = list(after)
+    coll = Collective(tag)
+    up: dict[tuple[int, int], int] = {}    # (child, chunk) -> flow child->parent
+    order = sorted(range(1, n), key=lambda i: -i)  # deepest first
+    for c, chunk in enumerate(chunks):
+        for i in order:
+            deps = list(after) + [up[(k, c)] for k in children[i]]
+            if c > 0:
+                deps.append(up[(i, c - 1)])
+            up[(i, c)] = fs.add(ranks[i], ranks[(i - 1) // 2], chunk, after=deps, tag=f"{tag}:reduce")
+            coll.flows.append(up[(i, c)])
+    down: dict[tuple[int, int], int] = {}  # (child, chunk) -> flow parent->child
+    for c, chunk in enumerate(chunks):
+        for i in range(1, n):
+            parent = (i - 1) // 2
+            deps = [up[(k, c)] for k in children[0]] if parent == 0 else [down[(parent, c)]]
+            if c > 0:
+                deps.append(down[(i, c - 1)])
+            down[(i, c)] = fs.add(ranks[parent], ranks[i], chunk, after=deps, tag=f"{tag}:broadcast")
+            coll.flows.append(down[(i, c)])
+    leaves = [i for i in range(1, n) if not children[i]]
+    coll.last = [down[(i, len(chunks) - 1)] for i in range(1, n)] if n > 1 else []
+    del leaves
+    return coll
+
+
+#: Collectives runnable from the command line (``cosim net --collective NAME``), by name.
+COLLECTIVES = {
+    "all_to_all": "uniform all-to-all, --size bytes per pair",
+    "all_reduce": "ring all-reduce of a --size buffer",
+    "tree_all_reduce": "binary-tree all-reduce of a --size buffer",
+    "all_gather": "ring all-gather producing a --size buffer",
+    "reduce_scatter": "ring reduce-scatter of a --size buffer",
+    "bipartite": "first half of the GPUs send --size bytes to each GPU of the second half",
+    "p2p": "GPU 0 sends --size bytes to the last GPU",
+}
+
+
+def build_collective(fs: FlowSet, name: str, ranks: Sequence[int], size_bytes: int,
+                     chunk_bytes: int | None = DEFAULT_CHUNK_BYTES) -> Collective:
+    """Build one of :data:`COLLECTIVES` over ``ranks`` (used by the CLI and benchmarks)."""
+    ranks = list(ranks)
+    if name == "all_to_all":
+        return all_to_all(fs, ranks, size_bytes)
+    if name == "all_reduce":
+        return ring_all_reduce(fs, ranks, size_bytes, chunk_bytes=chunk_bytes)
+    if name == "tree_all_reduce":
+        return tree_all_reduce(fs, ranks, size_bytes, chunk_bytes=chunk_bytes)
+    if name == "all_gather":
+        return ring_all_gather(fs, ranks, size_bytes, chunk_bytes=chunk_bytes)
+    if name == "reduce_scatter":
+        return ring_reduce_scatter(fs, ranks, size_bytes, chunk_bytes=chunk_bytes)
+    if name == "bipartite":
+        half = len(ranks) // 2
+        m = np.full((half, len(ranks) - half), int(size_bytes), dtype=np.int64)
+        return bipartite(fs, ranks[:half], ranks[half:], m)
+    if name == "p2p":
+        return point_to_point(fs, ranks[0], ranks[-1], size_bytes)
+    raise FlowError(f"unknown collective {name!r}; expected one of {', '.join(COLLECTIVES)}")

@@ -7,7 +7,8 @@ be chained (``after=previous.last``) and their completion read off a result
 
 Ranks are GPU ranks of the topology; ``ranks`` lists the members of the communicator in ring order.
 Large messages are split into chunks of ``chunk_bytes`` that are pipelined the way NCCL does:
-chunk ``c`` of a step follows chunk ``c`` of the previous step and chunk ``c-1`` on the same link.
+chunk ``c`` of a step waits for chunk ``c`` of the previous step to be received, and for chunk
+``c-1`` of its own step to have left the sender (the channel streams chunks back to back).
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def _ring(fs: FlowSet, ranks: list[int], size_bytes: int, phases: Sequence[str],
     The buffer is cut into n segments. In step ``s`` rank ``i`` sends one segment to rank ``i+1``:
     segment ``(i - s) mod n`` during reduce-scatter, ``(i + 1 - s) mod n`` during all-gather. Each
     segment travels in chunks; chunk ``c`` waits for chunk ``c`` of the previous step from rank
-    ``i-1`` and for chunk ``c-1`` of its own step (same link, same channel).
+    ``i-1`` to be received and for chunk ``c-1`` of its own step to have been sent (same channel).
     """
     n = len(ranks)
     segments = _split(int(size_bytes), n)
@@ -164,9 +165,8 @@ def _ring(fs: FlowSet, ranks: list[int], size_bytes: int, phases: Sequence[str],
                     deps = list(after) if step == 0 else []
                     if prev[i][c] is not None:
                         deps.append(prev[i][c])
-                    if last_on_link is not None:
-                        deps.append(last_on_link)
-                    f = fs.add(ranks[i], ranks[(i + 1) % n], chunk, after=deps, tag=f"{tag}:{phase}{s}")
+                    f = fs.add(ranks[i], ranks[(i + 1) % n], chunk, after=deps, tag=f"{tag}:{phase}{s}",
+                               after_sent=[last_on_link] if last_on_link is not None else [])
                     coll.flows.append(f)
                     current[(i + 1) % n][c] = f
                     last_on_link = f
@@ -217,22 +217,20 @@ def tree_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *,
     for c, chunk in enumerate(chunks):
         for i in order:
             deps = list(after) + [up[(k, c)] for k in children[i]]
-            if c > 0:
-                deps.append(up[(i, c - 1)])
-            up[(i, c)] = fs.add(ranks[i], ranks[(i - 1) // 2], chunk, after=deps, tag=f"{tag}:reduce")
+            sent = [up[(i, c - 1)]] if c > 0 else []
+            up[(i, c)] = fs.add(ranks[i], ranks[(i - 1) // 2], chunk, after=deps, after_sent=sent,
+                                tag=f"{tag}:reduce")
             coll.flows.append(up[(i, c)])
     down: dict[tuple[int, int], int] = {}  # (child, chunk) -> flow parent->child
     for c, chunk in enumerate(chunks):
         for i in range(1, n):
             parent = (i - 1) // 2
             deps = [up[(k, c)] for k in children[0]] if parent == 0 else [down[(parent, c)]]
-            if c > 0:
-                deps.append(down[(i, c - 1)])
-            down[(i, c)] = fs.add(ranks[parent], ranks[i], chunk, after=deps, tag=f"{tag}:broadcast")
+            sent = [down[(i, c - 1)]] if c > 0 else []
+            down[(i, c)] = fs.add(ranks[parent], ranks[i], chunk, after=deps, after_sent=sent,
+                                  tag=f"{tag}:broadcast")
             coll.flows.append(down[(i, c)])
-    leaves = [i for i in range(1, n) if not children[i]]
-    coll.last = [down[(i, len(chunks) - 1)] for i in range(1, n)] if n > 1 else []
-    del leaves
+    coll.last = [down[(i, len(chunks) - 1)] for i in range(1, n)]
     return coll
 
 

@@ -80,12 +80,16 @@ def simulate_flow_level(topology: Topology, flows: FlowSet, routed: RoutedFlows,
     latency = _path_latency_s(topology, routed)
     remaining = routed.wire_bytes.astype(np.float64)
 
-    # Dependency bookkeeping.
+    # Dependency bookkeeping: dependents on a flow's receipt, and on its last byte being sent.
     waiting = np.diff(routed.dep_offsets).copy()
     dependents: list[list[int]] = [[] for _ in range(n)]
+    sent_dependents: list[list[int]] = [[] for _ in range(n)]
     for f in range(n):
         for d in routed.dep_flows[routed.dep_offsets[f]:routed.dep_offsets[f + 1]]:
-            dependents[d].append(f)
+            if d >= 0:
+                dependents[d].append(f)
+            else:
+                sent_dependents[-d - 1].append(f)
     ready_at = routed.earliest_start_s.copy()
     start = np.full(n, np.nan)
     finish = np.full(n, np.nan)
@@ -101,15 +105,19 @@ def simulate_flow_level(topology: Topology, flows: FlowSet, routed: RoutedFlows,
     done = 0
     rate_updates = 0
 
-    def complete(f: int, when: float) -> None:
-        nonlocal done
-        finish[f] = when
-        done += 1
-        for g in dependents[f]:
+    def release(waiters: list[int], when: float) -> None:
+        for g in waiters:
             ready_at[g] = max(ready_at[g], when)
             waiting[g] -= 1
             if waiting[g] == 0:
                 heapq.heappush(arrivals, (ready_at[g], g))
+
+    def complete(f: int, sent: float, received: float) -> None:
+        nonlocal done
+        finish[f] = received
+        done += 1
+        release(sent_dependents[f], sent)
+        release(dependents[f], received)
 
     while arrivals or active:
         # Admit every flow whose start time has come.
@@ -117,7 +125,7 @@ def simulate_flow_level(topology: Topology, flows: FlowSet, routed: RoutedFlows,
             when, f = heapq.heappop(arrivals)
             start[f] = when
             if routed.size_bytes[f] == 0:
-                complete(f, when)
+                complete(f, when, when)
             else:
                 active.append(f)
                 dirty = True
@@ -149,7 +157,7 @@ def simulate_flow_level(topology: Topology, flows: FlowSet, routed: RoutedFlows,
             for k, f in enumerate(active):
                 if finished[k]:
                     remaining[f] = 0.0
-                    complete(f, t + latency[f])
+                    complete(f, t, t + latency[f])
                 else:
                     still.append(f)
             active = still

@@ -1,9 +1,13 @@
 """Flows: the unit of traffic every collective is expressed in and every backend simulates.
 
 A flow moves ``size_bytes`` from GPU ``src`` to GPU ``dst`` (ranks of the topology). It starts at
-the latest of ``earliest_start_s`` and the finish times of the flows it depends on; its finish
-time is when its last byte has been received. Dependencies may only point at flows added before,
-so a :class:`FlowSet` is always a DAG.
+the latest of ``earliest_start_s``, the finish times of the flows in ``after`` (their last byte
+received) and the send times of the flows in ``after_sent`` (their last byte has left the source:
+this is how a communication library keeps several chunks in flight on one channel). Dependencies
+may only point at flows added before, so a :class:`FlowSet` is always a DAG.
+
+In the arrays handed to the backends (:class:`RoutedFlows`), a "sent" dependency on flow ``k`` is
+encoded as ``-k - 1``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class Flow:
     deps: tuple[int, ...] = ()
     tag: str = ""
     path_key: int = 0
+    sent_deps: tuple[int, ...] = ()
 
 
 class FlowSet:
@@ -48,20 +53,27 @@ class FlowSet:
         self.deps: list[tuple[int, ...]] = []
         self.tags: list[str] = []
         self.path_keys: list[int] = []
+        self.sent_deps: list[tuple[int, ...]] = []
 
     def __len__(self) -> int:
         return len(self.src)
 
     def __getitem__(self, i: int) -> Flow:
         return Flow(self.src[i], self.dst[i], self.size_bytes[i], self.earliest_start_s[i],
-                    self.deps[i], self.tags[i], self.path_keys[i])
+                    self.deps[i], self.tags[i], self.path_keys[i], self.sent_deps[i])
 
     def add(self, src: int, dst: int, size_bytes: int, *, after: Iterable[int] = (),
-            earliest_start_s: float = 0.0, tag: str = "", path_key: int = 0) -> int:
-        """Append a flow and return its index. ``after`` lists flows that must finish first."""
+            earliest_start_s: float = 0.0, tag: str = "", path_key: int = 0,
+            after_sent: Iterable[int] = ()) -> int:
+        """Append a flow and return its index.
+
+        ``after`` lists flows that must be received first; ``after_sent`` flows whose last byte
+        must have left their source first.
+        """
         deps = tuple(int(d) for d in after)
+        sent_deps = tuple(int(d) for d in after_sent)
         n = len(self.src)
-        for d in deps:
+        for d in deps + sent_deps:
             if not 0 <= d < n:
                 raise FlowError(f"flow {n}: dependency {d} must be the index of an earlier flow (0..{n - 1})")
         if isinstance(size_bytes, (bool, float)) or int(size_bytes) != size_bytes or size_bytes < 0:
@@ -77,6 +89,7 @@ class FlowSet:
         self.deps.append(deps)
         self.tags.append(tag)
         self.path_keys.append(int(path_key))
+        self.sent_deps.append(sent_deps)
         return n
 
     def barrier(self, after: Iterable[int], gpu: int = 0, tag: str = "barrier") -> int:
@@ -86,7 +99,7 @@ class FlowSet:
     def extend(self, flows: Sequence[Flow]) -> list[int]:
         """Append :class:`Flow` records (their deps index this set) and return their indices."""
         return [self.add(f.src, f.dst, f.size_bytes, after=f.deps, earliest_start_s=f.earliest_start_s,
-                         tag=f.tag, path_key=f.path_key) for f in flows]
+                         tag=f.tag, path_key=f.path_key, after_sent=f.sent_deps) for f in flows]
 
     def total_bytes(self) -> int:
         return int(sum(self.size_bytes))
@@ -106,7 +119,7 @@ class RoutedFlows:
     route_offsets: np.ndarray      # int64 [F+1]
     route_links: np.ndarray        # int32 [sum of hops], directed link ids
     dep_offsets: np.ndarray        # int64 [F+1]
-    dep_flows: np.ndarray          # int32
+    dep_flows: np.ndarray          # int32, k = after flow k received, -k-1 = after flow k sent
     header_bytes: int
 
     @property
@@ -143,10 +156,11 @@ def route_flows(topology: Topology, flows: FlowSet, router: Router | None = None
     size = np.asarray(flows.size_bytes, dtype=np.int64)
     num_packets = -(-size // payload)
     header = topology.transport.header_bytes
-    dep_counts = np.fromiter((len(d) for d in flows.deps), dtype=np.int64, count=n)
+    all_deps = [ds + tuple(-d - 1 for d in ss) for ds, ss in zip(flows.deps, flows.sent_deps)]
+    dep_counts = np.fromiter((len(d) for d in all_deps), dtype=np.int64, count=n)
     dep_offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(dep_counts, out=dep_offsets[1:])
-    dep_flows = np.fromiter((d for ds in flows.deps for d in ds), dtype=np.int32, count=int(dep_offsets[-1]))
+    dep_flows = np.fromiter((d for ds in all_deps for d in ds), dtype=np.int32, count=int(dep_offsets[-1]))
     return RoutedFlows(
         src_node=np.asarray(topology.gpu_nodes, dtype=np.int32)[np.asarray(flows.src, dtype=np.int64)] if n else np.zeros(0, np.int32),
         dst_node=np.asarray(topology.gpu_nodes, dtype=np.int32)[np.asarray(flows.dst, dtype=np.int64)] if n else np.zeros(0, np.int32),

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from cosim.network.packet_backend import engine_available
 from cosim.topology import topology_from_dict
 
 BACKENDS = ["flow", "packet"]
+
+if os.environ.get("COSIM_REQUIRE_ENGINE") and not engine_available():
+    raise RuntimeError("COSIM_REQUIRE_ENGINE is set but cosim.network._packet_engine cannot be imported")
 
 requires_engine = pytest.mark.skipif(not engine_available(), reason="native ns-3 engine not built")
 

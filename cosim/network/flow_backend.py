@@ -55,8 +55,8 @@ def _path_latency_s(topology: Topology, routed: RoutedFlows) -> np.ndarray:
     if not len(routed.route_links):
         return latency
     links = routed.route_links // 2
-    prop = np.array([l.latency_s for l in topology.links])[links]
-    bw = np.array([l.bandwidth_bps for l in topology.links])[links]
+    prop = topology.link_latency_s[links]
+    bw = topology.link_bandwidth_bps[links]
     flow_of_hop = np.repeat(np.arange(n), np.diff(routed.route_offsets))
     frame_bits = (np.minimum(routed.payload_per_packet, routed.size_bytes) + routed.header_bytes) * 8.0
     ser = frame_bits[flow_of_hop] / bw
@@ -73,33 +73,36 @@ def simulate_flow_level(topology: Topology, flows: FlowSet, routed: RoutedFlows,
     wall0 = time.perf_counter()
     n = routed.num_flows
     num_links = topology.num_directed_links
-    bw_bps = np.repeat([l.bandwidth_bps for l in topology.links], 2)
+    bw_bps = topology.directed_bandwidth_bps
     used_links, compact = np.unique(routed.route_links, return_inverse=True)
     capacity = bw_bps[used_links] / 8.0
     hops = np.diff(routed.route_offsets)
     latency = _path_latency_s(topology, routed)
     remaining = routed.wire_bytes.astype(np.float64)
 
-    # Dependency bookkeeping: dependents on a flow's receipt, and on its last byte being sent.
-    waiting = np.diff(routed.dep_offsets).copy()
+    # Dependency bookkeeping (Python lists: touched one flow at a time): dependents on a flow's
+    # receipt, and on its last byte being sent.
+    waiting = np.diff(routed.dep_offsets).tolist()
     dependents: list[list[int]] = [[] for _ in range(n)]
     sent_dependents: list[list[int]] = [[] for _ in range(n)]
-    for f in range(n):
-        for d in routed.dep_flows[routed.dep_offsets[f]:routed.dep_offsets[f + 1]]:
-            if d >= 0:
-                dependents[d].append(f)
-            else:
-                sent_dependents[-d - 1].append(f)
-    ready_at = routed.earliest_start_s.copy()
+    owners = np.repeat(np.arange(n), np.diff(routed.dep_offsets)).tolist()
+    for f, d in zip(owners, routed.dep_flows.tolist()):
+        if d >= 0:
+            dependents[d].append(f)
+        else:
+            sent_dependents[-d - 1].append(f)
+    has_dependents = np.array([bool(a or b) for a, b in zip(dependents, sent_dependents)], dtype=bool)
+    ready_at = routed.earliest_start_s.tolist()
+    is_empty = (routed.size_bytes == 0).tolist()
     start = np.full(n, np.nan)
     finish = np.full(n, np.nan)
-    arrivals: list[tuple[float, int]] = [(ready_at[f], f) for f in range(n) if waiting[f] == 0]
+    roots = [f for f in range(n) if waiting[f] == 0]
+    arrivals: list[tuple[float, int]] = [(ready_at[f], f) for f in roots]
     heapq.heapify(arrivals)
 
     bins = AdaptiveBins(len(used_links), max_bins)
-    active: list[int] = []
-    rates = np.zeros(0)
-    entries_flow = entries_link = np.zeros(0, dtype=np.int64)
+    active = np.zeros(0, dtype=np.int64)
+    rates = link_rate = np.zeros(0)
     dirty = True
     t = 0.0
     done = 0
@@ -107,60 +110,58 @@ def simulate_flow_level(topology: Topology, flows: FlowSet, routed: RoutedFlows,
 
     def release(waiters: list[int], when: float) -> None:
         for g in waiters:
-            ready_at[g] = max(ready_at[g], when)
+            if when > ready_at[g]:
+                ready_at[g] = when
             waiting[g] -= 1
             if waiting[g] == 0:
                 heapq.heappush(arrivals, (ready_at[g], g))
 
-    def complete(f: int, sent: float, received: float) -> None:
-        nonlocal done
-        finish[f] = received
-        done += 1
-        release(sent_dependents[f], sent)
-        release(dependents[f], received)
-
-    while arrivals or active:
+    while arrivals or len(active):
         # Admit every flow whose start time has come.
+        admitted = []
         while arrivals and arrivals[0][0] <= t * (1 + _REL_EPS) + 1e-18:
             when, f = heapq.heappop(arrivals)
             start[f] = when
-            if routed.size_bytes[f] == 0:
-                complete(f, when, when)
+            if is_empty[f]:
+                finish[f] = when
+                done += 1
+                release(sent_dependents[f], when)
+                release(dependents[f], when)
             else:
-                active.append(f)
-                dirty = True
-        if not active:
+                admitted.append(f)
+        if admitted:
+            active = np.concatenate([active, np.asarray(admitted, dtype=np.int64)])
+            dirty = True
+        if not len(active):
             if arrivals:
                 t = arrivals[0][0]
             continue
         if dirty:
-            act = np.asarray(active, dtype=np.int64)
-            lengths = hops[act]
-            entries_flow = np.repeat(np.arange(len(act)), lengths)
-            starts = routed.route_offsets[act]
-            entries_link = compact[np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())]
-            rates = max_min_rates(entries_flow, entries_link, len(act), capacity)
+            lengths = hops[active]
+            entries_flow = np.repeat(np.arange(len(active)), lengths)
+            first = routed.route_offsets[active]
+            entries_link = compact[np.repeat(first - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())]
+            rates = max_min_rates(entries_flow, entries_link, len(active), capacity)
             link_rate = np.bincount(entries_link, weights=rates[entries_flow], minlength=len(used_links))
             rate_updates += 1
             dirty = False
-        act = np.asarray(active, dtype=np.int64)
-        time_left = remaining[act] / rates
+        time_left = remaining[active] / rates
         dt = time_left.min()
         if arrivals:
             dt = min(dt, arrivals[0][0] - t)
         bins.add(t, t + dt, link_rate)
-        remaining[act] -= rates * dt
+        remaining[active] -= rates * dt
         t += dt
         finished = time_left <= dt * (1 + _REL_EPS) + 1e-15
         if finished.any():
-            still = []
-            for k, f in enumerate(active):
-                if finished[k]:
-                    remaining[f] = 0.0
-                    complete(f, t, t + latency[f])
-                else:
-                    still.append(f)
-            active = still
+            gone = active[finished]
+            remaining[gone] = 0.0
+            finish[gone] = t + latency[gone]
+            done += len(gone)
+            for f in gone[has_dependents[gone]].tolist():
+                release(sent_dependents[f], t)
+                release(dependents[f], float(finish[f]))
+            active = active[~finished]
             dirty = True
             if progress is not None:
                 progress(done, t)

@@ -38,8 +38,8 @@ def simulate_packet_level(topology: Topology, flows: FlowSet, routed: RoutedFlow
     links = topology.links
     link_a = np.array([l.a for l in links], dtype=np.int32)
     link_b = np.array([l.b for l in links], dtype=np.int32)
-    rate_bps = np.array([l.bandwidth_bps for l in links], dtype=np.float64)
-    delay_s = np.array([l.latency_s for l in links], dtype=np.float64)
+    rate_bps = topology.link_bandwidth_bps
+    delay_s = topology.link_latency_s
     transport = topology.transport
     with _ENGINE_LOCK:
         out = _packet_engine.run(
@@ -50,7 +50,7 @@ def simulate_packet_level(topology: Topology, flows: FlowSet, routed: RoutedFlow
             transport.header_bytes, transport.pfc_xoff_bytes, transport.pfc_xon_bytes,
             max_bins, progress,
         )
-    bw = np.repeat(rate_bps, 2)
+    bw = topology.directed_bandwidth_bps
     tx_bytes = np.asarray(out["link_tx_bytes"], dtype=np.int64)
     counters = LinkCounters(
         tx_bytes=tx_bytes,

@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Literal
 
 import networkx as nx
+import numpy as np
 
 NodeKind = Literal["gpu", "nvswitch", "nic", "switch"]
 NODE_KINDS: tuple[str, ...] = ("gpu", "nvswitch", "nic", "switch")
@@ -109,6 +110,21 @@ class Topology:
     def gpu_nodes(self) -> tuple[int, ...]:
         """Node index of each GPU rank (rank ``r`` is ``nodes[gpu_nodes[r]]``)."""
         return tuple(i for i, n in enumerate(self.nodes) if n.kind == "gpu")
+
+    @cached_property
+    def link_bandwidth_bps(self) -> np.ndarray:
+        """Bandwidth per direction of every undirected link (index = link index)."""
+        return np.array([l.bandwidth_bps for l in self.links], dtype=np.float64)
+
+    @cached_property
+    def link_latency_s(self) -> np.ndarray:
+        """One-way latency of every undirected link."""
+        return np.array([l.latency_s for l in self.links], dtype=np.float64)
+
+    @cached_property
+    def directed_bandwidth_bps(self) -> np.ndarray:
+        """Bandwidth of every directed link (index = directed link id)."""
+        return np.repeat(self.link_bandwidth_bps, 2)
 
     @property
     def num_gpus(self) -> int:

@@ -1,0 +1,247 @@
+"""Step co-simulation: trace -> network simulations of its collectives -> schedule -> step time.
+
+:func:`simulate_step` builds the step's trace (:mod:`cosim.trace.builder`), simulates every
+distinct collective on the chosen network backend (memoized by traffic shape, placement,
+topology and backend, so the 58 identical MoE layers of DeepSeek-V3 cost one simulation each
+for dispatch and combine), adds each library's fixed overhead (:mod:`cosim.engine.overheads`),
+and schedules the per-rank DAGs on compute and communication streams
+(:mod:`cosim.engine.schedule`). Collectives of disjoint rank groups that overlap in time are then
+re-simulated together, so congestion between concurrent collectives is real, and the schedule is
+recomputed until the durations settle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads
+from cosim.engine.schedule import Schedule, schedule
+from cosim.errors import ConfigError
+from cosim.network import FlowSet, simulate
+from cosim.network import collectives as C
+from cosim.topology import Router, RoutingPolicy, Topology
+from cosim.trace.builder import StepSpec, build_step_trace
+from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, StepTrace
+
+
+def add_collective_flows(fs: FlowSet, spec: CollectiveSpec, earliest_start_s: float = 0.0) -> list[int]:
+    """Append the flows of ``spec`` to ``fs``; return the flows that end it."""
+    ranks, m, tag = list(spec.ranks), spec.bytes_matrix, spec.name
+    after = [fs.barrier([], gpu=ranks[0], tag=f"{tag}:start")] if earliest_start_s > 0 else []
+    if after:
+        fs.earliest_start_s[after[0]] = earliest_start_s
+    if spec.kind == "all_to_all_v":
+        coll = C.all_to_all_v(fs, ranks, m, after=after, tag=tag)
+    elif spec.kind == "bipartite":
+        k = spec.num_senders
+        coll = C.bipartite(fs, ranks[:k], ranks[k:], m, after=after, tag=tag)
+    elif spec.kind == "p2p":
+        coll = C.point_to_point(fs, ranks[0], ranks[1], int(m[0, 1]), after=after, tag=tag)
+    elif len(ranks) == 1:
+        return after
+    elif spec.kind == "all_reduce":
+        coll = C.ring_all_reduce(fs, ranks, int(m[0, 0]), after=after, tag=tag)
+    elif spec.kind == "all_gather":
+        coll = C.ring_all_gather(fs, ranks, int(m[0, 0]), after=after, tag=tag)
+    elif spec.kind == "reduce_scatter":
+        coll = C.ring_reduce_scatter(fs, ranks, int(m[0, 0]), after=after, tag=tag)
+    else:  # pragma: no cover - CollectiveSpec.kind is a closed set
+        raise ConfigError("<trace>", "kind", f"unknown collective kind {spec.kind!r}")
+    return coll.last or after
+
+
+@dataclass
+class _NetworkRun:
+    """Outcome of one network simulation of one or more concurrent collectives."""
+
+    network_s: dict[int, float]      # position in the batch -> time from its start to its end
+    tx_bytes: np.ndarray
+    peak_queue_bytes: np.ndarray
+    wall_s: float
+
+
+class CollectiveNetwork:
+    """Simulates collectives on a topology with one backend, memoizing by traffic shape.
+
+    DeepEP low-latency traffic leaves each GPU through its own NIC (``cross_rail: direct``);
+    everything else follows the topology's routing policy (PXN on rail-optimized fabrics).
+    """
+
+    def __init__(self, topology: Topology, backend: str):
+        self.topology = topology
+        self.backend = backend
+        self._routers = {
+            "topology": Router(topology),
+            "direct": Router(dataclasses.replace(topology, routing=RoutingPolicy(topology.routing.ecmp, "direct"))),
+        }
+        self._memo: dict[tuple, _NetworkRun] = {}
+        self.simulations = 0
+        self.wall_s = 0.0
+
+    def run(self, specs: list[CollectiveSpec], offsets_s: list[float]) -> _NetworkRun:
+        """Simulate ``specs`` together, each starting ``offsets_s`` after the first."""
+        key = tuple((s.shape_key(), round(o * 1e9)) for s, o in zip(specs, offsets_s))
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        routing = "direct" if all(s.library == "deepep_ll" for s in specs) else "topology"
+        fs = FlowSet()
+        ends = [add_collective_flows(fs, s, o) for s, o in zip(specs, offsets_s)]
+        t0 = time.perf_counter()
+        result = simulate(self.topology, fs, self.backend, router=self._routers[routing])
+        wall = time.perf_counter() - t0
+        run = _NetworkRun(
+            network_s={i: (result.finish_s(e) - o if e else 0.0) for i, (e, o) in enumerate(zip(ends, offsets_s))},
+            tx_bytes=result.links.tx_bytes.astype(np.float64),
+            peak_queue_bytes=np.nan_to_num(result.links.peak_queue_bytes, nan=0.0),
+            wall_s=wall)
+        self._memo[key] = run
+        self.simulations += 1
+        self.wall_s += wall
+        return run
+
+
+@dataclass
+class StepResult:
+    """Step time and where it goes.
+
+    Attributes:
+        step_time_s: time from the first op to the last, over all ranks.
+        compute_by_class_s: busy compute time per op class on the critical (slowest) rank.
+        comm_by_collective_s: time spent in each collective type on that rank (dispatch, combine ...).
+        exposed_comm_by_collective_s: part of it during which the compute stream was idle.
+        overlap_fraction: 1 - exposed / total communication time on that rank.
+        duration_sources: count of compute durations per source (measured, interpolated, roofline).
+        link_tx_bytes / link_peak_queue_bytes: per directed link over the whole step.
+        network_simulations / network_wall_s / wall_s: cost of the run.
+    """
+
+    spec: StepSpec
+    trace: StepTrace
+    schedule: Schedule
+    collective_duration_s: np.ndarray
+    critical_rank: int
+    compute_by_class_s: dict[str, float]
+    comm_by_collective_s: dict[str, float]
+    exposed_comm_by_collective_s: dict[str, float]
+    overlap_fraction: float
+    duration_sources: dict[str, int]
+    link_tx_bytes: np.ndarray
+    link_peak_queue_bytes: np.ndarray
+    network_simulations: int
+    network_wall_s: float
+    congestion_iterations: int
+    wall_s: float = 0.0
+    topology: Topology | None = None
+    backend: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def step_time_s(self) -> float:
+        return self.schedule.step_time_s
+
+    def link_utilization(self) -> np.ndarray:
+        """Mean utilization of every directed link over the step."""
+        bw = self.topology.directed_bandwidth_bps
+        return self.link_tx_bytes * 8.0 / bw / max(self.step_time_s, 1e-30)
+
+
+def simulate_step(spec: StepSpec, kernels, topology: Topology, backend: str = "flow", *,
+                  overheads: CommOverheads = DEFAULT_OVERHEADS, max_congestion_iterations: int = 3) -> StepResult:
+    """Co-simulate one step: see the module docstring."""
+    wall0 = time.perf_counter()
+    if spec.parallel.num_gpus > topology.num_gpus:
+        raise ConfigError(topology.source, "nodes", f"the deployment needs {spec.parallel.num_gpus} GPUs, "
+                                                    f"topology {topology.name!r} has {topology.num_gpus}")
+    trace = build_step_trace(spec, kernels)
+    net = CollectiveNetwork(topology, backend)
+    colls = trace.collectives
+    durations = np.array([overheads.duration_s(c.library, net.run([c], [0.0]).network_s[0]) for c in colls])
+    sched = schedule(trace, lambda cid: float(durations[cid]))
+    iterations = 0
+    for iterations in range(1, max_congestion_iterations + 1):
+        updated = durations.copy()
+        for cluster in _concurrent_clusters(colls, sched):
+            t0 = min(sched.collective_start_s[c] for c in cluster)
+            offsets = [sched.collective_start_s[c] - t0 for c in cluster]
+            run = net.run([colls[c] for c in cluster], offsets)
+            for i, c in enumerate(cluster):
+                updated[c] = overheads.duration_s(colls[c].library, run.network_s[i])
+        if np.allclose(updated, durations, rtol=1e-3, atol=1e-9):
+            break
+        durations = updated
+        sched = schedule(trace, lambda cid: float(durations[cid]))
+    # Link bytes do not depend on timing: add every collective's own simulation.
+    tx = np.zeros(topology.num_directed_links)
+    peak = np.zeros(topology.num_directed_links)
+    for c in colls:
+        run = net.run([c], [0.0])
+        tx += run.tx_bytes
+        peak = np.maximum(peak, run.peak_queue_bytes)
+    critical = int(np.argmax([float(np.nanmax(f)) if len(f) else 0.0 for f in sched.node_finish_s]))
+    compute, comm, exposed, overlap = _breakdown(trace, sched, critical)
+    sources: dict[str, int] = defaultdict(int)
+    for node in trace.ranks[critical].nodes:
+        if isinstance(node, ComputeNode):
+            sources[node.source] += 1
+    return StepResult(spec, trace, sched, durations, critical, compute, comm, exposed, overlap, dict(sources),
+                      tx, peak, net.simulations, net.wall_s, iterations, time.perf_counter() - wall0,
+                      topology, backend)
+
+
+def _concurrent_clusters(colls: list[CollectiveSpec], sched: Schedule) -> list[list[int]]:
+    """Groups of collectives whose time intervals overlap (connected components, sweep line)."""
+    order = sorted(range(len(colls)), key=lambda c: sched.collective_start_s[c])
+    clusters, current, end = [], [], -np.inf
+    for c in order:
+        s, f = sched.collective_start_s[c], sched.collective_finish_s[c]
+        if current and s < end - 1e-12:
+            current.append(c)
+            end = max(end, f)
+        else:
+            if len(current) > 1:
+                clusters.append(current)
+            current, end = [c], f
+    if len(current) > 1:
+        clusters.append(current)
+    return clusters
+
+
+def _collective_label(name: str) -> str:
+    return name.rsplit(".", 1)[-1] if not name.startswith("pp") else "pipeline_send"
+
+
+def _breakdown(trace: StepTrace, sched: Schedule, rank: int):
+    """Compute per class, communication per collective type, and its exposed part, on ``rank``."""
+    nodes = trace.ranks[rank].nodes
+    start, finish = sched.node_start_s[rank], sched.node_finish_s[rank]
+    compute: dict[str, float] = defaultdict(float)
+    busy = []
+    for n in nodes:
+        if isinstance(n, ComputeNode):
+            compute[n.op_class] += n.duration_s
+            busy.append((start[n.id], finish[n.id]))
+    busy.sort()
+    merged: list[list[float]] = []
+    for s, f in busy:
+        if merged and s <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], f)
+        else:
+            merged.append([s, f])
+    comm: dict[str, float] = defaultdict(float)
+    exposed: dict[str, float] = defaultdict(float)
+    for n in nodes:
+        if isinstance(n, CommNode):
+            s, f = start[n.id], finish[n.id]
+            label = _collective_label(n.name)
+            comm[label] += f - s
+            covered = sum(max(0.0, min(f, b) - max(s, a)) for a, b in merged if b > s and a < f)
+            exposed[label] += (f - s) - covered
+    total = sum(comm.values())
+    overlap = 1.0 - sum(exposed.values()) / total if total > 0 else 0.0
+    return dict(compute), dict(comm), dict(exposed), overlap

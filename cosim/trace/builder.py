@@ -1,0 +1,278 @@
+"""Build the execution trace of one forward step (prefill chunk or decode step) of a MoE model.
+
+For every rank the trace is a DAG of compute nodes (op, per-rank shape, duration and its source
+from the kernel tables) and communication nodes (collective, group, per-peer bytes):
+
+- DP attention (``parallel.dp_attention``): each rank runs attention on its own requests; MoE
+  layers dispatch tokens to the ranks of their experts and combine the outputs back (DeepEP
+  normal for prefill, low-latency for decode); the shared expert runs on the compute stream while
+  the dispatch is in flight; dense layers run replicated.
+- TP attention: heads split over ``tp`` ranks; an all-reduce after ``o_proj`` and after the FFN
+  (dense, or MoE with experts sharded over the group).
+- Pipeline stages send activations to the next stage after their last layer.
+
+Two-batch overlap (``overlap="tbo"``) splits the batch into two micro-batches and orders each
+layer as attention(0), dispatch(0) | attention(1), dispatch(1) | experts(0), combine(0) |
+experts(1), combine(1), so one micro-batch communicates while the other computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from cosim.errors import ConfigError
+from cosim.models import (
+    ModelSpec, Parallelism, Precision, head_comm, layer_comm, layer_ops, model_head_ops,
+)
+from cosim.ops import AttentionOp, ComputeOp, GemmOp, MemoryOp, MoeOp
+from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, RankTrace, StepTrace
+from cosim.trace.moe_traffic import routed_token_counts
+
+Overlap = Literal["none", "tbo"]
+_SKEW_TO_DISTRIBUTION = ((0.0, "balanced"), (1.1, "power_law_1.01"), (float("inf"), "power_law_1.2"))
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """What to simulate: one forward step of ``model`` under ``parallel`` and ``precision``.
+
+    Attributes:
+        phase: ``context`` (a prefill chunk) or ``generation`` (one decode step).
+        batch_per_rank: requests per attention rank (DP attention) or per TP group.
+        new_tokens: tokens per request in this step (prefill chunk length; 1 in decode).
+        prefix_tokens: tokens already in the KV cache per request (context length).
+        overlap: ``none`` or ``tbo`` (two-batch overlap).
+        routing_skew: 0 = uniform routing; > 0 = power-law expert popularity (hot experts).
+        seed: seed of the routing sample.
+        moe_library: DeepEP mode for dispatch/combine; ``auto`` = normal in prefill, LL in decode.
+    """
+
+    model: ModelSpec
+    parallel: Parallelism
+    precision: Precision
+    phase: Literal["context", "generation"]
+    batch_per_rank: int
+    new_tokens: int = 1
+    prefix_tokens: int = 0
+    overlap: Overlap = "none"
+    routing_skew: float = 0.0
+    seed: int = 0
+    moe_library: Literal["auto", "deepep_normal", "deepep_ll"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.phase not in ("context", "generation"):
+            raise ConfigError("<api>", "phase", f"expected 'context' or 'generation', got {self.phase!r}")
+        if self.batch_per_rank < 1:
+            raise ConfigError("<api>", "batch_per_rank", f"expected >= 1, got {self.batch_per_rank}")
+        if self.overlap not in ("none", "tbo"):
+            raise ConfigError("<api>", "overlap", f"expected 'none' or 'tbo', got {self.overlap!r}")
+        if self.overlap == "tbo" and self.batch_per_rank * self.new_tokens < 2:
+            raise ConfigError("<api>", "overlap", "two-batch overlap needs at least 2 tokens per rank")
+        if self.phase == "generation" and self.new_tokens != 1:
+            raise ConfigError("<api>", "new_tokens", "a decode step has new_tokens = 1")
+
+    @property
+    def distribution(self) -> str:
+        """Kernel-table router distribution matching ``routing_skew``."""
+        return next(name for bound, name in _SKEW_TO_DISTRIBUTION if self.routing_skew <= bound)
+
+    @property
+    def library(self) -> str:
+        if self.moe_library != "auto":
+            return self.moe_library
+        return "deepep_normal" if self.phase == "context" else "deepep_ll"
+
+
+def op_class(op: ComputeOp) -> str:
+    """Coarse class of an op for step-time breakdowns."""
+    if isinstance(op, AttentionOp):
+        return "attention"
+    if isinstance(op, MoeOp):
+        return "moe_experts"
+    name = op.name
+    if name.startswith("shared_"):
+        return "shared_expert"
+    if name.startswith("ffn_"):
+        return "dense_ffn"
+    if name in ("embedding", "final_norm", "lm_head"):
+        return "head"
+    if name == "router":
+        return "router"
+    if isinstance(op, GemmOp):
+        return "attention_proj"
+    return "norm_and_misc"
+
+
+class _TraceWriter:
+    """Appends nodes to all ranks of a stage and collectives to the step."""
+
+    def __init__(self, num_ranks: int, kernels):
+        self.ranks = [RankTrace(r) for r in range(num_ranks)]
+        self.collectives: list[CollectiveSpec] = []
+        self.kernels = kernels
+
+    def compute(self, ranks: list[int], op: ComputeOp, deps: dict[int, list[int]], layer: int, mb: int) -> dict[int, int]:
+        d = self.kernels.duration(op)
+        out = {}
+        for r in ranks:
+            nodes = self.ranks[r].nodes
+            nid = len(nodes)
+            nodes.append(ComputeNode(nid, f"L{layer}.mb{mb}.{op.name}", op, d.seconds, d.source,
+                                     tuple(deps.get(r, ())), layer, mb, op_class(op)))
+            out[r] = nid
+        return out
+
+    def collective(self, name: str, kind: str, library: str, ranks: list[int], matrix: np.ndarray,
+                   deps: dict[int, list[int]], layer: int, mb: int, num_senders: int = 0) -> dict[int, int]:
+        cid = len(self.collectives)
+        self.collectives.append(CollectiveSpec(cid, name, kind, library, tuple(ranks), matrix, layer, mb, num_senders))
+        out = {}
+        for r in ranks:
+            nodes = self.ranks[r].nodes
+            nid = len(nodes)
+            nodes.append(CommNode(nid, name, cid, tuple(deps.get(r, ())), layer, mb))
+            out[r] = nid
+        return out
+
+
+def _split_batch(spec: StepSpec) -> list[int]:
+    """Requests (prefill) or tokens (decode) per micro-batch."""
+    if spec.overlap == "none":
+        return [spec.batch_per_rank]
+    if spec.batch_per_rank >= 2:
+        half = spec.batch_per_rank // 2
+        return [spec.batch_per_rank - half, half]
+    return [1, 1]  # one long prefill request: split its chunk in two
+
+
+def build_step_trace(spec: StepSpec, kernels) -> StepTrace:
+    """Per-rank DAGs and collectives of one step; ``kernels`` gives op durations
+    (:class:`cosim.kernels.KernelTables` or anything with ``duration(op)``)."""
+    model, par, prec = spec.model, spec.parallel, spec.precision
+    par.validate(model)
+    num_ranks = par.num_gpus
+    w = _TraceWriter(num_ranks, kernels)
+    stages = par.stage_layers(model)
+    mbs = _split_batch(spec)
+    tokens_per_req = spec.new_tokens if spec.overlap == "none" or spec.batch_per_rank >= 2 else spec.new_tokens // 2
+    last: list[dict[int, list[int]]] = [{} for _ in mbs]  # per micro-batch: rank -> node ids to wait for
+
+    for stage, layer_range in enumerate(stages):
+        ranks = list(range(stage * par.tp, (stage + 1) * par.tp))
+        for mb, batch in enumerate(mbs):
+            if stage == 0:
+                for op in model_head_ops(model, par, prec, spec.phase, batch, tokens_per_req).pre_layers:
+                    last[mb] = _as_deps(w.compute(ranks, op, last[mb], -1, mb))
+                hc = head_comm(model, par, prec, spec.phase, batch, tokens_per_req)
+                if hc.embedding_allreduce_bytes:
+                    last[mb] = _as_deps(w.collective(f"embed.mb{mb}.allreduce", "all_reduce", "nccl", ranks,
+                                                     _scalar(hc.embedding_allreduce_bytes), last[mb], -1, mb))
+            else:
+                prev_ranks = list(range((stage - 1) * par.tp, stage * par.tp))
+                size = layer_comm(model, layer_range[0] - 1, par, prec, spec.phase, batch, tokens_per_req).pp_send_bytes
+                for src, dst in zip(prev_ranks, ranks):
+                    matrix = np.array([[0, int(size)], [0, 0]], dtype=np.int64)
+                    done = w.collective(f"pp{stage}.mb{mb}.{src}->{dst}", "p2p", "p2p", [src, dst], matrix,
+                                        {src: last[mb].get(src, [])}, layer_range[0], mb)
+                    last[mb][dst] = [done[dst]]
+        for layer in layer_range:
+            _emit_layer(w, spec, layer, ranks, mbs, tokens_per_req, last)
+        if stage == len(stages) - 1:
+            for mb, batch in enumerate(mbs):
+                for op in model_head_ops(model, par, prec, spec.phase, batch, tokens_per_req).post_layers:
+                    last[mb] = _as_deps(w.compute(ranks, op, last[mb], -1, mb))
+                hc = head_comm(model, par, prec, spec.phase, batch, tokens_per_req)
+                if hc.logits_allgather_bytes:
+                    w.collective(f"logits.mb{mb}.allgather", "all_gather", "nccl", ranks,
+                                 _scalar(hc.logits_allgather_bytes * len(ranks)), last[mb], -1, mb)
+    metadata = {
+        "model": model.name, "phase": spec.phase, "batch_per_rank": str(spec.batch_per_rank),
+        "new_tokens": str(spec.new_tokens), "prefix_tokens": str(spec.prefix_tokens),
+        "tp": str(par.tp), "ep": str(par.ep), "dp_attention": str(par.dp_attention), "pp": str(par.pp),
+        "overlap": spec.overlap, "routing_skew": str(spec.routing_skew), "moe_library": spec.library,
+        "kernels": getattr(kernels, "describe", lambda: type(kernels).__name__)(),
+    }
+    return StepTrace(w.ranks, w.collectives, metadata)
+
+
+def _as_deps(ids: dict[int, int]) -> dict[int, list[int]]:
+    return {r: [i] for r, i in ids.items()}
+
+
+def _scalar(size: float) -> np.ndarray:
+    return np.array([[int(round(size))]], dtype=np.int64)
+
+
+def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], mbs: list[int],
+                tokens_per_req: int, last: list[dict[int, list[int]]]) -> None:
+    """Emit one decoder layer for every micro-batch in TBO order (see module docstring)."""
+    model, par, prec = spec.model, spec.parallel, spec.precision
+    per_mb = []
+    for mb, batch in enumerate(mbs):
+        ops = layer_ops(model, layer, par, prec, spec.phase, batch, tokens_per_req, spec.prefix_tokens,
+                        spec.distribution)
+        comm = layer_comm(model, layer, par, prec, spec.phase, batch, tokens_per_req)
+        split = next(i for i, op in enumerate(ops) if op.name == "post_attention_norm") + 1
+        per_mb.append((ops[:split], ops[split:], comm))
+
+    # Phase 1 per micro-batch: attention block, its all-reduce, router, dispatch.
+    moe_state = []
+    for mb, (attn_ops, ffn_ops, comm) in enumerate(per_mb):
+        deps = last[mb]
+        for op in attn_ops:
+            deps = _as_deps(w.compute(ranks, op, deps, layer, mb))
+        if comm.attention_allreduce_bytes:
+            deps = _as_deps(w.collective(f"L{layer}.mb{mb}.attn_allreduce", "all_reduce", "nccl", ranks,
+                                         _scalar(comm.attention_allreduce_bytes), deps, layer, mb))
+        if comm.moe_pattern in ("all_to_all", "allgather_reducescatter"):
+            router = next(op for op in ffn_ops if op.name == "router")
+            deps = _as_deps(w.compute(ranks, router, deps, layer, mb))
+            dispatch_m, combine_m = _moe_matrices(spec, comm, layer, mb, len(ranks))
+            kind = "all_to_all_v" if comm.moe_pattern == "all_to_all" else "all_gather"
+            lib = spec.library if kind == "all_to_all_v" else "nccl"
+            sent = w.collective(f"L{layer}.mb{mb}.dispatch", kind, lib, ranks, dispatch_m, deps, layer, mb)
+            moe_state.append((deps, sent, combine_m, kind, lib))
+        else:
+            moe_state.append((deps, None, None, None, None))
+        last[mb] = deps
+
+    # Phase 2 per micro-batch: experts (after dispatch), shared expert (overlaps the dispatch),
+    # combine, FFN all-reduce.
+    for mb, (attn_ops, ffn_ops, comm) in enumerate(per_mb):
+        after_router, dispatched, combine_m, kind, lib = moe_state[mb]
+        if dispatched is None:
+            deps = last[mb]
+            for op in ffn_ops:
+                deps = _as_deps(w.compute(ranks, op, deps, layer, mb))
+            if comm.ffn_allreduce_bytes:
+                deps = _as_deps(w.collective(f"L{layer}.mb{mb}.ffn_allreduce", "all_reduce", "nccl", ranks,
+                                             _scalar(comm.ffn_allreduce_bytes), deps, layer, mb))
+            last[mb] = deps
+            continue
+        experts = next(op for op in ffn_ops if isinstance(op, MoeOp))
+        exp = _as_deps(w.compute(ranks, experts, _as_deps(dispatched), layer, mb))
+        shared = after_router
+        for op in ffn_ops:
+            if op.name.startswith("shared_"):
+                shared = _as_deps(w.compute(ranks, op, shared, layer, mb))
+        ckind = "all_to_all_v" if kind == "all_to_all_v" else "reduce_scatter"
+        combined = w.collective(f"L{layer}.mb{mb}.combine", ckind, lib, ranks, combine_m, exp, layer, mb)
+        last[mb] = {r: [combined[r]] + shared.get(r, []) for r in ranks}
+
+
+def _moe_matrices(spec: StepSpec, comm, layer: int, mb: int, group: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dispatch and combine byte matrices of one MoE layer from sampled routing."""
+    moe = spec.model.moe
+    assert moe is not None
+    if comm.moe_pattern == "allgather_reducescatter":
+        total = comm.tokens_per_rank * group
+        return _scalar(total * comm.dispatch_bytes_per_token), _scalar(total * comm.combine_bytes_per_token)
+    counts, _ = routed_token_counts(comm.tokens_per_rank, moe.num_experts, moe.top_k, spec.parallel.ep,
+                                    skew=spec.routing_skew, seed=spec.seed)
+    np.fill_diagonal(counts, 0)
+    dispatch = np.rint(counts * comm.dispatch_bytes_per_token).astype(np.int64)
+    combine = np.rint(counts.T * comm.combine_bytes_per_token).astype(np.int64)
+    return dispatch, combine

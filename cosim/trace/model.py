@@ -1,0 +1,108 @@
+"""Execution traces of one forward step: per rank, a DAG of compute and communication nodes.
+
+A :class:`StepTrace` holds one :class:`RankTrace` per GPU rank and the list of
+:class:`CollectiveSpec` the ranks take part in. A :class:`CommNode` on a rank refers to a
+collective by id; every participant of a collective has one such node. Durations are in seconds
+(float); serialization to protobuf keeps nanosecond resolution (``cosim.trace.serialize``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from cosim.ops import ComputeOp
+
+CollectiveKind = Literal["all_to_all_v", "all_reduce", "all_gather", "reduce_scatter", "bipartite", "p2p"]
+#: Which library implements a collective; selects its fixed overhead (see cosim.engine.overheads).
+CommLibrary = Literal["nccl", "deepep_normal", "deepep_ll", "p2p"]
+
+
+@dataclass(frozen=True)
+class CollectiveSpec:
+    """One collective of the step, shared by all its participants.
+
+    Attributes:
+        id: index in :attr:`StepTrace.collectives`.
+        name: e.g. ``L5.mb0.dispatch``.
+        kind: communication pattern.
+        library: implementation (NCCL, DeepEP normal / low-latency ...), for fixed overheads.
+        ranks: participating GPU ranks (topology ranks), in group order.
+        bytes_matrix: ``[i][j]`` bytes from ``ranks[i]`` to ``ranks[j]`` (all-to-all-v, bipartite with
+            ``ranks = senders + receivers``, p2p); for ring collectives a 1x1 matrix holding the buffer size.
+        layer: decoder layer index (-1 for head ops).
+        microbatch: micro-batch index (two-batch overlap uses 0 and 1).
+    """
+
+    id: int
+    name: str
+    kind: CollectiveKind
+    library: CommLibrary
+    ranks: tuple[int, ...]
+    bytes_matrix: np.ndarray
+    layer: int = -1
+    microbatch: int = 0
+    num_senders: int = 0  # bipartite: the first ``num_senders`` ranks send to the others
+
+    @property
+    def total_bytes(self) -> float:
+        return float(self.bytes_matrix.sum())
+
+    def shape_key(self) -> tuple:
+        """Identity of the traffic (kind, placement, bytes): equal keys need one network simulation."""
+        digest = hashlib.blake2b(np.ascontiguousarray(self.bytes_matrix, dtype=np.int64).tobytes(), digest_size=12).hexdigest()
+        return (self.kind, self.library, self.ranks, self.num_senders, digest)
+
+
+@dataclass(frozen=True)
+class ComputeNode:
+    """A kernel on the rank's compute stream."""
+
+    id: int
+    name: str
+    op: ComputeOp
+    duration_s: float
+    source: str  # measured | interpolated | roofline (see cosim.kernels)
+    deps: tuple[int, ...] = ()
+    layer: int = -1
+    microbatch: int = 0
+    op_class: str = ""  # attention | moe | dense_ffn | gemm | memory | head
+
+
+@dataclass(frozen=True)
+class CommNode:
+    """This rank's part in collective ``collective_id``, on the rank's communication stream."""
+
+    id: int
+    name: str
+    collective_id: int
+    deps: tuple[int, ...] = ()
+    layer: int = -1
+    microbatch: int = 0
+
+
+TraceNode = ComputeNode | CommNode
+
+
+@dataclass
+class RankTrace:
+    """The DAG of one rank; node ids are indices into :attr:`nodes` and deps point backwards."""
+
+    rank: int
+    nodes: list[TraceNode] = field(default_factory=list)
+
+
+@dataclass
+class StepTrace:
+    """All ranks of one forward step plus the collectives they share.
+
+    ``metadata`` records how the trace was made (model, system, phase, batch, context,
+    parallelism, overlap) as strings so it survives serialization.
+    """
+
+    ranks: list[RankTrace]
+    collectives: list[CollectiveSpec]
+    metadata: dict[str, str] = field(default_factory=dict)

@@ -116,6 +116,75 @@ def _cmd_net(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_step(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cosim.engine.step import simulate_step
+    from cosim.kernels import KernelTables
+    from cosim.models import Parallelism, Precision, load_model
+    from cosim.topology import load_topology
+    from cosim.trace.builder import StepSpec
+
+    model = load_model(args.model)
+    topo = load_topology(args.topology)
+    parallel = Parallelism(tp=args.tp, ep=args.ep or args.tp, dp_attention=args.dp_attention, pp=args.pp)
+    overrides = {k: v for k, v in (("dispatch", args.dispatch_dtype), ("kv_cache", args.kv_dtype)) if v}
+    precision = Precision.from_checkpoint(model, **overrides)
+    phase = "generation" if args.phase == "decode" else "context"
+    spec = StepSpec(model, parallel, precision, phase, batch_per_rank=args.batch,
+                    new_tokens=1 if phase == "generation" else args.new_tokens, prefix_tokens=args.context,
+                    overlap=args.overlap, routing_skew=args.skew)
+    kernels = KernelTables.load(args.system, framework=args.framework)
+    with console.status(f"simulating one {args.phase} step of {model.name} on {topo.name} ({args.backend} backend)"):
+        result = simulate_step(spec, kernels, topo, args.backend)
+    t = result.step_time_s
+    console.print(f"[bold]{model.name}[/bold] {args.phase}, {args.batch} requests/rank x "
+                  f"{spec.new_tokens} new tokens, context {args.context}, TP{parallel.tp} EP{parallel.ep}"
+                  f"{' DP-attention' if parallel.dp_attention else ''} PP{parallel.pp}, overlap {args.overlap}, "
+                  f"{kernels.system.name} ({args.framework}), {topo.name}, {args.backend} backend")
+    console.print(f"step time: [bold]{format_time(t)}[/bold]   wall: {result.wall_s:.2f} s "
+                  f"({result.network_simulations} network simulations, {result.network_wall_s:.2f} s)")
+    table = Table(title=f"Breakdown on the critical rank {result.critical_rank}")
+    for col in ("part", "time", "share of step", "exposed"):
+        table.add_column(col, justify="right" if col != "part" else "left")
+    for name, v in sorted(result.compute_by_class_s.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"compute: {name}", format_time(v), f"{v / t:.1%}", "")
+    for name, v in sorted(result.comm_by_collective_s.items(), key=lambda kv: -kv[1]):
+        e = result.exposed_comm_by_collective_s.get(name, 0.0)
+        table.add_row(f"comm: {name}", format_time(v), f"{v / t:.1%}", format_time(e))
+    console.print(table)
+    console.print(f"overlap achieved: {result.overlap_fraction:.1%} of communication hidden; compute durations: "
+                  + ", ".join(f"{n} {k}" for k, n in sorted(result.duration_sources.items())))
+    util = result.link_utilization()
+    links = Table(title="Hottest links during the step")
+    for col in ("link", "tier", "GB/s", "bytes", "mean util", "peak queue"):
+        links.add_column(col, justify="left" if col in ("link", "tier") else "right")
+    for d in np.argsort(-util)[:args.top]:
+        if result.link_tx_bytes[d] == 0:
+            break
+        links.add_row(topo.describe_link(int(d)), topo.links[d // 2].tier, f"{topo.directed_bandwidth_bps[d] / 8e9:.0f}",
+                      format_bytes(result.link_tx_bytes[d]), f"{util[d]:.1%}",
+                      format_bytes(result.link_peak_queue_bytes[d]) if args.backend == "packet" else "-")
+    console.print(links)
+    if args.trace_out:
+        _write_traces(result, args.trace_out)
+    return 0
+
+
+def _write_traces(result, out_dir: Path) -> None:
+    """Write the step trace as cosim protobuf and Chakra ET files."""
+    try:
+        from cosim.trace.chakra import export_chakra
+        from cosim.trace.serialize import write_step_trace
+    except ImportError as exc:  # pragma: no cover - trace I/O not installed
+        raise CosimError(f"trace export unavailable: {exc}") from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "step.pb"
+    write_step_trace(result.trace, path)
+    files = export_chakra(result.trace, out_dir)
+    console.print(f"trace written to {path} and {len(files)} Chakra ET files in {out_dir}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from cosim.network.collectives import COLLECTIVES
 
@@ -141,6 +210,28 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--out", "-o", type=Path, default=None, help="write all link counters to this Parquet file")
     net.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     net.set_defaults(func=_cmd_net)
+
+    step = sub.add_parser("step", help="co-simulate one prefill or decode step of a model on a topology")
+    step.add_argument("--model", "-m", required=True, help="HF id (e.g. deepseek-ai/DeepSeek-V3) or path to config.json")
+    step.add_argument("--system", default="h200_sxm", help="kernel-table system: h100_sxm, h200_sxm, b200_sxm, gb200")
+    step.add_argument("--framework", default="trtllm", help="kernel-table framework: trtllm, sglang, vllm")
+    step.add_argument("--topology", "-t", required=True, help="preset name or topology YAML file")
+    step.add_argument("--phase", choices=["decode", "prefill"], default="decode")
+    step.add_argument("--tp", type=int, default=8, help="GPUs per pipeline stage (attention TP unless --dp-attention)")
+    step.add_argument("--ep", type=int, default=0, help="expert parallelism (default: = tp)")
+    step.add_argument("--dp-attention", action="store_true", help="data-parallel attention (each rank its own requests)")
+    step.add_argument("--pp", type=int, default=1, help="pipeline stages")
+    step.add_argument("--batch", "-n", type=int, default=64, help="requests per rank (decode: tokens per rank)")
+    step.add_argument("--new-tokens", type=int, default=4096, help="prefill: new tokens per request (chunk)")
+    step.add_argument("--context", type=int, default=0, help="tokens already in the KV cache per request")
+    step.add_argument("--overlap", choices=["none", "tbo"], default="none", help="two-batch overlap")
+    step.add_argument("--skew", type=float, default=0.0, help="routing skew (0 = uniform, 1 = power law)")
+    step.add_argument("--dispatch-dtype", default="fp8", help="dtype of dispatched activations (fp8, bfloat16)")
+    step.add_argument("--kv-dtype", default=None, help="KV cache dtype (bfloat16, fp8)")
+    step.add_argument("--backend", "-b", default="flow", choices=["packet", "flow"])
+    step.add_argument("--top", type=int, default=8, help="number of hottest links to show")
+    step.add_argument("--trace-out", type=Path, default=None, help="write protobuf and Chakra traces to this folder")
+    step.set_defaults(func=_cmd_step)
     return parser
 
 

@@ -1,0 +1,53 @@
+"""The ``cosim`` command line: runs on shipped presets, writes Parquet, fails cleanly on bad input."""
+
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+
+from cosim.cli.main import main
+
+from conftest import requires_engine
+
+
+def test_topology_list_and_show(capsys):
+    assert main(["topology", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "h100-hgx-2node" in out and "gb200-nvl72" in out
+    assert main(["topology", "show", "gb200-nvl72-2rack"]) == 0
+    out = capsys.readouterr().out
+    assert "144 gpu" in out and "nvlink" in out and "900.0 GB/s" in out
+
+
+@pytest.mark.parametrize("backend", ["flow", pytest.param("packet", marks=requires_engine)])
+def test_net_writes_every_link_to_parquet(tmp_path, capsys, backend):
+    out = tmp_path / "links.parquet"
+    assert main(["net", "-t", "h100-hgx-2node", "-c", "all_to_all", "-s", "256KiB", "-b", backend,
+                 "-q", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "completion time" in text and "rail" in text
+    table = pq.read_table(out)
+    assert table.num_rows == 160  # 80 full-duplex links
+    meta = table.schema.metadata
+    assert meta[b"backend"].decode() == backend
+    rows = table.to_pylist()
+    hottest = max(rows, key=lambda r: r["busy_s"])
+    assert hottest["tier"] in ("rail", "pcie")
+    assert all(len(r["utilization_series"]) >= 1 for r in rows)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["net", "-t", "no-such-topology"], "no such file or topology preset"),
+    (["net", "-t", "h100-hgx-2node", "-s", "lots"], "--size/--chunk"),
+    (["net", "-t", "h100-hgx-2node", "--gpus", "0-99"], "rank 16 does not exist"),
+])
+def test_bad_arguments_give_clear_errors(capsys, argv, message):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    proc = subprocess.run([sys.executable, "-m", "cosim.cli.main", "topology", "show", "h100-hgx-node"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "nvswitch" in proc.stdout

@@ -31,8 +31,9 @@ class CollectiveSpec:
         kind: communication pattern.
         library: implementation (NCCL, DeepEP normal / low-latency ...), for fixed overheads.
         ranks: participating GPU ranks (topology ranks), in group order.
-        bytes_matrix: ``[i][j]`` bytes from ``ranks[i]`` to ``ranks[j]`` (all-to-all-v, bipartite with
-            ``ranks = senders + receivers``, p2p); for ring collectives a 1x1 matrix holding the buffer size.
+        bytes_matrix: ``[i][j]`` bytes from ``ranks[i]`` to ``ranks[j]`` (all-to-all-v, p2p as 2x2);
+            bipartite: ``ranks = senders + receivers`` and a senders x receivers matrix; ring
+            collectives: a 1x1 matrix holding the buffer size.
         layer: decoder layer index (-1 for head ops).
         microbatch: micro-batch index (two-batch overlap uses 0 and 1).
     """

@@ -1,0 +1,379 @@
+"""Export step traces as Chakra execution traces (ET) for ASTRA-sim, and read Chakra files back.
+
+One file per rank, ``{prefix}.{rank}.et``: a stream of protobuf messages of the Chakra schema
+(``cosim/trace/proto/et_def.proto``), each prefixed with its byte length as a base-128 varint32;
+first a ``GlobalMetadata``, then the ``Node`` messages. Beside them ``{prefix}.comm_groups.json``
+maps each ``pg_name`` to its ranks (the communicator groups ASTRA-sim is given).
+
+Mapping (see ``docs/traces.md`` for the full table and what does not map):
+
+- :class:`ComputeNode` -> ``COMP_NODE``: ``duration_micros`` rounded to whole microseconds and never
+  below 1 (ASTRA-sim aborts on zero delays); ``num_ops`` = FLOPs, ``tensor_size`` = bytes moved.
+- :class:`CommNode` of a collective -> ``COMM_COLL_NODE`` with ``comm_type``, ``comm_size`` (bytes
+  this rank sends) and ``pg_name``; of a ``p2p`` collective -> ``COMM_SEND_NODE`` on the sender,
+  ``COMM_RECV_NODE`` on the receiver, matched by ``comm_src``/``comm_dst``/``comm_tag``.
+- ``deps`` -> ``data_deps``; the in-order compute and communication streams of cosim's scheduler
+  -> ``ctrl_deps`` on the previous node of the same stream.
+
+Attributes named ``cosim.*`` carry what Chakra has no field for (exact nanoseconds, per-peer bytes
+of an all-to-all-v, layer, micro-batch ...); Chakra consumers ignore them.
+
+Public API: :func:`export_chakra`, :func:`read_chakra`, :func:`write_chakra`, :func:`comm_groups`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Iterable, Literal
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, RankTrace, StepTrace, TraceNode
+from cosim.trace.proto import et_def_pb2 as et
+from cosim.trace.serialize import TraceFormatError, duration_ns
+
+#: ``GlobalMetadata.version`` written by default: what ASTRA-sim 2.0's own generators write.
+CHAKRA_VERSION = "0.0.4"
+
+#: cosim collective kind -> Chakra ``CollectiveCommType`` (``p2p`` becomes send/recv nodes).
+COMM_TYPES: dict[str, int] = {
+    "all_to_all_v": et.ALL_TO_ALL,
+    "bipartite": et.ALL_TO_ALL,
+    "all_reduce": et.ALL_REDUCE,
+    "all_gather": et.ALL_GATHER,
+    "reduce_scatter": et.REDUCE_SCATTER,
+}
+_PEER_KINDS = ("all_to_all_v", "bipartite")
+_MAX_VARINT32 = (1 << 32) - 1
+
+AllToAllMode = Literal["collective", "p2p"]
+
+
+# --- public API --------------------------------------------------------------------------------
+
+def export_chakra(trace: StepTrace, out_dir: str | Path, prefix: str = "cosim", *,
+                  alltoallv: AllToAllMode = "collective", stream_order: bool = True,
+                  version: str = CHAKRA_VERSION) -> list[Path]:
+    """Write ``trace`` as Chakra ET files ``{out_dir}/{prefix}.{rank}.et``, one per rank.
+
+    Args:
+        trace: the step trace; its ranks must be numbered 0..N-1 (ASTRA-sim's NPU ids).
+        out_dir: directory, created if missing.
+        prefix: file name prefix (ASTRA-sim is given ``{out_dir}/{prefix}``).
+        alltoallv: ``collective`` writes all-to-all-v and bipartite collectives as one
+            ``ALL_TO_ALL`` node per rank (uniform in ASTRA-sim: per-peer bytes only in ``cosim.*``
+            attributes); ``p2p`` writes them as matched send/receive nodes, one per peer with
+            traffic, which keeps the exact per-peer bytes.
+        stream_order: add ``ctrl_deps`` that keep each rank's compute and communication streams
+            in order, as cosim's scheduler runs them.
+        version: ``GlobalMetadata.version`` string.
+
+    Returns:
+        The ``.et`` paths in rank order. ``{prefix}.comm_groups.json`` (``pg_name`` -> ranks) is
+        written beside them.
+    """
+    if alltoallv not in ("collective", "p2p"):
+        raise ValueError(f"alltoallv must be 'collective' or 'p2p', got {alltoallv!r}")
+    ranks = sorted(trace.ranks, key=lambda rt: rt.rank)
+    if [rt.rank for rt in ranks] != list(range(len(ranks))):
+        raise ValueError(f"Chakra needs ranks 0..N-1, the trace has {[rt.rank for rt in ranks]}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = comm_groups(trace, alltoallv)
+    name_of = {tuple(members): name for name, members in groups.items()}
+    pg_of = {spec.id: name_of[_group_key(spec)] for spec in trace.collectives if _is_collective_node(spec, alltoallv)}
+    paths = []
+    for rt in ranks:
+        nodes = rank_nodes(trace, rt, pg_of, alltoallv=alltoallv, stream_order=stream_order)
+        path = out_dir / f"{prefix}.{rt.rank}.et"
+        write_chakra(path, global_metadata(trace, rt.rank, version), nodes)
+        paths.append(path)
+    (out_dir / f"{prefix}.comm_groups.json").write_text(json.dumps(groups, indent=1) + "\n")
+    return paths
+
+
+def read_chakra(path: str | Path, *, validate: bool = True) -> tuple[et.GlobalMetadata, list[et.Node]]:
+    """Read a Chakra ET file (plain or gzip-compressed): its ``GlobalMetadata`` and its nodes.
+
+    With ``validate`` the nodes must have known types, unique ids, and dependencies on ids of the
+    same file. Raises :class:`~cosim.trace.serialize.TraceFormatError` for a truncated, corrupt or
+    empty file.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise TraceFormatError(path, f"corrupt gzip stream ({exc})") from None
+    chunks = list(_split_messages(path, data))
+    if not chunks:
+        raise TraceFormatError(path, "empty Chakra file: no GlobalMetadata")
+    meta = _parse(path, et.GlobalMetadata, chunks[0], 0)
+    nodes = [_parse(path, et.Node, c, i) for i, c in enumerate(chunks[1:], start=1)]
+    if validate:
+        _validate_nodes(path, nodes)
+    return meta, nodes
+
+
+def write_chakra(path: str | Path, metadata: et.GlobalMetadata, nodes: Iterable[et.Node]) -> Path:
+    """Write one Chakra ET file: varint32-length-prefixed ``metadata`` then ``nodes``."""
+    path = Path(path)
+    parts = [_delimited(metadata)]
+    parts.extend(_delimited(n) for n in nodes)
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+def comm_groups(trace: StepTrace, alltoallv: AllToAllMode = "collective") -> dict[str, list[int]]:
+    """Communicator groups of the collectives written as ``COMM_COLL_NODE``: ``pg_name`` -> ranks.
+
+    One group per distinct rank set (sorted), named ``"1"``, ``"2"`` ... in order of first use.
+    """
+    groups: dict[tuple[int, ...], str] = {}
+    for spec in trace.collectives:
+        if _is_collective_node(spec, alltoallv):
+            groups.setdefault(_group_key(spec), str(len(groups) + 1))
+    return {name: list(key) for key, name in groups.items()}
+
+
+def global_metadata(trace: StepTrace, rank: int, version: str = CHAKRA_VERSION) -> et.GlobalMetadata:
+    """The ``GlobalMetadata`` of one rank's file: version, rank, and the trace's metadata."""
+    meta = et.GlobalMetadata(version=version)
+    meta.attr.extend([_attr("cosim.producer", string_val="cosim"), _attr("cosim.rank", int64_val=rank),
+                      _attr("cosim.num_ranks", int64_val=len(trace.ranks))])
+    meta.attr.extend(_attr(f"cosim.meta.{k}", string_val=str(v)) for k, v in sorted(trace.metadata.items()))
+    return meta
+
+
+def rank_nodes(trace: StepTrace, rt: RankTrace, pg_of: dict[int, str], *,
+               alltoallv: AllToAllMode = "collective", stream_order: bool = True) -> list[et.Node]:
+    """The Chakra nodes of one rank, ids 0.. in order; ``pg_of`` maps collective id -> ``pg_name``."""
+    out: list[et.Node] = []
+    ends: dict[int, list[int]] = {}         # cosim node id -> Chakra ids a dependent must wait for
+    tail = {"compute": [], "comm": []}      # last Chakra ids of each stream
+    for node in rt.nodes:
+        data = _unique(i for d in node.deps for i in ends[d])
+        stream = "compute" if isinstance(node, ComputeNode) else "comm"
+        ctrl = [i for i in tail[stream] if i not in data] if stream_order else []
+        made = _convert(trace, rt.rank, node, pg_of, alltoallv)
+        for n in made:
+            n.id = len(out)
+            n.data_deps.extend(data)
+            n.ctrl_deps.extend(ctrl)
+            out.append(n)
+        ids = [n.id for n in made]
+        ends[node.id] = ids or data
+        if ids:
+            tail[stream] = ids
+    return out
+
+
+# --- node conversion ---------------------------------------------------------------------------
+
+def _convert(trace: StepTrace, rank: int, node: TraceNode, pg_of: dict[int, str],
+             alltoallv: AllToAllMode) -> list[et.Node]:
+    if isinstance(node, ComputeNode):
+        return [_compute_node(node)]
+    spec = trace.collectives[node.collective_id]
+    if rank not in spec.ranks:
+        raise ValueError(f"rank {rank} node {node.id} ({node.name!r}) is not a member of collective {spec.name!r}")
+    if spec.kind == "p2p" or (spec.kind in _PEER_KINDS and alltoallv == "p2p"):
+        made = [_p2p_node(node, spec, kind, src, dst, size) for kind, src, dst, size in _transfers(spec, rank)]
+    else:
+        made = [_collective_node(node, spec, rank, pg_of[spec.id])]
+    for n in made:
+        n.attr.extend(_common_attrs(node))
+        n.attr.append(_attr("cosim.collective_id", int64_val=spec.id))
+    return made
+
+
+def _compute_node(node: ComputeNode) -> et.Node:
+    ns = duration_ns(node.duration_s)
+    n = et.Node(name=node.name, type=et.COMP_NODE, duration_micros=max(1, round(ns / 1000)))
+    n.attr.extend([
+        _attr("is_cpu_op", bool_val=False),
+        _attr("num_ops", int64_val=int(round(node.op.flops()))),
+        _attr("tensor_size", uint64_val=int(round(node.op.bytes_moved()))),
+        _attr("cosim.duration_ns", uint64_val=ns),
+        _attr("cosim.op_kind", string_val=type(node.op).__name__),
+        _attr("cosim.op_class", string_val=node.op_class),
+        _attr("cosim.source", string_val=node.source),
+    ])
+    n.attr.extend(_common_attrs(node))
+    return n
+
+
+def _collective_node(node: CommNode, spec: CollectiveSpec, rank: int, pg_name: str) -> et.Node:
+    if spec.kind not in COMM_TYPES:
+        raise ValueError(f"collective {spec.name!r}: kind {spec.kind!r} has no Chakra collective type")
+    peers, sent = _peer_bytes(spec, rank)
+    n = et.Node(name=node.name, type=et.COMM_COLL_NODE)
+    n.attr.extend([
+        _attr("is_cpu_op", bool_val=False),
+        _attr("comm_type", int64_val=COMM_TYPES[spec.kind]),
+        _attr("comm_size", int64_val=int(sum(sent))),
+        _attr("pg_name", string_val=pg_name),
+        _attr("cosim.collective_kind", string_val=spec.kind),
+        _attr("cosim.library", string_val=spec.library),
+    ])
+    if spec.kind in _PEER_KINDS:
+        n.attr.extend([_attr("cosim.peer_ranks", int64_list=et.Int64List(values=peers)),
+                       _attr("cosim.peer_bytes", int64_list=et.Int64List(values=sent))])
+    return n
+
+
+def _p2p_node(node: CommNode, spec: CollectiveSpec, kind: int, src: int, dst: int, size: int) -> et.Node:
+    arrow = f"send->{dst}" if kind == et.COMM_SEND_NODE else f"recv<-{src}"
+    name = node.name if spec.kind == "p2p" else f"{node.name}.{arrow}"
+    n = et.Node(name=name, type=kind)
+    n.attr.extend([
+        _attr("is_cpu_op", bool_val=False),
+        _attr("comm_src", int32_val=src),
+        _attr("comm_dst", int32_val=dst),
+        _attr("comm_size", int64_val=size),
+        _attr("comm_tag", int32_val=spec.id),
+        _attr("cosim.collective_kind", string_val=spec.kind),
+        _attr("cosim.library", string_val=spec.library),
+    ])
+    return n
+
+
+def _common_attrs(node: TraceNode) -> list[et.AttributeProto]:
+    return [_attr("cosim.node_id", int64_val=node.id), _attr("cosim.layer", int64_val=node.layer),
+            _attr("cosim.microbatch", int64_val=node.microbatch)]
+
+
+def _attr(name: str, **value) -> et.AttributeProto:
+    return et.AttributeProto(name=name, **value)
+
+
+# --- collective geometry -----------------------------------------------------------------------
+
+def _is_collective_node(spec: CollectiveSpec, alltoallv: AllToAllMode) -> bool:
+    return spec.kind != "p2p" and not (spec.kind in _PEER_KINDS and alltoallv == "p2p")
+
+
+def _group_key(spec: CollectiveSpec) -> tuple[int, ...]:
+    return tuple(sorted(int(r) for r in spec.ranks))
+
+
+def _senders_receivers(spec: CollectiveSpec) -> tuple[list[int], list[int]]:
+    """Row and column ranks of the bytes matrix."""
+    ranks = [int(r) for r in spec.ranks]
+    if spec.kind == "bipartite":
+        return ranks[:spec.num_senders], ranks[spec.num_senders:]
+    return ranks, ranks
+
+
+def _peer_bytes(spec: CollectiveSpec, rank: int) -> tuple[list[int], list[int]]:
+    """Peers this rank sends to and the bytes to each (its row of the matrix; empty if none)."""
+    m = np.asarray(spec.bytes_matrix)
+    if spec.kind not in _PEER_KINDS:
+        return [], [int(m[0, 0])]  # ring collectives: a 1x1 matrix holding the buffer size
+    senders, receivers = _senders_receivers(spec)
+    if rank not in senders:
+        return [], []
+    row = m[senders.index(rank)]
+    return receivers, [int(b) for b in row]
+
+
+def _transfers(spec: CollectiveSpec, rank: int) -> list[tuple[int, int, int, int]]:
+    """(node type, src, dst, bytes) of this rank's sends then receives, skipping empty and self ones."""
+    m = np.asarray(spec.bytes_matrix)
+    senders, receivers = _senders_receivers(spec)
+    if spec.kind == "p2p":
+        senders, receivers, m = senders[:1], senders[1:2], m[:1, 1:2]
+    out = []
+    if rank in senders:
+        i = senders.index(rank)
+        out += [(et.COMM_SEND_NODE, rank, dst, int(m[i, j])) for j, dst in enumerate(receivers)
+                if dst != rank and m[i, j] > 0]
+    if rank in receivers:
+        j = receivers.index(rank)
+        out += [(et.COMM_RECV_NODE, src, rank, int(m[i, j])) for i, src in enumerate(senders)
+                if src != rank and m[i, j] > 0]
+    return out
+
+
+def _unique(ids: Iterable[int]) -> list[int]:
+    return list(dict.fromkeys(ids))
+
+
+# --- wire format -------------------------------------------------------------------------------
+
+def _delimited(msg) -> bytes:
+    body = msg.SerializeToString()
+    return _encode_varint(len(body)) + body
+
+
+def _encode_varint(value: int) -> bytes:
+    if not 0 <= value <= _MAX_VARINT32:
+        raise ValueError(f"message of {value} bytes does not fit a varint32 length prefix")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _decode_varint(path: Path, data: bytes, pos: int) -> tuple[int, int]:
+    """Decode a varint32 at ``pos``; return (value, position after it)."""
+    value = shift = 0
+    start = pos
+    while pos < len(data):
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            if value > _MAX_VARINT32:
+                raise TraceFormatError(path, f"length prefix at byte {start} exceeds 32 bits")
+            return value, pos
+        shift += 7
+        if shift >= 35:
+            raise TraceFormatError(path, f"length prefix at byte {start} is longer than a varint32")
+    raise TraceFormatError(path, f"truncated length prefix at byte {start}")
+
+
+def _split_messages(path: Path, data: bytes) -> Iterable[bytes]:
+    pos = 0
+    while pos < len(data):
+        start = pos
+        size, pos = _decode_varint(path, data, pos)
+        if pos + size > len(data):
+            raise TraceFormatError(path, f"truncated message at byte {start}: length {size}, "
+                                         f"{len(data) - pos} bytes left")
+        yield data[pos:pos + size]
+        pos += size
+
+
+def _parse(path: Path, cls, chunk: bytes, index: int):
+    msg = cls()
+    try:
+        msg.ParseFromString(chunk)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        what = "GlobalMetadata" if index == 0 else f"node message {index}"
+        raise TraceFormatError(path, f"corrupt {what}: {exc}") from None
+    return msg
+
+
+def _validate_nodes(path: Path, nodes: list[et.Node]) -> None:
+    known = set(et.NodeType.values()) - {et.INVALID_NODE}
+    ids = set()
+    for k, n in enumerate(nodes):
+        if n.type not in known:
+            raise TraceFormatError(path, f"node message {k + 1} (id {n.id}) has invalid type {n.type}")
+        if n.id in ids:
+            raise TraceFormatError(path, f"duplicate node id {n.id}")
+        ids.add(n.id)
+    for n in nodes:
+        missing = [d for d in (*n.data_deps, *n.ctrl_deps) if d not in ids]
+        if missing:
+            raise TraceFormatError(path, f"node {n.id} depends on ids {missing} not in the file")

@@ -1,0 +1,262 @@
+"""Trace I/O: cosim protobuf round trip and Chakra ET export, on a small hand-made step trace."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from cosim.ops import AttentionOp, GemmOp, MemoryOp, MoeOp
+from cosim.trace.chakra import _encode_varint, export_chakra, read_chakra, write_chakra
+from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, RankTrace, StepTrace
+from cosim.trace.proto import cosim_trace_pb2
+from cosim.trace.proto import et_def_pb2 as et
+from cosim.trace.serialize import TraceFormatError, read_step_trace, to_proto, write_step_trace
+
+GEMM = GemmOp("qkv_proj", m=64, n=3072, k=7168, dtype="fp8")
+ATTN = AttentionOp("fmha", phase="generation", kind="mla", batch=64, new_tokens=1, prefix_tokens=4096,
+                   num_heads=128, num_kv_heads=1, head_dim=192, v_head_dim=128, kv_dtype="fp8",
+                   kv_lora_rank=512, rope_dim=64, sparse_topk=2048)
+MOE = MoeOp("experts", num_tokens=128, hidden_size=7168, inter_size=2048, num_experts=256, top_k=8,
+            ep_size=2, distribution="power_law_1.2", gated=True)
+MEM = MemoryOp("rmsnorm", bytes=917504.5, flop_count=1.5e6)
+A2A = np.array([[100, 300], [200, 50]], dtype=np.int64)
+
+
+def small_trace() -> StepTrace:
+    """2 ranks: compute -> all-to-all-v -> compute -> p2p from rank 0 to rank 1."""
+    colls = [
+        CollectiveSpec(0, "L0.mb0.dispatch", "all_to_all_v", "deepep_ll", (0, 1), A2A, layer=0, microbatch=0),
+        CollectiveSpec(1, "pp0.mb0.0->1", "p2p", "p2p", (0, 1), np.array([[0, 4096], [0, 0]], dtype=np.int64)),
+    ]
+    r0 = [
+        ComputeNode(0, "L0.mb0.qkv_proj", GEMM, 1.234567891e-3, "measured", (), 0, 0, "gemm"),
+        ComputeNode(1, "L0.mb0.fmha", ATTN, 3.0e-7, "interpolated", (0,), 0, 0, "attention"),
+        CommNode(2, "L0.mb0.dispatch", 0, (1,), 0, 0),
+        ComputeNode(3, "L0.mb0.experts", MOE, 2.5e-5, "roofline", (2,), 0, 0, "moe"),
+        CommNode(4, "pp0.mb0.0->1", 1, (3,), -1, 0),
+    ]
+    r1 = [
+        ComputeNode(0, "L0.mb0.rmsnorm", MEM, 0.0, "roofline", (), 0, 1, "memory"),
+        CommNode(1, "L0.mb0.dispatch", 0, (0,), 0, 0),
+        ComputeNode(2, "L0.mb0.qkv_proj", GEMM, 4.0e-6, "measured", (), 0, 1, "gemm"),
+        CommNode(3, "pp0.mb0.0->1", 1, (1, 2), -1, 0),
+    ]
+    return StepTrace([RankTrace(0, r0), RankTrace(1, r1)], colls, {"model": "toy", "phase": "generation"})
+
+
+def assert_traces_equal(a: StepTrace, b: StepTrace) -> None:
+    assert a.metadata == b.metadata
+    assert [r.rank for r in a.ranks] == [r.rank for r in b.ranks]
+    for ra, rb in zip(a.ranks, b.ranks, strict=True):
+        assert ra.nodes == rb.nodes
+    assert len(a.collectives) == len(b.collectives)
+    for ca, cb in zip(a.collectives, b.collectives, strict=True):
+        for name in ("id", "name", "kind", "library", "ranks", "layer", "microbatch", "num_senders"):
+            assert getattr(ca, name) == getattr(cb, name), name
+        assert cb.bytes_matrix.dtype == np.int64
+        np.testing.assert_array_equal(ca.bytes_matrix, cb.bytes_matrix)
+
+
+def attrs(node) -> dict:
+    """Chakra attributes of a node (or GlobalMetadata) as name -> python value."""
+    out = {}
+    for a in node.attr:
+        v = getattr(a, a.WhichOneof("value"))
+        out[a.name] = list(v.values) if hasattr(v, "values") else v
+    return out
+
+
+# --- cosim protobuf ----------------------------------------------------------------------------
+
+def test_round_trip_is_exact(tmp_path):
+    trace = small_trace()
+    path = write_step_trace(trace, tmp_path / "step.pb")
+    back = read_step_trace(path)
+    assert_traces_equal(trace, back)
+    assert back.ranks[0].nodes[0].duration_s == 1.234567891e-3
+    assert isinstance(back.ranks[0].nodes[0].op, GemmOp) and isinstance(back.ranks[1].nodes[0].op, MemoryOp)
+    assert back.collectives[0].ranks == (0, 1)
+
+
+def test_durations_are_integer_nanoseconds(tmp_path):
+    msg = to_proto(small_trace())
+    compute = msg.ranks[0].nodes[0].compute
+    assert compute.duration_ns == 1_234_568
+    assert compute.WhichOneof("op") == "gemm"
+    # A producer that writes only nanoseconds still reads back to the nanosecond.
+    compute.ClearField("duration_s")
+    path = tmp_path / "ns_only.pb"
+    path.write_bytes(msg.SerializeToString())
+    d = read_step_trace(path).ranks[0].nodes[0].duration_s
+    assert round(d * 1e9) == 1_234_568 and abs(d - 1.234568e-3) < 1e-15
+
+
+def test_bytes_matrix_is_packed_row_major():
+    coll = to_proto(small_trace()).collectives[0]
+    assert list(coll.dims) == [2, 2] and list(coll.bytes_matrix) == [100, 300, 200, 50]
+
+
+def test_write_rejects_bad_duration(tmp_path):
+    trace = small_trace()
+    trace.ranks[0].nodes[0] = ComputeNode(0, "bad", GEMM, -1e-6, "measured")
+    with pytest.raises(ValueError, match="non-negative"):
+        write_step_trace(trace, tmp_path / "bad.pb")
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff" * 64, b"not a protobuf file at all\n"])
+def test_read_corrupt_pb_raises_clear_error(tmp_path, content):
+    path = tmp_path / "corrupt.pb"
+    path.write_bytes(content)
+    with pytest.raises(TraceFormatError, match="not a cosim step trace"):
+        read_step_trace(path)
+
+
+def test_read_truncated_pb_raises_clear_error(tmp_path):
+    data = write_step_trace(small_trace(), tmp_path / "step.pb").read_bytes()
+    path = tmp_path / "truncated.pb"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TraceFormatError):
+        read_step_trace(path)
+
+
+def test_read_inconsistent_pb_raises_clear_error(tmp_path):
+    msg = to_proto(small_trace())
+    msg.ranks[0].nodes[2].comm.collective_id = 7
+    path = tmp_path / "dangling.pb"
+    path.write_bytes(msg.SerializeToString())
+    with pytest.raises(TraceFormatError, match="missing collective 7"):
+        read_step_trace(path)
+
+
+# --- Chakra ------------------------------------------------------------------------------------
+
+def test_chakra_one_file_per_rank(tmp_path):
+    paths = export_chakra(small_trace(), tmp_path / "et")
+    assert [p.name for p in paths] == ["cosim.0.et", "cosim.1.et"]
+    groups = json.loads((tmp_path / "et" / "cosim.comm_groups.json").read_text())
+    assert groups == {"1": [0, 1]}
+    meta, _ = read_chakra(paths[0])
+    assert meta.version == "0.0.4"
+    assert attrs(meta)["cosim.rank"] == 0 and attrs(meta)["cosim.meta.model"] == "toy"
+
+
+def test_chakra_node_types_sizes_and_deps(tmp_path):
+    trace = small_trace()
+    p0, p1 = export_chakra(trace, tmp_path, prefix="toy")
+    _, n0 = read_chakra(p0)
+    _, n1 = read_chakra(p1)
+    assert [n.type for n in n0] == [et.COMP_NODE, et.COMP_NODE, et.COMM_COLL_NODE, et.COMP_NODE, et.COMM_SEND_NODE]
+    assert [n.type for n in n1] == [et.COMP_NODE, et.COMM_COLL_NODE, et.COMP_NODE, et.COMM_RECV_NODE]
+    # Ids and data deps follow the cosim DAG one to one.
+    for rt, nodes in ((trace.ranks[0], n0), (trace.ranks[1], n1)):
+        assert [n.id for n in nodes] == [c.id for c in rt.nodes]
+        assert [list(n.data_deps) for n in nodes] == [list(c.deps) for c in rt.nodes]
+    # Stream order: rank 1's gemm (no data deps) follows the rmsnorm on the compute stream.
+    assert list(n1[2].ctrl_deps) == [0] and list(n1[3].ctrl_deps) == []
+
+    gemm = attrs(n0[0])
+    assert n0[0].duration_micros == 1235 and gemm["cosim.duration_ns"] == 1_234_568
+    assert gemm["num_ops"] == round(GEMM.flops()) and gemm["tensor_size"] == round(GEMM.bytes_moved())
+    assert gemm["is_cpu_op"] is False
+    assert n0[1].duration_micros == 1  # 300 ns rounds to 0: never a zero delay
+    assert n1[0].duration_micros == 1  # zero-duration compute
+    assert attrs(n0[3])["num_ops"] == round(MOE.flops())
+    assert attrs(n1[0])["tensor_size"] == round(MEM.bytes_moved())
+
+    a2a0, a2a1 = attrs(n0[2]), attrs(n1[1])
+    assert a2a0["comm_type"] == a2a1["comm_type"] == et.ALL_TO_ALL
+    assert (a2a0["comm_size"], a2a1["comm_size"]) == (400, 250)
+    assert a2a0["pg_name"] == a2a1["pg_name"] == "1"
+    assert a2a0["cosim.peer_bytes"] == [100, 300] and a2a1["cosim.peer_ranks"] == [0, 1]
+
+    send, recv = attrs(n0[4]), attrs(n1[3])
+    for a in (send, recv):
+        assert (a["comm_src"], a["comm_dst"], a["comm_size"], a["comm_tag"]) == (0, 1, 4096, 1)
+    assert "pg_name" not in send
+
+
+def test_chakra_ring_collective_comm_types(tmp_path):
+    trace = small_trace()
+    for kind in ("all_reduce", "all_gather", "reduce_scatter"):
+        trace.collectives[0] = CollectiveSpec(0, "ring", kind, "nccl", (1, 0), np.array([[8192]]))
+        _, nodes = read_chakra(export_chakra(trace, tmp_path / kind)[1])
+        a = attrs(nodes[1])
+        assert a["comm_type"] == {"all_reduce": et.ALL_REDUCE, "all_gather": et.ALL_GATHER,
+                                  "reduce_scatter": et.REDUCE_SCATTER}[kind]
+        assert a["comm_size"] == 8192 and a["pg_name"] == "1"
+
+
+def test_chakra_alltoallv_as_p2p(tmp_path):
+    p0, p1 = export_chakra(small_trace(), tmp_path, alltoallv="p2p")
+    assert json.loads((tmp_path / "cosim.comm_groups.json").read_text()) == {}
+    _, n0 = read_chakra(p0)
+    _, n1 = read_chakra(p1)
+    assert [n.type for n in n0] == [et.COMP_NODE, et.COMP_NODE, et.COMM_SEND_NODE, et.COMM_RECV_NODE,
+                                    et.COMP_NODE, et.COMM_SEND_NODE]
+    sizes = [(attrs(n)["comm_src"], attrs(n)["comm_dst"], attrs(n)["comm_size"]) for n in n0[2:4]]
+    assert sizes == [(0, 1, 300), (1, 0, 200)]  # no self transfer
+    # The experts wait for both halves of the expanded collective.
+    assert list(n0[4].data_deps) == [2, 3] and attrs(n0[4])["cosim.node_id"] == 3
+    # Matched on the other rank with the same tag.
+    recv = [attrs(n) for n in n1 if n.type == et.COMM_RECV_NODE and attrs(n)["comm_tag"] == 0]
+    assert [(a["comm_src"], a["comm_size"]) for a in recv] == [(0, 300)]
+
+
+def test_chakra_bipartite(tmp_path):
+    trace = small_trace()
+    trace.collectives[0] = CollectiveSpec(0, "a2f", "bipartite", "nccl", (0, 1), np.array([[700]]), num_senders=1)
+    back = read_step_trace(write_step_trace(trace, tmp_path / "b.pb"))
+    assert back.collectives[0].bytes_matrix.shape == (1, 1) and back.collectives[0].num_senders == 1
+    p0, p1 = export_chakra(trace, tmp_path / "coll")
+    a0, a1 = attrs(read_chakra(p0)[1][2]), attrs(read_chakra(p1)[1][1])
+    assert a0["comm_type"] == a1["comm_type"] == et.ALL_TO_ALL
+    assert (a0["comm_size"], a1["comm_size"]) == (700, 0)  # receivers send nothing
+    p0, p1 = export_chakra(trace, tmp_path / "p2p", alltoallv="p2p")
+    send, recv = read_chakra(p0)[1][2], read_chakra(p1)[1][1]
+    assert (send.type, recv.type) == (et.COMM_SEND_NODE, et.COMM_RECV_NODE)
+    assert attrs(send)["comm_size"] == attrs(recv)["comm_size"] == 700
+
+
+def test_chakra_gzip_and_varint(tmp_path):
+    assert _encode_varint(0) == b"\x00" and _encode_varint(300) == b"\xac\x02"
+    path = export_chakra(small_trace(), tmp_path)[0]
+    gz = tmp_path / "gz.0.et"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    assert read_chakra(gz)[1] == read_chakra(path)[1]
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"", "empty"),
+    (b"\x80\x80\x80", "truncated length prefix"),
+    (b"\x05abc", "truncated message"),
+    (b"\xff\xff\xff\xff\xff\xff", "varint32"),
+])
+def test_read_corrupt_chakra_raises_clear_error(tmp_path, content, match):
+    path = tmp_path / "bad.0.et"
+    path.write_bytes(content)
+    with pytest.raises(TraceFormatError, match=match):
+        read_chakra(path)
+
+
+def test_read_truncated_chakra_raises_clear_error(tmp_path):
+    data = export_chakra(small_trace(), tmp_path)[0].read_bytes()
+    path = tmp_path / "cut.0.et"
+    path.write_bytes(data[:-7])
+    with pytest.raises(TraceFormatError, match="truncated"):
+        read_chakra(path)
+
+
+def test_read_chakra_rejects_dangling_dependency(tmp_path):
+    node = et.Node(id=0, name="x", type=et.COMP_NODE, duration_micros=1, data_deps=[5])
+    path = write_chakra(tmp_path / "dangling.0.et", et.GlobalMetadata(version="0.0.4"), [node])
+    with pytest.raises(TraceFormatError, match="not in the file"):
+        read_chakra(path)
+    assert len(read_chakra(path, validate=False)[1]) == 1
+
+
+def test_generated_modules_are_importable():
+    assert cosim_trace_pb2.DESCRIPTOR.package == "cosim.trace"
+    assert et.DESCRIPTOR.package == "ChakraProtoMsg"

@@ -121,7 +121,7 @@ class StepResult:
         network_simulations / network_wall_s / wall_s: cost of the run.
     """
 
-    spec: StepSpec
+    spec: StepSpec | None
     trace: StepTrace
     schedule: Schedule
     collective_duration_s: np.ndarray
@@ -151,17 +151,46 @@ class StepResult:
         return self.link_tx_bytes * 8.0 / bw / max(self.step_time_s, 1e-30)
 
 
+def collective_duration_s(overheads: CommOverheads, spec: CollectiveSpec, network_s: float) -> float:
+    """Network time plus the library's overhead model, keyed by library and operation
+    (``deepep_ll.dispatch``, ``nccl.all_reduce`` ...) and the most bytes one GPU sends."""
+    op = spec.name.rsplit(".", 1)[-1] if spec.library.startswith("deepep") else spec.kind
+    m = spec.bytes_matrix
+    gpu_bytes = float(m.sum(axis=1).max()) if m.shape[0] > 1 else float(m.sum())
+    return overheads.duration_s(spec.library, network_s, op=op, gpu_bytes=gpu_bytes)
+
+
 def simulate_step(spec: StepSpec, kernels, topology: Topology, backend: str = "flow", *,
                   overheads: CommOverheads = DEFAULT_OVERHEADS, max_congestion_iterations: int = 3) -> StepResult:
-    """Co-simulate one step: see the module docstring."""
+    """Co-simulate one step: build its trace from ``spec`` and ``kernels``, then
+    :func:`simulate_trace`."""
     wall0 = time.perf_counter()
     if spec.parallel.num_gpus > topology.num_gpus:
         raise ConfigError(topology.source, "nodes", f"the deployment needs {spec.parallel.num_gpus} GPUs, "
                                                     f"topology {topology.name!r} has {topology.num_gpus}")
     trace = build_step_trace(spec, kernels)
+    result = simulate_trace(trace, topology, backend, overheads=overheads,
+                            max_congestion_iterations=max_congestion_iterations)
+    result.spec = spec
+    result.wall_s = time.perf_counter() - wall0
+    return result
+
+
+def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", *,
+                   overheads: CommOverheads = DEFAULT_OVERHEADS, max_congestion_iterations: int = 3) -> StepResult:
+    """Schedule a step trace with network-simulated collectives (see the module docstring).
+
+    Trace ranks are topology GPU ranks. Works on traces built by :func:`build_step_trace` or read
+    back with :func:`cosim.trace.serialize.read_step_trace`.
+    """
+    wall0 = time.perf_counter()
+    used = {r for c in trace.collectives for r in c.ranks} | {rt.rank for rt in trace.ranks}
+    if used and max(used) >= topology.num_gpus:
+        raise ConfigError(topology.source, "nodes", f"the trace uses GPU rank {max(used)}, "
+                                                    f"topology {topology.name!r} has {topology.num_gpus} GPUs")
     net = CollectiveNetwork(topology, backend)
     colls = trace.collectives
-    durations = np.array([overheads.duration_s(c.library, net.run([c], [0.0]).network_s[0]) for c in colls])
+    durations = np.array([collective_duration_s(overheads, c, net.run([c], [0.0]).network_s[0]) for c in colls])
     sched = schedule(trace, lambda cid: float(durations[cid]))
     iterations = 0
     for iterations in range(1, max_congestion_iterations + 1):
@@ -171,7 +200,7 @@ def simulate_step(spec: StepSpec, kernels, topology: Topology, backend: str = "f
             offsets = [sched.collective_start_s[c] - t0 for c in cluster]
             run = net.run([colls[c] for c in cluster], offsets)
             for i, c in enumerate(cluster):
-                updated[c] = overheads.duration_s(colls[c].library, run.network_s[i])
+                updated[c] = collective_duration_s(overheads, colls[c], run.network_s[i])
         if np.allclose(updated, durations, rtol=1e-3, atol=1e-9):
             break
         durations = updated
@@ -189,7 +218,7 @@ def simulate_step(spec: StepSpec, kernels, topology: Topology, backend: str = "f
     for node in trace.ranks[critical].nodes:
         if isinstance(node, ComputeNode):
             sources[node.source] += 1
-    return StepResult(spec, trace, sched, durations, critical, compute, comm, exposed, overlap, dict(sources),
+    return StepResult(None, trace, sched, durations, critical, compute, comm, exposed, overlap, dict(sources),
                       tx, peak, net.simulations, net.wall_s, iterations, time.perf_counter() - wall0,
                       topology, backend)
 

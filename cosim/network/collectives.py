@@ -75,17 +75,8 @@ def all_to_all_v(fs: FlowSet, ranks: Sequence[int], bytes_matrix, *, after: Iter
         raise FlowError(f"{tag}: bytes_matrix entries must be non-negative integers")
     after = list(after)
     coll = Collective(tag)
-    for k in range(1, n):
-        for i in range(n):
-            j = (i + k) % n
-            size = int(m[i, j])
-            if size == 0:
-                continue
-            for c, part in enumerate(_split(size, channels)):
-                if part:
-                    coll.flows.append(fs.add(ranks[i], ranks[j], part, after=after, tag=tag, path_key=c))
-    coll.last = list(coll.flows)
-    return coll
+    pairs = ((i, (i + k) % n) for k in range(1, n) for i in range(n))
+    return _rotated_transfers(fs, coll, ranks, ranks, m, pairs, after, tag, channels)
 
 
 def all_to_all(fs: FlowSet, ranks: Sequence[int], bytes_per_pair: int, **kwargs) -> Collective:
@@ -113,15 +104,21 @@ def bipartite(fs: FlowSet, senders: Sequence[int], receivers: Sequence[int], byt
         raise FlowError(f"{tag}: bytes_matrix entries must be non-negative")
     after = list(after)
     coll = Collective(tag)
-    for k in range(n_):
-        for i in range(m_):
-            j = (i + k) % n_
-            size = int(m[i, j])
-            if size == 0 or senders[i] == receivers[j]:
-                continue
-            for c, part in enumerate(_split(size, channels)):
-                if part:
-                    coll.flows.append(fs.add(senders[i], receivers[j], part, after=after, tag=tag, path_key=c))
+    pairs = ((i, (i + k) % n_) for k in range(n_) for i in range(m_))
+    return _rotated_transfers(fs, coll, senders, receivers, m, pairs, after, tag, channels)
+
+
+def _rotated_transfers(fs: FlowSet, coll: Collective, senders: list[int], receivers: list[int], m,
+                       pairs, after: list[int], tag: str, channels: int) -> Collective:
+    """Add ``m[i][j]`` bytes from ``senders[i]`` to ``receivers[j]`` for each (i, j) of ``pairs``
+    (in that order), split over ``channels`` queue pairs; self-transfers and zeros are skipped."""
+    for i, j in pairs:
+        size = int(m[i, j])
+        if size == 0 or senders[i] == receivers[j]:
+            continue
+        for c, part in enumerate(_split(size, channels)):
+            if part:
+                coll.flows.append(fs.add(senders[i], receivers[j], part, after=after, tag=tag, path_key=c))
     coll.last = list(coll.flows)
     return coll
 

@@ -1,0 +1,130 @@
+"""Per-library communication overheads: what a collective costs beyond the simulated network.
+
+The network backends return ``network_s``: the time the bytes need on the topology (links,
+sharing, latency). A real library adds a fixed cost per call (kernel launch, handshakes, the
+notify/metadata exchange, reductions) and moves bytes more slowly than the links allow when its
+kernels, not the links, are the bottleneck (a DeepEP kernel on 24 SMs cannot fill NVLink). Two
+models, both fitted on single-node measurements only (:mod:`cosim.validation.comm`):
+
+* **plain** (always available): ``duration = fixed_s + network_s / bandwidth_efficiency``.
+* **kernel-rate** (when :attr:`LibraryOverhead.kernel_rate_bytes_per_s` is set and the caller
+  passes ``gpu_bytes``, the largest number of bytes one GPU emits in the collective):
+  ``duration = fixed_s + max(network_s, gpu_bytes / kernel_rate_bytes_per_s)``. The library's
+  kernels move at most ``kernel_rate`` bytes/s per GPU; when the network is slower (an RDMA NIC at
+  50 GB/s) the network bound wins and no efficiency penalty is applied on top. Within one node both
+  models agree; they differ across nodes, which is what the multi-node DeepEP rows test
+  (see ``docs/validation-comm.md``).
+
+Per-operation constants (``nccl.all_reduce``, ``deepep_normal.dispatch`` ...) override the
+library's when the caller names the operation; without an operation the library-wide constants
+(fitted on all of the library's rows) are used, so ``duration_s(library, network_s)`` always works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from cosim.errors import ConfigError
+
+#: Libraries a collective can be implemented by (``cosim.trace.model.CommLibrary``).
+LIBRARIES = ("nccl", "deepep_normal", "deepep_ll", "p2p")
+
+
+@dataclass(frozen=True)
+class LibraryOverhead:
+    """Cost model of one library (or one operation of it); times in seconds, rates in bytes/s.
+
+    Attributes:
+        fixed_s: fixed cost per call.
+        bandwidth_efficiency: fraction of the simulated network bandwidth the library achieves
+            (plain model; ``network_s`` is divided by it).
+        kernel_rate_bytes_per_s: most bytes per second one GPU's kernels emit (kernel-rate model);
+            ``None`` = not modelled.
+    """
+
+    fixed_s: float
+    bandwidth_efficiency: float = 1.0
+    kernel_rate_bytes_per_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.fixed_s >= 0:
+            raise ConfigError("<api>", "fixed_s", f"must be >= 0, got {self.fixed_s!r}")
+        if not self.bandwidth_efficiency > 0:
+            raise ConfigError("<api>", "bandwidth_efficiency", f"must be > 0, got {self.bandwidth_efficiency!r}")
+        if self.kernel_rate_bytes_per_s is not None and not self.kernel_rate_bytes_per_s > 0:
+            raise ConfigError("<api>", "kernel_rate_bytes_per_s",
+                              f"must be > 0 or None, got {self.kernel_rate_bytes_per_s!r}")
+
+    def duration_s(self, network_s: float, gpu_bytes: float | None = None) -> float:
+        """Duration of a call whose traffic takes ``network_s`` on the network; ``gpu_bytes`` (the
+        most bytes one GPU emits) selects the kernel-rate model when the rate is known."""
+        if self.kernel_rate_bytes_per_s is None or gpu_bytes is None:
+            return self.fixed_s + network_s / self.bandwidth_efficiency
+        return self.fixed_s + max(network_s, gpu_bytes / self.kernel_rate_bytes_per_s)
+
+
+@dataclass(frozen=True)
+class CommOverheads:
+    """Overheads of every communication library, with optional per-operation overrides.
+
+    ``ops`` maps ``"<library>.<op>"`` (e.g. ``"nccl.all_reduce"``, ``"deepep_ll.combine"``) to the
+    constants of that operation.
+    """
+
+    nccl: LibraryOverhead
+    deepep_normal: LibraryOverhead
+    deepep_ll: LibraryOverhead
+    p2p: LibraryOverhead
+    ops: Mapping[str, LibraryOverhead] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        for key in self.ops:
+            lib, _, op = key.partition(".")
+            if lib not in LIBRARIES or not op:
+                raise ConfigError("<api>", f"ops[{key!r}]", f"expected '<library>.<op>' with library in {LIBRARIES}")
+        object.__setattr__(self, "ops", MappingProxyType(dict(self.ops)))
+
+    def overhead(self, library: str, op: str | None = None) -> LibraryOverhead:
+        """Constants for ``library`` (and ``op`` when it has its own)."""
+        if library not in LIBRARIES:
+            raise ConfigError("<api>", "library", f"expected one of {', '.join(LIBRARIES)}, got {library!r}")
+        if op is not None:
+            specific = self.ops.get(f"{library}.{op}")
+            if specific is not None:
+                return specific
+        return getattr(self, library)
+
+    def duration_s(self, library: str, network_s: float, op: str | None = None,
+                   gpu_bytes: float | None = None) -> float:
+        """Duration of one call of ``library`` (optionally its operation ``op``) whose traffic
+        takes ``network_s`` on the simulated network; see the module docstring for the models."""
+        return self.overhead(library, op).duration_s(network_s, gpu_bytes)
+
+
+#: Fitted by ``python benchmarks/validate_comm.py`` (``cosim.validation.comm.fit_overheads``) on
+#: single-node h200_sxm rows ONLY, simulated with the flow backend on the ``h200-hgx-node`` preset:
+#: nccl-tests (2.26.2 folder; all_reduce, all_gather, reduce_scatter, alltoall; 2/4/8 GPUs; half
+#: and int8; 504 rows), DeepEP normal mode (sglang 0.5.12, node_num 1, every shape, best time over
+#: the SM counts; 414 dispatch + 414 combine rows) and DeepEP low-latency mode (sglang 0.5.12 and
+#: 0.5.6.post2, node_num 1; 193 + 193 rows). Criterion: least mean absolute relative error. The
+#: multi-node DeepEP rows (node_num 2/4/8) were not used; their error is the validation
+#: (docs/validation-comm.md). Library-wide entries pool all operations of the library; ``p2p``
+#: has no measured table and reuses the pooled NCCL constants.
+DEFAULT_OVERHEADS = CommOverheads(
+    nccl=LibraryOverhead(5.13e-6, 0.656),
+    deepep_normal=LibraryOverhead(29.9e-6, 0.644, 283e9),
+    deepep_ll=LibraryOverhead(9.82e-6, 0.558, 228e9),
+    p2p=LibraryOverhead(5.13e-6, 0.656),
+    ops={
+        "nccl.all_reduce": LibraryOverhead(4.85e-6, 0.701),
+        "nccl.all_gather": LibraryOverhead(4.68e-6, 0.575),
+        "nccl.reduce_scatter": LibraryOverhead(4.43e-6, 0.618),
+        "nccl.all_to_all": LibraryOverhead(8.39e-6, 0.637),
+        "deepep_normal.dispatch": LibraryOverhead(25.8e-6, 0.637, 277e9),
+        "deepep_normal.combine": LibraryOverhead(37.6e-6, 0.657, 290e9),
+        "deepep_ll.dispatch": LibraryOverhead(9.82e-6, 0.593, 253e9),
+        "deepep_ll.combine": LibraryOverhead(9.96e-6, 0.519, 222e9),
+    },
+)

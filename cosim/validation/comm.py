@@ -1,0 +1,760 @@
+"""Communication validation: cosim's simulated collectives against aiconfigurator-core's measured
+NCCL and DeepEP tables on h200_sxm.
+
+Every measured row becomes traffic on the matching HGX H200 topology (8 GPUs per node; the h200
+presets), simulated by a network backend. Per-library overheads (:mod:`cosim.engine.overheads`)
+are fitted on the **single-node** rows only (NCCL on 2/4/8 GPUs, DeepEP node_num 1) and then
+predict the **multi-node** DeepEP rows (sglang 0.5.6.post2, node_num 2/4/8 = EP16/32/64 over
+400 Gb/s RDMA per GPU), which test the network simulation itself.
+
+Traffic per measured row (the method is documented in ``docs/validation-comm.md``):
+
+* **NCCL** (nccl-tests, ``message_size`` elements x dtype bytes = total buffer): ring all-reduce,
+  ring all-gather, ring reduce-scatter (:mod:`cosim.network.collectives`), alltoall as a uniform
+  all-to-all of ``buffer / n`` per pair, on ``num_gpus`` GPUs of ``h200-hgx-node``.
+* **DeepEP routing** (as DeepEP's tests draw it): ``num_token`` tokens per rank, each picks
+  ``num_topk`` distinct experts uniformly at random; experts sit contiguously on the EP ranks
+  (expert ``e`` on rank ``e * EP // E``). The internode normal-mode test limits each token to
+  ``min(node_num, 4)`` nodes (DeepSeek-V3 node-limited routing: keep the nodes with the highest
+  expert score, then top-k inside them). The simulated traffic is the expectation of that routing
+  (equal for every pair of ranks when experts are spread evenly); ``traffic='sampled'`` draws one
+  routing per rank instead.
+* **DeepEP normal** (fp8 dispatch: ``hidden`` bytes + ``hidden/128`` fp32 scales per token;
+  combine bf16: ``2*hidden``), tokens deduplicated per destination: intra-node traffic goes
+  directly over NVLink (one copy per destination rank); inter-node traffic follows DeepEP's
+  hierarchical kernels: **one RDMA copy per destination node**, sent to the GPU with the same
+  local index there (same rail), which forwards it over NVLink to the ranks that need it, chunk
+  by chunk. Combine is the reverse (NVLink gather to the rail-matched GPU, one RDMA copy back).
+* **DeepEP low-latency** (fp8 dispatch with scales and a 16-byte header per message, bf16
+  combine): **no deduplication**, one message per (token, expert) selection, straight from the
+  source GPU to the expert's GPU: NVLink within a node, the source GPU's own NIC across nodes
+  (the topology's ``cross_rail: direct``), each inter-node pair split over one queue pair per
+  local expert (ECMP hashes them independently). The number of selections is taken from the
+  row's own byte count (``bandwidth x time``), which exposes the masked selections of DeepEP's test.
+
+Predictions use the kernel-rate model of :mod:`cosim.engine.overheads`
+(``fixed + max(network, gpu_bytes / kernel_rate)``) for DeepEP and the plain model
+(``fixed + network / efficiency``) for NCCL; the plain model is also reported for DeepEP.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from math import ceil, comb
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from cosim.engine.overheads import CommOverheads, LibraryOverhead
+from cosim.network import FlowSet, simulate
+from cosim.network import collectives as C
+from cosim.topology import Router, Topology, load_topology, topology_from_dict
+from cosim.topology.loader import resolve_topology_path
+
+SYSTEM = "h200_sxm"
+GPUS_PER_NODE = 8
+#: Topology preset per node count (h200 HGX, 400 Gb/s per GPU, rail-optimized, non-blocking).
+TOPOLOGY_PRESETS = {1: "h200-hgx-node", 2: "h200-hgx-2node", 4: "h200-hgx-4node", 8: "h200-hgx-8node"}
+#: sglang folders: 0.5.12 (single node), 0.5.6.post2 (single node LL, multi-node normal and LL).
+SINGLE_NODE_VERSION = "0.5.12"
+MULTI_NODE_VERSION = "0.5.6.post2"
+#: Tokens per rank actually sampled when drawing routing; larger counts are scaled up.
+MAX_SAMPLED_TOKENS = 2048
+#: DeepEP's internode test limits every token to this many nodes (DeepSeek-V3 style).
+MAX_TOPK_NODES = 4
+#: Per-selection header DeepEP's low-latency test counts on top of the fp8 payload and scales.
+LL_HEADER_BYTES = 16
+#: Normal-mode inter-node pipelining: at most this many chunks per RDMA stream, of >= this size.
+MAX_CHUNKS = 8
+MIN_CHUNK_BYTES = 256 * 1024
+#: NCCL ring chunk (as cosim.network.collectives), raised for huge buffers to bound flow counts.
+NCCL_CHUNK_BYTES = 1 << 20
+NCCL_MAX_CHUNKS_PER_SEGMENT = 16
+NCCL_OPS = {"all_reduce": "all_reduce", "all_gather": "all_gather", "reduce_scatter": "reduce_scatter",
+            "alltoall": "all_to_all"}
+
+# ------------------------------------------------------------------------------------------ rows
+
+
+def nccl_rows(ops: Iterable[str] | None = None, num_gpus: Iterable[int] = (2, 4, 8),
+              dtypes: Iterable[str] = ("half", "int8")) -> pd.DataFrame:
+    """Measured nccl-tests rows of h200_sxm (the folder the system YAML names), one per
+    (op, dtype, GPUs, size); ``op`` uses cosim's names (``all_to_all`` for nccl's ``alltoall``).
+    Only measured rows: nothing beyond one 8-GPU node exists in the table and none is made up."""
+    from cosim.kernels.comm_tables import nccl_records, to_dataframe
+
+    df = to_dataframe(nccl_records(SYSTEM))
+    df = df[df.num_gpus.isin(list(num_gpus)) & df.dtype.isin(list(dtypes))].copy()
+    df["op"] = df.op.map(NCCL_OPS)
+    if ops is not None:
+        df = df[df.op.isin(list(ops))]
+    out = pd.DataFrame({
+        "table": "nccl", "op": df.op, "version": df.nccl_version, "node_num": 1, "num_gpus": df.num_gpus,
+        "dtype": df.dtype, "message_bytes": df.message_bytes, "measured_s": df.latency_s,
+    })
+    return out.sort_values(["op", "num_gpus", "dtype", "message_bytes"]).reset_index(drop=True)
+
+
+def deepep_normal_rows(shapes: str = "all") -> pd.DataFrame:
+    """DeepEP normal-mode rows, one per (version, node_num, shape, tokens, dispatch|combine): the
+    **best time over the SM counts** of that shape (dispatch and combine chosen separately).
+    ``measured_s`` is the kernel time (``*_transmit_us``); ``notify_s`` the separately timed notify
+    kernel at the chosen SM count (0 in 0.5.12, where it is not recorded). Single node: sglang
+    0.5.12 (H200); multi-node: 0.5.6.post2 node_num 2/4/8 (its node_num 1 rows are H100 and are
+    dropped). ``shapes='dsv3'`` keeps hidden 7168 / top-8 / 256 experts only."""
+    from cosim.kernels.comm_tables import deepep_normal_records, to_dataframe
+
+    parts = [to_dataframe(deepep_normal_records(SYSTEM, SINGLE_NODE_VERSION, node_num=1)),
+             to_dataframe(deepep_normal_records(SYSTEM, MULTI_NODE_VERSION))]
+    df = pd.concat(parts, ignore_index=True)
+    df = df[(df.node_num > 1) | (df.sglang_version == SINGLE_NODE_VERSION)]
+    if shapes == "dsv3":
+        df = df[(df.hidden_size == 7168) & (df.topk == 8) & (df.num_experts == 256)]
+    keys = ["sglang_version", "node_num", "hidden_size", "topk", "num_experts", "num_tokens"]
+    rows = []
+    for op in ("dispatch", "combine"):
+        best = df.loc[df.groupby(keys)[f"{op}_transmit_s"].idxmin()]
+        rows.append(pd.DataFrame({
+            "table": "deepep_normal", "op": op, "version": best.sglang_version, "node_num": best.node_num,
+            "num_gpus": best.node_num * GPUS_PER_NODE, "hidden": best.hidden_size, "topk": best.topk,
+            "num_experts": best.num_experts, "num_tokens": best.num_tokens, "sms": best[f"{op}_sms"],
+            "measured_s": best[f"{op}_transmit_s"], "notify_s": best[f"{op}_notify_s"],
+        }))
+    return pd.concat(rows, ignore_index=True).sort_values(
+        ["node_num", "op", "hidden", "topk", "num_experts", "num_tokens"]).reset_index(drop=True)
+
+
+def ll_dispatch_bytes_per_selection(hidden: int) -> int:
+    """fp8 payload, one fp32 scale per 128 values, and DeepEP's 16-byte message header."""
+    return hidden + hidden // 128 * 4 + LL_HEADER_BYTES
+
+
+def normal_dispatch_bytes_per_token(hidden: int) -> int:
+    """fp8 payload plus one fp32 scale per 128 values (DeepEP's fp8 dispatch)."""
+    return hidden + hidden // 128 * 4
+
+
+def deepep_ll_rows(shapes: str = "all") -> pd.DataFrame:
+    """DeepEP low-latency rows (sglang 0.5.12 node_num 1; 0.5.6.post2 node_num 1/2/4/8), one per
+    (version, node_num, shape, tokens, dispatch|combine). ``selections`` (per rank) is the row's own
+    byte count ``dispatch bandwidth x dispatch time / bytes per selection``: DeepEP's test masks a
+    few random selections, which matters at 1-4 tokens."""
+    from cosim.kernels.comm_tables import deepep_ll_records, to_dataframe
+
+    df = pd.concat([to_dataframe(deepep_ll_records(SYSTEM, v)) for v in (SINGLE_NODE_VERSION, MULTI_NODE_VERSION)],
+                   ignore_index=True)
+    if shapes == "dsv3":
+        df = df[(df.hidden_size == 7168) & (df.topk == 8) & df.num_experts.isin([256, 288])]
+    # DeepEP needs num_experts divisible by the EP size; the 288-expert rows at node_num 8 (EP64)
+    # cannot be placed (their times equal the 256-expert rows' within 3 %) and are left out.
+    df = df[df.num_experts % (df.node_num * GPUS_PER_NODE) == 0]
+    per_sel = df.hidden_size.map(ll_dispatch_bytes_per_selection)
+    selections = np.rint(df.dispatch_bandwidth_bytes_per_s * df.dispatch_s / per_sel).astype(int)
+    selections = np.clip(selections, 0, df.num_tokens * df.topk)
+    rows = []
+    for op in ("dispatch", "combine"):
+        rows.append(pd.DataFrame({
+            "table": "deepep_ll", "op": op, "version": df.sglang_version, "node_num": df.node_num,
+            "num_gpus": df.node_num * GPUS_PER_NODE, "hidden": df.hidden_size, "topk": df.topk,
+            "num_experts": df.num_experts, "num_tokens": df.num_tokens, "selections": selections,
+            "measured_s": df[f"{op}_s"],
+        }))
+    return pd.concat(rows, ignore_index=True).sort_values(
+        ["node_num", "op", "version", "hidden", "topk", "num_experts", "num_tokens"]).reset_index(drop=True)
+
+
+def load_rows(shapes: str = "all") -> pd.DataFrame:
+    """All measured rows (NCCL, DeepEP normal, DeepEP low-latency) in one table."""
+    return pd.concat([nccl_rows(), deepep_normal_rows(shapes), deepep_ll_rows(shapes)], ignore_index=True)
+
+
+def subsample(rows: pd.DataFrame, nccl_sizes: Sequence[int] | None = None,
+              deepep_tokens: Sequence[int] | None = None) -> pd.DataFrame:
+    """Keep NCCL rows whose buffer (bytes) is in ``nccl_sizes`` and DeepEP rows whose tokens per
+    rank are in ``deepep_tokens`` (``None`` keeps all)."""
+    keep = np.ones(len(rows), dtype=bool)
+    is_nccl = (rows.table == "nccl").to_numpy()
+    if nccl_sizes is not None:
+        keep &= ~is_nccl | rows.message_bytes.isin(list(nccl_sizes)).to_numpy()
+    if deepep_tokens is not None:
+        keep &= is_nccl | rows.num_tokens.isin(list(deepep_tokens)).to_numpy()
+    return rows[keep].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------- routing
+
+
+@dataclass(frozen=True)
+class RoutingCounts:
+    """Traffic counts of one routing sample (per rank; floats after scaling to ``num_tokens``).
+
+    ``selections[i, j]``: (token, expert) pairs of rank i whose expert is on rank j (low-latency);
+    ``tokens[i, j]``: tokens of rank i with at least one expert on rank j (normal, per-rank dedup);
+    ``node_tokens[i, m]``: tokens of rank i with at least one expert on node m (normal RDMA).
+    """
+
+    selections: np.ndarray
+    tokens: np.ndarray
+    node_tokens: np.ndarray
+
+
+def expert_owner(num_experts: int, ep: int) -> np.ndarray:
+    """Rank of each expert: contiguous blocks (``e * ep // E``; equal blocks when E divides)."""
+    return (np.arange(num_experts) * ep) // num_experts
+
+
+def routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int, *, topk_nodes: int = 0,
+                   selections: int | None = None, traffic: str = "expected", seed: int = 0) -> RoutingCounts:
+    """Traffic counts of DeepEP-test routing on ``ep`` ranks (8 per node).
+
+    Every token takes ``topk`` distinct experts with iid random scores (uniform routing); with
+    ``0 < topk_nodes < nodes`` only experts of the ``topk_nodes`` nodes holding the highest score
+    are eligible. ``selections`` (per rank) is the number of (token, expert) pairs left after
+    DeepEP's test masked some.
+
+    ``traffic='expected'`` (default) returns the expectation: with experts spread evenly every
+    pair of ranks carries the same amount (probabilities in closed form, or estimated once by
+    Monte Carlo under node-limited routing), which keeps the simulation symmetric and fast.
+    ``traffic='sampled'`` draws one routing per rank (:func:`sampled_routing_counts`).
+    """
+    if traffic == "sampled":
+        return sampled_routing_counts(num_tokens, num_experts, topk, ep, topk_nodes=topk_nodes,
+                                      selections=selections, seed=seed)
+    if traffic != "expected":
+        raise ValueError(f"traffic must be 'expected' or 'sampled', got {traffic!r}")
+    if num_experts % ep:
+        raise ValueError(f"num_experts={num_experts} is not divisible by ep={ep}")
+    nodes = max(1, ceil(ep / GPUS_PER_NODE))
+    p_rank, p_node = hit_probabilities(num_experts, topk, ep, topk_nodes)
+    sel_total = num_tokens * topk if selections is None else selections
+    kept = sel_total / (num_tokens * topk) if num_tokens else 0.0  # masking thins every pair alike
+    sel = np.full((ep, ep), sel_total / ep)
+    tok = np.full((ep, ep), num_tokens * p_rank * kept)
+    node_tok = np.full((ep, nodes), num_tokens * p_node * kept)
+    return RoutingCounts(sel, tok, node_tok)
+
+
+@lru_cache(maxsize=None)
+def hit_probabilities(num_experts: int, topk: int, ep: int, topk_nodes: int = 0,
+                      mc_tokens: int = 200_000, seed: int = 12345) -> tuple[float, float]:
+    """Probability that a token has at least one expert on a given rank, and on a given node.
+
+    Uniform routing: ``1 - C(E - E/ep, k) / C(E, k)`` (and the same with E/nodes). Node-limited
+    routing (``0 < topk_nodes < nodes``): Monte Carlo over ``mc_tokens`` tokens (std < 0.2 %).
+    """
+    nodes = max(1, ceil(ep / GPUS_PER_NODE))
+    if not 0 < topk_nodes < nodes:
+        p_rank = 1.0 - comb(num_experts - num_experts // ep, topk) / comb(num_experts, topk)
+        p_node = 1.0 - comb(num_experts - num_experts // nodes, topk) / comb(num_experts, topk)
+        return p_rank, p_node
+    counts = sampled_routing_counts(mc_tokens // ep, num_experts, topk, ep, topk_nodes=topk_nodes,
+                                    seed=seed, max_sampled=mc_tokens)
+    t = mc_tokens // ep
+    return float(counts.tokens.mean() / t), float(counts.node_tokens.mean() / t)
+
+
+@lru_cache(maxsize=64)
+def sampled_routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int, *, topk_nodes: int = 0,
+                           selections: int | None = None, seed: int = 0,
+                           max_sampled: int = MAX_SAMPLED_TOKENS) -> RoutingCounts:
+    """One random routing per rank (reproducible from ``seed``); token counts above
+    ``max_sampled`` are sampled on ``max_sampled`` tokens and scaled. ``selections`` masks random
+    (token, slot) pairs down to that count per rank (only when not scaled)."""
+    owner = expert_owner(num_experts, ep)
+    nodes = max(1, ceil(ep / GPUS_PER_NODE))
+    node_of_expert = owner // GPUS_PER_NODE
+    node_starts = np.searchsorted(node_of_expert, np.arange(nodes))
+    t = min(num_tokens, max_sampled)
+    scale = num_tokens / t
+    rng = np.random.default_rng(seed)
+    sel = np.zeros((ep, ep))
+    tok = np.zeros((ep, ep))
+    node_tok = np.zeros((ep, nodes))
+    rows = np.arange(t)[:, None]
+    for src in range(ep):
+        scores = rng.random((t, num_experts))
+        if 0 < topk_nodes < nodes:
+            group_max = np.maximum.reduceat(scores, node_starts, axis=1)
+            kept = np.argpartition(-group_max, topk_nodes - 1, axis=1)[:, :topk_nodes]
+            allowed = np.zeros((t, nodes), dtype=bool)
+            np.put_along_axis(allowed, kept, True, axis=1)
+            scores = np.where(allowed[:, node_of_expert], scores, -1.0)
+        chosen = np.argpartition(-scores, topk - 1, axis=1)[:, :topk]
+        valid = np.ones((t, topk), dtype=bool)
+        if selections is not None and scale == 1.0 and selections < t * topk:
+            drop = rng.choice(t * topk, size=t * topk - selections, replace=False)
+            valid.reshape(-1)[drop] = False
+        dest = owner[chosen]
+        token_of = np.broadcast_to(rows, dest.shape)[valid]
+        sel[src] = np.bincount(dest[valid], minlength=ep)
+        hit = np.zeros((t, ep), dtype=bool)
+        hit[token_of, dest[valid]] = True
+        tok[src] = hit.sum(axis=0)
+        node_hit = np.zeros((t, nodes), dtype=bool)
+        node_hit[token_of, dest[valid] // GPUS_PER_NODE] = True
+        node_tok[src] = node_hit.sum(axis=0)
+    return RoutingCounts(sel * scale, tok * scale, node_tok * scale)
+
+
+# --------------------------------------------------------------------------------------- traffic
+
+
+@lru_cache(maxsize=None)
+def topology_for(node_num: int, cross_rail: str = "pxn") -> Topology:
+    """The h200 HGX preset for ``node_num`` nodes; ``cross_rail='direct'`` rebuilds it from the
+    same generator with direct cross-rail routing (each GPU uses its own NIC)."""
+    name = TOPOLOGY_PRESETS[node_num]
+    if cross_rail == "pxn" or node_num == 1:
+        return load_topology(name)
+    import yaml
+
+    path = resolve_topology_path(name)
+    data = yaml.safe_load(Path(path).read_text())
+    data["name"] = f"{data['name']}-direct"
+    data.setdefault("routing", {})["cross_rail"] = cross_rail
+    return topology_from_dict(data, source=f"{path} (routing.cross_rail={cross_rail})")
+
+
+@lru_cache(maxsize=None)
+def _router(node_num: int, cross_rail: str) -> Router:
+    return Router(topology_for(node_num, cross_rail))
+
+
+def _ints(x: np.ndarray) -> np.ndarray:
+    return np.rint(x).astype(np.int64)
+
+
+def _chunks(size: int, n: int) -> list[int]:
+    base, extra = divmod(int(size), n)
+    return [base + (1 if k < extra else 0) for k in range(n)]
+
+
+def nccl_flows(row) -> FlowSet:
+    """nccl-tests traffic of one row on ranks ``0..num_gpus-1`` (ring collectives, uniform all-to-all)."""
+    fs = FlowSet()
+    n, size = int(row.num_gpus), int(row.message_bytes)
+    ranks = list(range(n))
+    chunk = max(NCCL_CHUNK_BYTES, ceil(size / n / NCCL_MAX_CHUNKS_PER_SEGMENT))
+    if row.op == "all_reduce":
+        C.ring_all_reduce(fs, ranks, size, chunk_bytes=chunk)
+    elif row.op == "all_gather":
+        C.ring_all_gather(fs, ranks, size, chunk_bytes=chunk)
+    elif row.op == "reduce_scatter":
+        C.ring_reduce_scatter(fs, ranks, size, chunk_bytes=chunk)
+    elif row.op == "all_to_all":
+        C.all_to_all(fs, ranks, size // n)
+    else:
+        raise ValueError(f"unknown NCCL op {row.op!r}")
+    return fs
+
+
+def _deepep_counts(row, mode: str, traffic: str) -> RoutingCounts:
+    ep = int(row.num_gpus)
+    if mode == "ll":
+        sel = getattr(row, "selections", None)
+        sel = None if sel is None or pd.isna(sel) else int(sel)
+        return routing_counts(int(row.num_tokens), int(row.num_experts), int(row.topk), ep, selections=sel,
+                              traffic=traffic)
+    topk_nodes = min(int(row.node_num), MAX_TOPK_NODES) if row.node_num > 1 else 0
+    return routing_counts(int(row.num_tokens), int(row.num_experts), int(row.topk), ep, topk_nodes=topk_nodes,
+                          traffic=traffic)
+
+
+def deepep_ll_flows(row, traffic: str = "expected") -> FlowSet:
+    """Low-latency dispatch (fp8, per selection) or combine (bf16, transposed): a direct
+    all-to-all-v, NVLink inside a node, the source GPU's NIC across nodes."""
+    counts = _deepep_counts(row, "ll", traffic)
+    ep = int(row.num_gpus)
+    if row.op == "dispatch":
+        matrix = counts.selections * ll_dispatch_bytes_per_selection(int(row.hidden))
+    else:
+        matrix = counts.selections.T * (2 * int(row.hidden))
+    matrix = _ints(matrix)
+    np.fill_diagonal(matrix, 0)
+    # DeepEP opens one queue pair per local expert towards every peer (num_qps_per_rank =
+    # num_experts / EP); a message travels on its expert's QP, so ECMP spreads a peer's traffic
+    # over that many paths. NVLink pairs have a single path and stay one flow.
+    qps = max(1, int(row.num_experts) // ep)
+    node_of = np.arange(ep) // GPUS_PER_NODE
+    fs = FlowSet()
+    for k in range(1, ep):  # rotated destination order, as all_to_all_v
+        for i in range(ep):
+            j = (i + k) % ep
+            size = int(matrix[i, j])
+            if not size:
+                continue
+            parts = _chunks(size, qps) if node_of[i] != node_of[j] else [size]
+            for q, part in enumerate(parts):
+                if part:
+                    fs.add(i, j, part, tag=f"ll_{row.op}", path_key=q)
+    return fs
+
+
+def deepep_normal_flows(row, variant: str = "hierarchical", traffic: str = "expected") -> FlowSet:
+    """Normal-mode dispatch (fp8 + scales) or combine (bf16) of one row.
+
+    ``variant='hierarchical'`` (DeepEP's kernels): intra-node pairs direct over NVLink; for every
+    (source rank, remote node) one RDMA stream to the same-local-index GPU of that node carrying
+    each token once, which forwards chunk by chunk over NVLink to the ranks that need it (combine:
+    the reverse). ``variant='per_rank'``: a plain all-to-all-v deduplicated per destination rank,
+    routed by the topology (PXN across rails); kept for comparison only.
+    """
+    counts = _deepep_counts(row, "normal", traffic)
+    ep, hidden = int(row.num_gpus), int(row.hidden)
+    per_token = normal_dispatch_bytes_per_token(hidden) if row.op == "dispatch" else 2 * hidden
+    fs = FlowSet()
+    ranks = list(range(ep))
+    if variant == "per_rank" or ep <= GPUS_PER_NODE:
+        matrix = _ints(counts.tokens * per_token)
+        np.fill_diagonal(matrix, 0)
+        C.all_to_all_v(fs, ranks, matrix if row.op == "dispatch" else matrix.T, tag=f"normal_{row.op}")
+        return fs
+    if variant != "hierarchical":
+        raise ValueError(f"unknown normal-mode variant {variant!r}")
+    g = GPUS_PER_NODE
+    nodes = ep // g
+    node_of = np.arange(ep) // g
+    local_of = np.arange(ep) % g
+    tok_bytes = counts.tokens * per_token            # [src, dst rank]
+    rdma_bytes = counts.node_tokens * per_token      # [src, dst node]
+    n_chunks = int(np.clip(ceil(rdma_bytes.max() / MIN_CHUNK_BYTES), 1, MAX_CHUNKS))
+    # Intra-node pairs: direct NVLink (dispatch src->dst; combine dst->src).
+    for s in ranks:
+        for k in range(1, g):
+            d = node_of[s] * g + (local_of[s] + k) % g
+            size = int(round(tok_bytes[s, d]))
+            if size:
+                if row.op == "dispatch":
+                    fs.add(s, d, size, tag="nvl_direct")
+                else:
+                    fs.add(d, s, size, tag="nvl_direct")
+    # Forward volume through relay r (node m, local l) to rank d of node m: tokens of every remote
+    # source with local index l that need d.
+    fwd = np.zeros((ep, ep))
+    for s in ranks:
+        for m in range(nodes):
+            if m == node_of[s]:
+                continue
+            r = m * g + local_of[s]
+            members = slice(m * g, (m + 1) * g)
+            fwd[r, members] += tok_bytes[s, members]
+    np.fill_diagonal(fwd, 0)
+    if row.op == "dispatch":
+        rdma: dict[int, list[list[int]]] = {r: [[] for _ in range(n_chunks)] for r in ranks}
+        for k in range(1, nodes):
+            for s in ranks:
+                m = (node_of[s] + k) % nodes
+                r = m * g + local_of[s]
+                prev = None
+                for c, part in enumerate(_chunks(int(round(rdma_bytes[s, m])), n_chunks)):
+                    if not part:
+                        continue
+                    f = fs.add(s, r, part, after_sent=[prev] if prev is not None else [], tag="rdma")
+                    rdma[r][c].append(f)
+                    prev = f
+        for r in ranks:
+            for k in range(1, g):
+                d = node_of[r] * g + (local_of[r] + k) % g
+                prev = None
+                for c, part in enumerate(_chunks(int(round(fwd[r, d])), n_chunks)):
+                    if not part:
+                        continue
+                    f = fs.add(r, d, part, after=rdma[r][c], after_sent=[prev] if prev is not None else [],
+                               tag="nvl_forward")
+                    prev = f
+    else:
+        gathered: dict[int, list[list[int]]] = {r: [[] for _ in range(n_chunks)] for r in ranks}
+        for r in ranks:
+            for k in range(1, g):
+                d = node_of[r] * g + (local_of[r] + k) % g
+                prev = None
+                for c, part in enumerate(_chunks(int(round(fwd[r, d])), n_chunks)):
+                    if not part:
+                        continue
+                    f = fs.add(d, r, part, after_sent=[prev] if prev is not None else [], tag="nvl_gather")
+                    gathered[r][c].append(f)
+                    prev = f
+        for k in range(1, nodes):
+            for s in ranks:
+                m = (node_of[s] + k) % nodes
+                r = m * g + local_of[s]
+                prev = None
+                for c, part in enumerate(_chunks(int(round(rdma_bytes[s, m])), n_chunks)):
+                    if not part:
+                        continue
+                    f = fs.add(r, s, part, after=gathered[r][c], after_sent=[prev] if prev is not None else [],
+                               tag="rdma")
+                    prev = f
+    return fs
+
+
+def build_flows(row, normal_variant: str = "hierarchical", traffic: str = "expected") -> tuple[FlowSet, int, str]:
+    """Flows of one measured row, with the node count and cross-rail routing of its topology."""
+    if row.table == "nccl":
+        return nccl_flows(row), 1, "pxn"
+    if row.table == "deepep_normal":
+        return deepep_normal_flows(row, normal_variant, traffic), int(row.node_num), "pxn"
+    if row.table == "deepep_ll":
+        return deepep_ll_flows(row, traffic), int(row.node_num), "direct"
+    raise ValueError(f"unknown table {row.table!r}")
+
+
+def max_gpu_bytes(fs: FlowSet) -> float:
+    """Largest number of bytes one GPU emits (kernel-rate model input)."""
+    if not len(fs):
+        return 0.0
+    return float(np.bincount(np.asarray(fs.src), weights=np.asarray(fs.size_bytes, dtype=np.float64)).max())
+
+
+def simulate_rows(rows: pd.DataFrame, backend: str = "flow", normal_variant: str = "hierarchical",
+                  traffic: str = "expected", progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """Simulate every row; adds ``network_s`` (completion of the traffic on the topology),
+    ``gpu_bytes`` (most bytes one GPU emits), ``flows`` and ``sim_wall_s``."""
+    out = rows.copy()
+    network, gpu_bytes, nflows, wall = [], [], [], []
+    for i, row in enumerate(rows.itertuples(index=False)):
+        t0 = time.perf_counter()
+        fs, node_num, cross_rail = build_flows(row, normal_variant, traffic)
+        if len(fs):
+            res = simulate(topology_for(node_num, cross_rail), fs, backend, router=_router(node_num, cross_rail))
+            network.append(res.completion_time_s)
+        else:
+            network.append(0.0)
+        gpu_bytes.append(max_gpu_bytes(fs))
+        nflows.append(len(fs))
+        wall.append(time.perf_counter() - t0)
+        if progress is not None:
+            progress(i + 1, len(rows))
+    out["network_s"] = network
+    out["gpu_bytes"] = gpu_bytes
+    out["flows"] = nflows
+    out["sim_wall_s"] = wall
+    out["backend"] = backend
+    return out
+
+
+# ------------------------------------------------------------------------------------------- fit
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    v, w = values[order], weights[order]
+    cum = np.cumsum(w)
+    return float(v[np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def _fit_fixed_plus(measured: np.ndarray, term: Callable[[float], np.ndarray], lo: float, hi: float
+                    ) -> tuple[float, float, float]:
+    """Fit ``measured ~ fixed + term(p)`` minimizing the mean absolute relative error.
+
+    For a given ``p`` the best ``fixed >= 0`` is a weighted median (weights ``1/measured``); ``p`` is
+    searched on a log grid in ``[lo, hi]`` and refined. Returns (fixed, p, mean abs rel error).
+    """
+    w = 1.0 / measured
+
+    def solve(p: float) -> tuple[float, float]:
+        z = term(p)
+        fixed = max(0.0, _weighted_median(measured - z, w))
+        return float(np.mean(np.abs(fixed + z - measured) * w)), fixed
+
+    grid = np.geomspace(lo, hi, 121)
+    losses = [solve(p)[0] for p in grid]
+    k = int(np.argmin(losses))
+    a, b = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+    for _ in range(60):  # golden-section on log p
+        x1, x2 = a * (b / a) ** 0.382, a * (b / a) ** 0.618
+        if solve(x1)[0] <= solve(x2)[0]:
+            b = x2
+        else:
+            a = x1
+    p = float(np.sqrt(a * b))
+    loss, fixed = solve(p)
+    return fixed, p, loss
+
+
+def fit_plain(rows: pd.DataFrame) -> LibraryOverhead:
+    """``fixed + network / efficiency`` on ``rows`` (columns measured_s, network_s)."""
+    m, net = rows.measured_s.to_numpy(), rows.network_s.to_numpy()
+    fixed, eff, _ = _fit_fixed_plus(m, lambda e: net / e, 0.05, 3.0)
+    return LibraryOverhead(fixed, eff)
+
+
+def fit_kernel_rate(rows: pd.DataFrame) -> LibraryOverhead:
+    """``fixed + max(network, gpu_bytes / rate)`` on ``rows``; ``bandwidth_efficiency`` is then fitted
+    with the same fixed term (the plain model's fallback when ``gpu_bytes`` is unknown)."""
+    m, net, gb = rows.measured_s.to_numpy(), rows.network_s.to_numpy(), rows.gpu_bytes.to_numpy()
+    fixed, rate, _ = _fit_fixed_plus(m, lambda r: np.maximum(net, gb / r), 1e9, 2e12)
+    w = 1.0 / m
+    grid = np.geomspace(0.05, 3.0, 400)
+    eff = float(grid[np.argmin([np.mean(np.abs(fixed + net / e - m) * w) for e in grid])])
+    return LibraryOverhead(fixed, eff, rate)
+
+
+def fit_overheads(rows: pd.DataFrame) -> CommOverheads:
+    """Fit :class:`CommOverheads` on simulated **single-node** rows (NCCL <= 8 GPUs, DeepEP
+    node_num 1); multi-node rows in ``rows`` are refused rather than silently used."""
+    if (rows.node_num != 1).any():
+        raise ValueError("fit_overheads: only single-node rows may be used for fitting")
+    ops: dict[str, LibraryOverhead] = {}
+    nccl = rows[rows.table == "nccl"]
+    nccl_all = fit_plain(nccl)
+    for op, part in nccl.groupby("op"):
+        ops[f"nccl.{op}"] = fit_plain(part)
+    libs = {}
+    for lib in ("deepep_normal", "deepep_ll"):
+        part = rows[rows.table == lib]
+        libs[lib] = fit_kernel_rate(part)
+        for op, sub in part.groupby("op"):
+            ops[f"{lib}.{op}"] = fit_kernel_rate(sub)
+    return CommOverheads(nccl=nccl_all, deepep_normal=libs["deepep_normal"], deepep_ll=libs["deepep_ll"],
+                         p2p=nccl_all, ops=ops)
+
+
+def predict(rows: pd.DataFrame, overheads: CommOverheads) -> pd.DataFrame:
+    """Adds ``predicted_s`` (kernel-rate model where the library has a rate, else plain),
+    ``predicted_plain_s``, the signed % errors ``error_pct`` / ``error_plain_pct``, the fixed term
+    used (``fixed_s``), ``network_dominated`` (the fixed term is less than half the prediction)
+    and, for normal-mode rows, ``error_vs_total_pct`` against kernel + notify time."""
+    out = rows.copy()
+    pred, plain, fixed = [], [], []
+    for row in rows.itertuples(index=False):
+        o = overheads.overhead(row.table, row.op)
+        pred.append(o.duration_s(row.network_s, row.gpu_bytes))
+        plain.append(o.duration_s(row.network_s))
+        fixed.append(o.fixed_s)
+    out["predicted_s"] = pred
+    out["predicted_plain_s"] = plain
+    out["fixed_s"] = fixed
+    # Rows whose prediction is at least half network/kernel-rate time (not the fixed term).
+    out["network_dominated"] = out.predicted_s - out.fixed_s >= 0.5 * out.predicted_s
+    out["error_pct"] = (out.predicted_s / out.measured_s - 1.0) * 100.0
+    out["error_plain_pct"] = (out.predicted_plain_s / out.measured_s - 1.0) * 100.0
+    if "notify_s" in out:  # normal mode: kernel + separately timed notify kernel
+        out["error_vs_total_pct"] = (out.predicted_s / (out.measured_s + out.notify_s) - 1.0) * 100.0
+    return out
+
+
+def error_summary(rows: pd.DataFrame, by: Sequence[str] = ("table", "op", "node_num"),
+                  column: str = "error_pct") -> pd.DataFrame:
+    """Median / worst absolute % error (and median signed error) per group."""
+    g = rows.assign(_abs=rows[column].abs()).groupby(list(by), sort=True)
+    out = pd.DataFrame({
+        "rows": g.size(),
+        "median_abs_pct": g._abs.median(),
+        "worst_abs_pct": g._abs.max(),
+        "median_signed_pct": g[column].median(),
+    }).reset_index()
+    return out
+
+
+# ------------------------------------------------------------------------------------------- run
+
+
+@dataclass
+class CommValidation:
+    """Everything one validation run produces."""
+
+    rows: pd.DataFrame                     # every simulated row with predictions (flow backend)
+    overheads: CommOverheads               # fitted on the single-node rows of ``rows``
+    summary: pd.DataFrame                  # error per (table, op, node_num), kernel-rate model
+    summary_plain: pd.DataFrame            # same with the plain model
+    summary_network: pd.DataFrame          # kernel-rate model, network-dominated rows only
+    packet_rows: pd.DataFrame | None = None  # packet-backend subset (same overheads)
+    variant_rows: pd.DataFrame | None = None  # multi-node normal mode, per-rank-dedup variant
+    sampled_rows: pd.DataFrame | None = None  # subset with sampled (not expected) routing
+    timings: dict = field(default_factory=dict)
+
+    def multi_node(self) -> pd.DataFrame:
+        return self.rows[self.rows.node_num > 1]
+
+    def single_node(self) -> pd.DataFrame:
+        return self.rows[self.rows.node_num == 1]
+
+
+#: Packet-backend subset: a few token counts per node count (fast enough for ns-3).
+PACKET_NORMAL_TOKENS = (16, 256, 1024)
+PACKET_LL_TOKENS = (8, 64, 256)
+PACKET_NCCL_SIZES = (65536, 4 << 20, 64 << 20)
+
+
+def packet_subset(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows re-run on the packet backend: DSv3-shaped DeepEP rows at a few token counts for every
+    node count, and NCCL on 8 GPUs (half) at three buffer sizes."""
+    dsv3 = (rows.hidden == 7168) & (rows.topk == 8) & (rows.num_experts == 256)
+    normal = (rows.table == "deepep_normal") & dsv3 & rows.num_tokens.isin(PACKET_NORMAL_TOKENS)
+    ll = ((rows.table == "deepep_ll") & dsv3 & rows.num_tokens.isin(PACKET_LL_TOKENS)
+          & ((rows.node_num > 1) | (rows.version == MULTI_NODE_VERSION)))
+    nccl = ((rows.table == "nccl") & (rows.num_gpus == 8) & (rows.dtype == "half")
+            & rows.message_bytes.isin(PACKET_NCCL_SIZES))
+    return rows[normal | ll | nccl].reset_index(drop=True)
+
+
+#: Sensitivity to the routing draw: these token counts are re-run with sampled routing.
+SAMPLED_TOKENS = (16, 256)
+
+
+def sampled_subset(rows: pd.DataFrame) -> pd.DataFrame:
+    """DSv3-shaped DeepEP rows at :data:`SAMPLED_TOKENS` (the EP64 low-latency rows are left out:
+    15k unequal flows take the flow backend ~20-45 s each)."""
+    dsv3 = (rows.hidden == 7168) & (rows.topk == 8) & (rows.num_experts == 256)
+    keep = (rows.table != "nccl") & dsv3 & rows.num_tokens.isin(SAMPLED_TOKENS)
+    keep &= ~((rows.table == "deepep_ll") & (rows.node_num == 8))
+    return rows[keep].reset_index(drop=True)
+
+
+def run_validation(rows: pd.DataFrame | None = None, *, packet: bool = True, variant: bool = True,
+                   sampled: bool = True, progress: Callable[[str, int, int], None] | None = None) -> CommValidation:
+    """Simulate ``rows`` (default: :func:`load_rows`) with the flow backend, fit the overheads on
+    the single-node rows, predict all rows; optionally re-run a subset on the packet backend, the
+    per-rank-dedup variant of the multi-node normal rows, and a subset with sampled routing."""
+    timings = {}
+    t0 = time.perf_counter()
+    rows = load_rows() if rows is None else rows
+    timings["load_s"] = time.perf_counter() - t0
+
+    def prog(stage):
+        return (lambda i, n: progress(stage, i, n)) if progress else None
+
+    t0 = time.perf_counter()
+    sim = simulate_rows(rows, "flow", progress=prog("flow"))
+    timings["flow_s"] = time.perf_counter() - t0
+    overheads = fit_overheads(sim[sim.node_num == 1])
+    sim = predict(sim, overheads)
+    summary = error_summary(sim)
+    summary_plain = error_summary(sim, column="error_plain_pct")
+    summary_network = error_summary(sim[sim.network_dominated])
+    packet_rows = variant_rows = None
+    if packet:
+        from cosim.network.packet_backend import engine_available
+
+        if engine_available():
+            t0 = time.perf_counter()
+            sub = packet_subset(rows)
+            packet_rows = predict(simulate_rows(sub, "packet", progress=prog("packet")), overheads)
+            flow_ref = predict(simulate_rows(sub, "flow"), overheads)
+            packet_rows["flow_network_s"] = flow_ref.network_s.to_numpy()
+            packet_rows["flow_error_pct"] = flow_ref.error_pct.to_numpy()
+            timings["packet_s"] = time.perf_counter() - t0
+    if variant:
+        t0 = time.perf_counter()
+        multi = rows[(rows.table == "deepep_normal") & (rows.node_num > 1)]
+        variant_rows = predict(simulate_rows(multi, "flow", normal_variant="per_rank", progress=prog("variant")),
+                               overheads)
+        timings["variant_s"] = time.perf_counter() - t0
+    sampled_rows = None
+    if sampled:
+        t0 = time.perf_counter()
+        sub = sampled_subset(rows)
+        sampled_rows = predict(simulate_rows(sub, "flow", traffic="sampled", progress=prog("sampled")), overheads)
+        ref = sim.set_index(["table", "op", "version", "node_num", "hidden", "topk", "num_experts", "num_tokens"])
+        keys = list(sampled_rows[["table", "op", "version", "node_num", "hidden", "topk", "num_experts",
+                                  "num_tokens"]].itertuples(index=False, name=None))
+        sampled_rows["expected_network_s"] = ref.loc[keys, "network_s"].to_numpy()
+        sampled_rows["expected_error_pct"] = ref.loc[keys, "error_pct"].to_numpy()
+        timings["sampled_s"] = time.perf_counter() - t0
+    return CommValidation(sim, overheads, summary, summary_plain, summary_network, packet_rows, variant_rows,
+                          sampled_rows, timings)

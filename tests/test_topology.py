@@ -118,6 +118,13 @@ def test_bad_files_name_file_field_and_expectation(tmp_path, mutate, field, expe
     assert str(path) in msg and field in msg and expect in msg
 
 
+def test_absurd_link_values_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match=r"links\[0\].latency: expected 0 to 1 s"):
+        load_topology(write(tmp_path, GOOD.replace("latency: 1us}", "latency: 5s}", 1)))
+    with pytest.raises(ConfigError, match=r"links\[0\].bandwidth: expected more than 0 and at most 1000 Tbps"):
+        load_topology(write(tmp_path, GOOD.replace("400Gbps", "5000Tbps", 1)))
+
+
 def test_disconnected_gpu(tmp_path):
     text = GOOD.replace("      - {name: sw, kind: switch}", "      - {name: sw, kind: switch}\n      - {name: g2, kind: gpu}")
     with pytest.raises(ConfigError, match="'g2' is disconnected"):

@@ -27,6 +27,9 @@ _UNIT_SUFFIXES: dict[str, Callable[[Any], Any]] = {
     "_bytes": parse_size_bytes,
 }
 MAX_FRAME_BYTES = 65535
+#: Sanity limits of a network link (the packet engine's clock counts picoseconds in 64 bits).
+MAX_LATENCY_S = 1.0
+MAX_BANDWIDTH_BPS = 1e15
 
 
 def presets_dir() -> Path:
@@ -280,6 +283,11 @@ def validate_topology(topo: Topology) -> None:
     for li, link in enumerate(topo.links):
         if link.mtu_bytes + topo.transport.header_bytes > MAX_FRAME_BYTES:
             raise ConfigError(src, f"links[{li}].mtu", f"mtu + header_bytes must be <= {MAX_FRAME_BYTES}")
+        if not 0 <= link.latency_s <= MAX_LATENCY_S:
+            raise ConfigError(src, f"links[{li}].latency", f"expected 0 to {MAX_LATENCY_S:g} s, got {link.latency_s:g} s")
+        if not 0 < link.bandwidth_bps <= MAX_BANDWIDTH_BPS:
+            raise ConfigError(src, f"links[{li}].bandwidth",
+                              f"expected more than 0 and at most {MAX_BANDWIDTH_BPS / 1e12:g} Tbps, got {link.bandwidth_bps:g} bit/s")
     g = topo.graph
     for gpu in topo.gpu_nodes:
         if g.degree(gpu) == 0:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from cosim.engine.overheads import CommOverheads, LibraryOverhead
+from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads, LibraryOverhead
 from cosim.engine.schedule import schedule
 from cosim.engine.step import simulate_step, simulate_trace
 from cosim.ops import GemmOp
@@ -139,3 +139,51 @@ def test_two_batch_overlap_hides_communication():
     exposed = {k: sum(r.exposed_comm_by_collective_s.values()) for k, r in results.items()}
     assert exposed["tbo"] < 0.5 * exposed["none"]
     assert results["tbo"].overlap_fraction > results["none"].overlap_fraction
+
+
+@pytest.mark.parametrize("phase, tokens, library", [("generation", 128, "deepep_ll"),
+                                                    ("context", 1024, "deepep_normal")])
+def test_step_engine_deepep_traffic_is_the_validated_model(phase, tokens, library):
+    """One DeepEP model: the engine's MoE dispatch and combine on EP16 over two HGX H200 nodes take
+    the network time of the communication validation's model for the same row and routing sample
+    (DSv3 shape: hidden 7168, top-8, 256 experts; LL 128 tokens/rank, normal 1024)."""
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("aiconfigurator_core")
+    from cosim.models import Parallelism, Precision, load_model
+    from cosim.topology import load_topology
+    from cosim.trace.builder import StepSpec
+    from cosim.validation import comm as V
+
+    model = load_model("deepseek-ai/DeepSeek-V3")
+    assert (model.hidden_size, model.moe.top_k, model.moe.num_experts) == (7168, 8, 256)
+    spec = StepSpec(model, Parallelism(tp=16, ep=16, dp_attention=True),
+                    Precision.from_checkpoint(model, dispatch="fp8"), phase,
+                    batch_per_rank=tokens if phase == "generation" else 1,
+                    new_tokens=1 if phase == "generation" else tokens, prefix_tokens=1024)
+    topo = load_topology("h200-hgx-2node")
+    result = simulate_step(spec, ConstantKernels(), topo, "flow", overheads=ZERO)
+    with_overheads = simulate_step(spec, ConstantKernels(), topo, "flow", overheads=DEFAULT_OVERHEADS)
+    assert result.network_simulations == 2  # 58 identical MoE layers: one dispatch, one combine
+    for op in ("dispatch", "combine"):
+        coll = next(c for c in result.trace.collectives if c.name.endswith(op))
+        assert coll.library == library
+        engine_s = result.collective_duration_s[coll.id]  # zero overheads: the network time
+        row = pd.DataFrame([dict(table=library, op=op, version="-", node_num=2, num_gpus=16, hidden=7168, topk=8,
+                                 num_experts=256, num_tokens=tokens, selections=np.nan)])
+        validated = V.simulate_rows(row, "flow", traffic="sampled")
+        assert engine_s == pytest.approx(validated.network_s[0], rel=0.01)
+        # ... and the validated overhead model (kernel rate on the bytes one GPU emits, forwarding included).
+        predicted = DEFAULT_OVERHEADS.duration_s(library, validated.network_s[0], op=op,
+                                                 gpu_bytes=validated.gpu_bytes[0])
+        assert with_overheads.collective_duration_s[coll.id] == pytest.approx(predicted, rel=0.01)
+        # Same bytes too: low-latency sends every selection (no dedup); normal mode sends one RDMA
+        # copy per (token, remote node), 3.3x less across nodes than a per-rank all-to-all.
+        fs = (V.deepep_ll_flows if library == "deepep_ll" else V.deepep_normal_flows)(row.iloc[0], traffic="sampled")
+        assert validated.gpu_bytes[0] == pytest.approx(V.max_gpu_bytes(fs))
+        if library == "deepep_ll":
+            assert coll.total_bytes == pytest.approx(sum(fs.size_bytes))
+            assert coll.qps_per_peer == 256 // 16
+        else:
+            assert coll.node_bytes_matrix.shape == ((16, 2) if op == "dispatch" else (2, 16))
+            tags = np.array(fs.tags)
+            assert coll.node_bytes_matrix.sum() == pytest.approx(np.array(fs.size_bytes)[tags == "rdma"].sum())

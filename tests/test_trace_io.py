@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 
@@ -28,7 +29,8 @@ A2A = np.array([[100, 300], [200, 50]], dtype=np.int64)
 def small_trace() -> StepTrace:
     """2 ranks: compute -> all-to-all-v -> compute -> p2p from rank 0 to rank 1."""
     colls = [
-        CollectiveSpec(0, "L0.mb0.dispatch", "all_to_all_v", "deepep_ll", (0, 1), A2A, layer=0, microbatch=0),
+        CollectiveSpec(0, "L0.mb0.dispatch", "all_to_all_v", "deepep_ll", (0, 1), A2A, layer=0, microbatch=0,
+                       qps_per_peer=4),
         CollectiveSpec(1, "pp0.mb0.0->1", "p2p", "p2p", (0, 1), np.array([[0, 4096], [0, 0]], dtype=np.int64)),
     ]
     r0 = [
@@ -58,6 +60,13 @@ def assert_traces_equal(a: StepTrace, b: StepTrace) -> None:
             assert getattr(ca, name) == getattr(cb, name), name
         assert cb.bytes_matrix.dtype == np.int64
         np.testing.assert_array_equal(ca.bytes_matrix, cb.bytes_matrix)
+        assert ca.qps_per_peer == cb.qps_per_peer
+        if ca.node_bytes_matrix is None:
+            assert cb.node_bytes_matrix is None
+        else:
+            assert cb.node_bytes_matrix.dtype == np.int64
+            np.testing.assert_array_equal(ca.node_bytes_matrix, cb.node_bytes_matrix)
+        assert ca.shape_key() == cb.shape_key()
 
 
 def attrs(node) -> dict:
@@ -79,6 +88,36 @@ def test_round_trip_is_exact(tmp_path):
     assert back.ranks[0].nodes[0].duration_s == 1.234567891e-3
     assert isinstance(back.ranks[0].nodes[0].op, GemmOp) and isinstance(back.ranks[1].nodes[0].op, MemoryOp)
     assert back.collectives[0].ranks == (0, 1)
+
+
+def test_deepep_fields_round_trip(tmp_path):
+    """DeepEP normal mode's per-node matrix and low-latency mode's queue pairs survive a round trip;
+    collectives without them read back as None / 0."""
+    trace = small_trace()
+    node = np.array([[0, 250, 75]], dtype=np.int64)  # [nodes x ranks]-shaped: dims are kept
+    trace.collectives[0] = dataclasses.replace(trace.collectives[0], library="deepep_normal", name="L0.mb0.combine",
+                                               node_bytes_matrix=node, qps_per_peer=0)
+    back = read_step_trace(write_step_trace(trace, tmp_path / "step.pb"))
+    assert_traces_equal(trace, back)
+    assert back.collectives[0].node_bytes_matrix.shape == (1, 3)
+    assert back.collectives[1].node_bytes_matrix is None and back.collectives[1].qps_per_peer == 0
+    msg = to_proto(trace)
+    assert list(msg.collectives[0].node_dims) == [1, 3] and list(msg.collectives[0].node_bytes_matrix) == [0, 250, 75]
+    assert to_proto(small_trace()).collectives[0].qps_per_peer == 4
+    msg.collectives[0].node_dims[1] = 2
+    path = tmp_path / "bad_dims.pb"
+    path.write_bytes(msg.SerializeToString())
+    with pytest.raises(TraceFormatError, match="node_bytes_matrix"):
+        read_step_trace(path)
+
+
+def test_shape_key_covers_deepep_fields():
+    base = small_trace().collectives[0]
+    keys = {base.shape_key(), dataclasses.replace(base, qps_per_peer=8).shape_key(),
+            dataclasses.replace(base, node_bytes_matrix=np.array([[0, 1], [1, 0]])).shape_key(),
+            dataclasses.replace(base, name="L0.mb0.combine").shape_key()}
+    assert len(keys) == 4
+    assert dataclasses.replace(base, id=5, name="L9.mb1.dispatch", layer=9).shape_key() == base.shape_key()
 
 
 def test_durations_are_integer_nanoseconds(tmp_path):

@@ -24,18 +24,31 @@ from cosim.engine.schedule import Schedule, schedule
 from cosim.errors import ConfigError
 from cosim.network import FlowSet, simulate
 from cosim.network import collectives as C
+from cosim.network import deepep as D
 from cosim.topology import Router, RoutingPolicy, Topology
 from cosim.trace.builder import StepSpec, build_step_trace
 from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, StepTrace
 
 
-def add_collective_flows(fs: FlowSet, spec: CollectiveSpec, earliest_start_s: float = 0.0) -> list[int]:
-    """Append the flows of ``spec`` to ``fs``; return the flows that end it."""
+def add_collective_flows(fs: FlowSet, spec: CollectiveSpec, earliest_start_s: float = 0.0,
+                         gpus_per_node: int | None = None) -> list[int]:
+    """Append the flows of ``spec`` to ``fs``; return the flows that end it.
+
+    All-to-all-v of DeepEP (``library`` ``deepep_ll`` / ``deepep_normal``) uses the validated
+    DeepEP traffic model (:mod:`cosim.network.deepep`) with nodes of ``gpus_per_node`` GPUs (the
+    topology's; ``None``: DeepEP's 8); any other all-to-all-v is a plain
+    :func:`cosim.network.collectives.all_to_all_v`.
+    """
     ranks, m, tag = list(spec.ranks), spec.bytes_matrix, spec.name
     after = [fs.barrier([], gpu=ranks[0], tag=f"{tag}:start")] if earliest_start_s > 0 else []
     if after:
         fs.earliest_start_s[after[0]] = earliest_start_s
-    if spec.kind == "all_to_all_v":
+    g = gpus_per_node or D.DEFAULT_GPUS_PER_NODE
+    if spec.kind == "all_to_all_v" and spec.library == "deepep_ll":
+        coll = D.deepep_ll_flows(fs, ranks, m, max(1, spec.qps_per_peer), g, after=after, tag=tag)
+    elif spec.kind == "all_to_all_v" and spec.library == "deepep_normal":
+        coll = _deepep_normal(fs, spec, g, after)
+    elif spec.kind == "all_to_all_v":
         coll = C.all_to_all_v(fs, ranks, m, after=after, tag=tag)
     elif spec.kind == "bipartite":
         k = spec.num_senders
@@ -55,6 +68,25 @@ def add_collective_flows(fs: FlowSet, spec: CollectiveSpec, earliest_start_s: fl
     return coll.last or after
 
 
+def _deepep_normal(fs: FlowSet, spec: CollectiveSpec, gpus_per_node: int, after: list[int]) -> C.Collective:
+    """DeepEP normal-mode flows of ``spec``, checking its per-node matrix against the topology."""
+    ranks = list(spec.ranks)
+    nodes = max(D.group_nodes(ranks, gpus_per_node)) + 1
+    node_m = spec.node_bytes_matrix
+    if nodes > 1:
+        if node_m is None:
+            raise ConfigError("<trace>", f"collectives[{spec.id}].node_bytes_matrix",
+                              f"{spec.name}: DeepEP normal mode across {nodes} nodes needs the bytes per "
+                              "destination node (node_bytes_matrix)")
+        have = node_m.shape[1] if spec.op == "dispatch" else node_m.shape[0]
+        if have != nodes:
+            raise ConfigError("<trace>", f"collectives[{spec.id}].node_bytes_matrix",
+                              f"{spec.name}: built for {have} nodes, but its ranks are on {nodes} nodes of "
+                              f"{gpus_per_node} GPUs in this topology")
+    return D.deepep_normal_flows(fs, ranks, spec.bytes_matrix, node_m, gpus_per_node, spec.op,
+                                 after=after, tag=spec.name)
+
+
 @dataclass
 class _NetworkRun:
     """Outcome of one network simulation of one or more concurrent collectives."""
@@ -63,6 +95,7 @@ class _NetworkRun:
     tx_bytes: np.ndarray
     peak_queue_bytes: np.ndarray
     wall_s: float
+    gpu_bytes: dict[int, float] = field(default_factory=dict)  # position -> most bytes one GPU emits
 
 
 class CollectiveNetwork:
@@ -80,8 +113,16 @@ class CollectiveNetwork:
             "direct": Router(dataclasses.replace(topology, routing=RoutingPolicy(topology.routing.ecmp, "direct"))),
         }
         self._memo: dict[tuple, _NetworkRun] = {}
+        self._gpus_per_node: int | None = None
         self.simulations = 0
         self.wall_s = 0.0
+
+    @property
+    def gpus_per_node(self) -> int:
+        """GPUs per node (scale-up domain) of the topology, for DeepEP traffic."""
+        if self._gpus_per_node is None:
+            self._gpus_per_node = D.topology_gpus_per_node(self.topology)
+        return self._gpus_per_node
 
     def run(self, specs: list[CollectiveSpec], offsets_s: list[float]) -> _NetworkRun:
         """Simulate ``specs`` together, each starting ``offsets_s`` after the first."""
@@ -91,7 +132,12 @@ class CollectiveNetwork:
             return hit
         routing = "direct" if all(s.library == "deepep_ll" for s in specs) else "topology"
         fs = FlowSet()
-        ends = [add_collective_flows(fs, s, o) for s, o in zip(specs, offsets_s)]
+        ends, gpu_bytes = [], {}
+        deepep = any(s.library.startswith("deepep") for s in specs)
+        for i, (s, o) in enumerate(zip(specs, offsets_s)):
+            first = len(fs)
+            ends.append(add_collective_flows(fs, s, o, self.gpus_per_node if deepep else None))
+            gpu_bytes[i] = D.gpu_bytes_sent(fs, range(first, len(fs)))
         t0 = time.perf_counter()
         result = simulate(self.topology, fs, self.backend, router=self._routers[routing])
         wall = time.perf_counter() - t0
@@ -99,7 +145,7 @@ class CollectiveNetwork:
             network_s={i: (result.finish_s(e) - o if e else 0.0) for i, (e, o) in enumerate(zip(ends, offsets_s))},
             tx_bytes=result.links.tx_bytes.astype(np.float64),
             peak_queue_bytes=np.nan_to_num(result.links.peak_queue_bytes, nan=0.0),
-            wall_s=wall)
+            wall_s=wall, gpu_bytes=gpu_bytes)
         self._memo[key] = run
         self.simulations += 1
         self.wall_s += wall
@@ -151,13 +197,16 @@ class StepResult:
         return self.link_tx_bytes * 8.0 / bw / max(self.step_time_s, 1e-30)
 
 
-def collective_duration_s(overheads: CommOverheads, spec: CollectiveSpec, network_s: float) -> float:
+def collective_duration_s(overheads: CommOverheads, spec: CollectiveSpec, network_s: float,
+                          gpu_bytes: float | None = None) -> float:
     """Network time plus the library's overhead model, keyed by library and operation
-    (``deepep_ll.dispatch``, ``nccl.all_reduce`` ...) and the most bytes one GPU sends."""
-    op = spec.name.rsplit(".", 1)[-1] if spec.library.startswith("deepep") else spec.kind
-    m = spec.bytes_matrix
-    gpu_bytes = float(m.sum(axis=1).max()) if m.shape[0] > 1 else float(m.sum())
-    return overheads.duration_s(spec.library, network_s, op=op, gpu_bytes=gpu_bytes)
+    (``deepep_ll.dispatch``, ``nccl.all_reduce`` ...) and the most bytes one GPU emits
+    (``gpu_bytes``: over the collective's flows, forwarded bytes included, as in the validation;
+    default: the largest row sum of the bytes matrix)."""
+    if gpu_bytes is None:
+        m = spec.bytes_matrix
+        gpu_bytes = float(m.sum(axis=1).max()) if m.shape[0] > 1 else float(m.sum())
+    return overheads.duration_s(spec.library, network_s, op=spec.op, gpu_bytes=gpu_bytes)
 
 
 def simulate_step(spec: StepSpec, kernels, topology: Topology, backend: str = "flow", *,
@@ -168,6 +217,15 @@ def simulate_step(spec: StepSpec, kernels, topology: Topology, backend: str = "f
     if spec.parallel.num_gpus > topology.num_gpus:
         raise ConfigError(topology.source, "nodes", f"the deployment needs {spec.parallel.num_gpus} GPUs, "
                                                     f"topology {topology.name!r} has {topology.num_gpus}")
+    try:
+        g = D.topology_gpus_per_node(topology)
+    except ConfigError:  # no usable node structure: fine unless DeepEP traffic needs it (checked later)
+        g = spec.gpus_per_node
+    if spec.gpus_per_node is None:
+        spec = dataclasses.replace(spec, gpus_per_node=g)
+    elif spec.gpus_per_node != g:
+        raise ConfigError(topology.source, "nodes", f"the step assumes {spec.gpus_per_node} GPUs per node, "
+                                                    f"topology {topology.name!r} has {g}")
     trace = build_step_trace(spec, kernels)
     result = simulate_trace(trace, topology, backend, overheads=overheads,
                             max_congestion_iterations=max_congestion_iterations)
@@ -190,7 +248,9 @@ def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", 
                                                     f"topology {topology.name!r} has {topology.num_gpus} GPUs")
     net = CollectiveNetwork(topology, backend)
     colls = trace.collectives
-    durations = np.array([collective_duration_s(overheads, c, net.run([c], [0.0]).network_s[0]) for c in colls])
+    alone = [net.run([c], [0.0]) for c in colls]
+    durations = np.array([collective_duration_s(overheads, c, a.network_s[0], a.gpu_bytes[0])
+                          for c, a in zip(colls, alone)])
     sched = schedule(trace, lambda cid: float(durations[cid]))
     iterations = 0
     for iterations in range(1, max_congestion_iterations + 1):
@@ -200,7 +260,7 @@ def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", 
             offsets = [sched.collective_start_s[c] - t0 for c in cluster]
             run = net.run([colls[c] for c in cluster], offsets)
             for i, c in enumerate(cluster):
-                updated[c] = collective_duration_s(overheads, colls[c], run.network_s[i])
+                updated[c] = collective_duration_s(overheads, colls[c], run.network_s[i], alone[c].gpu_bytes[0])
         if np.allclose(updated, durations, rtol=1e-3, atol=1e-9):
             break
         durations = updated

@@ -5,8 +5,10 @@ from the kernel tables) and communication nodes (collective, group, per-peer byt
 
 - DP attention (``parallel.dp_attention``): each rank runs attention on its own requests; MoE
   layers dispatch tokens to the ranks of their experts and combine the outputs back (DeepEP
-  normal for prefill, low-latency for decode); the shared expert runs on the compute stream while
-  the dispatch is in flight; dense layers run replicated.
+  normal for prefill, low-latency for decode, with the traffic of :mod:`cosim.network.deepep`:
+  per-selection messages in low-latency mode, per-rank and per-node deduplicated matrices in
+  normal mode); the shared expert runs on the compute stream while the dispatch is in flight;
+  dense layers run replicated.
 - TP attention: heads split over ``tp`` ranks; an all-reduce after ``o_proj`` and after the FFN
   (dense, or MoE with experts sharded over the group).
 - Pipeline stages send activations to the next stage after their last layer.
@@ -28,8 +30,9 @@ from cosim.models import (
     ModelSpec, Parallelism, Precision, head_comm, layer_comm, layer_ops, model_head_ops,
 )
 from cosim.ops import AttentionOp, ComputeOp, GemmOp, MemoryOp, MoeOp
+from cosim.network import deepep as D
 from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, RankTrace, StepTrace
-from cosim.trace.moe_traffic import routed_token_counts
+from cosim.trace.moe_traffic import DEFAULT_GPUS_PER_NODE, sampled_routing_counts
 
 Overlap = Literal["none", "tbo"]
 _SKEW_TO_DISTRIBUTION = ((0.0, "balanced"), (1.1, "power_law_1.01"), (float("inf"), "power_law_1.2"))
@@ -48,6 +51,9 @@ class StepSpec:
         routing_skew: 0 = uniform routing; > 0 = power-law expert popularity (hot experts).
         seed: seed of the routing sample.
         moe_library: DeepEP mode for dispatch/combine; ``auto`` = normal in prefill, LL in decode.
+        gpus_per_node: GPUs per node (scale-up domain) for DeepEP's per-node traffic; the node of
+            rank r is ``r // gpus_per_node``. ``None``: the topology's in
+            :func:`cosim.engine.step.simulate_step`, DeepEP's 8 in :func:`build_step_trace`.
     """
 
     model: ModelSpec
@@ -61,8 +67,11 @@ class StepSpec:
     routing_skew: float = 0.0
     seed: int = 0
     moe_library: Literal["auto", "deepep_normal", "deepep_ll"] = "auto"
+    gpus_per_node: int | None = None
 
     def __post_init__(self) -> None:
+        if self.gpus_per_node is not None and self.gpus_per_node < 1:
+            raise ConfigError("<api>", "gpus_per_node", f"expected >= 1, got {self.gpus_per_node}")
         if self.phase not in ("context", "generation"):
             raise ConfigError("<api>", "phase", f"expected 'context' or 'generation', got {self.phase!r}")
         if self.batch_per_rank < 1:
@@ -126,9 +135,10 @@ class _TraceWriter:
         return out
 
     def collective(self, name: str, kind: str, library: str, ranks: list[int], matrix: np.ndarray,
-                   deps: dict[int, list[int]], layer: int, mb: int, num_senders: int = 0) -> dict[int, int]:
+                   deps: dict[int, list[int]], layer: int, mb: int, num_senders: int = 0, **extra) -> dict[int, int]:
         cid = len(self.collectives)
-        self.collectives.append(CollectiveSpec(cid, name, kind, library, tuple(ranks), matrix, layer, mb, num_senders))
+        self.collectives.append(CollectiveSpec(cid, name, kind, library, tuple(ranks), matrix, layer, mb, num_senders,
+                                               **extra))
         out = {}
         for r in ranks:
             nodes = self.ranks[r].nodes
@@ -193,6 +203,7 @@ def build_step_trace(spec: StepSpec, kernels) -> StepTrace:
         "new_tokens": str(spec.new_tokens), "prefix_tokens": str(spec.prefix_tokens),
         "tp": str(par.tp), "ep": str(par.ep), "dp_attention": str(par.dp_attention), "pp": str(par.pp),
         "overlap": spec.overlap, "routing_skew": str(spec.routing_skew), "moe_library": spec.library,
+        "gpus_per_node": str(spec.gpus_per_node or DEFAULT_GPUS_PER_NODE),
         "kernels": getattr(kernels, "describe", lambda: type(kernels).__name__)(),
     }
     return StepTrace(w.ranks, w.collectives, metadata)
@@ -230,11 +241,12 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
         if comm.moe_pattern in ("all_to_all", "allgather_reducescatter"):
             router = next(op for op in ffn_ops if op.name == "router")
             deps = _as_deps(w.compute(ranks, router, deps, layer, mb))
-            dispatch_m, combine_m = _moe_matrices(spec, comm, layer, mb, len(ranks))
+            (dispatch_m, dispatch_x), combine = _moe_matrices(spec, comm, ranks)
             kind = "all_to_all_v" if comm.moe_pattern == "all_to_all" else "all_gather"
             lib = spec.library if kind == "all_to_all_v" else "nccl"
-            sent = w.collective(f"L{layer}.mb{mb}.dispatch", kind, lib, ranks, dispatch_m, deps, layer, mb)
-            moe_state.append((deps, sent, combine_m, kind, lib))
+            sent = w.collective(f"L{layer}.mb{mb}.dispatch", kind, lib, ranks, dispatch_m, deps, layer, mb,
+                                **dispatch_x)
+            moe_state.append((deps, sent, combine, kind, lib))
         else:
             moe_state.append((deps, None, None, None, None))
         last[mb] = deps
@@ -242,7 +254,7 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
     # Phase 2 per micro-batch: experts (after dispatch), shared expert (overlaps the dispatch),
     # combine, FFN all-reduce.
     for mb, (attn_ops, ffn_ops, comm) in enumerate(per_mb):
-        after_router, dispatched, combine_m, kind, lib = moe_state[mb]
+        after_router, dispatched, combine, kind, lib = moe_state[mb]
         if dispatched is None:
             deps = last[mb]
             for op in ffn_ops:
@@ -259,20 +271,55 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
             if op.name.startswith("shared_"):
                 shared = _as_deps(w.compute(ranks, op, shared, layer, mb))
         ckind = "all_to_all_v" if kind == "all_to_all_v" else "reduce_scatter"
-        combined = w.collective(f"L{layer}.mb{mb}.combine", ckind, lib, ranks, combine_m, exp, layer, mb)
+        combine_m, combine_x = combine
+        combined = w.collective(f"L{layer}.mb{mb}.combine", ckind, lib, ranks, combine_m, exp, layer, mb,
+                                **combine_x)
         last[mb] = {r: [combined[r]] + shared.get(r, []) for r in ranks}
 
 
-def _moe_matrices(spec: StepSpec, comm, layer: int, mb: int, group: int) -> tuple[np.ndarray, np.ndarray]:
-    """Dispatch and combine byte matrices of one MoE layer from sampled routing."""
+_Traffic = tuple[np.ndarray, dict]
+
+
+def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Traffic]:
+    """Dispatch and combine traffic of one MoE layer: (bytes matrix, extra CollectiveSpec
+    fields) each.
+
+    DeepEP (all-to-all pattern), from the step's routing sample (drawn once, cached, reused by
+    every layer; :func:`cosim.trace.moe_traffic.sampled_routing_counts`):
+
+    - low-latency: every (token, expert) selection separately, ``selections x`` bytes per
+      selection (dispatch: fp8 + scales + 16-byte header, or the dispatch dtype + header;
+      combine: the combine dtype, bf16), and ``qps_per_peer = num_experts / ep``;
+    - normal: tokens deduplicated per destination rank (``bytes_matrix``) and per destination
+      node (``node_bytes_matrix``, own node 0; only when the group spans several nodes), under
+      DeepEP's node-limited routing (at most ``min(nodes, 4)`` nodes per token).
+    """
     moe = spec.model.moe
     assert moe is not None
     if comm.moe_pattern == "allgather_reducescatter":
-        total = comm.tokens_per_rank * group
-        return _scalar(total * comm.dispatch_bytes_per_token), _scalar(total * comm.combine_bytes_per_token)
-    counts, _ = routed_token_counts(comm.tokens_per_rank, moe.num_experts, moe.top_k, spec.parallel.ep,
+        total = comm.tokens_per_rank * len(ranks)
+        return ((_scalar(total * comm.dispatch_bytes_per_token), {}),
+                (_scalar(total * comm.combine_bytes_per_token), {}))
+    ep, hidden, prec = len(ranks), spec.model.hidden_size, spec.precision
+    node_of = D.group_nodes(ranks, spec.gpus_per_node or DEFAULT_GPUS_PER_NODE)
+    nodes = max(node_of) + 1
+    if spec.library == "deepep_ll":
+        counts = sampled_routing_counts(comm.tokens_per_rank, moe.num_experts, moe.top_k, ep, node_of=node_of,
+                                        skew=spec.routing_skew, seed=spec.seed)
+        qps = {"qps_per_peer": D.ll_qps_per_peer(moe.num_experts, ep)}
+        dispatch = D.ll_bytes_matrix(counts.selections, D.ll_dispatch_bytes_per_selection(hidden, prec.dispatch),
+                                     "dispatch")
+        combine = D.ll_bytes_matrix(counts.selections, D.ll_combine_bytes_per_selection(hidden, prec.combine),
+                                    "combine")
+        return (dispatch, qps), (combine, qps)
+    counts = sampled_routing_counts(comm.tokens_per_rank, moe.num_experts, moe.top_k, ep,
+                                    topk_nodes=D.topk_nodes_limit(nodes), node_of=node_of,
                                     skew=spec.routing_skew, seed=spec.seed)
-    np.fill_diagonal(counts, 0)
-    dispatch = np.rint(counts * comm.dispatch_bytes_per_token).astype(np.int64)
-    combine = np.rint(counts.T * comm.combine_bytes_per_token).astype(np.int64)
-    return dispatch, combine
+    remote = np.asarray(node_of)[:, None] != np.arange(nodes)[None, :]
+    out = []
+    for op, per_token in (("dispatch", D.normal_dispatch_bytes_per_token(hidden, prec.dispatch)),
+                          ("combine", D.normal_combine_bytes_per_token(hidden, prec.combine))):
+        tok, node = D.normal_bytes_matrices(counts.tokens, counts.node_tokens * remote, per_token, op)
+        extra = {"node_bytes_matrix": np.rint(node).astype(np.int64)} if nodes > 1 else {}
+        out.append((np.rint(tok).astype(np.int64), extra))
+    return out[0], out[1]

@@ -36,6 +36,16 @@ class CollectiveSpec:
             collectives: a 1x1 matrix holding the buffer size.
         layer: decoder layer index (-1 for head ops).
         microbatch: micro-batch index (two-batch overlap uses 0 and 1).
+        num_senders: bipartite: the first ``num_senders`` ranks send to the others.
+        node_bytes_matrix: DeepEP normal mode across nodes: bytes deduplicated per destination
+            node, which go by RDMA once per (rank, remote node) and are forwarded over NVLink
+            (:func:`cosim.network.deepep.deepep_normal_flows`); dispatch ``[ranks x nodes]``
+            (``[i][m]`` from ``ranks[i]`` to node ``m``), combine ``[nodes x ranks]``. Nodes are
+            numbered in order of first appearance in ``ranks``; entries of a rank's own node are
+            0. ``None`` otherwise. ``bytes_matrix`` stays the per-rank (deduplicated per rank)
+            matrix.
+        qps_per_peer: DeepEP low-latency mode: queue pairs per peer (one per local expert), over
+            which every inter-node pair's bytes are split; 0 = not set.
     """
 
     id: int
@@ -46,16 +56,31 @@ class CollectiveSpec:
     bytes_matrix: np.ndarray
     layer: int = -1
     microbatch: int = 0
-    num_senders: int = 0  # bipartite: the first ``num_senders`` ranks send to the others
+    num_senders: int = 0
+    node_bytes_matrix: np.ndarray | None = None
+    qps_per_peer: int = 0
 
     @property
     def total_bytes(self) -> float:
         return float(self.bytes_matrix.sum())
 
+    @property
+    def op(self) -> str:
+        """Operation: for DeepEP the last part of the name (``dispatch`` / ``combine``), else the kind."""
+        return self.name.rsplit(".", 1)[-1] if self.library.startswith("deepep") else self.kind
+
     def shape_key(self) -> tuple:
-        """Identity of the traffic (kind, placement, bytes): equal keys need one network simulation."""
-        digest = hashlib.blake2b(np.ascontiguousarray(self.bytes_matrix, dtype=np.int64).tobytes(), digest_size=12).hexdigest()
-        return (self.kind, self.library, self.ranks, self.num_senders, digest)
+        """Identity of the traffic (kind, library, placement, bytes and DeepEP parameters): equal
+        keys need one network simulation."""
+        h = hashlib.blake2b(digest_size=12)
+        m = np.ascontiguousarray(self.bytes_matrix, dtype=np.int64)
+        h.update(repr(m.shape).encode())
+        h.update(m.tobytes())
+        if self.node_bytes_matrix is not None:
+            nm = np.ascontiguousarray(self.node_bytes_matrix, dtype=np.int64)
+            h.update(b"node" + repr(nm.shape).encode())
+            h.update(nm.tobytes())
+        return (self.kind, self.library, self.op, self.ranks, self.num_senders, self.qps_per_peer, h.hexdigest())
 
 
 @dataclass(frozen=True)

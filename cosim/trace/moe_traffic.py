@@ -1,24 +1,60 @@
-"""MoE dispatch/combine traffic matrices from token routing.
+"""MoE token routing: how many tokens and (token, expert) selections go from each EP rank to
+each rank and node. The one routing module of cosim, used by the step traces
+(:mod:`cosim.trace.builder`) and the communication validation (:mod:`cosim.validation.comm`).
 
-Each of ``tokens_per_rank`` tokens on every EP rank picks ``top_k`` distinct experts. Experts are
-placed contiguously: expert ``e`` lives on rank ``e // (num_experts / ep)``. A token headed to
-several experts on one rank is sent to that rank once (DeepEP deduplicates), so the dispatch
-matrix counts, for every (source, destination) pair, the tokens of the source with at least one
-expert on the destination. The combine matrix is its transpose (outputs come back).
+Each of ``num_tokens`` tokens on every EP rank picks ``topk`` distinct experts. Experts are placed
+contiguously: expert ``e`` lives on rank ``e // (num_experts / ep)``. Ranks are grouped into nodes
+(scale-up domains) of ``gpus_per_node`` consecutive EP ranks, or by an explicit ``node_of`` (node
+index of every EP rank, non-decreasing). Three counts describe the traffic
+(:class:`RoutingCounts`):
 
-Routing is uniform (``skew = 0``) or skewed: expert popularity follows a power law
-``p_e ~ (e + 1) ** -skew`` over a random permutation of experts, the hot experts landing on
-random ranks. Top-k is drawn without replacement (Gumbel top-k), reproducibly from ``seed``.
-With ``tokens_per_rank`` large the sampled matrix converges to the expectation; for uniform
-routing :func:`expected_dispatch_tokens` gives it in closed form.
+- ``selections[i, j]``: (token, expert) pairs of rank i whose expert is on rank j, no
+  deduplication (DeepEP low-latency mode sends each one);
+- ``tokens[i, j]``: tokens of rank i with at least one expert on rank j (deduplicated per
+  destination rank: DeepEP normal mode inside a node, and the per-rank all-to-all);
+- ``node_tokens[i, m]``: tokens of rank i with at least one expert on node m (deduplicated per
+  node: DeepEP normal mode's RDMA copies).
+
+Routing is uniform (``skew = 0``, iid random expert scores as in DeepEP's tests) or skewed: expert
+popularity follows a power law ``p_e ~ (e + 1) ** -skew`` over a random permutation of experts
+(Gumbel top-k). ``0 < topk_nodes < nodes`` limits every token to the ``topk_nodes`` nodes
+holding its highest expert scores, then top-k inside them (DeepSeek-V3 node-limited routing, as
+DeepEP's internode test draws it).
+
+Two ways to get the counts: :func:`sampled_routing_counts` draws one routing per rank,
+reproducibly from ``seed`` (cached: every layer of a step reuses the same sample);
+:func:`expected_routing_counts` is the expectation (closed form for uniform routing, Monte Carlo
+under node-limited routing), the same for every pair of ranks. :func:`routing_counts` selects
+one with ``traffic='sampled' | 'expected'``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from math import comb
+from typing import Sequence
 
 import numpy as np
+
+from cosim.network.deepep import DEFAULT_GPUS_PER_NODE
+
+
+@dataclass(frozen=True)
+class RoutingCounts:
+    """Traffic counts of one routing (per rank; floats after scaling or in expectation).
+
+    Arrays are read-only (cached samples are shared).
+    """
+
+    selections: np.ndarray   # [ep, ep] (token, expert) pairs, no dedup
+    tokens: np.ndarray       # [ep, ep] tokens, deduplicated per destination rank
+    node_tokens: np.ndarray  # [ep, nodes] tokens, deduplicated per destination node
+
+    @property
+    def expert_tokens(self) -> np.ndarray:
+        """(token, expert) pairs computed on each rank (column sums of ``selections``)."""
+        return self.selections.sum(axis=0)
 
 
 def expert_rank(num_experts: int, ep: int) -> np.ndarray:
@@ -37,41 +73,185 @@ def expert_popularity(num_experts: int, skew: float, seed: int = 0) -> np.ndarra
     return rng.permutation(weights / weights.sum())
 
 
-def routed_token_counts(tokens_per_rank: int, num_experts: int, top_k: int, ep: int, *,
-                        skew: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Sample routing; return (tokens[i, j] deduplicated per destination rank,
-    expert_tokens[j] = token-expert pairs computed on rank j). Results are cached: every layer of
-    a step reuses the same sample; the returned arrays are fresh copies."""
-    counts, expert_tokens = _routed_token_counts(tokens_per_rank, num_experts, top_k, ep, float(skew), seed)
-    return counts.copy(), expert_tokens.copy()
+def _node_of(ep: int, gpus_per_node: int, node_of: Sequence[int] | None) -> tuple[int, ...]:
+    if node_of is None:
+        return tuple(r // gpus_per_node for r in range(ep))
+    node_of = tuple(int(m) for m in node_of)
+    if len(node_of) != ep:
+        raise ValueError(f"node_of has {len(node_of)} entries for ep={ep}")
+    if node_of[:1] != (0,) or any(b - a not in (0, 1) for a, b in zip(node_of, node_of[1:])):
+        raise ValueError(f"node_of must number nodes 0, 1, ... in rank order, got {list(node_of)}")
+    return node_of
+
+
+def _freeze(*arrays: np.ndarray) -> RoutingCounts:
+    for a in arrays:
+        a.setflags(write=False)
+    return RoutingCounts(*arrays)
+
+
+def routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int, *, traffic: str = "expected",
+                   topk_nodes: int = 0, gpus_per_node: int = DEFAULT_GPUS_PER_NODE,
+                   node_of: Sequence[int] | None = None, selections: int | None = None, skew: float = 0.0,
+                   seed: int = 0, max_sampled: int | None = None) -> RoutingCounts:
+    """Routing counts of ``num_tokens`` tokens per rank: ``traffic='expected'``
+    (:func:`expected_routing_counts`) or ``'sampled'`` (:func:`sampled_routing_counts`).
+    ``selections`` (per rank) keeps only that many (token, expert) pairs (DeepEP's low-latency
+    test masks a few)."""
+    if traffic == "sampled":
+        return sampled_routing_counts(num_tokens, num_experts, topk, ep, topk_nodes=topk_nodes,
+                                      gpus_per_node=gpus_per_node, node_of=None if node_of is None else tuple(node_of),
+                                      selections=selections, skew=skew, seed=seed, max_sampled=max_sampled)
+    if traffic != "expected":
+        raise ValueError(f"traffic must be 'expected' or 'sampled', got {traffic!r}")
+    if skew:
+        raise ValueError("expected routing counts exist for uniform routing only (skew = 0)")
+    return expected_routing_counts(num_tokens, num_experts, topk, ep, topk_nodes=topk_nodes,
+                                   gpus_per_node=gpus_per_node, node_of=node_of, selections=selections)
+
+
+def expected_routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int, *, topk_nodes: int = 0,
+                            gpus_per_node: int = DEFAULT_GPUS_PER_NODE, node_of: Sequence[int] | None = None,
+                            selections: int | None = None) -> RoutingCounts:
+    """Expected counts of uniform routing: with experts spread evenly every pair of ranks carries
+    the same amount (``T k / ep`` selections, ``T p_rank`` tokens, ``T p_node`` tokens per node;
+    :func:`hit_probabilities`), which keeps a simulation symmetric and fast. Masking
+    (``selections`` < ``T k``) thins every pair alike."""
+    if num_experts % ep:
+        raise ValueError(f"num_experts={num_experts} is not divisible by ep={ep}")
+    nodes_of = _node_of(ep, gpus_per_node, node_of)
+    nodes = max(nodes_of) + 1 if nodes_of else 1
+    sizes = tuple(int(s) for s in np.bincount(nodes_of, minlength=nodes))
+    p_rank, p_nodes = _hit_probabilities(num_experts, topk, ep, topk_nodes, sizes)
+    sel_total = num_tokens * topk if selections is None else selections
+    kept = sel_total / (num_tokens * topk) if num_tokens else 0.0
+    sel = np.full((ep, ep), sel_total / ep)
+    tok = np.full((ep, ep), num_tokens * p_rank * kept)
+    node_tok = np.tile(num_tokens * np.asarray(p_nodes) * kept, (ep, 1)) if len(set(p_nodes)) > 1 else \
+        np.full((ep, nodes), num_tokens * p_nodes[0] * kept)
+    return _freeze(sel, tok, node_tok)
+
+
+def hit_probabilities(num_experts: int, topk: int, ep: int, topk_nodes: int = 0,
+                      gpus_per_node: int = DEFAULT_GPUS_PER_NODE) -> tuple[float, float]:
+    """Probability that a token has at least one expert on a given rank, and on a given node
+    (nodes of ``gpus_per_node`` ranks).
+
+    Uniform routing: ``1 - C(E - E/ep, k) / C(E, k)`` (and the same with the experts of a node).
+    Node-limited routing (``0 < topk_nodes < nodes``): Monte Carlo over 200k tokens (std < 0.2 %).
+    """
+    nodes_of = _node_of(ep, gpus_per_node, None)
+    sizes = tuple(int(s) for s in np.bincount(nodes_of))
+    p_rank, p_nodes = _hit_probabilities(num_experts, topk, ep, topk_nodes, sizes)
+    return p_rank, p_nodes[0]
+
+
+@lru_cache(maxsize=None)
+def _hit_probabilities(num_experts: int, topk: int, ep: int, topk_nodes: int, node_sizes: tuple[int, ...],
+                       mc_tokens: int = 200_000, seed: int = 12345) -> tuple[float, tuple[float, ...]]:
+    """(p_rank, p_node per node). Nodes of equal size share one value (for node-limited routing
+    the mean over all (rank, node) pairs of the Monte Carlo sample)."""
+    nodes = len(node_sizes)
+    per_rank = num_experts // ep
+    if not 0 < topk_nodes < nodes:
+        p_rank = 1.0 - comb(num_experts - per_rank, topk) / comb(num_experts, topk)
+        p_nodes = tuple(1.0 - comb(num_experts - per_rank * s, topk) / comb(num_experts, topk) for s in node_sizes)
+        return p_rank, p_nodes
+    node_of = tuple(m for m, s in enumerate(node_sizes) for _ in range(s))
+    t = mc_tokens // ep
+    counts = sampled_routing_counts(t, num_experts, topk, ep, topk_nodes=topk_nodes, node_of=node_of,
+                                    seed=seed, max_sampled=mc_tokens)
+    p_rank = float(counts.tokens.mean() / t)
+    if len(set(node_sizes)) == 1:
+        return p_rank, (float(counts.node_tokens.mean() / t),) * nodes
+    return p_rank, tuple(float(x) for x in counts.node_tokens.mean(axis=0) / t)
+
+
+def sampled_routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int, *, topk_nodes: int = 0,
+                           gpus_per_node: int = DEFAULT_GPUS_PER_NODE, node_of: Sequence[int] | None = None,
+                           selections: int | None = None, skew: float = 0.0, seed: int = 0,
+                           max_sampled: int | None = None) -> RoutingCounts:
+    """One random routing per rank, reproducible from ``seed`` and cached (the arrays are
+    read-only and shared by every caller with the same arguments).
+
+    Uniform routing draws iid scores per (token, expert), as DeepEP's tests do; ``skew > 0``
+    draws Gumbel top-k over :func:`expert_popularity`. Token counts above ``max_sampled`` (None:
+    no limit) are sampled on ``max_sampled`` tokens and scaled (float counts). ``selections``
+    masks random (token, slot) pairs down to that count per rank (only when not scaled).
+    """
+    nodes_of = _node_of(ep, gpus_per_node, node_of)
+    return _sampled(int(num_tokens), int(num_experts), int(topk), int(ep), int(topk_nodes), nodes_of,
+                    None if selections is None else int(selections), float(skew), int(seed),
+                    None if max_sampled is None else int(max_sampled))
 
 
 @lru_cache(maxsize=64)
-def _routed_token_counts(tokens_per_rank: int, num_experts: int, top_k: int, ep: int, skew: float,
-                         seed: int) -> tuple[np.ndarray, np.ndarray]:
-    if not 1 <= top_k <= num_experts:
-        raise ValueError(f"top_k must be in 1..{num_experts}, got {top_k}")
+def _sampled(num_tokens: int, num_experts: int, topk: int, ep: int, topk_nodes: int, node_of: tuple[int, ...],
+             selections: int | None, skew: float, seed: int, max_sampled: int | None) -> RoutingCounts:
+    if not 1 <= topk <= num_experts:
+        raise ValueError(f"topk must be in 1..{num_experts}, got {topk}")
     owner = expert_rank(num_experts, ep)
-    log_p = np.log(expert_popularity(num_experts, skew, seed))
-    rng = np.random.default_rng(seed + 1)
-    counts = np.zeros((ep, ep), dtype=np.int64)
-    expert_tokens = np.zeros(ep, dtype=np.int64)
+    rank_node = np.asarray(node_of, dtype=np.int64)
+    nodes = int(rank_node.max()) + 1
+    node_of_expert = rank_node[owner]
+    node_starts = np.searchsorted(node_of_expert, np.arange(nodes))
+    t = num_tokens if max_sampled is None else min(num_tokens, max_sampled)
+    scale = num_tokens / t if t else 1.0
+    if skew:
+        log_p = np.log(expert_popularity(num_experts, skew, seed))
+        rng = np.random.default_rng(seed + 1)
+    else:
+        rng = np.random.default_rng(seed)
+    sel = np.zeros((ep, ep))
+    tok = np.zeros((ep, ep))
+    node_tok = np.zeros((ep, nodes))
+    rows = np.arange(t)[:, None]
     for src in range(ep):
-        if tokens_per_rank == 0:
+        if t == 0:
             continue
-        gumbel = log_p[None, :] + rng.gumbel(size=(tokens_per_rank, num_experts))
-        chosen = np.argpartition(-gumbel, top_k - 1, axis=1)[:, :top_k]
-        dest = owner[chosen]                                   # [tokens, top_k]
-        hit = np.zeros((tokens_per_rank, ep), dtype=bool)
-        np.put_along_axis(hit, dest, True, axis=1)
-        counts[src] = hit.sum(axis=0)
-        expert_tokens += np.bincount(dest.ravel(), minlength=ep)
-    return counts, expert_tokens
+        if skew:
+            scores = log_p[None, :] + rng.gumbel(size=(t, num_experts))
+        else:
+            scores = rng.random((t, num_experts))
+        if 0 < topk_nodes < nodes:
+            group_max = np.maximum.reduceat(scores, node_starts, axis=1)
+            kept = np.argpartition(-group_max, topk_nodes - 1, axis=1)[:, :topk_nodes]
+            allowed = np.zeros((t, nodes), dtype=bool)
+            np.put_along_axis(allowed, kept, True, axis=1)
+            scores = np.where(allowed[:, node_of_expert], scores, -np.inf)
+        chosen = np.argpartition(-scores, topk - 1, axis=1)[:, :topk]
+        valid = np.ones((t, topk), dtype=bool)
+        if selections is not None and scale == 1.0 and selections < t * topk:
+            drop = rng.choice(t * topk, size=t * topk - selections, replace=False)
+            valid.reshape(-1)[drop] = False
+        dest = owner[chosen]
+        token_of = np.broadcast_to(rows, dest.shape)[valid]
+        sel[src] = np.bincount(dest[valid], minlength=ep)
+        hit = np.zeros((t, ep), dtype=bool)
+        hit[token_of, dest[valid]] = True
+        tok[src] = hit.sum(axis=0)
+        node_hit = np.zeros((t, nodes), dtype=bool)
+        node_hit[token_of, rank_node[dest[valid]]] = True
+        node_tok[src] = node_hit.sum(axis=0)
+    if scale != 1.0:
+        sel, tok, node_tok = sel * scale, tok * scale, node_tok * scale
+    return _freeze(sel, tok, node_tok)
+
+
+# --- per-rank deduplicated helpers (kept for callers of the first routing API) ------------------
+
+
+def routed_token_counts(tokens_per_rank: int, num_experts: int, top_k: int, ep: int, *,
+                        skew: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Sampled routing as (tokens[i, j] deduplicated per destination rank, expert_tokens[j] =
+    token-expert pairs computed on rank j), fresh int64 copies of the cached sample."""
+    c = sampled_routing_counts(tokens_per_rank, num_experts, top_k, ep, skew=skew, seed=seed)
+    return c.tokens.astype(np.int64), c.expert_tokens.astype(np.int64)
 
 
 def expected_dispatch_tokens(tokens_per_rank: int, num_experts: int, top_k: int, ep: int) -> float:
-    """Expected tokens one rank sends to one other rank under uniform routing:
-    ``T * (1 - C(E - E/ep, k) / C(E, k))``."""
+    """Expected tokens one rank sends to one other rank under uniform routing, deduplicated per
+    rank: ``T * (1 - C(E - E/ep, k) / C(E, k))``."""
     local = num_experts // ep
     return tokens_per_rank * (1.0 - comb(num_experts - local, top_k) / comb(num_experts, top_k))
 
@@ -79,7 +259,7 @@ def expected_dispatch_tokens(tokens_per_rank: int, num_experts: int, top_k: int,
 def dispatch_bytes_matrix(tokens_per_rank: int, num_experts: int, top_k: int, ep: int,
                           bytes_per_token: float, *, skew: float = 0.0, seed: int = 0,
                           include_self: bool = False) -> np.ndarray:
-    """Bytes each EP rank sends to each other in the dispatch (deduplicated per destination).
+    """Bytes each EP rank sends to each other in a dispatch deduplicated per destination rank.
 
     The diagonal (tokens whose experts are local) is zeroed unless ``include_self``.
     """

@@ -175,30 +175,45 @@ def _op_fields(op: ComputeOp) -> dict:
 
 # --- collectives -------------------------------------------------------------------------------
 
-def _collective_to_proto(spec: CollectiveSpec, out: pb.Collective) -> None:
-    m = np.asarray(spec.bytes_matrix)
+def _whole_bytes(spec: CollectiveSpec, what: str, matrix) -> np.ndarray:
+    m = np.asarray(matrix)
     if m.ndim != 2:
-        raise ValueError(f"collective {spec.name!r}: bytes_matrix must be 2-D, got shape {m.shape}")
+        raise ValueError(f"collective {spec.name!r}: {what} must be 2-D, got shape {m.shape}")
     as_int = m.astype(np.int64)
     if not np.array_equal(as_int, m):
-        raise ValueError(f"collective {spec.name!r}: bytes_matrix must hold whole bytes")
+        raise ValueError(f"collective {spec.name!r}: {what} must hold whole bytes")
+    return as_int
+
+
+def _collective_to_proto(spec: CollectiveSpec, out: pb.Collective) -> None:
+    m = _whole_bytes(spec, "bytes_matrix", spec.bytes_matrix)
     out.id = spec.id
     out.name = spec.name
     out.kind = spec.kind
     out.library = spec.library
     out.ranks.extend(int(r) for r in spec.ranks)
-    out.bytes_matrix.extend(as_int.ravel().tolist())
+    out.bytes_matrix.extend(m.ravel().tolist())
     out.dims.extend(m.shape)
     out.layer = spec.layer
     out.microbatch = spec.microbatch
     out.num_senders = spec.num_senders
+    if spec.node_bytes_matrix is not None:
+        nm = _whole_bytes(spec, "node_bytes_matrix", spec.node_bytes_matrix)
+        out.node_bytes_matrix.extend(nm.ravel().tolist())
+        out.node_dims.extend(nm.shape)
+    out.qps_per_peer = spec.qps_per_peer
+
+
+def _matrix(name: str, what: str, values, dims) -> np.ndarray:
+    dims = tuple(dims)
+    if len(dims) != 2 or dims[0] * dims[1] != len(values):
+        raise ValueError(f"collective {name!r}: dims {list(dims)} do not match {len(values)} {what} entries")
+    return np.array(values, dtype=np.int64).reshape(dims)
 
 
 def _collective_from_proto(msg: pb.Collective) -> CollectiveSpec:
-    dims = tuple(msg.dims)
-    if len(dims) != 2 or dims[0] * dims[1] != len(msg.bytes_matrix):
-        raise ValueError(f"collective {msg.name!r}: dims {list(dims)} do not match "
-                         f"{len(msg.bytes_matrix)} bytes_matrix entries")
-    matrix = np.array(msg.bytes_matrix, dtype=np.int64).reshape(dims)
+    matrix = _matrix(msg.name, "bytes_matrix", msg.bytes_matrix, msg.dims)
+    node = (_matrix(msg.name, "node_bytes_matrix", msg.node_bytes_matrix, msg.node_dims)
+            if len(msg.node_dims) or len(msg.node_bytes_matrix) else None)
     return CollectiveSpec(msg.id, msg.name, msg.kind, msg.library, tuple(msg.ranks), matrix,
-                          msg.layer, msg.microbatch, msg.num_senders)
+                          msg.layer, msg.microbatch, msg.num_senders, node, msg.qps_per_peer)

@@ -32,6 +32,10 @@ Traffic per measured row (the method is documented in ``docs/validation-comm.md`
   local expert (ECMP hashes them independently). The number of selections is taken from the
   row's own byte count (``bandwidth x time``), which exposes the masked selections of DeepEP's test.
 
+The routing counts come from :mod:`cosim.trace.moe_traffic` and the DeepEP flows from
+:mod:`cosim.network.deepep`, the same functions the step engine uses for its MoE dispatch and
+combine: the validated traffic model is the engine's.
+
 Predictions use the kernel-rate model of :mod:`cosim.engine.overheads`
 (``fixed + max(network, gpu_bytes / kernel_rate)``) for DeepEP and the plain model
 (``fixed + network / efficiency``) for NCCL; the plain model is also reported for DeepEP.
@@ -42,7 +46,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
-from math import ceil, comb
+from math import ceil
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -52,8 +56,15 @@ import pandas as pd
 from cosim.engine.overheads import CommOverheads, LibraryOverhead
 from cosim.network import FlowSet, simulate
 from cosim.network import collectives as C
+from cosim.network import deepep as D
+from cosim.network.deepep import (  # noqa: F401  (re-exported: the validated per-token bytes)
+    LL_HEADER_BYTES, MAX_CHUNKS, MAX_TOPK_NODES, MIN_CHUNK_BYTES, gpu_bytes_sent,
+)
 from cosim.topology import Router, Topology, load_topology, topology_from_dict
 from cosim.topology.loader import resolve_topology_path
+from cosim.trace.moe_traffic import RoutingCounts, hit_probabilities  # noqa: F401  (re-exported)
+from cosim.trace.moe_traffic import routing_counts as _routing_counts
+from cosim.trace.moe_traffic import sampled_routing_counts as _sampled_routing_counts
 
 SYSTEM = "h200_sxm"
 GPUS_PER_NODE = 8
@@ -64,13 +75,6 @@ SINGLE_NODE_VERSION = "0.5.12"
 MULTI_NODE_VERSION = "0.5.6.post2"
 #: Tokens per rank actually sampled when drawing routing; larger counts are scaled up.
 MAX_SAMPLED_TOKENS = 2048
-#: DeepEP's internode test limits every token to this many nodes (DeepSeek-V3 style).
-MAX_TOPK_NODES = 4
-#: Per-selection header DeepEP's low-latency test counts on top of the fp8 payload and scales.
-LL_HEADER_BYTES = 16
-#: Normal-mode inter-node pipelining: at most this many chunks per RDMA stream, of >= this size.
-MAX_CHUNKS = 8
-MIN_CHUNK_BYTES = 256 * 1024
 #: NCCL ring chunk (as cosim.network.collectives), raised for huge buffers to bound flow counts.
 NCCL_CHUNK_BYTES = 1 << 20
 NCCL_MAX_CHUNKS_PER_SEGMENT = 16
@@ -129,13 +133,15 @@ def deepep_normal_rows(shapes: str = "all") -> pd.DataFrame:
 
 
 def ll_dispatch_bytes_per_selection(hidden: int) -> int:
-    """fp8 payload, one fp32 scale per 128 values, and DeepEP's 16-byte message header."""
-    return hidden + hidden // 128 * 4 + LL_HEADER_BYTES
+    """fp8 payload, one fp32 scale per 128 values, and DeepEP's 16-byte message header
+    (:func:`cosim.network.deepep.ll_dispatch_bytes_per_selection`)."""
+    return int(D.ll_dispatch_bytes_per_selection(hidden, "fp8"))
 
 
 def normal_dispatch_bytes_per_token(hidden: int) -> int:
-    """fp8 payload plus one fp32 scale per 128 values (DeepEP's fp8 dispatch)."""
-    return hidden + hidden // 128 * 4
+    """fp8 payload plus one fp32 scale per 128 values (DeepEP's fp8 dispatch;
+    :func:`cosim.network.deepep.normal_dispatch_bytes_per_token`)."""
+    return int(D.normal_dispatch_bytes_per_token(hidden, "fp8"))
 
 
 def deepep_ll_rows(shapes: str = "all") -> pd.DataFrame:
@@ -188,116 +194,29 @@ def subsample(rows: pd.DataFrame, nccl_sizes: Sequence[int] | None = None,
 # --------------------------------------------------------------------------------------- routing
 
 
-@dataclass(frozen=True)
-class RoutingCounts:
-    """Traffic counts of one routing sample (per rank; floats after scaling to ``num_tokens``).
-
-    ``selections[i, j]``: (token, expert) pairs of rank i whose expert is on rank j (low-latency);
-    ``tokens[i, j]``: tokens of rank i with at least one expert on rank j (normal, per-rank dedup);
-    ``node_tokens[i, m]``: tokens of rank i with at least one expert on node m (normal RDMA).
-    """
-
-    selections: np.ndarray
-    tokens: np.ndarray
-    node_tokens: np.ndarray
-
-
-def expert_owner(num_experts: int, ep: int) -> np.ndarray:
-    """Rank of each expert: contiguous blocks (``e * ep // E``; equal blocks when E divides)."""
-    return (np.arange(num_experts) * ep) // num_experts
+# Routing lives in cosim.trace.moe_traffic (shared with the step traces); these wrappers keep the
+# validation's defaults: 8 GPUs per node and token counts above MAX_SAMPLED_TOKENS scaled.
 
 
 def routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int, *, topk_nodes: int = 0,
-                   selections: int | None = None, traffic: str = "expected", seed: int = 0) -> RoutingCounts:
-    """Traffic counts of DeepEP-test routing on ``ep`` ranks (8 per node).
-
-    Every token takes ``topk`` distinct experts with iid random scores (uniform routing); with
-    ``0 < topk_nodes < nodes`` only experts of the ``topk_nodes`` nodes holding the highest score
-    are eligible. ``selections`` (per rank) is the number of (token, expert) pairs left after
-    DeepEP's test masked some.
-
-    ``traffic='expected'`` (default) returns the expectation: with experts spread evenly every
-    pair of ranks carries the same amount (probabilities in closed form, or estimated once by
-    Monte Carlo under node-limited routing), which keeps the simulation symmetric and fast.
-    ``traffic='sampled'`` draws one routing per rank (:func:`sampled_routing_counts`).
-    """
-    if traffic == "sampled":
-        return sampled_routing_counts(num_tokens, num_experts, topk, ep, topk_nodes=topk_nodes,
-                                      selections=selections, seed=seed)
-    if traffic != "expected":
-        raise ValueError(f"traffic must be 'expected' or 'sampled', got {traffic!r}")
-    if num_experts % ep:
-        raise ValueError(f"num_experts={num_experts} is not divisible by ep={ep}")
-    nodes = max(1, ceil(ep / GPUS_PER_NODE))
-    p_rank, p_node = hit_probabilities(num_experts, topk, ep, topk_nodes)
-    sel_total = num_tokens * topk if selections is None else selections
-    kept = sel_total / (num_tokens * topk) if num_tokens else 0.0  # masking thins every pair alike
-    sel = np.full((ep, ep), sel_total / ep)
-    tok = np.full((ep, ep), num_tokens * p_rank * kept)
-    node_tok = np.full((ep, nodes), num_tokens * p_node * kept)
-    return RoutingCounts(sel, tok, node_tok)
+                   selections: int | None = None, traffic: str = "expected", seed: int = 0,
+                   gpus_per_node: int = GPUS_PER_NODE) -> RoutingCounts:
+    """Traffic counts of DeepEP-test routing on ``ep`` ranks (``gpus_per_node`` per node):
+    :func:`cosim.trace.moe_traffic.routing_counts` with uniform routing; ``traffic='sampled'``
+    samples at most :data:`MAX_SAMPLED_TOKENS` tokens per rank and scales."""
+    return _routing_counts(num_tokens, num_experts, topk, ep, traffic=traffic, topk_nodes=topk_nodes,
+                           gpus_per_node=gpus_per_node, selections=selections, seed=seed,
+                           max_sampled=MAX_SAMPLED_TOKENS)
 
 
-@lru_cache(maxsize=None)
-def hit_probabilities(num_experts: int, topk: int, ep: int, topk_nodes: int = 0,
-                      mc_tokens: int = 200_000, seed: int = 12345) -> tuple[float, float]:
-    """Probability that a token has at least one expert on a given rank, and on a given node.
-
-    Uniform routing: ``1 - C(E - E/ep, k) / C(E, k)`` (and the same with E/nodes). Node-limited
-    routing (``0 < topk_nodes < nodes``): Monte Carlo over ``mc_tokens`` tokens (std < 0.2 %).
-    """
-    nodes = max(1, ceil(ep / GPUS_PER_NODE))
-    if not 0 < topk_nodes < nodes:
-        p_rank = 1.0 - comb(num_experts - num_experts // ep, topk) / comb(num_experts, topk)
-        p_node = 1.0 - comb(num_experts - num_experts // nodes, topk) / comb(num_experts, topk)
-        return p_rank, p_node
-    counts = sampled_routing_counts(mc_tokens // ep, num_experts, topk, ep, topk_nodes=topk_nodes,
-                                    seed=seed, max_sampled=mc_tokens)
-    t = mc_tokens // ep
-    return float(counts.tokens.mean() / t), float(counts.node_tokens.mean() / t)
-
-
-@lru_cache(maxsize=64)
 def sampled_routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int, *, topk_nodes: int = 0,
-                           selections: int | None = None, seed: int = 0,
-                           max_sampled: int = MAX_SAMPLED_TOKENS) -> RoutingCounts:
-    """One random routing per rank (reproducible from ``seed``); token counts above
-    ``max_sampled`` are sampled on ``max_sampled`` tokens and scaled. ``selections`` masks random
-    (token, slot) pairs down to that count per rank (only when not scaled)."""
-    owner = expert_owner(num_experts, ep)
-    nodes = max(1, ceil(ep / GPUS_PER_NODE))
-    node_of_expert = owner // GPUS_PER_NODE
-    node_starts = np.searchsorted(node_of_expert, np.arange(nodes))
-    t = min(num_tokens, max_sampled)
-    scale = num_tokens / t
-    rng = np.random.default_rng(seed)
-    sel = np.zeros((ep, ep))
-    tok = np.zeros((ep, ep))
-    node_tok = np.zeros((ep, nodes))
-    rows = np.arange(t)[:, None]
-    for src in range(ep):
-        scores = rng.random((t, num_experts))
-        if 0 < topk_nodes < nodes:
-            group_max = np.maximum.reduceat(scores, node_starts, axis=1)
-            kept = np.argpartition(-group_max, topk_nodes - 1, axis=1)[:, :topk_nodes]
-            allowed = np.zeros((t, nodes), dtype=bool)
-            np.put_along_axis(allowed, kept, True, axis=1)
-            scores = np.where(allowed[:, node_of_expert], scores, -1.0)
-        chosen = np.argpartition(-scores, topk - 1, axis=1)[:, :topk]
-        valid = np.ones((t, topk), dtype=bool)
-        if selections is not None and scale == 1.0 and selections < t * topk:
-            drop = rng.choice(t * topk, size=t * topk - selections, replace=False)
-            valid.reshape(-1)[drop] = False
-        dest = owner[chosen]
-        token_of = np.broadcast_to(rows, dest.shape)[valid]
-        sel[src] = np.bincount(dest[valid], minlength=ep)
-        hit = np.zeros((t, ep), dtype=bool)
-        hit[token_of, dest[valid]] = True
-        tok[src] = hit.sum(axis=0)
-        node_hit = np.zeros((t, nodes), dtype=bool)
-        node_hit[token_of, dest[valid] // GPUS_PER_NODE] = True
-        node_tok[src] = node_hit.sum(axis=0)
-    return RoutingCounts(sel * scale, tok * scale, node_tok * scale)
+                           selections: int | None = None, seed: int = 0, max_sampled: int = MAX_SAMPLED_TOKENS,
+                           gpus_per_node: int = GPUS_PER_NODE) -> RoutingCounts:
+    """One random routing per rank (:func:`cosim.trace.moe_traffic.sampled_routing_counts`), at
+    most ``max_sampled`` tokens sampled and scaled."""
+    return _sampled_routing_counts(num_tokens, num_experts, topk, ep, topk_nodes=topk_nodes,
+                                   gpus_per_node=gpus_per_node, selections=selections, seed=seed,
+                                   max_sampled=max_sampled)
 
 
 # --------------------------------------------------------------------------------------- traffic
@@ -324,13 +243,10 @@ def _router(node_num: int, cross_rail: str) -> Router:
     return Router(topology_for(node_num, cross_rail))
 
 
-def _ints(x: np.ndarray) -> np.ndarray:
-    return np.rint(x).astype(np.int64)
-
-
-def _chunks(size: int, n: int) -> list[int]:
-    base, extra = divmod(int(size), n)
-    return [base + (1 if k < extra else 0) for k in range(n)]
+@lru_cache(maxsize=None)
+def gpus_per_node(node_num: int) -> int:
+    """GPUs per node of the h200 preset for ``node_num`` nodes (from its GPU domains)."""
+    return D.topology_gpus_per_node(topology_for(node_num))
 
 
 def nccl_flows(row) -> FlowSet:
@@ -353,142 +269,54 @@ def nccl_flows(row) -> FlowSet:
 
 
 def _deepep_counts(row, mode: str, traffic: str) -> RoutingCounts:
-    ep = int(row.num_gpus)
+    ep, g = int(row.num_gpus), gpus_per_node(int(row.node_num))
     if mode == "ll":
         sel = getattr(row, "selections", None)
         sel = None if sel is None or pd.isna(sel) else int(sel)
         return routing_counts(int(row.num_tokens), int(row.num_experts), int(row.topk), ep, selections=sel,
-                              traffic=traffic)
-    topk_nodes = min(int(row.node_num), MAX_TOPK_NODES) if row.node_num > 1 else 0
-    return routing_counts(int(row.num_tokens), int(row.num_experts), int(row.topk), ep, topk_nodes=topk_nodes,
-                          traffic=traffic)
+                              traffic=traffic, gpus_per_node=g)
+    return routing_counts(int(row.num_tokens), int(row.num_experts), int(row.topk), ep,
+                          topk_nodes=D.topk_nodes_limit(int(row.node_num)), traffic=traffic, gpus_per_node=g)
 
 
 def deepep_ll_flows(row, traffic: str = "expected") -> FlowSet:
-    """Low-latency dispatch (fp8, per selection) or combine (bf16, transposed): a direct
-    all-to-all-v, NVLink inside a node, the source GPU's NIC across nodes."""
+    """Low-latency dispatch (fp8, per selection) or combine (bf16, transposed) of one row:
+    :func:`cosim.network.deepep.deepep_ll_flows` on ranks ``0..num_gpus-1``."""
     counts = _deepep_counts(row, "ll", traffic)
-    ep = int(row.num_gpus)
-    if row.op == "dispatch":
-        matrix = counts.selections * ll_dispatch_bytes_per_selection(int(row.hidden))
-    else:
-        matrix = counts.selections.T * (2 * int(row.hidden))
-    matrix = _ints(matrix)
-    np.fill_diagonal(matrix, 0)
-    # DeepEP opens one queue pair per local expert towards every peer (num_qps_per_rank =
-    # num_experts / EP); a message travels on its expert's QP, so ECMP spreads a peer's traffic
-    # over that many paths. NVLink pairs have a single path and stay one flow.
-    qps = max(1, int(row.num_experts) // ep)
-    node_of = np.arange(ep) // GPUS_PER_NODE
+    ep, hidden = int(row.num_gpus), int(row.hidden)
+    per_sel = (D.ll_dispatch_bytes_per_selection(hidden, "fp8") if row.op == "dispatch"
+               else D.ll_combine_bytes_per_selection(hidden))
     fs = FlowSet()
-    for k in range(1, ep):  # rotated destination order, as all_to_all_v
-        for i in range(ep):
-            j = (i + k) % ep
-            size = int(matrix[i, j])
-            if not size:
-                continue
-            parts = _chunks(size, qps) if node_of[i] != node_of[j] else [size]
-            for q, part in enumerate(parts):
-                if part:
-                    fs.add(i, j, part, tag=f"ll_{row.op}", path_key=q)
+    D.deepep_ll_flows(fs, range(ep), D.ll_bytes_matrix(counts.selections, per_sel, row.op),
+                      D.ll_qps_per_peer(int(row.num_experts), ep), gpus_per_node(int(row.node_num)),
+                      tag=f"ll_{row.op}")
     return fs
 
 
 def deepep_normal_flows(row, variant: str = "hierarchical", traffic: str = "expected") -> FlowSet:
     """Normal-mode dispatch (fp8 + scales) or combine (bf16) of one row.
 
-    ``variant='hierarchical'`` (DeepEP's kernels): intra-node pairs direct over NVLink; for every
-    (source rank, remote node) one RDMA stream to the same-local-index GPU of that node carrying
-    each token once, which forwards chunk by chunk over NVLink to the ranks that need it (combine:
-    the reverse). ``variant='per_rank'``: a plain all-to-all-v deduplicated per destination rank,
+    ``variant='hierarchical'`` (DeepEP's kernels): :func:`cosim.network.deepep.deepep_normal_flows`
+    on ranks ``0..num_gpus-1``: intra-node pairs direct over NVLink; for every (source rank,
+    remote node) one RDMA stream to the same-local-index GPU of that node carrying each token
+    once, which forwards chunk by chunk over NVLink to the ranks that need it (combine: the
+    reverse). ``variant='per_rank'``: a plain all-to-all-v deduplicated per destination rank,
     routed by the topology (PXN across rails); kept for comparison only.
     """
     counts = _deepep_counts(row, "normal", traffic)
     ep, hidden = int(row.num_gpus), int(row.hidden)
-    per_token = normal_dispatch_bytes_per_token(hidden) if row.op == "dispatch" else 2 * hidden
+    per_token = (D.normal_dispatch_bytes_per_token(hidden, "fp8") if row.op == "dispatch"
+                 else D.normal_combine_bytes_per_token(hidden))
     fs = FlowSet()
-    ranks = list(range(ep))
-    if variant == "per_rank" or ep <= GPUS_PER_NODE:
-        matrix = _ints(counts.tokens * per_token)
+    if variant == "per_rank":
+        matrix = np.rint(counts.tokens * per_token).astype(np.int64)
         np.fill_diagonal(matrix, 0)
-        C.all_to_all_v(fs, ranks, matrix if row.op == "dispatch" else matrix.T, tag=f"normal_{row.op}")
+        C.all_to_all_v(fs, list(range(ep)), matrix if row.op == "dispatch" else matrix.T, tag=f"normal_{row.op}")
         return fs
     if variant != "hierarchical":
         raise ValueError(f"unknown normal-mode variant {variant!r}")
-    g = GPUS_PER_NODE
-    nodes = ep // g
-    node_of = np.arange(ep) // g
-    local_of = np.arange(ep) % g
-    tok_bytes = counts.tokens * per_token            # [src, dst rank]
-    rdma_bytes = counts.node_tokens * per_token      # [src, dst node]
-    n_chunks = int(np.clip(ceil(rdma_bytes.max() / MIN_CHUNK_BYTES), 1, MAX_CHUNKS))
-    # Intra-node pairs: direct NVLink (dispatch src->dst; combine dst->src).
-    for s in ranks:
-        for k in range(1, g):
-            d = node_of[s] * g + (local_of[s] + k) % g
-            size = int(round(tok_bytes[s, d]))
-            if size:
-                if row.op == "dispatch":
-                    fs.add(s, d, size, tag="nvl_direct")
-                else:
-                    fs.add(d, s, size, tag="nvl_direct")
-    # Forward volume through relay r (node m, local l) to rank d of node m: tokens of every remote
-    # source with local index l that need d.
-    fwd = np.zeros((ep, ep))
-    for s in ranks:
-        for m in range(nodes):
-            if m == node_of[s]:
-                continue
-            r = m * g + local_of[s]
-            members = slice(m * g, (m + 1) * g)
-            fwd[r, members] += tok_bytes[s, members]
-    np.fill_diagonal(fwd, 0)
-    if row.op == "dispatch":
-        rdma: dict[int, list[list[int]]] = {r: [[] for _ in range(n_chunks)] for r in ranks}
-        for k in range(1, nodes):
-            for s in ranks:
-                m = (node_of[s] + k) % nodes
-                r = m * g + local_of[s]
-                prev = None
-                for c, part in enumerate(_chunks(int(round(rdma_bytes[s, m])), n_chunks)):
-                    if not part:
-                        continue
-                    f = fs.add(s, r, part, after_sent=[prev] if prev is not None else [], tag="rdma")
-                    rdma[r][c].append(f)
-                    prev = f
-        for r in ranks:
-            for k in range(1, g):
-                d = node_of[r] * g + (local_of[r] + k) % g
-                prev = None
-                for c, part in enumerate(_chunks(int(round(fwd[r, d])), n_chunks)):
-                    if not part:
-                        continue
-                    f = fs.add(r, d, part, after=rdma[r][c], after_sent=[prev] if prev is not None else [],
-                               tag="nvl_forward")
-                    prev = f
-    else:
-        gathered: dict[int, list[list[int]]] = {r: [[] for _ in range(n_chunks)] for r in ranks}
-        for r in ranks:
-            for k in range(1, g):
-                d = node_of[r] * g + (local_of[r] + k) % g
-                prev = None
-                for c, part in enumerate(_chunks(int(round(fwd[r, d])), n_chunks)):
-                    if not part:
-                        continue
-                    f = fs.add(d, r, part, after_sent=[prev] if prev is not None else [], tag="nvl_gather")
-                    gathered[r][c].append(f)
-                    prev = f
-        for k in range(1, nodes):
-            for s in ranks:
-                m = (node_of[s] + k) % nodes
-                r = m * g + local_of[s]
-                prev = None
-                for c, part in enumerate(_chunks(int(round(rdma_bytes[s, m])), n_chunks)):
-                    if not part:
-                        continue
-                    f = fs.add(r, s, part, after=gathered[r][c], after_sent=[prev] if prev is not None else [],
-                               tag="rdma")
-                    prev = f
+    tok, node = D.normal_bytes_matrices(counts.tokens, counts.node_tokens, per_token, row.op)
+    D.deepep_normal_flows(fs, range(ep), tok, node, gpus_per_node(int(row.node_num)), row.op)
     return fs
 
 
@@ -504,10 +332,9 @@ def build_flows(row, normal_variant: str = "hierarchical", traffic: str = "expec
 
 
 def max_gpu_bytes(fs: FlowSet) -> float:
-    """Largest number of bytes one GPU emits (kernel-rate model input)."""
-    if not len(fs):
-        return 0.0
-    return float(np.bincount(np.asarray(fs.src), weights=np.asarray(fs.size_bytes, dtype=np.float64)).max())
+    """Largest number of bytes one GPU emits (kernel-rate model input;
+    :func:`cosim.network.deepep.gpu_bytes_sent`)."""
+    return gpu_bytes_sent(fs)
 
 
 def simulate_rows(rows: pd.DataFrame, backend: str = "flow", normal_variant: str = "hierarchical",

@@ -292,40 +292,41 @@ def deepep_normal_flows(fs: FlowSet, ranks: Sequence[int], bytes_matrix, node_by
             for s in range(n):
                 m = (node[s] + k) % nodes
                 r = relay[(s, m)]
-                prev = None
-                for c, part in enumerate(_chunks(int(round(nb[s, m])), n_chunks)):
-                    if not part:
-                        continue
-                    prev = add(s, r, part, after, [prev] if prev is not None else [], "rdma")
-                    rdma[r][c].append(prev)
+                for c, f in enumerate(_chunk_stream(add, s, r, int(round(nb[s, m])), n_chunks, after, "rdma")):
+                    if f is not None:
+                        rdma[r][c].append(f)
         for r in range(n):
             for d in _rotation(members[node[r]], r):
-                prev = None
-                for c, part in enumerate(_chunks(int(round(fwd[r, d])), n_chunks)):
-                    if not part:
-                        continue
-                    prev = add(r, d, part, rdma[r][c] + after, [prev] if prev is not None else [], "nvl_forward")
+                _chunk_stream(add, r, d, int(round(fwd[r, d])), n_chunks, after, "nvl_forward", rdma[r])
     else:
         gathered: dict[int, list[list[int]]] = {r: [[] for _ in range(n_chunks)] for r in range(n)}
         for r in range(n):
             for d in _rotation(members[node[r]], r):
-                prev = None
-                for c, part in enumerate(_chunks(int(round(fwd[r, d])), n_chunks)):
-                    if not part:
-                        continue
-                    prev = add(d, r, part, after, [prev] if prev is not None else [], "nvl_gather")
-                    gathered[r][c].append(prev)
+                for c, f in enumerate(_chunk_stream(add, d, r, int(round(fwd[r, d])), n_chunks, after, "nvl_gather")):
+                    if f is not None:
+                        gathered[r][c].append(f)
         for k in range(1, nodes):
             for s in range(n):
                 m = (node[s] + k) % nodes
                 r = relay[(s, m)]
-                prev = None
-                for c, part in enumerate(_chunks(int(round(nb[s, m])), n_chunks)):
-                    if not part:
-                        continue
-                    prev = add(r, s, part, gathered[r][c] + after, [prev] if prev is not None else [], "rdma")
+                _chunk_stream(add, r, s, int(round(nb[s, m])), n_chunks, after, "rdma", gathered[r])
     coll.last = list(coll.flows)
     return coll
+
+
+def _chunk_stream(add, src: int, dst: int, size: int, n_chunks: int, after: list[int], tag: str,
+                  chunk_deps: list[list[int]] | None = None) -> list[int | None]:
+    """One chunked stream from ``src`` to ``dst``: chunk ``c`` waits for ``chunk_deps[c]`` and
+    ``after``, and for chunk ``c-1`` to have left the sender. Returns the flow of each chunk
+    (None for empty chunks)."""
+    flows: list[int | None] = [None] * n_chunks
+    prev = None
+    for c, part in enumerate(_chunks(size, n_chunks)):
+        if not part:
+            continue
+        deps = (chunk_deps[c] if chunk_deps is not None else []) + after
+        prev = flows[c] = add(src, dst, part, deps, [prev] if prev is not None else [], tag)
+    return flows
 
 
 def gpu_bytes_sent(fs: FlowSet, flows: Iterable[int] | None = None) -> float:

@@ -144,11 +144,7 @@ def deepep_normal_records(system: str, sglang_version: str = "0.5.12", node_num:
              "dispatch_notify_us", "combine_sms", "combine_transmit_us", "combine_notify_us")
     cols = _read(path, names, optional=("device",))
     out = []
-    devices = cols.get("device") or [""] * len(cols["node_num"])
-    for i in range(len(cols["node_num"])):
-        device = devices[i] or ""
-        if not _keep(system, device, same_device, node_num, cols["node_num"][i]):
-            continue
+    for i, device in _kept_rows(system, cols, same_device, node_num):
         out.append(DeepEPNormalRecord(
             system, sglang_version, device, int(cols["node_num"][i]), int(cols["hidden_size"][i]),
             int(cols["num_token"][i]), int(cols["num_topk"][i]), int(cols["num_experts"][i]),
@@ -166,11 +162,7 @@ def deepep_ll_records(system: str, sglang_version: str = "0.5.12", node_num: int
              "dispatch_bandwidth_gbps", "combine_avg_t_us", "combine_bandwidth_gbps")
     cols = _read(path, names, optional=("device",))
     out = []
-    devices = cols.get("device") or [""] * len(cols["node_num"])
-    for i in range(len(cols["node_num"])):
-        device = devices[i] or ""
-        if not _keep(system, device, same_device, node_num, cols["node_num"][i]):
-            continue
+    for i, device in _kept_rows(system, cols, same_device, node_num):
         out.append(DeepEPLowLatencyRecord(
             system, sglang_version, device, int(cols["node_num"][i]), int(cols["hidden_size"][i]),
             int(cols["num_token"][i]), int(cols["num_topk"][i]), int(cols["num_experts"][i]),
@@ -216,6 +208,15 @@ def _read(path: Path, names: tuple[str, ...], optional: tuple[str, ...] = ()) ->
     use = list(names) + [c for c in optional if c in present]
     table = pq.ParquetFile(path).read(columns=use, use_threads=False)
     return {c: table.column(c).to_pylist() for c in use}
+
+
+def _kept_rows(system: str, cols: dict[str, list], same_device: bool, node_num: int | None):
+    """(row index, device) of the DeepEP rows measured on ``system``'s GPU with ``node_num`` nodes."""
+    devices = cols.get("device") or [""] * len(cols["node_num"])
+    for i, row_nodes in enumerate(cols["node_num"]):
+        device = devices[i] or ""
+        if _keep(system, device, same_device, node_num, row_nodes):
+            yield i, device
 
 
 def _keep(system: str, device: str, same_device: bool, node_num: int | None, row_nodes: int) -> bool:

@@ -2,7 +2,8 @@
 
 Simulates every measured NCCL (2/4/8 GPUs) and DeepEP (normal and low-latency; node_num 1, 2, 4,
 8) row on the h200 HGX topologies with the flow backend, fits the per-library overheads on the
-single-node rows only, and reports the error on every table, in particular on the multi-node
+single-node rows only (strict protocol) and the DeepEP cross-node terms on the 2-node rows only
+(calibrated protocol), and reports the error on every table, in particular on the multi-node
 DeepEP rows that were not used for fitting. A subset is re-run on the packet backend (ns-3), the
 multi-node normal rows also with per-rank deduplication (for comparison), and a subset with
 sampled instead of expected routing. Prints rich tables, writes JSON and the plot used by
@@ -56,7 +57,8 @@ def _columnar(df, columns):
 def _overheads_dict(o):
     def one(x):
         return {"fixed_us": x.fixed_s * 1e6, "bandwidth_efficiency": x.bandwidth_efficiency,
-                "kernel_rate_GBps": None if x.kernel_rate_bytes_per_s is None else x.kernel_rate_bytes_per_s / 1e9}
+                "kernel_rate_GBps": None if x.kernel_rate_bytes_per_s is None else x.kernel_rate_bytes_per_s / 1e9,
+                "cross_node_fixed_us": x.cross_node_fixed_s * 1e6, "rdma_efficiency": x.rdma_efficiency}
     d = {lib: one(getattr(o, lib)) for lib in ("nccl", "deepep_normal", "deepep_ll", "p2p")}
     d["ops"] = {k: one(v) for k, v in sorted(o.ops.items())}
     return d
@@ -65,14 +67,19 @@ def _overheads_dict(o):
 def print_tables(res, console):
     from rich.table import Table
 
+    from cosim.validation import comm as V
+
     o = res.overheads
-    t = Table(title="Fitted overheads (single-node rows only)")
-    for col in ("constants", "fixed us", "bandwidth efficiency", "kernel rate GB/s"):
+    t = Table(title="Fitted overheads (single-node rows; cross-node terms on 2-node rows)")
+    for col in ("constants", "fixed us", "bandwidth efficiency", "kernel rate GB/s", "cross-node fixed us",
+                "RDMA efficiency"):
         t.add_column(col, justify="right" if col != "constants" else "left")
     entries = [(lib, getattr(o, lib)) for lib in ("nccl", "deepep_normal", "deepep_ll")] + sorted(o.ops.items())
     for name, x in entries:
         rate = "-" if x.kernel_rate_bytes_per_s is None else f"{x.kernel_rate_bytes_per_s / 1e9:.0f}"
-        t.add_row(name, f"{x.fixed_s * 1e6:.1f}", f"{x.bandwidth_efficiency:.3f}", rate)
+        cross = name.startswith("deepep")
+        t.add_row(name, f"{x.fixed_s * 1e6:.1f}", f"{x.bandwidth_efficiency:.3f}", rate,
+                  f"{x.cross_node_fixed_s * 1e6:.1f}" if cross else "-", f"{x.rdma_efficiency:.3f}" if cross else "-")
     console.print(t)
 
     def summary_table(df, title, plain=None):
@@ -90,9 +97,21 @@ def print_tables(res, console):
             t.add_row(*cells, style=style)
         console.print(t)
 
-    summary_table(res.summary, "Error per table (flow backend; kernel-rate model for DeepEP, plain for NCCL; "
-                               "bold = multi-node, never fitted)", res.summary_plain)
-    summary_table(res.summary_network, "Same, rows where the network/kernel-rate term is >= half the prediction")
+    summary_table(res.summary_strict, "STRICT protocol: single-node constants only (flow backend; kernel-rate "
+                                      "model for DeepEP, plain for NCCL; bold = multi-node, all out of sample)")
+    summary_table(res.summary, "CALIBRATED protocol: + cross-node terms fitted on the 2-node rows (4 and 8 nodes "
+                               "out of sample, 2 nodes in sample)", res.summary_plain)
+    summary_table(res.summary_network, "Calibrated, rows where the network/kernel-rate term is >= half the "
+                                       "prediction")
+    multi = res.multi_node()
+    held = multi[multi.node_num != V.CROSS_NODE_FIT_NODES]
+    t = Table(title="Multi-node DeepEP rows, median |err| % (all tables pooled)")
+    for col in ("protocol", "2 nodes", "4 nodes", "8 nodes", "all multi-node", "held out (4 + 8 nodes)"):
+        t.add_column(col, justify="left" if col == "protocol" else "right")
+    for name, col in (("strict", "error_strict_pct"), ("calibrated", "error_pct")):
+        by = [f"{multi[multi.node_num == n][col].abs().median():.1f}" for n in (2, 4, 8)]
+        t.add_row(name, *by, f"{multi[col].abs().median():.1f}", f"{held[col].abs().median():.1f}")
+    console.print(t)
 
     if res.packet_rows is not None and len(res.packet_rows):
         p = res.packet_rows
@@ -138,8 +157,10 @@ def plot(res, path: Path) -> None:
     for ax, panel in zip(axes.ravel(), panels):
         if panel is None:
             ax.axis("off")
-            ax.text(0.0, 0.95, "Measured (markers) vs cosim (lines)\nflow backend, overheads fitted on\n"
-                    "node_num 1 only; node_num 2/4/8\nare out-of-sample.\n\n"
+            ax.text(0.0, 0.95, "Measured (markers) vs cosim (lines), flow backend.\n"
+                    "Solid: calibrated (library constants fitted\non node_num 1, cross-node terms on\n"
+                    "node_num 2; 4 and 8 out of sample).\n"
+                    "Dotted: strict (node_num 1 constants only).\n\n"
                     "normal: best SM count per shape,\nkernel time (notify excluded)\n"
                     "LL: 0.5.6.post2 rows (node 1 too)", va="top", fontsize=10, transform=ax.transAxes)
             continue
@@ -165,6 +186,8 @@ def plot(res, path: Path) -> None:
                 continue
             ax.loglog(d.num_tokens, d.measured_s * 1e6, "o", ms=3.5, color=c)
             ax.loglog(d.num_tokens, d.predicted_s * 1e6, "-", color=c, label=f"{n} node{'s' if n > 1 else ''} (EP{8 * n})")
+            if n > 1:
+                ax.loglog(d.num_tokens, d.predicted_strict_s * 1e6, ":", color=c, lw=1)
         ax.set_title(f"DeepEP {'normal' if table == 'deepep_normal' else 'low-latency'} {op}")
         ax.set_xlabel("tokens per rank")
         ax.set_ylabel("time (us)")
@@ -219,10 +242,11 @@ def main() -> int:
     print_tables(res, console)
 
     runtime = time.perf_counter() - T_START
+    multi = res.multi_node()
     cols = ["table", "op", "version", "node_num", "num_gpus", "dtype", "message_bytes", "hidden", "topk",
             "num_experts", "num_tokens", "sms", "selections", "measured_s", "notify_s", "network_s", "gpu_bytes",
-            "flows", "predicted_s", "predicted_plain_s", "error_pct", "error_plain_pct", "error_vs_total_pct",
-            "network_dominated"]
+            "flows", "remote_fraction", "predicted_s", "predicted_plain_s", "error_pct", "error_plain_pct",
+            "error_vs_total_pct", "network_dominated"]
     out = {
         "machine": {"python": platform.python_version(), "cpu": platform.machine()},
         "quick": args.quick,
@@ -231,9 +255,15 @@ def main() -> int:
         "timings_s": res.timings,
         "overheads": _overheads_dict(res.overheads),
         "summary": _records(res.summary, list(res.summary.columns)),
+        "summary_strict": _records(res.summary_strict, list(res.summary_strict.columns)),
+        "multi_node_median_abs_pct": {
+            name: {**{str(n): _clean(multi[multi.node_num == n][col].abs().median()) for n in (2, 4, 8)},
+                   "all": _clean(multi[col].abs().median()),
+                   "held_out_4_8": _clean(multi[multi.node_num > 2][col].abs().median())}
+            for name, col in (("strict", "error_strict_pct"), ("calibrated", "error_pct"))},
         "summary_plain_model": _records(res.summary_plain, list(res.summary_plain.columns)),
         "summary_network_dominated": _records(res.summary_network, list(res.summary_network.columns)),
-        "multi_node_rows": _columnar(res.multi_node(), cols),
+        "multi_node_rows": _columnar(multi, cols + ["predicted_strict_s", "error_strict_pct"]),
         "packet_rows": None if res.packet_rows is None else _columnar(
             res.packet_rows, cols + ["flow_network_s", "flow_error_pct"]),
         "per_rank_variant_summary": None if res.variant_rows is None else _records(

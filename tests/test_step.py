@@ -174,7 +174,9 @@ def test_step_engine_deepep_traffic_is_the_validated_model(phase, tokens, librar
         assert engine_s == pytest.approx(validated.network_s[0], rel=0.01)
         # ... and the validated overhead model (kernel rate on the bytes one GPU emits, forwarding included).
         predicted = DEFAULT_OVERHEADS.duration_s(library, validated.network_s[0], op=op,
-                                                 gpu_bytes=validated.gpu_bytes[0])
+                                                 gpu_bytes=validated.gpu_bytes[0],
+                                                 remote_fraction=validated.remote_fraction[0])
+        assert validated.remote_fraction[0] == pytest.approx(8 / 15)  # 8 of a rank's 15 peers are remote
         assert with_overheads.collective_duration_s[coll.id] == pytest.approx(predicted, rel=0.01)
         # Same bytes too: low-latency sends every selection (no dedup); normal mode sends one RDMA
         # copy per (token, remote node), 3.3x less across nodes than a per-rank all-to-all.

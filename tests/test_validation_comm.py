@@ -2,13 +2,16 @@
 
 The data-dependent test re-simulates a subsample of aiconfigurator-core's measured h200_sxm NCCL
 and DeepEP rows (flow backend, a few seconds) and asserts the errors reported in
-docs/validation-comm.md, with a little headroom. The issue's target (median absolute error
-<= 15 % on the multi-node DeepEP rows) is NOT met by every table; the bounds below are what the
-model honestly achieves, and the ones that miss the target say so.
+docs/validation-comm.md, with a little headroom, under both protocols: strict (single-node
+constants only) and calibrated (plus the DeepEP cross-node terms fitted on the 2-node rows; the 4-
+and 8-node rows are held out). The issue's target (median absolute error <= 15 % on the
+multi-node DeepEP rows) is met by the calibrated protocol overall and per table except EP64
+normal-mode dispatch; the strict protocol misses it. The comments say which.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -43,19 +46,33 @@ SINGLE_NODE_BOUNDS = {  # in-sample
     ("deepep_ll", "dispatch"): 9,       # 7.1
     ("deepep_ll", "combine"): 7,        # 5.5
 }
-MULTI_NODE_BOUNDS = {  # out-of-sample; target 15 % met only where marked
-    ("deepep_normal", "dispatch", 2): 11,   # 8.6   target met
-    ("deepep_normal", "dispatch", 4): 22,   # 19.1  missed: fixed RDMA latency (small token counts)
-    ("deepep_normal", "dispatch", 8): 53,   # 49.4  missed: measured EP64 dispatch 2.6x slower than its traffic
-    ("deepep_normal", "combine", 2): 25,    # 21.6  missed
-    ("deepep_normal", "combine", 4): 27,    # 23.9  missed
-    ("deepep_normal", "combine", 8): 31,    # 28.1  missed: collapse beyond 8192 tokens
-    ("deepep_ll", "dispatch", 2): 22,       # 19.4  missed: fixed RDMA latency below ~64 tokens
-    ("deepep_ll", "dispatch", 4): 26,       # 23.0  missed
-    ("deepep_ll", "dispatch", 8): 27,       # 24.7  missed
-    ("deepep_ll", "combine", 2): 25,        # 22.1  missed
-    ("deepep_ll", "combine", 4): 24,        # 21.7  missed
-    ("deepep_ll", "combine", 8): 22,        # 19.0  missed
+MULTI_NODE_BOUNDS = {  # calibrated protocol (DEFAULT_OVERHEADS): 2 nodes in sample, 4 and 8 held out
+    ("deepep_normal", "dispatch", 2): 12,   # 9.7
+    ("deepep_normal", "dispatch", 4): 16,   # 13.5
+    ("deepep_normal", "dispatch", 8): 47,   # 43.7  missed: measured EP64 dispatch 2.6x slower than its traffic
+    ("deepep_normal", "combine", 2): 11,    # 8.4
+    ("deepep_normal", "combine", 4): 8,     # 5.0
+    ("deepep_normal", "combine", 8): 12,    # 9.0
+    ("deepep_ll", "dispatch", 2): 4,        # 1.7
+    ("deepep_ll", "dispatch", 4): 6,        # 3.7
+    ("deepep_ll", "dispatch", 8): 7,        # 4.5
+    ("deepep_ll", "combine", 2): 5,         # 2.9
+    ("deepep_ll", "combine", 4): 4,         # 1.7
+    ("deepep_ll", "combine", 8): 8,         # 5.6
+}
+STRICT_MULTI_NODE_BOUNDS = {  # strict protocol (single-node constants only): all out of sample
+    ("deepep_normal", "dispatch", 2): 11,   # 8.6
+    ("deepep_normal", "dispatch", 4): 22,   # 19.1  cross-node fixed cost missing (small token counts)
+    ("deepep_normal", "dispatch", 8): 53,   # 49.4
+    ("deepep_normal", "combine", 2): 25,    # 21.6
+    ("deepep_normal", "combine", 4): 27,    # 23.9
+    ("deepep_normal", "combine", 8): 31,    # 28.1
+    ("deepep_ll", "dispatch", 2): 22,       # 19.4
+    ("deepep_ll", "dispatch", 4): 26,       # 23.0
+    ("deepep_ll", "dispatch", 8): 27,       # 24.7
+    ("deepep_ll", "combine", 2): 25,        # 22.1
+    ("deepep_ll", "combine", 4): 24,        # 21.7
+    ("deepep_ll", "combine", 8): 22,        # 19.0
 }
 
 
@@ -174,6 +191,45 @@ def test_fit_recovers_known_constants_and_refuses_multi_node():
         V.fit_overheads(rows.assign(node_num=2))
 
 
+def test_cross_node_fit_recovers_known_terms_and_refuses_other_node_counts():
+    from cosim.validation import comm as V
+
+    base = LibraryOverhead(10e-6, 0.6, 250e9)
+    overheads = CommOverheads(LibraryOverhead(5e-6), base, base, LibraryOverhead(5e-6))
+    net = np.geomspace(2e-6, 5e-4, 30)
+    rf = 8 / 15
+    truth = dataclasses.replace(base, cross_node_fixed_s=20e-6, rdma_efficiency=0.9)
+    rows = pd.DataFrame(dict(table="deepep_ll", op="dispatch", node_num=2, network_s=net, gpu_bytes=net * 50e9,
+                             remote_fraction=rf))
+    rows["measured_s"] = [truth.duration_s(n, g, rf) for n, g in zip(rows.network_s, rows.gpu_bytes)]
+    o = V.fit_cross_node(rows, overheads).overhead("deepep_ll", "dispatch")
+    assert o.cross_node_fixed_s == pytest.approx(20e-6, abs=0.3e-6)
+    assert o.rdma_efficiency == pytest.approx(0.9, abs=0.005)
+    assert o.fixed_s == base.fixed_s  # the single-node constants are not refitted
+    with pytest.raises(ValueError, match="2-node"):
+        V.fit_cross_node(rows.assign(node_num=4), overheads)
+
+
+def test_remote_fraction_and_cross_node_terms():
+    from cosim.engine.overheads import remote_fraction
+
+    assert remote_fraction([0] * 8) == 0.0
+    assert remote_fraction([0]) == 0.0
+    assert remote_fraction([0] * 8 + [1] * 8) == pytest.approx(8 / 15)
+    assert remote_fraction([i // 8 for i in range(64)]) == pytest.approx(56 / 63)
+    assert remote_fraction([0, 0, 0, 1]) == pytest.approx((1 + 1 + 1 + 3) / 12)  # unequal nodes
+    o = LibraryOverhead(10e-6, 0.5, 100e9, cross_node_fixed_s=20e-6, rdma_efficiency=0.8)
+    # Within a node the cross-node terms are inert; across nodes fixed and network time grow.
+    assert o.duration_s(40e-6, 1e6) == pytest.approx(10e-6 + 40e-6)
+    assert o.duration_s(40e-6, 1e6, 0.5) == pytest.approx(10e-6 + 10e-6 + 50e-6)
+    assert o.duration_s(1e-6, 1e7, 0.5) == pytest.approx(20e-6 + 100e-6)  # kernel rate still bounds
+    for bad in (dict(cross_node_fixed_s=-1e-6), dict(rdma_efficiency=0.0), dict(rdma_efficiency=1.5)):
+        with pytest.raises(ConfigError):
+            LibraryOverhead(1e-6, **bad)
+    with pytest.raises(ValueError):
+        o.duration_s(1e-6, None, 1.5)
+
+
 # ---------------------------------------------------------------------- measured tables
 
 
@@ -220,12 +276,41 @@ def test_errors_within_stated_bounds(quick):
         seen.add((r.table, r.op, r.node_num))
         assert r.median_abs_pct <= bound, (r.table, r.op, r.node_num, r.median_abs_pct, bound)
     assert len(seen) == len(SINGLE_NODE_BOUNDS) + len(MULTI_NODE_BOUNDS)
-    # Where the network dominates (large token counts), the low-latency rows are near the target.
-    ll = pred[(pred.table == "deepep_ll") & (pred.node_num > 1) & (pred.num_tokens >= 128)]
-    assert ll.error_pct.abs().median() <= 12   # measured 9.8
-    # The kernel-rate model beats the plain efficiency model out of sample (both fitted on one node).
-    multi = pred[(pred.node_num > 1) & (pred.table == "deepep_ll")]
-    assert multi.error_pct.abs().median() < multi.error_plain_pct.abs().median()
+    multi = pred[pred.node_num > 1]
+    assert multi.error_pct.abs().median() <= 7                             # 5.2: the 15 % target
+    assert multi[multi.node_num > 2].error_pct.abs().median() <= 8         # 6.6 on the held-out node counts
+    # The kernel-rate model beats the plain efficiency model out of sample.
+    ll = multi[multi.table == "deepep_ll"]
+    assert ll.error_pct.abs().median() < ll.error_plain_pct.abs().median()
+
+
+@needs_aic
+def test_strict_protocol_errors_within_stated_bounds(quick):
+    """Single-node constants only: what the network simulation alone explains across nodes."""
+    from cosim.validation import comm as V
+
+    sim, _ = quick
+    strict = V.predict(sim, V.strip_cross_node(DEFAULT_OVERHEADS))
+    for r in V.error_summary(strict[strict.node_num > 1]).itertuples(index=False):
+        bound = STRICT_MULTI_NODE_BOUNDS[(r.table, r.op, r.node_num)]
+        assert r.median_abs_pct <= bound, (r.table, r.op, r.node_num, r.median_abs_pct, bound)
+    # Too fast at small token counts: the cross-node fixed cost is what single-node rows cannot show.
+    small = strict[(strict.node_num > 1) & (strict.table == "deepep_ll") & (strict.num_tokens <= 16)]
+    assert (small.error_pct < 0).all()
+
+
+@needs_aic
+def test_cross_node_terms_refit_on_two_node_rows_are_stable(quick):
+    from cosim.validation import comm as V
+
+    sim, _ = quick
+    base = V.strip_cross_node(DEFAULT_OVERHEADS)
+    o = V.fit_cross_node(V.predict(sim[sim.node_num == 2], base), base)
+    for op in ("dispatch", "combine"):  # low-latency: 8 quick rows per op reproduce the 26-row fit
+        a, b = o.overhead("deepep_ll", op), DEFAULT_OVERHEADS.overhead("deepep_ll", op)
+        assert a.cross_node_fixed_s == pytest.approx(b.cross_node_fixed_s, abs=2.5e-6)
+        assert a.rdma_efficiency == pytest.approx(b.rdma_efficiency, abs=0.02)
+    assert o.nccl == DEFAULT_OVERHEADS.nccl  # NCCL has no cross-node data: untouched
 
 
 @needs_aic

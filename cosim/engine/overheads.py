@@ -15,6 +15,16 @@ models, both fitted on single-node measurements only (:mod:`cosim.validation.com
   models agree; they differ across nodes, which is what the multi-node DeepEP rows test
   (see ``docs/validation-comm.md``).
 
+**Cross-node terms** (DeepEP only, :attr:`LibraryOverhead.cross_node_fixed_s` and
+:attr:`LibraryOverhead.rdma_efficiency`): a group spanning several nodes pays
+``remote_fraction * cross_node_fixed_s`` more (``remote_fraction``: the mean share of a rank's
+peers on other nodes; DeepEP sends one completion signal per remote destination, and
+GPU-initiated RDMA signals cost far more than NVLink stores) and its network time is divided by
+``rdma_efficiency``. Single-node rows cannot reveal either, so they are fitted on the **2-node**
+rows only and tested on the 4- and 8-node rows (``fit_cross_node`` in
+:mod:`cosim.validation.comm`); with both at their neutral values (0 and 1) the model is the
+single-node one.
+
 Per-operation constants (``nccl.all_reduce``, ``deepep_normal.dispatch`` ...) override the
 library's when the caller names the operation; without an operation the library-wide constants
 (fitted on all of the library's rows) are used, so ``duration_s(library, network_s)`` always works.
@@ -22,9 +32,10 @@ library's when the caller names the operation; without an operation the library-
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from cosim.errors import ConfigError
 
@@ -42,11 +53,17 @@ class LibraryOverhead:
             (plain model; ``network_s`` is divided by it).
         kernel_rate_bytes_per_s: most bytes per second one GPU's kernels emit (kernel-rate model);
             ``None`` = not modelled.
+        cross_node_fixed_s: extra fixed cost of a call whose every peer is on another node
+            (scaled by the remote fraction of the group).
+        rdma_efficiency: fraction of the simulated network rate achieved when the group spans
+            nodes (1 = the simulated rate).
     """
 
     fixed_s: float
     bandwidth_efficiency: float = 1.0
     kernel_rate_bytes_per_s: float | None = None
+    cross_node_fixed_s: float = 0.0
+    rdma_efficiency: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.fixed_s >= 0:
@@ -56,13 +73,25 @@ class LibraryOverhead:
         if self.kernel_rate_bytes_per_s is not None and not self.kernel_rate_bytes_per_s > 0:
             raise ConfigError("<api>", "kernel_rate_bytes_per_s",
                               f"must be > 0 or None, got {self.kernel_rate_bytes_per_s!r}")
+        if not self.cross_node_fixed_s >= 0:
+            raise ConfigError("<api>", "cross_node_fixed_s", f"must be >= 0, got {self.cross_node_fixed_s!r}")
+        if not 0 < self.rdma_efficiency <= 1:
+            raise ConfigError("<api>", "rdma_efficiency", f"must be in (0, 1], got {self.rdma_efficiency!r}")
 
-    def duration_s(self, network_s: float, gpu_bytes: float | None = None) -> float:
+    def duration_s(self, network_s: float, gpu_bytes: float | None = None, remote_fraction: float = 0.0) -> float:
         """Duration of a call whose traffic takes ``network_s`` on the network; ``gpu_bytes`` (the
-        most bytes one GPU emits) selects the kernel-rate model when the rate is known."""
+        most bytes one GPU emits) selects the kernel-rate model when the rate is known;
+        ``remote_fraction`` (mean share of a rank's peers on other nodes, 0 within one node)
+        adds the cross-node terms."""
+        if not 0 <= remote_fraction <= 1:
+            raise ValueError(f"remote_fraction must be in [0, 1], got {remote_fraction}")
+        fixed = self.fixed_s
+        if remote_fraction > 0:
+            fixed += remote_fraction * self.cross_node_fixed_s
+            network_s = network_s / self.rdma_efficiency
         if self.kernel_rate_bytes_per_s is None or gpu_bytes is None:
-            return self.fixed_s + network_s / self.bandwidth_efficiency
-        return self.fixed_s + max(network_s, gpu_bytes / self.kernel_rate_bytes_per_s)
+            return fixed + network_s / self.bandwidth_efficiency
+        return fixed + max(network_s, gpu_bytes / self.kernel_rate_bytes_per_s)
 
 
 @dataclass(frozen=True)
@@ -97,10 +126,21 @@ class CommOverheads:
         return getattr(self, library)
 
     def duration_s(self, library: str, network_s: float, op: str | None = None,
-                   gpu_bytes: float | None = None) -> float:
+                   gpu_bytes: float | None = None, remote_fraction: float = 0.0) -> float:
         """Duration of one call of ``library`` (optionally its operation ``op``) whose traffic
         takes ``network_s`` on the simulated network; see the module docstring for the models."""
-        return self.overhead(library, op).duration_s(network_s, gpu_bytes)
+        return self.overhead(library, op).duration_s(network_s, gpu_bytes, remote_fraction)
+
+
+def remote_fraction(nodes: Sequence[int]) -> float:
+    """Mean share of a rank's peers that sit on another node, for a group whose members are on
+    ``nodes`` (node index per member): 0 within one node, ``(N-1)g / (Ng-1)`` for N nodes of g
+    members each (0.533, 0.774, 0.889 for 2, 4, 8 HGX nodes)."""
+    n = len(nodes)
+    if n < 2:
+        return 0.0
+    counts = Counter(nodes)
+    return sum((n - counts[m]) for m in nodes) / (n * (n - 1))
 
 
 #: Fitted by ``python benchmarks/validate_comm.py`` (``cosim.validation.comm.fit_overheads``) on
@@ -109,22 +149,25 @@ class CommOverheads:
 #: and int8; 504 rows), DeepEP normal mode (sglang 0.5.12, node_num 1, every shape, best time over
 #: the SM counts; 414 dispatch + 414 combine rows) and DeepEP low-latency mode (sglang 0.5.12 and
 #: 0.5.6.post2, node_num 1; 193 + 193 rows). Criterion: least mean absolute relative error. The
-#: multi-node DeepEP rows (node_num 2/4/8) were not used; their error is the validation
+#: DeepEP cross-node terms (``cross_node_fixed_s``, ``rdma_efficiency``) are fitted afterwards on
+#: the 2-node rows ONLY (``fit_cross_node``; 23 + 23 normal, 26 + 26 low-latency rows on
+#: ``h200-hgx-2node``); the 4- and 8-node rows were used for neither fit and are the test
 #: (docs/validation-comm.md). Library-wide entries pool all operations of the library; ``p2p``
 #: has no measured table and reuses the pooled NCCL constants.
 DEFAULT_OVERHEADS = CommOverheads(
     nccl=LibraryOverhead(5.13e-6, 0.656),
-    deepep_normal=LibraryOverhead(29.9e-6, 0.644, 283e9),
-    deepep_ll=LibraryOverhead(9.82e-6, 0.558, 228e9),
+    deepep_normal=LibraryOverhead(29.9e-6, 0.644, 283e9, cross_node_fixed_s=0.0, rdma_efficiency=0.822),
+    deepep_ll=LibraryOverhead(9.82e-6, 0.558, 228e9, cross_node_fixed_s=16.0e-6, rdma_efficiency=0.952),
     p2p=LibraryOverhead(5.13e-6, 0.656),
     ops={
         "nccl.all_reduce": LibraryOverhead(4.85e-6, 0.701),
         "nccl.all_gather": LibraryOverhead(4.68e-6, 0.575),
         "nccl.reduce_scatter": LibraryOverhead(4.43e-6, 0.618),
         "nccl.all_to_all": LibraryOverhead(8.39e-6, 0.637),
-        "deepep_normal.dispatch": LibraryOverhead(25.8e-6, 0.637, 277e9),
-        "deepep_normal.combine": LibraryOverhead(37.6e-6, 0.657, 290e9),
-        "deepep_ll.dispatch": LibraryOverhead(9.82e-6, 0.593, 253e9),
-        "deepep_ll.combine": LibraryOverhead(9.96e-6, 0.519, 222e9),
+        "deepep_normal.dispatch": LibraryOverhead(25.8e-6, 0.637, 277e9, cross_node_fixed_s=0.0, rdma_efficiency=0.868),
+        "deepep_normal.combine": LibraryOverhead(37.6e-6, 0.657, 290e9, cross_node_fixed_s=18.0e-6,
+                                                 rdma_efficiency=0.744),
+        "deepep_ll.dispatch": LibraryOverhead(9.82e-6, 0.593, 253e9, cross_node_fixed_s=14.0e-6, rdma_efficiency=0.948),
+        "deepep_ll.combine": LibraryOverhead(9.96e-6, 0.519, 222e9, cross_node_fixed_s=23.8e-6, rdma_efficiency=0.954),
     },
 )

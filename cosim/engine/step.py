@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads
+from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads, remote_fraction
 from cosim.engine.schedule import Schedule, schedule
 from cosim.errors import ConfigError
 from cosim.network import FlowSet, simulate
@@ -124,6 +124,13 @@ class CollectiveNetwork:
             self._gpus_per_node = D.topology_gpus_per_node(self.topology)
         return self._gpus_per_node
 
+    def remote_fraction(self, spec: CollectiveSpec) -> float:
+        """Mean share of a member's peers on other nodes (DeepEP collectives; 0 for the others,
+        whose libraries have no cross-node terms)."""
+        if not spec.library.startswith("deepep") or len(spec.ranks) < 2:
+            return 0.0
+        return remote_fraction(D.group_nodes(spec.ranks, self.gpus_per_node))
+
     def run(self, specs: list[CollectiveSpec], offsets_s: list[float]) -> _NetworkRun:
         """Simulate ``specs`` together, each starting ``offsets_s`` after the first."""
         key = tuple((s.shape_key(), round(o * 1e9)) for s, o in zip(specs, offsets_s))
@@ -198,15 +205,17 @@ class StepResult:
 
 
 def collective_duration_s(overheads: CommOverheads, spec: CollectiveSpec, network_s: float,
-                          gpu_bytes: float | None = None) -> float:
+                          gpu_bytes: float | None = None, remote_fraction: float = 0.0) -> float:
     """Network time plus the library's overhead model, keyed by library and operation
-    (``deepep_ll.dispatch``, ``nccl.all_reduce`` ...) and the most bytes one GPU emits
+    (``deepep_ll.dispatch``, ``nccl.all_reduce`` ...), the most bytes one GPU emits
     (``gpu_bytes``: over the collective's flows, forwarded bytes included, as in the validation;
-    default: the largest row sum of the bytes matrix)."""
+    default: the largest row sum of the bytes matrix) and the share of peers on other nodes
+    (``remote_fraction``, for the cross-node terms)."""
     if gpu_bytes is None:
         m = spec.bytes_matrix
         gpu_bytes = float(m.sum(axis=1).max()) if m.shape[0] > 1 else float(m.sum())
-    return overheads.duration_s(spec.library, network_s, op=spec.op, gpu_bytes=gpu_bytes)
+    return overheads.duration_s(spec.library, network_s, op=spec.op, gpu_bytes=gpu_bytes,
+                                remote_fraction=remote_fraction)
 
 
 def simulate_step(spec: StepSpec, kernels, topology: Topology, backend: str = "flow", *,
@@ -249,8 +258,9 @@ def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", 
     net = CollectiveNetwork(topology, backend)
     colls = trace.collectives
     alone = [net.run([c], [0.0]) for c in colls]
-    durations = np.array([collective_duration_s(overheads, c, a.network_s[0], a.gpu_bytes[0])
-                          for c, a in zip(colls, alone)])
+    remote = [net.remote_fraction(c) for c in colls]
+    durations = np.array([collective_duration_s(overheads, c, a.network_s[0], a.gpu_bytes[0], rf)
+                          for c, a, rf in zip(colls, alone, remote)])
     sched = schedule(trace, lambda cid: float(durations[cid]))
     iterations = 0
     for iterations in range(1, max_congestion_iterations + 1):
@@ -260,7 +270,8 @@ def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", 
             offsets = [sched.collective_start_s[c] - t0 for c in cluster]
             run = net.run([colls[c] for c in cluster], offsets)
             for i, c in enumerate(cluster):
-                updated[c] = collective_duration_s(overheads, colls[c], run.network_s[i], alone[c].gpu_bytes[0])
+                updated[c] = collective_duration_s(overheads, colls[c], run.network_s[i], alone[c].gpu_bytes[0],
+                                                   remote[c])
         if np.allclose(updated, durations, rtol=1e-3, atol=1e-9):
             break
         durations = updated

@@ -189,3 +189,45 @@ def test_step_engine_deepep_traffic_is_the_validated_model(phase, tokens, librar
             assert coll.node_bytes_matrix.shape == ((16, 2) if op == "dispatch" else (2, 16))
             tags = np.array(fs.tags)
             assert coll.node_bytes_matrix.sum() == pytest.approx(np.array(fs.size_bytes)[tags == "rdma"].sum())
+
+
+class TokenKernels:
+    """Routed experts take 0.1 us per token of their op, everything else 10 us: makes the
+    per-rank expert load visible in closed form."""
+
+    def duration(self, op):
+        from cosim.ops import MoeOp
+
+        return _D(op.num_tokens * 1e-7 if isinstance(op, MoeOp) else 10e-6)
+
+
+def test_per_rank_expert_load_follows_the_routing_sample_and_makes_stragglers():
+    from cosim.models import Parallelism, Precision, load_model
+    from cosim.ops import MoeOp
+    from cosim.trace.builder import StepSpec
+    from cosim.trace.moe_traffic import sampled_routing_counts
+
+    pytest.importorskip("aiconfigurator_core")
+    model = load_model("deepseek-ai/DeepSeek-V3")
+    results = {}
+    for load in ("per_rank", "table"):
+        spec = StepSpec(model, Parallelism(tp=8, ep=8, dp_attention=True),
+                        Precision.from_checkpoint(model, dispatch="fp8"), "generation", batch_per_rank=64,
+                        routing_skew=1.5, moe_load=load)
+        results[load] = simulate_step(spec, TokenKernels(), star(8, bandwidth="3600Gbps"), "flow", overheads=ZERO)
+    # The same routing sample the dispatch traffic comes from sizes each rank's experts.
+    received = sampled_routing_counts(64, 256, 8, 8, node_of=[0] * 8, skew=1.5, seed=0).expert_tokens
+    tokens = 64 * 8  # the table convention: tokens entering the layer on the EP group
+    durations = []
+    for r, rank in enumerate(results["per_rank"].trace.ranks):
+        node = next(n for n in rank.nodes if isinstance(n, ComputeNode) and isinstance(n.op, MoeOp))
+        assert node.op.distribution == "balanced"  # the imbalance is explicit now
+        assert node.op.num_tokens == round(tokens * received[r] / received.mean())
+        durations.append(node.duration_s)
+    assert max(durations) / min(durations) > 1.5  # hot experts make hot ranks
+    table = [n.duration_s for rank in results["table"].trace.ranks for n in rank.nodes
+             if isinstance(n, ComputeNode) and isinstance(n.op, MoeOp)]
+    assert table == pytest.approx([tokens * 1e-7] * 8 * 58)
+    # Every MoE layer waits for its slowest rank before the combine: 58 x (max - mean) longer.
+    extra = results["per_rank"].step_time_s - results["table"].step_time_s
+    assert extra == pytest.approx(58 * (max(durations) - tokens * 1e-7), rel=0.02)

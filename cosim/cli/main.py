@@ -133,7 +133,7 @@ def _cmd_step(args: argparse.Namespace) -> int:
     phase = "generation" if args.phase == "decode" else "context"
     spec = StepSpec(model, parallel, precision, phase, batch_per_rank=args.batch,
                     new_tokens=1 if phase == "generation" else args.new_tokens, prefix_tokens=args.context,
-                    overlap=args.overlap, routing_skew=args.skew)
+                    overlap=args.overlap, routing_skew=args.skew, moe_load=args.moe_load)
     kernels = KernelTables.load(args.system, framework=args.framework)
     with console.status(f"simulating one {args.phase} step of {model.name} on {topo.name} ({args.backend} backend)"):
         result = simulate_step(spec, kernels, topo, args.backend)
@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--context", type=int, default=0, help="tokens already in the KV cache per request")
     step.add_argument("--overlap", choices=["none", "tbo"], default="none", help="two-batch overlap")
     step.add_argument("--skew", type=float, default=0.0, help="routing skew (0 = uniform, 1 = power law)")
+    step.add_argument("--moe-load", choices=["per_rank", "table"], default="per_rank",
+                      help="expert compute per rank from its own routed tokens (stragglers), or the table's "
+                           "distribution for every rank")
     step.add_argument("--dispatch-dtype", default="fp8", help="dtype of dispatched activations (fp8, bfloat16)")
     step.add_argument("--kv-dtype", default=None, help="KV cache dtype (bfloat16, fp8)")
     step.add_argument("--backend", "-b", default="flow", choices=["packet", "flow"])

@@ -20,6 +20,7 @@ experts(1), combine(1), so one micro-batch communicates while the other computes
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,6 +52,14 @@ class StepSpec:
         routing_skew: 0 = uniform routing; > 0 = power-law expert popularity (hot experts).
         seed: seed of the routing sample.
         moe_library: DeepEP mode for dispatch/combine; ``auto`` = normal in prefill, LL in decode.
+        moe_load: how the routed-expert compute of each rank is sized. ``per_rank`` (default, with
+            DeepEP dispatch): from the (token, expert) selections that rank receives in the step's
+            routing sample (the kernel table's balanced rows at the equivalent token count), so
+            the random imbalance of uniform routing and the hot ranks under ``routing_skew``
+            make stragglers that the dispatch/combine of the next layer waits for. ``table``:
+            every rank gets the table's time for the layer's token count and the router
+            distribution matching ``routing_skew`` (aiconfigurator's convention: that row times
+            the rank holding the hot experts).
         gpus_per_node: GPUs per node (scale-up domain) for DeepEP's per-node traffic; the node of
             rank r is ``r // gpus_per_node``. ``None``: the topology's in
             :func:`cosim.engine.step.simulate_step`, DeepEP's 8 in :func:`build_step_trace`.
@@ -68,6 +77,7 @@ class StepSpec:
     seed: int = 0
     moe_library: Literal["auto", "deepep_normal", "deepep_ll"] = "auto"
     gpus_per_node: int | None = None
+    moe_load: Literal["per_rank", "table"] = "per_rank"
 
     def __post_init__(self) -> None:
         if self.gpus_per_node is not None and self.gpus_per_node < 1:
@@ -80,6 +90,8 @@ class StepSpec:
             raise ConfigError("<api>", "overlap", f"expected 'none' or 'tbo', got {self.overlap!r}")
         if self.overlap == "tbo" and self.batch_per_rank * self.new_tokens < 2:
             raise ConfigError("<api>", "overlap", "two-batch overlap needs at least 2 tokens per rank")
+        if self.moe_load not in ("per_rank", "table"):
+            raise ConfigError("<api>", "moe_load", f"expected 'per_rank' or 'table', got {self.moe_load!r}")
         if self.phase == "generation" and self.new_tokens != 1:
             raise ConfigError("<api>", "new_tokens", "a decode step has new_tokens = 1")
 
@@ -122,15 +134,25 @@ class _TraceWriter:
         self.ranks = [RankTrace(r) for r in range(num_ranks)]
         self.collectives: list[CollectiveSpec] = []
         self.kernels = kernels
+        self._durations: dict = {}
 
-    def compute(self, ranks: list[int], op: ComputeOp, deps: dict[int, list[int]], layer: int, mb: int) -> dict[int, int]:
-        d = self.kernels.duration(op)
+    def duration(self, op: ComputeOp):
+        d = self._durations.get(op)
+        if d is None:
+            d = self._durations[op] = self.kernels.duration(op)
+        return d
+
+    def compute(self, ranks: list[int], op: ComputeOp | dict[int, ComputeOp], deps: dict[int, list[int]],
+                layer: int, mb: int) -> dict[int, int]:
+        """One compute node on every rank of ``ranks``: the same ``op``, or ``op[rank]`` per rank."""
         out = {}
         for r in ranks:
+            rank_op = op[r] if isinstance(op, dict) else op
+            d = self.duration(rank_op)
             nodes = self.ranks[r].nodes
             nid = len(nodes)
-            nodes.append(ComputeNode(nid, f"L{layer}.mb{mb}.{op.name}", op, d.seconds, d.source,
-                                     tuple(deps.get(r, ())), layer, mb, op_class(op)))
+            nodes.append(ComputeNode(nid, f"L{layer}.mb{mb}.{rank_op.name}", rank_op, d.seconds, d.source,
+                                     tuple(deps.get(r, ())), layer, mb, op_class(rank_op)))
             out[r] = nid
         return out
 
@@ -203,6 +225,7 @@ def build_step_trace(spec: StepSpec, kernels) -> StepTrace:
         "new_tokens": str(spec.new_tokens), "prefix_tokens": str(spec.prefix_tokens),
         "tp": str(par.tp), "ep": str(par.ep), "dp_attention": str(par.dp_attention), "pp": str(par.pp),
         "overlap": spec.overlap, "routing_skew": str(spec.routing_skew), "moe_library": spec.library,
+        "moe_load": spec.moe_load,
         "gpus_per_node": str(spec.gpus_per_node or DEFAULT_GPUS_PER_NODE),
         "kernels": getattr(kernels, "describe", lambda: type(kernels).__name__)(),
     }
@@ -241,20 +264,20 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
         if comm.moe_pattern in ("all_to_all", "allgather_reducescatter"):
             router = next(op for op in ffn_ops if op.name == "router")
             deps = _as_deps(w.compute(ranks, router, deps, layer, mb))
-            (dispatch_m, dispatch_x), combine = _moe_matrices(spec, comm, ranks)
+            (dispatch_m, dispatch_x), combine, received = _moe_matrices(spec, comm, ranks)
             kind = "all_to_all_v" if comm.moe_pattern == "all_to_all" else "all_gather"
             lib = spec.library if kind == "all_to_all_v" else "nccl"
             sent = w.collective(f"L{layer}.mb{mb}.dispatch", kind, lib, ranks, dispatch_m, deps, layer, mb,
                                 **dispatch_x)
-            moe_state.append((deps, sent, combine, kind, lib))
+            moe_state.append((deps, sent, combine, kind, lib, received))
         else:
-            moe_state.append((deps, None, None, None, None))
+            moe_state.append((deps, None, None, None, None, None))
         last[mb] = deps
 
     # Phase 2 per micro-batch: experts (after dispatch), shared expert (overlaps the dispatch),
     # combine, FFN all-reduce.
     for mb, (attn_ops, ffn_ops, comm) in enumerate(per_mb):
-        after_router, dispatched, combine, kind, lib = moe_state[mb]
+        after_router, dispatched, combine, kind, lib, received = moe_state[mb]
         if dispatched is None:
             deps = last[mb]
             for op in ffn_ops:
@@ -265,7 +288,7 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
             last[mb] = deps
             continue
         experts = next(op for op in ffn_ops if isinstance(op, MoeOp))
-        exp = _as_deps(w.compute(ranks, experts, _as_deps(dispatched), layer, mb))
+        exp = _as_deps(w.compute(ranks, _expert_ops(spec, experts, ranks, received), _as_deps(dispatched), layer, mb))
         shared = after_router
         for op in ffn_ops:
             if op.name.startswith("shared_"):
@@ -277,12 +300,27 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
         last[mb] = {r: [combined[r]] + shared.get(r, []) for r in ranks}
 
 
+def _expert_ops(spec: StepSpec, experts: MoeOp, ranks: list[int],
+                received: np.ndarray | None) -> MoeOp | dict[int, MoeOp]:
+    """The routed-expert op of every rank. ``moe_load='per_rank'`` with a routing sample: rank
+    r's op is the balanced-table op at ``num_tokens * received[r] / mean(received)`` (its own
+    load; the mean keeps the table's token convention); otherwise the same op for every rank."""
+    if (spec.moe_load != "per_rank" or received is None or experts.tp_size != 1
+            or experts.ep_size != len(ranks) or not received.mean() > 0):
+        return experts
+    scale = received / received.mean()
+    return {r: dataclasses.replace(experts, num_tokens=max(1, int(round(experts.num_tokens * f))),
+                                   distribution="balanced")
+            for r, f in zip(ranks, scale)}
+
+
 _Traffic = tuple[np.ndarray, dict]
 
 
-def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Traffic]:
+def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Traffic, np.ndarray | None]:
     """Dispatch and combine traffic of one MoE layer: (bytes matrix, extra CollectiveSpec
-    fields) each.
+    fields) each, and the (token, expert) selections every rank receives (None without a
+    routing sample).
 
     DeepEP (all-to-all pattern), from the step's routing sample (drawn once, cached, reused by
     every layer; :func:`cosim.trace.moe_traffic.sampled_routing_counts`):
@@ -299,7 +337,7 @@ def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Tr
     if comm.moe_pattern == "allgather_reducescatter":
         total = comm.tokens_per_rank * len(ranks)
         return ((_scalar(total * comm.dispatch_bytes_per_token), {}),
-                (_scalar(total * comm.combine_bytes_per_token), {}))
+                (_scalar(total * comm.combine_bytes_per_token), {}), None)
     ep, hidden, prec = len(ranks), spec.model.hidden_size, spec.precision
     node_of = D.group_nodes(ranks, spec.gpus_per_node or DEFAULT_GPUS_PER_NODE)
     nodes = max(node_of) + 1
@@ -311,7 +349,7 @@ def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Tr
                                      "dispatch")
         combine = D.ll_bytes_matrix(counts.selections, D.ll_combine_bytes_per_selection(hidden, prec.combine),
                                     "combine")
-        return (dispatch, qps), (combine, qps)
+        return (dispatch, qps), (combine, qps), counts.expert_tokens
     counts = sampled_routing_counts(comm.tokens_per_rank, moe.num_experts, moe.top_k, ep,
                                     topk_nodes=D.topk_nodes_limit(nodes), node_of=node_of,
                                     skew=spec.routing_skew, seed=spec.seed)
@@ -322,4 +360,4 @@ def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Tr
         tok, node = D.normal_bytes_matrices(counts.tokens, counts.node_tokens * remote, per_token, op)
         extra = {"node_bytes_matrix": np.rint(node).astype(np.int64)} if nodes > 1 else {}
         out.append((np.rint(tok).astype(np.int64), extra))
-    return out[0], out[1]
+    return out[0], out[1], counts.expert_tokens

@@ -51,3 +51,18 @@ def test_console_script_is_installed():
     proc = subprocess.run([sys.executable, "-m", "cosim.cli.main", "topology", "show", "h100-hgx-node"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "nvswitch" in proc.stdout
+
+
+def test_step_prints_breakdown_memory_and_writes_traces(tmp_path, capsys):
+    pytest.importorskip("aiconfigurator_core")
+    argv = ["step", "-m", "deepseek-ai/DeepSeek-V3", "-t", "h200-hgx-node", "--tp", "8", "--dp-attention",
+            "--batch", "16", "--context", "1024", "--trace-out", str(tmp_path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "step time" in out and "comm: dispatch" in out and "compute: moe_experts" in out
+    assert "memory per GPU" in out and "141.0 GiB HBM" in out and "does not fit" not in out
+    assert (tmp_path / "step.pb").exists() and len(list(tmp_path.glob("*.et"))) == 8
+    # DeepSeek-V3 on one 80 GB H100 node with TP8 does not hold its weights and a 64 x 4k KV cache.
+    assert main(["step", "-m", "deepseek-ai/DeepSeek-V3", "-t", "h100-hgx-node", "--system", "h100_sxm",
+                 "--tp", "8", "--batch", "64", "--context", "4096"]) == 0
+    assert "does not fit in GPU memory" in capsys.readouterr().out

@@ -26,6 +26,7 @@ from cosim.models import (
     model_head_ops,
     param_counts,
     parse_config,
+    step_memory,
     weight_breakdown,
     weight_bytes_per_gpu,
 )
@@ -106,6 +107,21 @@ def test_mla_kv_bytes_closed_form_tiny():
         for par in (Parallelism(tp=1), Parallelism(tp=8), Parallelism(tp=8, ep=8, dp_attention=True)):
             # the latent cache has no head axis: the same on every TP rank
             assert kv_cache_bytes_per_token(m, par, Precision(kv_cache=kv)) == (16 + 4) * nbytes * 4
+
+
+def test_step_memory_adds_weights_kv_of_the_batch_and_activations():
+    m = parse_config(TINY_MLA)
+    par, prec = Parallelism(tp=8, ep=8, dp_attention=True), Precision(kv_cache="fp8")
+    mem = step_memory(m, par, prec, "generation", batch_per_rank=5, prefix_tokens=100, capacity_bytes=1e12)
+    assert mem.kv_cache_bytes == 5 * 101 * (16 + 4) * 1 * 4  # 5 requests x 101 tokens x latent x 4 layers
+    assert mem.weight_bytes == weight_bytes_per_gpu(m, par, prec)
+    assert mem.activation_bytes == activation_bytes_per_gpu(m, par, prec, 5, "generation", 100)
+    assert mem.total_bytes == mem.weight_bytes + mem.kv_cache_bytes + mem.activation_bytes
+    assert mem.fits is True
+    assert step_memory(m, par, prec, "context", 2, new_tokens=50, capacity_bytes=1.0).fits is False
+    assert step_memory(m, par, prec, "context", 2, new_tokens=50).fits is None  # capacity unknown
+    with pytest.raises(ConfigError, match="batch_per_rank"):
+        step_memory(m, par, prec, "generation", 0)
 
 
 def test_gqa_kv_bytes_replicated_beyond_kv_heads():

@@ -155,6 +155,16 @@ def _cmd_step(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"overlap achieved: {result.overlap_fraction:.1%} of communication hidden; compute durations: "
                   + ", ".join(f"{n} {k}" for k, n in sorted(result.duration_sources.items())))
+    mem = result.memory
+    if mem is not None:
+        cap = "" if mem.capacity_bytes is None else f" of {format_bytes(mem.capacity_bytes)} HBM " \
+            f"({mem.total_bytes / mem.capacity_bytes:.0%})"
+        console.print(f"memory per GPU: weights {format_bytes(mem.weight_bytes)} + KV cache "
+                      f"{format_bytes(mem.kv_cache_bytes)} + activations {format_bytes(mem.activation_bytes)} = "
+                      f"{format_bytes(mem.total_bytes)}{cap}")
+        if mem.fits is False:
+            console.print("[bold yellow]warning:[/] this deployment does not fit in GPU memory; the step time "
+                          "is what it would take if it did")
     util = result.link_utilization()
     links = Table(title="Hottest links during the step")
     for col in ("link", "tier", "GB/s", "bytes", "mean util", "peak queue"):

@@ -22,6 +22,7 @@ import numpy as np
 from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads, remote_fraction
 from cosim.engine.schedule import Schedule, schedule
 from cosim.errors import ConfigError
+from cosim.models.memory import StepMemory, step_memory
 from cosim.network import FlowSet, simulate
 from cosim.network import collectives as C
 from cosim.network import deepep as D
@@ -172,6 +173,8 @@ class StepResult:
         duration_sources: count of compute durations per source (measured, interpolated, roofline).
         link_tx_bytes / link_peak_queue_bytes: per directed link over the whole step.
         network_simulations / network_wall_s / wall_s: cost of the run.
+        memory: weights, KV cache and activations on the most loaded GPU and its capacity
+            (:func:`simulate_step` only; ``None`` for a bare trace).
     """
 
     spec: StepSpec | None
@@ -193,6 +196,7 @@ class StepResult:
     topology: Topology | None = None
     backend: str = ""
     extra: dict = field(default_factory=dict)
+    memory: StepMemory | None = None
 
     @property
     def step_time_s(self) -> float:
@@ -239,6 +243,9 @@ def simulate_step(spec: StepSpec, kernels, topology: Topology, backend: str = "f
     result = simulate_trace(trace, topology, backend, overheads=overheads,
                             max_congestion_iterations=max_congestion_iterations)
     result.spec = spec
+    system = getattr(kernels, "system", None)
+    result.memory = step_memory(spec.model, spec.parallel, spec.precision, spec.phase, spec.batch_per_rank,
+                                spec.new_tokens, spec.prefix_tokens, getattr(system, "mem_capacity_bytes", None))
     result.wall_s = time.perf_counter() - wall0
     return result
 

@@ -18,10 +18,12 @@ from cosim.models.comm import HeadComm, LayerComm, head_comm, layer_comm
 from cosim.models.layers import HeadOps, Workload, layer_ops, model_head_ops
 from cosim.models.loader import SUPPORTED_MODEL_TYPES, parse_config
 from cosim.models.memory import (
+    StepMemory,
     WeightBytes,
     activation_bytes_per_gpu,
     kv_cache_bytes_per_request,
     kv_cache_bytes_per_token,
+    step_memory,
     weight_breakdown,
     weight_bytes_per_gpu,
 )
@@ -32,8 +34,8 @@ from cosim.models.spec import AttentionSpec, IndexerSpec, LayerSpec, ModelSpec, 
 
 __all__ = [
     "AttentionSpec", "HeadComm", "HeadOps", "IndexerSpec", "LayerComm", "LayerSpec", "ModelSpec", "MoESpec",
-    "ParamCounts", "Parallelism", "Precision", "SUPPORTED_MODEL_TYPES", "WeightBytes", "Workload",
+    "ParamCounts", "Parallelism", "Precision", "SUPPORTED_MODEL_TYPES", "StepMemory", "WeightBytes", "Workload",
     "activation_bytes_per_gpu", "bundled_configs_dir", "head_comm", "kv_cache_bytes_per_request",
     "kv_cache_bytes_per_token", "layer_comm", "layer_ops", "list_bundled_models", "load_model",
-    "model_head_ops", "param_counts", "parse_config", "weight_breakdown", "weight_bytes_per_gpu",
+    "model_head_ops", "param_counts", "parse_config", "step_memory", "weight_breakdown", "weight_bytes_per_gpu",
 ]

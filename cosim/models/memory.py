@@ -155,3 +155,43 @@ def _working_set_bytes(op: object, model: ModelSpec, precision: Precision) -> fl
     if isinstance(op, MemoryOp) and op.name == "indexer_logits":
         return op.bytes
     return 0.0
+
+
+@dataclass(frozen=True)
+class StepMemory:
+    """Memory on the most loaded GPU while it runs one step (bytes).
+
+    ``kv_cache_bytes`` holds the step's requests at their full length (cached plus new tokens);
+    ``capacity_bytes`` is the GPU's HBM (``None`` when unknown).
+    """
+
+    weight_bytes: float
+    kv_cache_bytes: float
+    activation_bytes: float
+    capacity_bytes: float | None = None
+
+    @property
+    def total_bytes(self) -> float:
+        return self.weight_bytes + self.kv_cache_bytes + self.activation_bytes
+
+    @property
+    def fits(self) -> bool | None:
+        """Whether the total fits in the GPU's memory (None when the capacity is unknown)."""
+        return None if self.capacity_bytes is None else self.total_bytes <= self.capacity_bytes
+
+
+def step_memory(model: ModelSpec, parallel: Parallelism, precision: Precision, phase: Phase, batch_per_rank: int,
+                new_tokens: int = 1, prefix_tokens: int = 0, capacity_bytes: float | None = None) -> StepMemory:
+    """Weights, KV cache and activations on one GPU for a step of ``batch_per_rank`` requests of
+    ``new_tokens`` new tokens after ``prefix_tokens`` cached ones (the batch of one attention
+    rank under DP attention, of the TP group otherwise; the KV cache of a request is sharded as
+    :func:`kv_cache_bytes_per_request` says)."""
+    if batch_per_rank < 1:
+        raise ConfigError("<api>", "batch_per_rank", f"expected >= 1, got {batch_per_rank!r}")
+    kv = batch_per_rank * kv_cache_bytes_per_request(model, parallel, precision, prefix_tokens + new_tokens)
+    if phase == "context":
+        act = activation_bytes_per_gpu(model, parallel, precision, batch_per_rank * new_tokens, "context",
+                                       prefix_tokens)
+    else:
+        act = activation_bytes_per_gpu(model, parallel, precision, batch_per_rank, "generation", prefix_tokens)
+    return StepMemory(weight_bytes_per_gpu(model, parallel, precision), kv, act, capacity_bytes)

@@ -1,6 +1,6 @@
 """Communication validation against aiconfigurator-core's measured h200_sxm tables.
 
-Simulates every measured NCCL (2/4/8 GPUs) and DeepEP (normal and low-latency; node_num 1, 2, 4,
+Simulates every measured NCCL and TensorRT-LLM custom all-reduce (2/4/8 GPUs) and DeepEP (normal and low-latency; node_num 1, 2, 4,
 8) row on the h200 HGX topologies with the flow backend, fits the per-library overheads on the
 single-node rows only (strict protocol) and the DeepEP cross-node terms on the 2-node rows only
 (calibrated protocol), and reports the error on every table, in particular on the multi-node
@@ -60,6 +60,7 @@ def _overheads_dict(o):
                 "kernel_rate_GBps": None if x.kernel_rate_bytes_per_s is None else x.kernel_rate_bytes_per_s / 1e9,
                 "cross_node_fixed_us": x.cross_node_fixed_s * 1e6, "rdma_efficiency": x.rdma_efficiency}
     d = {lib: one(getattr(o, lib)) for lib in ("nccl", "deepep_normal", "deepep_ll", "p2p")}
+    d["custom_allreduce"] = None if o.custom_allreduce is None else one(o.custom_allreduce)
     d["ops"] = {k: one(v) for k, v in sorted(o.ops.items())}
     return d
 
@@ -74,7 +75,8 @@ def print_tables(res, console):
     for col in ("constants", "fixed us", "bandwidth efficiency", "kernel rate GB/s", "cross-node fixed us",
                 "RDMA efficiency"):
         t.add_column(col, justify="right" if col != "constants" else "left")
-    entries = [(lib, getattr(o, lib)) for lib in ("nccl", "deepep_normal", "deepep_ll")] + sorted(o.ops.items())
+    entries = [(lib, getattr(o, lib)) for lib in ("nccl", "custom_allreduce", "deepep_normal", "deepep_ll")
+               if getattr(o, lib) is not None] + sorted(o.ops.items())
     for name, x in entries:
         rate = "-" if x.kernel_rate_bytes_per_s is None else f"{x.kernel_rate_bytes_per_s / 1e9:.0f}"
         cross = name.startswith("deepep")
@@ -171,8 +173,11 @@ def plot(res, path: Path) -> None:
                 d = sub[sub.op == op].sort_values("message_bytes")
                 ax.loglog(d.message_bytes, d.measured_s * 1e6, "o", ms=3.5, color=c)
                 ax.loglog(d.message_bytes, d.predicted_s * 1e6, "-", color=c, label=op)
+            d = rows[(rows.table == "custom_allreduce") & (rows.num_gpus == 8)].sort_values("message_bytes")
+            ax.loglog(d.message_bytes, d.measured_s * 1e6, "s", ms=3.5, color="black")
+            ax.loglog(d.message_bytes, d.predicted_s * 1e6, "-", color="black", label="TRT-LLM custom all_reduce")
             ax.set_xlabel("buffer bytes")
-            ax.set_title("NCCL, 8 GPUs, half (in-sample)")
+            ax.set_title("NCCL and custom all-reduce, 8 GPUs, bf16 (in-sample)")
             ax.legend(fontsize=8)
             ax.set_ylabel("time (us)")
             continue

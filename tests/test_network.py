@@ -63,6 +63,38 @@ def test_ring_all_reduce_closed_form(backend, n):
 
 
 @backend_param()
+@pytest.mark.parametrize("n", [4, 8])
+def test_custom_all_reduce_one_shot_and_two_shot_closed_forms(backend, n):
+    size = n * (1 << 18)  # 256 KiB per slice
+    frame = (4096 + 2) * 8 / B
+
+    def wire(nbytes):  # bytes on the wire with the 2-byte header per frame
+        return nbytes + -(-nbytes // 4096) * 2
+
+    # One-shot: every rank pushes the whole buffer to the n-1 others through its one link.
+    fs = FlowSet()
+    one = C.custom_all_reduce(fs, range(n), size, "one_shot")
+    r = simulate(star(n), fs, backend)
+    assert r.finish_s(one.last) == pytest.approx((n - 1) * wire(size) * 8 / B + frame + 2e-6, rel=0.01)
+    assert np.all(np.bincount(fs.src, weights=fs.size_bytes, minlength=n) == (n - 1) * size)
+    # Two-shot: reduce-scatter then all-gather of size/n slices, two latency-bound steps.
+    fs = FlowSet()
+    two = C.custom_all_reduce(fs, range(n), size, "two_shot")
+    r = simulate(star(n), fs, backend)
+    step = (n - 1) * wire(size // n) * 8 / B + frame + 2e-6
+    assert r.finish_s(two.last) == pytest.approx(2 * step, rel=0.01)
+    assert np.all(np.bincount(fs.src, weights=fs.size_bytes, minlength=n) == 2 * (n - 1) * size // n)
+    # Every rank receives each reduced slice once: all-gather flows wait for their slice's reduce-scatter.
+    rs = [f for f in two.flows if fs.tags[f].endswith(":rs")]
+    assert len(rs) == n * (n - 1)
+    # The size rule picks one-shot for small buffers only.
+    assert C.custom_allreduce_algorithm(C.CUSTOM_ALLREDUCE_ONE_SHOT_MAX_BYTES) == "one_shot"
+    assert C.custom_allreduce_algorithm(C.CUSTOM_ALLREDUCE_ONE_SHOT_MAX_BYTES + 1) == "two_shot"
+    with pytest.raises(FlowError, match="algorithm"):
+        C.custom_all_reduce(FlowSet(), range(n), size, "three_shot")
+
+
+@backend_param()
 def test_pipelined_ring_beats_unchunked_on_latency_bound_links(backend):
     topo = star(8, latency="5us")
     times = {}

@@ -7,6 +7,7 @@ import pytest
 
 from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads, LibraryOverhead
 from cosim.engine.schedule import schedule
+from cosim.errors import ConfigError
 from cosim.engine.step import simulate_step, simulate_trace
 from cosim.ops import GemmOp
 from cosim.topology import topology_from_dict
@@ -231,3 +232,39 @@ def test_per_rank_expert_load_follows_the_routing_sample_and_makes_stragglers():
     # Every MoE layer waits for its slowest rank before the combine: 58 x (max - mean) longer.
     extra = results["per_rank"].step_time_s - results["table"].step_time_s
     assert extra == pytest.approx(58 * (max(durations) - tokens * 1e-7), rel=0.02)
+
+
+def test_tensor_parallel_all_reduce_uses_custom_kernels_inside_a_node_and_nccl_across():
+    from cosim.models import Parallelism, Precision, load_model
+    from cosim.network import FlowSet, simulate
+    from cosim.network import collectives as C
+    from cosim.topology import load_topology
+    from cosim.trace.builder import StepSpec
+
+    pytest.importorskip("aiconfigurator_core")
+    model = load_model("deepseek-ai/DeepSeek-V3")
+
+    def run(topo, tp, library="auto"):
+        spec = StepSpec(model, Parallelism(tp=tp, ep=tp), Precision.from_checkpoint(model), "generation",
+                        batch_per_rank=16, prefix_tokens=1024, allreduce_library=library)
+        result = simulate_step(spec, ConstantKernels(), topo, "flow", overheads=ZERO)
+        coll = next(c for c in result.trace.collectives if c.name.endswith("attn_allreduce"))
+        return coll, result.collective_duration_s[coll.id]
+
+    node = load_topology("h200-hgx-node")
+    custom, custom_s = run(node, 8)
+    assert custom.library == "custom_allreduce"
+    ring, ring_s = run(node, 8, "nccl")
+    assert ring.library == "nccl"
+    # 16 tokens x 7168 bf16 = 229 KB: one-shot, one latency-bound step instead of the ring's 14.
+    size = int(custom.bytes_matrix[0, 0])
+    assert size == 16 * 7168 * 2 and C.custom_allreduce_algorithm(size) == "one_shot"
+    fs = FlowSet()
+    C.custom_all_reduce(fs, range(8), size)
+    assert custom_s == pytest.approx(simulate(node, fs, "flow").completion_time_s, rel=1e-6)
+    assert custom_s < ring_s
+    across, _ = run(load_topology("h200-hgx-2node"), 16)
+    assert across.library == "nccl"  # the custom kernels stay inside one NVLink domain
+    with pytest.raises(ConfigError, match="allreduce_library"):
+        StepSpec(model, Parallelism(tp=8), Precision.from_checkpoint(model), "generation", 1,
+                 allreduce_library="mpi")

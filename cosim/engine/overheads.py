@@ -40,7 +40,7 @@ from typing import Mapping, Sequence
 from cosim.errors import ConfigError
 
 #: Libraries a collective can be implemented by (``cosim.trace.model.CommLibrary``).
-LIBRARIES = ("nccl", "deepep_normal", "deepep_ll", "p2p")
+LIBRARIES = ("nccl", "deepep_normal", "deepep_ll", "p2p", "custom_allreduce")
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ class CommOverheads:
     """Overheads of every communication library, with optional per-operation overrides.
 
     ``ops`` maps ``"<library>.<op>"`` (e.g. ``"nccl.all_reduce"``, ``"deepep_ll.combine"``) to the
-    constants of that operation.
+    constants of that operation. ``custom_allreduce`` is the frameworks' own all-reduce kernel
+    (one node; ``None`` falls back to NCCL's all-reduce constants).
     """
 
     nccl: LibraryOverhead
@@ -107,6 +108,7 @@ class CommOverheads:
     deepep_ll: LibraryOverhead
     p2p: LibraryOverhead
     ops: Mapping[str, LibraryOverhead] = field(default_factory=dict, hash=False)
+    custom_allreduce: LibraryOverhead | None = None  # None: NCCL's all-reduce constants
 
     def __post_init__(self) -> None:
         for key in self.ops:
@@ -123,6 +125,8 @@ class CommOverheads:
             specific = self.ops.get(f"{library}.{op}")
             if specific is not None:
                 return specific
+        if library == "custom_allreduce" and self.custom_allreduce is None:
+            return self.overhead("nccl", "all_reduce")
         return getattr(self, library)
 
     def duration_s(self, library: str, network_s: float, op: str | None = None,
@@ -146,7 +150,8 @@ def remote_fraction(nodes: Sequence[int]) -> float:
 #: Fitted by ``python benchmarks/validate_comm.py`` (``cosim.validation.comm.fit_overheads``) on
 #: single-node h200_sxm rows ONLY, simulated with the flow backend on the ``h200-hgx-node`` preset:
 #: nccl-tests (2.26.2 folder; all_reduce, all_gather, reduce_scatter, alltoall; 2/4/8 GPUs; half
-#: and int8; 504 rows), DeepEP normal mode (sglang 0.5.12, node_num 1, every shape, best time over
+#: and int8; 504 rows), TensorRT-LLM's custom all-reduce (1.3.0rc20, bf16, 2/4/8 GPUs, 69 rows;
+#: one-shot up to 1 MiB, two-shot beyond), DeepEP normal mode (sglang 0.5.12, node_num 1, every shape, best time over
 #: the SM counts; 414 dispatch + 414 combine rows) and DeepEP low-latency mode (sglang 0.5.12 and
 #: 0.5.6.post2, node_num 1; 193 + 193 rows). Criterion: least mean absolute relative error. The
 #: DeepEP cross-node terms (``cross_node_fixed_s``, ``rdma_efficiency``) are fitted afterwards on
@@ -170,4 +175,5 @@ DEFAULT_OVERHEADS = CommOverheads(
         "deepep_ll.dispatch": LibraryOverhead(9.82e-6, 0.593, 253e9, cross_node_fixed_s=14.0e-6, rdma_efficiency=0.948),
         "deepep_ll.combine": LibraryOverhead(9.96e-6, 0.519, 222e9, cross_node_fixed_s=23.8e-6, rdma_efficiency=0.954),
     },
+    custom_allreduce=LibraryOverhead(1.95e-6, 0.716),
 )

@@ -38,7 +38,8 @@ def add_collective_flows(fs: FlowSet, spec: CollectiveSpec, earliest_start_s: fl
     All-to-all-v of DeepEP (``library`` ``deepep_ll`` / ``deepep_normal``) uses the validated
     DeepEP traffic model (:mod:`cosim.network.deepep`) with nodes of ``gpus_per_node`` GPUs (the
     topology's; ``None``: DeepEP's 8); any other all-to-all-v is a plain
-    :func:`cosim.network.collectives.all_to_all_v`.
+    :func:`cosim.network.collectives.all_to_all_v`. All-reduce is NCCL's ring, or the frameworks'
+    one-shot / two-shot kernels for ``library`` ``custom_allreduce``.
     """
     ranks, m, tag = list(spec.ranks), spec.bytes_matrix, spec.name
     after = [fs.barrier([], gpu=ranks[0], tag=f"{tag}:start")] if earliest_start_s > 0 else []
@@ -58,6 +59,8 @@ def add_collective_flows(fs: FlowSet, spec: CollectiveSpec, earliest_start_s: fl
         coll = C.point_to_point(fs, ranks[0], ranks[1], int(m[0, 1]), after=after, tag=tag)
     elif len(ranks) == 1:
         return after
+    elif spec.kind == "all_reduce" and spec.library == "custom_allreduce":
+        coll = C.custom_all_reduce(fs, ranks, int(m[0, 0]), after=after, tag=tag)
     elif spec.kind == "all_reduce":
         coll = C.ring_all_reduce(fs, ranks, int(m[0, 0]), after=after, tag=tag)
     elif spec.kind == "all_gather":

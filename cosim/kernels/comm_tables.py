@@ -16,6 +16,8 @@ bytes, ``_bytes_per_s`` bytes per second.
   converted to seconds. ``num_tokens`` is per rank. The EP size is implied: all GPUs of
   ``node_num`` nodes (8 per HGX node). Defaults follow the reference: sglang ``0.5.12`` (single
   node) and, on h200, ``0.5.6.post2`` (node_num 1, 2, 4, 8 -- the only multi-node data).
+* :func:`custom_allreduce_records`: the frameworks' own all-reduce kernels (one node), milliseconds
+  converted to seconds, element counts to bytes.
 """
 
 from __future__ import annotations
@@ -169,6 +171,63 @@ def deepep_ll_records(system: str, sglang_version: str = "0.5.12", node_num: int
             _us(cols["dispatch_avg_t_us"][i]), float(cols["dispatch_bandwidth_gbps"][i]) * 1e9,
             _us(cols["combine_avg_t_us"][i]), float(cols["combine_bandwidth_gbps"][i]) * 1e9))
     return out
+
+
+@dataclass(frozen=True)
+class CustomAllReduceRecord:
+    """One measured framework all-reduce (TensorRT-LLM, sglang or vLLM custom kernels, CUDA
+    graphs, compute subtracted) on ``num_gpus`` GPUs of one node."""
+
+    system: str
+    framework: str
+    version: str  # folder the row came from
+    implementation: str  # trtllm (AUTO strategy), sglang_graph, vllm_graph ...
+    dtype: str
+    num_gpus: int
+    message_elements: int
+    message_bytes: int
+    latency_s: float
+
+
+#: Rows whose ``implementation``/``backend`` is one of these are the CUDA-graph (served) variants.
+_GRAPH_IMPLEMENTATIONS = ("trtllm", "sglang_graph", "vllm_graph")
+
+
+def custom_allreduce_records(system: str, framework: str = "trtllm", version: str | None = None,
+                             systems_dir: str | Path | None = None) -> list[CustomAllReduceRecord]:
+    """Measured rows of ``comm/<framework>/<version>/custom_allreduce_perf`` (default: the newest
+    folder that has the table); ``message_size`` is an element count (bf16: 2 bytes each). Only
+    the CUDA-graph variants are kept (what a served model runs)."""
+    root = Path(systems_dir) if systems_dir is not None else aiconfigurator_systems_dir()
+    load_system(system, root)
+    base = root / "data" / system / "comm" / framework
+    have = [v for v in _folders(base) if (base / v / "custom_allreduce_perf.parquet").is_file()]
+    if not have:
+        raise ConfigError("<api>", "framework", f"no custom_allreduce_perf table for {system} / {framework}")
+    chosen = version or max(have, key=_version_key)
+    path = base / chosen / "custom_allreduce_perf.parquet"
+    if not path.is_file():
+        raise ConfigError("<api>", "version", f"no custom_allreduce_perf for {system} / {framework} {chosen!r}; "
+                                              f"available: {have}")
+    cols = _read(path, ("allreduce_dtype", "num_gpus", "message_size", "latency"),
+                 optional=("implementation", "backend"))
+    impl = cols.get("implementation") or cols.get("backend") or [framework] * len(cols["latency"])
+    out = []
+    for dtype, n, elems, lat, how in zip(cols["allreduce_dtype"], cols["num_gpus"], cols["message_size"],
+                                         cols["latency"], impl):
+        if lat is None or not lat > 0 or how not in _GRAPH_IMPLEMENTATIONS:
+            continue
+        nbytes = NCCL_DTYPE_BYTES.get(dtype)
+        if nbytes is None:
+            raise ConfigError(str(path), "allreduce_dtype", f"unknown dtype {dtype!r}")
+        out.append(CustomAllReduceRecord(system, framework, chosen, how, dtype, int(n), int(elems),
+                                         int(elems) * nbytes, float(lat) * MS_TO_S))
+    return out
+
+
+def _version_key(v: str) -> tuple:
+    """Natural order of version folders (1.3.0rc20 > 1.3.0rc10 > 1.2.0rc5; 0.5.14 > 0.5.9)."""
+    return tuple((1, int(x), "") if x.isdigit() else (0, 0, x) for x in re.findall(r"\d+|[a-z]+", v))
 
 
 def deepep_default_versions(system: str) -> list[str]:

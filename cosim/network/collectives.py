@@ -232,10 +232,78 @@ def tree_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *,
 
 
 #: Collectives runnable from the command line (``cosim net --collective NAME``), by name.
+def one_shot_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *, after: Iterable[int] = (),
+                        tag: str = "one_shot_all_reduce") -> Collective:
+    """One-shot all-reduce (the framework kernels' small-message path, e.g. TensorRT-LLM's and
+    vLLM's custom all-reduce): every rank pushes its whole ``size_bytes`` buffer to every other
+    rank over direct peer-to-peer paths, then reduces locally. One step; each rank sends
+    (n-1) x the buffer."""
+    ranks = _check_ranks(ranks, tag)
+    return all_to_all(fs, ranks, int(size_bytes), after=after, tag=tag)
+
+
+def two_shot_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *, after: Iterable[int] = (),
+                        tag: str = "two_shot_all_reduce") -> Collective:
+    """Two-shot all-reduce over direct peer-to-peer paths (custom all-reduce kernels, larger
+    messages): reduce-scatter (rank i sends its slice j of the buffer to rank j), then all-gather
+    (rank j sends its reduced slice to every other rank once all slices for it have arrived).
+    Two steps; each rank sends 2(n-1)/n of the buffer, like a ring, but with 2 latencies instead
+    of 2(n-1)."""
+    ranks = _check_ranks(ranks, tag)
+    n = len(ranks)
+    slices = _split(int(size_bytes), n)
+    after = list(after)
+    coll = Collective(tag)
+    arrived: list[list[int]] = [[] for _ in range(n)]
+    for k in range(1, n):
+        for i in range(n):
+            j = (i + k) % n
+            if slices[j]:
+                f = fs.add(ranks[i], ranks[j], slices[j], after=after, tag=f"{tag}:rs")
+                coll.flows.append(f)
+                arrived[j].append(f)
+    for k in range(1, n):
+        for j in range(n):
+            if slices[j]:
+                coll.flows.append(fs.add(ranks[j], ranks[(j + k) % n], slices[j], after=arrived[j] + after,
+                                         tag=f"{tag}:ag"))
+    coll.last = list(coll.flows)
+    return coll
+
+
+#: Algorithms of the frameworks' custom all-reduce kernels (:func:`custom_all_reduce`).
+CUSTOM_ALLREDUCE_ALGORITHMS = ("one_shot", "two_shot")
+#: Largest buffer the custom all-reduce sends one-shot (larger: two-shot). Chosen on the measured
+#: h200_sxm TensorRT-LLM table (AUTO strategy, 2/4/8 GPUs): thresholds of 1-2 MiB fit it best
+#: (docs/validation-comm.md); the kernels switch by size, not by which is faster on the wire.
+CUSTOM_ALLREDUCE_ONE_SHOT_MAX_BYTES = 1 << 20
+
+
+def custom_allreduce_algorithm(size_bytes: int) -> str:
+    """``one_shot`` up to :data:`CUSTOM_ALLREDUCE_ONE_SHOT_MAX_BYTES`, ``two_shot`` beyond."""
+    return "one_shot" if size_bytes <= CUSTOM_ALLREDUCE_ONE_SHOT_MAX_BYTES else "two_shot"
+
+
+def custom_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, algorithm: str | None = None, *,
+                      after: Iterable[int] = (), tag: str = "custom_all_reduce") -> Collective:
+    """A framework's custom all-reduce (TensorRT-LLM / sglang / vLLM kernels inside one NVLink
+    domain) with ``algorithm`` ``one_shot`` or ``two_shot`` (default: by size,
+    :func:`custom_allreduce_algorithm`)."""
+    algorithm = algorithm or custom_allreduce_algorithm(int(size_bytes))
+    if algorithm == "one_shot":
+        return one_shot_all_reduce(fs, ranks, size_bytes, after=after, tag=tag)
+    if algorithm == "two_shot":
+        return two_shot_all_reduce(fs, ranks, size_bytes, after=after, tag=tag)
+    raise FlowError(f"{tag}: unknown custom all-reduce algorithm {algorithm!r}; "
+                    f"expected one of {CUSTOM_ALLREDUCE_ALGORITHMS}")
+
+
 COLLECTIVES = {
     "all_to_all": "uniform all-to-all, --size bytes per pair",
     "all_reduce": "ring all-reduce of a --size buffer",
     "tree_all_reduce": "binary-tree all-reduce of a --size buffer",
+    "one_shot_all_reduce": "one-shot all-reduce of a --size buffer (every rank sends it to every other)",
+    "two_shot_all_reduce": "two-shot all-reduce of a --size buffer (direct reduce-scatter + all-gather)",
     "all_gather": "ring all-gather producing a --size buffer",
     "reduce_scatter": "ring reduce-scatter of a --size buffer",
     "bipartite": "first half of the GPUs send --size bytes to each GPU of the second half",
@@ -253,6 +321,10 @@ def build_collective(fs: FlowSet, name: str, ranks: Sequence[int], size_bytes: i
         return ring_all_reduce(fs, ranks, size_bytes, chunk_bytes=chunk_bytes)
     if name == "tree_all_reduce":
         return tree_all_reduce(fs, ranks, size_bytes, chunk_bytes=chunk_bytes)
+    if name == "one_shot_all_reduce":
+        return one_shot_all_reduce(fs, ranks, size_bytes)
+    if name == "two_shot_all_reduce":
+        return two_shot_all_reduce(fs, ranks, size_bytes)
     if name == "all_gather":
         return ring_all_gather(fs, ranks, size_bytes, chunk_bytes=chunk_bytes)
     if name == "reduce_scatter":

@@ -60,6 +60,10 @@ class StepSpec:
             every rank gets the table's time for the layer's token count and the router
             distribution matching ``routing_skew`` (aiconfigurator's convention: that row times
             the rank holding the hot experts).
+        allreduce_library: library of the tensor-parallel all-reduces. ``auto`` (default): the
+            frameworks' custom one-shot / two-shot kernels (``custom_allreduce``, validated on
+            TensorRT-LLM's measured table) when the group is inside one node, NCCL's ring across
+            nodes; or force ``nccl`` / ``custom_allreduce``.
         gpus_per_node: GPUs per node (scale-up domain) for DeepEP's per-node traffic; the node of
             rank r is ``r // gpus_per_node``. ``None``: the topology's in
             :func:`cosim.engine.step.simulate_step`, DeepEP's 8 in :func:`build_step_trace`.
@@ -78,6 +82,7 @@ class StepSpec:
     moe_library: Literal["auto", "deepep_normal", "deepep_ll"] = "auto"
     gpus_per_node: int | None = None
     moe_load: Literal["per_rank", "table"] = "per_rank"
+    allreduce_library: Literal["auto", "nccl", "custom_allreduce"] = "auto"
 
     def __post_init__(self) -> None:
         if self.gpus_per_node is not None and self.gpus_per_node < 1:
@@ -90,6 +95,9 @@ class StepSpec:
             raise ConfigError("<api>", "overlap", f"expected 'none' or 'tbo', got {self.overlap!r}")
         if self.overlap == "tbo" and self.batch_per_rank * self.new_tokens < 2:
             raise ConfigError("<api>", "overlap", "two-batch overlap needs at least 2 tokens per rank")
+        if self.allreduce_library not in ("auto", "nccl", "custom_allreduce"):
+            raise ConfigError("<api>", "allreduce_library",
+                              f"expected 'auto', 'nccl' or 'custom_allreduce', got {self.allreduce_library!r}")
         if self.moe_load not in ("per_rank", "table"):
             raise ConfigError("<api>", "moe_load", f"expected 'per_rank' or 'table', got {self.moe_load!r}")
         if self.phase == "generation" and self.new_tokens != 1:
@@ -194,13 +202,14 @@ def build_step_trace(spec: StepSpec, kernels) -> StepTrace:
 
     for stage, layer_range in enumerate(stages):
         ranks = list(range(stage * par.tp, (stage + 1) * par.tp))
+        ar_lib = _allreduce_library(spec, ranks)
         for mb, batch in enumerate(mbs):
             if stage == 0:
                 for op in model_head_ops(model, par, prec, spec.phase, batch, tokens_per_req).pre_layers:
                     last[mb] = _as_deps(w.compute(ranks, op, last[mb], -1, mb))
                 hc = head_comm(model, par, prec, spec.phase, batch, tokens_per_req)
                 if hc.embedding_allreduce_bytes:
-                    last[mb] = _as_deps(w.collective(f"embed.mb{mb}.allreduce", "all_reduce", "nccl", ranks,
+                    last[mb] = _as_deps(w.collective(f"embed.mb{mb}.allreduce", "all_reduce", ar_lib, ranks,
                                                      _scalar(hc.embedding_allreduce_bytes), last[mb], -1, mb))
             else:
                 prev_ranks = list(range((stage - 1) * par.tp, stage * par.tp))
@@ -225,7 +234,7 @@ def build_step_trace(spec: StepSpec, kernels) -> StepTrace:
         "new_tokens": str(spec.new_tokens), "prefix_tokens": str(spec.prefix_tokens),
         "tp": str(par.tp), "ep": str(par.ep), "dp_attention": str(par.dp_attention), "pp": str(par.pp),
         "overlap": spec.overlap, "routing_skew": str(spec.routing_skew), "moe_library": spec.library,
-        "moe_load": spec.moe_load,
+        "moe_load": spec.moe_load, "allreduce_library": spec.allreduce_library,
         "gpus_per_node": str(spec.gpus_per_node or DEFAULT_GPUS_PER_NODE),
         "kernels": getattr(kernels, "describe", lambda: type(kernels).__name__)(),
     }
@@ -244,6 +253,7 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
                 tokens_per_req: int, last: list[dict[int, list[int]]]) -> None:
     """Emit one decoder layer for every micro-batch in TBO order (see module docstring)."""
     model, par, prec = spec.model, spec.parallel, spec.precision
+    ar_lib = _allreduce_library(spec, ranks)
     per_mb = []
     for mb, batch in enumerate(mbs):
         ops = layer_ops(model, layer, par, prec, spec.phase, batch, tokens_per_req, spec.prefix_tokens,
@@ -259,7 +269,7 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
         for op in attn_ops:
             deps = _as_deps(w.compute(ranks, op, deps, layer, mb))
         if comm.attention_allreduce_bytes:
-            deps = _as_deps(w.collective(f"L{layer}.mb{mb}.attn_allreduce", "all_reduce", "nccl", ranks,
+            deps = _as_deps(w.collective(f"L{layer}.mb{mb}.attn_allreduce", "all_reduce", ar_lib, ranks,
                                          _scalar(comm.attention_allreduce_bytes), deps, layer, mb))
         if comm.moe_pattern in ("all_to_all", "allgather_reducescatter"):
             router = next(op for op in ffn_ops if op.name == "router")
@@ -283,7 +293,7 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
             for op in ffn_ops:
                 deps = _as_deps(w.compute(ranks, op, deps, layer, mb))
             if comm.ffn_allreduce_bytes:
-                deps = _as_deps(w.collective(f"L{layer}.mb{mb}.ffn_allreduce", "all_reduce", "nccl", ranks,
+                deps = _as_deps(w.collective(f"L{layer}.mb{mb}.ffn_allreduce", "all_reduce", ar_lib, ranks,
                                              _scalar(comm.ffn_allreduce_bytes), deps, layer, mb))
             last[mb] = deps
             continue
@@ -298,6 +308,16 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
         combined = w.collective(f"L{layer}.mb{mb}.combine", ckind, lib, ranks, combine_m, exp, layer, mb,
                                 **combine_x)
         last[mb] = {r: [combined[r]] + shared.get(r, []) for r in ranks}
+
+
+def _allreduce_library(spec: StepSpec, ranks: list[int]) -> str:
+    """Library of the tensor-parallel all-reduces of ``ranks``: ``allreduce_library``, where
+    ``auto`` means the frameworks' custom kernels inside one node (scale-up domain) and NCCL
+    across nodes."""
+    if spec.allreduce_library != "auto":
+        return spec.allreduce_library
+    nodes = D.group_nodes(ranks, spec.gpus_per_node or DEFAULT_GPUS_PER_NODE)
+    return "custom_allreduce" if max(nodes) == 0 else "nccl"
 
 
 def _expert_ops(spec: StepSpec, experts: MoeOp, ranks: list[int],

@@ -18,7 +18,7 @@ from cosim.ops import ComputeOp
 
 CollectiveKind = Literal["all_to_all_v", "all_reduce", "all_gather", "reduce_scatter", "bipartite", "p2p"]
 #: Which library implements a collective; selects its fixed overhead (see cosim.engine.overheads).
-CommLibrary = Literal["nccl", "deepep_normal", "deepep_ll", "p2p"]
+CommLibrary = Literal["nccl", "deepep_normal", "deepep_ll", "p2p", "custom_allreduce"]
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ Traffic per measured row (the method is documented in ``docs/validation-comm.md`
 * **NCCL** (nccl-tests, ``message_size`` elements x dtype bytes = total buffer): ring all-reduce,
   ring all-gather, ring reduce-scatter (:mod:`cosim.network.collectives`), alltoall as a uniform
   all-to-all of ``buffer / n`` per pair, on ``num_gpus`` GPUs of ``h200-hgx-node``.
+* **Custom all-reduce** (TensorRT-LLM's own kernels, AUTO strategy, bf16, 2/4/8 GPUs): one-shot
+  (every rank sends its buffer to every other) up to 1 MiB, two-shot (direct reduce-scatter +
+  all-gather) beyond (:func:`cosim.network.collectives.custom_all_reduce`), plain model.
 * **DeepEP routing** (as DeepEP's tests draw it): ``num_token`` tokens per rank, each picks
   ``num_topk`` distinct experts uniformly at random; experts sit contiguously on the EP ranks
   (expert ``e`` on rank ``e * EP // E``). The internode normal-mode test limits each token to
@@ -179,17 +182,36 @@ def deepep_ll_rows(shapes: str = "all") -> pd.DataFrame:
         ["node_num", "op", "version", "hidden", "topk", "num_experts", "num_tokens"]).reset_index(drop=True)
 
 
+#: Framework whose custom all-reduce table is validated (and fitted): TensorRT-LLM's AUTO kernels.
+CUSTOM_ALLREDUCE_FRAMEWORK = "trtllm"
+
+
+def custom_allreduce_rows(framework: str = CUSTOM_ALLREDUCE_FRAMEWORK) -> pd.DataFrame:
+    """Measured custom all-reduce rows of h200_sxm (bf16, 2/4/8 GPUs of one node, CUDA graphs),
+    newest folder of ``framework``; ``message_bytes`` is the buffer in bytes."""
+    from cosim.kernels.comm_tables import custom_allreduce_records, to_dataframe
+
+    df = to_dataframe(custom_allreduce_records(SYSTEM, framework))
+    out = pd.DataFrame({
+        "table": "custom_allreduce", "op": "all_reduce", "version": df.version, "node_num": 1,
+        "num_gpus": df.num_gpus, "dtype": df.dtype, "message_bytes": df.message_bytes, "measured_s": df.latency_s,
+    })
+    return out.sort_values(["num_gpus", "message_bytes"]).reset_index(drop=True)
+
+
 def load_rows(shapes: str = "all") -> pd.DataFrame:
-    """All measured rows (NCCL, DeepEP normal, DeepEP low-latency) in one table."""
-    return pd.concat([nccl_rows(), deepep_normal_rows(shapes), deepep_ll_rows(shapes)], ignore_index=True)
+    """All measured rows (NCCL, custom all-reduce, DeepEP normal, DeepEP low-latency) in one table."""
+    return pd.concat([nccl_rows(), custom_allreduce_rows(), deepep_normal_rows(shapes), deepep_ll_rows(shapes)],
+                     ignore_index=True)
 
 
 def subsample(rows: pd.DataFrame, nccl_sizes: Sequence[int] | None = None,
               deepep_tokens: Sequence[int] | None = None) -> pd.DataFrame:
-    """Keep NCCL rows whose buffer (bytes) is in ``nccl_sizes`` and DeepEP rows whose tokens per
+    """Keep NCCL and custom all-reduce rows whose buffer (bytes) is in ``nccl_sizes`` and DeepEP
+    rows whose tokens per
     rank are in ``deepep_tokens`` (``None`` keeps all)."""
     keep = np.ones(len(rows), dtype=bool)
-    is_nccl = (rows.table == "nccl").to_numpy()
+    is_nccl = rows.table.isin(["nccl", "custom_allreduce"]).to_numpy()  # sized by bytes, not tokens
     if nccl_sizes is not None:
         keep &= ~is_nccl | rows.message_bytes.isin(list(nccl_sizes)).to_numpy()
     if deepep_tokens is not None:
@@ -330,6 +352,10 @@ def build_flows(row, normal_variant: str = "hierarchical", traffic: str = "expec
     """Flows of one measured row, with the node count and cross-rail routing of its topology."""
     if row.table == "nccl":
         return nccl_flows(row), 1, "pxn"
+    if row.table == "custom_allreduce":
+        fs = FlowSet()
+        C.custom_all_reduce(fs, list(range(int(row.num_gpus))), int(row.message_bytes))
+        return fs, 1, "pxn"
     if row.table == "deepep_normal":
         return deepep_normal_flows(row, normal_variant, traffic), int(row.node_num), "pxn"
     if row.table == "deepep_ll":
@@ -442,6 +468,7 @@ def fit_overheads(rows: pd.DataFrame) -> CommOverheads:
     if (rows.node_num != 1).any():
         raise ValueError("fit_overheads: only single-node rows may be used for fitting")
     ops: dict[str, LibraryOverhead] = {}
+    custom = rows[rows.table == "custom_allreduce"]
     nccl = rows[rows.table == "nccl"]
     nccl_all = fit_plain(nccl)
     for op, part in nccl.groupby("op"):
@@ -453,7 +480,7 @@ def fit_overheads(rows: pd.DataFrame) -> CommOverheads:
         for op, sub in part.groupby("op"):
             ops[f"{lib}.{op}"] = fit_kernel_rate(sub)
     return CommOverheads(nccl=nccl_all, deepep_normal=libs["deepep_normal"], deepep_ll=libs["deepep_ll"],
-                         p2p=nccl_all, ops=ops)
+                         p2p=nccl_all, ops=ops, custom_allreduce=fit_plain(custom) if len(custom) else None)
 
 
 #: Node count whose rows calibrate the cross-node terms; the other multi-node rows test them.
@@ -479,7 +506,7 @@ def fit_cross_node(rows: pd.DataFrame, overheads: CommOverheads) -> CommOverhead
         for op, sub in part.groupby("op"):
             ops[f"{lib}.{op}"] = _fit_cross(sub, overheads.overhead(lib, op))
     return CommOverheads(nccl=overheads.nccl, deepep_normal=libs["deepep_normal"], deepep_ll=libs["deepep_ll"],
-                         p2p=overheads.p2p, ops=ops)
+                         p2p=overheads.p2p, ops=ops, custom_allreduce=overheads.custom_allreduce)
 
 
 def _fit_cross(rows: pd.DataFrame, base: LibraryOverhead) -> LibraryOverhead:
@@ -507,7 +534,8 @@ def strip_cross_node(overheads: CommOverheads) -> CommOverheads:
         return dataclasses.replace(o, cross_node_fixed_s=0.0, rdma_efficiency=1.0)
 
     return CommOverheads(plain(overheads.nccl), plain(overheads.deepep_normal), plain(overheads.deepep_ll),
-                         plain(overheads.p2p), ops={k: plain(v) for k, v in overheads.ops.items()})
+                         plain(overheads.p2p), ops={k: plain(v) for k, v in overheads.ops.items()},
+                         custom_allreduce=overheads.custom_allreduce)
 
 
 def predict(rows: pd.DataFrame, overheads: CommOverheads) -> pd.DataFrame:

@@ -244,25 +244,34 @@ def test_tensor_parallel_all_reduce_uses_custom_kernels_inside_a_node_and_nccl_a
     pytest.importorskip("aiconfigurator_core")
     model = load_model("deepseek-ai/DeepSeek-V3")
 
-    def run(topo, tp, library="auto"):
+    def run(topo, tp, library="auto", batch=16):
         spec = StepSpec(model, Parallelism(tp=tp, ep=tp), Precision.from_checkpoint(model), "generation",
-                        batch_per_rank=16, prefix_tokens=1024, allreduce_library=library)
-        result = simulate_step(spec, ConstantKernels(), topo, "flow", overheads=ZERO)
+                        batch_per_rank=batch, prefix_tokens=1024, allreduce_library=library)
+        result = simulate_step(spec, ConstantKernels(), topo, "flow", overheads=DEFAULT_OVERHEADS)
         coll = next(c for c in result.trace.collectives if c.name.endswith("attn_allreduce"))
         return coll, result.collective_duration_s[coll.id]
 
     node = load_topology("h200-hgx-node")
+
+    def alone(size, algorithm):
+        fs = FlowSet()
+        C.custom_all_reduce(fs, range(8), size, algorithm)
+        return simulate(node, fs, "flow").completion_time_s
+
     custom, custom_s = run(node, 8)
     assert custom.library == "custom_allreduce"
     ring, ring_s = run(node, 8, "nccl")
     assert ring.library == "nccl"
-    # 16 tokens x 7168 bf16 = 229 KB: one-shot, one latency-bound step instead of the ring's 14.
+    # 16 tokens x 7168 bf16 = 229 KB: one-shot (its smaller fixed cost wins), faster than NCCL's ring.
     size = int(custom.bytes_matrix[0, 0])
-    assert size == 16 * 7168 * 2 and C.custom_allreduce_algorithm(size) == "one_shot"
-    fs = FlowSet()
-    C.custom_all_reduce(fs, range(8), size)
-    assert custom_s == pytest.approx(simulate(node, fs, "flow").completion_time_s, rel=1e-6)
+    assert size == 16 * 7168 * 2
+    one = DEFAULT_OVERHEADS.overhead("custom_allreduce", "one_shot")
+    assert custom_s == pytest.approx(one.duration_s(alone(size, "one_shot")), rel=1e-6)
     assert custom_s < ring_s
+    # 512 tokens (7.3 MB): two-shot, which moves 2(n-1)/n of the buffer instead of (n-1) x.
+    big, big_s = run(node, 8, batch=512)
+    two = DEFAULT_OVERHEADS.overhead("custom_allreduce", "two_shot")
+    assert big_s == pytest.approx(two.duration_s(alone(int(big.bytes_matrix[0, 0]), "two_shot")), rel=1e-6)
     across, _ = run(load_topology("h200-hgx-2node"), 16)
     assert across.library == "nccl"  # the custom kernels stay inside one NVLink domain
     with pytest.raises(ConfigError, match="allreduce_library"):

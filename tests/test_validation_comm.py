@@ -211,6 +211,24 @@ def test_cross_node_fit_recovers_known_terms_and_refuses_other_node_counts():
         V.fit_cross_node(rows.assign(node_num=4), overheads)
 
 
+def test_custom_allreduce_fit_recovers_the_two_fixed_costs_and_picks_the_faster_algorithm():
+    from cosim.engine.overheads import custom_allreduce_choice
+    from cosim.validation import comm as V
+
+    size = np.geomspace(256, 1 << 30, 40)
+    one, two = size * 7 / 450e9, size * 2 * 7 / 8 / 450e9  # one-shot sends 7x, two-shot 1.75x
+    truth_one, truth_two = LibraryOverhead(2e-6, 0.75), LibraryOverhead(18e-6, 0.75)
+    measured = np.minimum([truth_one.duration_s(x) for x in one], [truth_two.duration_s(x) for x in two])
+    rows = pd.DataFrame(dict(measured_s=measured, network_one_shot_s=one, network_two_shot_s=two))
+    a, b = V.fit_custom_allreduce(rows)
+    assert a.fixed_s == pytest.approx(2e-6, abs=0.1e-6) and b.fixed_s == pytest.approx(18e-6, abs=0.25e-6)
+    assert a.bandwidth_efficiency == pytest.approx(0.75, abs=0.01)
+    o = CommOverheads(LibraryOverhead(5e-6), a, a, a, ops={"custom_allreduce.one_shot": a,
+                                                           "custom_allreduce.two_shot": b}, custom_allreduce=a)
+    assert custom_allreduce_choice(o, {"one_shot": one[0], "two_shot": two[0]}) == "one_shot"    # 256 B
+    assert custom_allreduce_choice(o, {"one_shot": one[-1], "two_shot": two[-1]}) == "two_shot"  # 1 GiB
+
+
 def test_remote_fraction_and_cross_node_terms():
     from cosim.engine.overheads import remote_fraction
 

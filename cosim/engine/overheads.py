@@ -136,6 +136,13 @@ class CommOverheads:
         return self.overhead(library, op).duration_s(network_s, gpu_bytes, remote_fraction)
 
 
+def custom_allreduce_choice(overheads: CommOverheads, network_s: Mapping[str, float]) -> str:
+    """The custom all-reduce algorithm (``one_shot`` / ``two_shot``) with the shorter predicted
+    duration, given each algorithm's simulated network time: what the kernels' AUTO strategy
+    aims at. Used by the step engine and the validation alike."""
+    return min(network_s, key=lambda a: overheads.duration_s("custom_allreduce", network_s[a], op=a))
+
+
 def remote_fraction(nodes: Sequence[int]) -> float:
     """Mean share of a rank's peers that sit on another node, for a group whose members are on
     ``nodes`` (node index per member): 0 within one node, ``(N-1)g / (Ng-1)`` for N nodes of g
@@ -151,7 +158,8 @@ def remote_fraction(nodes: Sequence[int]) -> float:
 #: single-node h200_sxm rows ONLY, simulated with the flow backend on the ``h200-hgx-node`` preset:
 #: nccl-tests (2.26.2 folder; all_reduce, all_gather, reduce_scatter, alltoall; 2/4/8 GPUs; half
 #: and int8; 504 rows), TensorRT-LLM's custom all-reduce (1.3.0rc20, bf16, 2/4/8 GPUs, 69 rows;
-#: one-shot up to 1 MiB, two-shot beyond), DeepEP normal mode (sglang 0.5.12, node_num 1, every shape, best time over
+#: one-shot and two-shot fixed costs with one efficiency, the faster algorithm per call),
+#: DeepEP normal mode (sglang 0.5.12, node_num 1, every shape, best time over
 #: the SM counts; 414 dispatch + 414 combine rows) and DeepEP low-latency mode (sglang 0.5.12 and
 #: 0.5.6.post2, node_num 1; 193 + 193 rows). Criterion: least mean absolute relative error. The
 #: DeepEP cross-node terms (``cross_node_fixed_s``, ``rdma_efficiency``) are fitted afterwards on
@@ -174,6 +182,8 @@ DEFAULT_OVERHEADS = CommOverheads(
                                                  rdma_efficiency=0.744),
         "deepep_ll.dispatch": LibraryOverhead(9.82e-6, 0.593, 253e9, cross_node_fixed_s=14.0e-6, rdma_efficiency=0.948),
         "deepep_ll.combine": LibraryOverhead(9.96e-6, 0.519, 222e9, cross_node_fixed_s=23.8e-6, rdma_efficiency=0.954),
+        "custom_allreduce.one_shot": LibraryOverhead(2.0e-6, 0.750),
+        "custom_allreduce.two_shot": LibraryOverhead(17.8e-6, 0.750),
     },
-    custom_allreduce=LibraryOverhead(1.95e-6, 0.716),
+    custom_allreduce=LibraryOverhead(2.0e-6, 0.750),
 )

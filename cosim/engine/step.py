@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads, remote_fraction
+from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads, custom_allreduce_choice, remote_fraction
 from cosim.engine.schedule import Schedule, schedule
 from cosim.errors import ConfigError
 from cosim.models.memory import StepMemory, step_memory
@@ -32,14 +32,15 @@ from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, StepTrace
 
 
 def add_collective_flows(fs: FlowSet, spec: CollectiveSpec, earliest_start_s: float = 0.0,
-                         gpus_per_node: int | None = None) -> list[int]:
+                         gpus_per_node: int | None = None, algorithm: str | None = None) -> list[int]:
     """Append the flows of ``spec`` to ``fs``; return the flows that end it.
 
     All-to-all-v of DeepEP (``library`` ``deepep_ll`` / ``deepep_normal``) uses the validated
     DeepEP traffic model (:mod:`cosim.network.deepep`) with nodes of ``gpus_per_node`` GPUs (the
     topology's; ``None``: DeepEP's 8); any other all-to-all-v is a plain
     :func:`cosim.network.collectives.all_to_all_v`. All-reduce is NCCL's ring, or the frameworks'
-    one-shot / two-shot kernels for ``library`` ``custom_allreduce``.
+    one-shot / two-shot kernels for ``library`` ``custom_allreduce`` (``algorithm``; default
+    two-shot).
     """
     ranks, m, tag = list(spec.ranks), spec.bytes_matrix, spec.name
     after = [fs.barrier([], gpu=ranks[0], tag=f"{tag}:start")] if earliest_start_s > 0 else []
@@ -60,7 +61,7 @@ def add_collective_flows(fs: FlowSet, spec: CollectiveSpec, earliest_start_s: fl
     elif len(ranks) == 1:
         return after
     elif spec.kind == "all_reduce" and spec.library == "custom_allreduce":
-        coll = C.custom_all_reduce(fs, ranks, int(m[0, 0]), after=after, tag=tag)
+        coll = C.custom_all_reduce(fs, ranks, int(m[0, 0]), algorithm or "two_shot", after=after, tag=tag)
     elif spec.kind == "all_reduce":
         coll = C.ring_all_reduce(fs, ranks, int(m[0, 0]), after=after, tag=tag)
     elif spec.kind == "all_gather":
@@ -117,6 +118,7 @@ class CollectiveNetwork:
             "direct": Router(dataclasses.replace(topology, routing=RoutingPolicy(topology.routing.ecmp, "direct"))),
         }
         self._memo: dict[tuple, _NetworkRun] = {}
+        self._algorithms: dict[tuple, str] = {}
         self._gpus_per_node: int | None = None
         self.simulations = 0
         self.wall_s = 0.0
@@ -135,9 +137,25 @@ class CollectiveNetwork:
             return 0.0
         return remote_fraction(D.group_nodes(spec.ranks, self.gpus_per_node))
 
+    def choose_algorithm(self, spec: CollectiveSpec, overheads: CommOverheads) -> str | None:
+        """For a custom all-reduce, the algorithm (one-shot / two-shot) with the shorter predicted
+        duration, each simulated alone (memoized by traffic shape); ``None`` for other collectives.
+        Later :meth:`run` calls build the chosen algorithm's flows."""
+        if not (spec.kind == "all_reduce" and spec.library == "custom_allreduce" and len(spec.ranks) > 1):
+            return None
+        key = spec.shape_key()
+        if key not in self._algorithms:
+            times = {}
+            for a in C.CUSTOM_ALLREDUCE_ALGORITHMS:
+                self._algorithms[key] = a
+                times[a] = self.run([spec], [0.0]).network_s[0]
+            self._algorithms[key] = custom_allreduce_choice(overheads, times)
+        return self._algorithms[key]
+
     def run(self, specs: list[CollectiveSpec], offsets_s: list[float]) -> _NetworkRun:
         """Simulate ``specs`` together, each starting ``offsets_s`` after the first."""
-        key = tuple((s.shape_key(), round(o * 1e9)) for s, o in zip(specs, offsets_s))
+        key = tuple((s.shape_key(), self._algorithms.get(s.shape_key()), round(o * 1e9))
+                    for s, o in zip(specs, offsets_s))
         hit = self._memo.get(key)
         if hit is not None:
             return hit
@@ -147,7 +165,8 @@ class CollectiveNetwork:
         deepep = any(s.library.startswith("deepep") for s in specs)
         for i, (s, o) in enumerate(zip(specs, offsets_s)):
             first = len(fs)
-            ends.append(add_collective_flows(fs, s, o, self.gpus_per_node if deepep else None))
+            ends.append(add_collective_flows(fs, s, o, self.gpus_per_node if deepep else None,
+                                             self._algorithms.get(s.shape_key())))
             gpu_bytes[i] = D.gpu_bytes_sent(fs, range(first, len(fs)))
         t0 = time.perf_counter()
         result = simulate(self.topology, fs, self.backend, router=self._routers[routing])
@@ -212,16 +231,17 @@ class StepResult:
 
 
 def collective_duration_s(overheads: CommOverheads, spec: CollectiveSpec, network_s: float,
-                          gpu_bytes: float | None = None, remote_fraction: float = 0.0) -> float:
+                          gpu_bytes: float | None = None, remote_fraction: float = 0.0, op: str | None = None) -> float:
     """Network time plus the library's overhead model, keyed by library and operation
     (``deepep_ll.dispatch``, ``nccl.all_reduce`` ...), the most bytes one GPU emits
     (``gpu_bytes``: over the collective's flows, forwarded bytes included, as in the validation;
     default: the largest row sum of the bytes matrix) and the share of peers on other nodes
-    (``remote_fraction``, for the cross-node terms)."""
+    (``remote_fraction``, for the cross-node terms); ``op`` overrides the operation (a custom
+    all-reduce's algorithm)."""
     if gpu_bytes is None:
         m = spec.bytes_matrix
         gpu_bytes = float(m.sum(axis=1).max()) if m.shape[0] > 1 else float(m.sum())
-    return overheads.duration_s(spec.library, network_s, op=spec.op, gpu_bytes=gpu_bytes,
+    return overheads.duration_s(spec.library, network_s, op=op or spec.op, gpu_bytes=gpu_bytes,
                                 remote_fraction=remote_fraction)
 
 
@@ -267,10 +287,11 @@ def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", 
                                                     f"topology {topology.name!r} has {topology.num_gpus} GPUs")
     net = CollectiveNetwork(topology, backend)
     colls = trace.collectives
+    algorithms = [net.choose_algorithm(c, overheads) for c in colls]
     alone = [net.run([c], [0.0]) for c in colls]
     remote = [net.remote_fraction(c) for c in colls]
-    durations = np.array([collective_duration_s(overheads, c, a.network_s[0], a.gpu_bytes[0], rf)
-                          for c, a, rf in zip(colls, alone, remote)])
+    durations = np.array([collective_duration_s(overheads, c, a.network_s[0], a.gpu_bytes[0], rf, alg)
+                          for c, a, rf, alg in zip(colls, alone, remote, algorithms)])
     sched = schedule(trace, lambda cid: float(durations[cid]))
     iterations = 0
     for iterations in range(1, max_congestion_iterations + 1):
@@ -281,7 +302,7 @@ def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", 
             run = net.run([colls[c] for c in cluster], offsets)
             for i, c in enumerate(cluster):
                 updated[c] = collective_duration_s(overheads, colls[c], run.network_s[i], alone[c].gpu_bytes[0],
-                                                   remote[c])
+                                                   remote[c], algorithms[c])
         if np.allclose(updated, durations, rtol=1e-3, atol=1e-9):
             break
         durations = updated

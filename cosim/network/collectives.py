@@ -273,23 +273,12 @@ def two_shot_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *, a
 
 #: Algorithms of the frameworks' custom all-reduce kernels (:func:`custom_all_reduce`).
 CUSTOM_ALLREDUCE_ALGORITHMS = ("one_shot", "two_shot")
-#: Largest buffer the custom all-reduce sends one-shot (larger: two-shot). Chosen on the measured
-#: h200_sxm TensorRT-LLM table (AUTO strategy, 2/4/8 GPUs): thresholds of 1-2 MiB fit it best
-#: (docs/validation-comm.md); the kernels switch by size, not by which is faster on the wire.
-CUSTOM_ALLREDUCE_ONE_SHOT_MAX_BYTES = 1 << 20
-
-
-def custom_allreduce_algorithm(size_bytes: int) -> str:
-    """``one_shot`` up to :data:`CUSTOM_ALLREDUCE_ONE_SHOT_MAX_BYTES`, ``two_shot`` beyond."""
-    return "one_shot" if size_bytes <= CUSTOM_ALLREDUCE_ONE_SHOT_MAX_BYTES else "two_shot"
-
-
-def custom_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, algorithm: str | None = None, *,
+def custom_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, algorithm: str, *,
                       after: Iterable[int] = (), tag: str = "custom_all_reduce") -> Collective:
     """A framework's custom all-reduce (TensorRT-LLM / sglang / vLLM kernels inside one NVLink
-    domain) with ``algorithm`` ``one_shot`` or ``two_shot`` (default: by size,
-    :func:`custom_allreduce_algorithm`)."""
-    algorithm = algorithm or custom_allreduce_algorithm(int(size_bytes))
+    domain) with ``algorithm`` ``one_shot`` or ``two_shot``. Which one a call uses is decided by
+    the caller (the step engine takes the one with the shorter predicted duration, as the kernels'
+    AUTO strategy aims to: one-shot has less fixed cost, two-shot moves fewer bytes)."""
     if algorithm == "one_shot":
         return one_shot_all_reduce(fs, ranks, size_bytes, after=after, tag=tag)
     if algorithm == "two_shot":

@@ -13,8 +13,9 @@ Traffic per measured row (the method is documented in ``docs/validation-comm.md`
   ring all-gather, ring reduce-scatter (:mod:`cosim.network.collectives`), alltoall as a uniform
   all-to-all of ``buffer / n`` per pair, on ``num_gpus`` GPUs of ``h200-hgx-node``.
 * **Custom all-reduce** (TensorRT-LLM's own kernels, AUTO strategy, bf16, 2/4/8 GPUs): one-shot
-  (every rank sends its buffer to every other) up to 1 MiB, two-shot (direct reduce-scatter +
-  all-gather) beyond (:func:`cosim.network.collectives.custom_all_reduce`), plain model.
+  (every rank sends its buffer to every other) and two-shot (direct reduce-scatter + all-gather),
+  both simulated (:func:`cosim.network.collectives.custom_all_reduce`); the prediction is the
+  faster one under the fitted constants (:func:`fit_custom_allreduce`).
 * **DeepEP routing** (as DeepEP's tests draw it): ``num_token`` tokens per rank, each picks
   ``num_topk`` distinct experts uniformly at random; experts sit contiguously on the EP ranks
   (expert ``e`` on rank ``e * EP // E``). The internode normal-mode test limits each token to
@@ -62,7 +63,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from cosim.engine.overheads import CommOverheads, LibraryOverhead, remote_fraction
+from cosim.engine.overheads import CommOverheads, LibraryOverhead, custom_allreduce_choice, remote_fraction
 from cosim.network import FlowSet, simulate
 from cosim.network import collectives as C
 from cosim.network import deepep as D
@@ -352,10 +353,8 @@ def build_flows(row, normal_variant: str = "hierarchical", traffic: str = "expec
     """Flows of one measured row, with the node count and cross-rail routing of its topology."""
     if row.table == "nccl":
         return nccl_flows(row), 1, "pxn"
-    if row.table == "custom_allreduce":
-        fs = FlowSet()
-        C.custom_all_reduce(fs, list(range(int(row.num_gpus))), int(row.message_bytes))
-        return fs, 1, "pxn"
+    if row.table == "custom_allreduce":  # one algorithm per FlowSet: see simulate_rows
+        raise ValueError("custom all-reduce rows have two flow sets (one_shot, two_shot): use custom_flows")
     if row.table == "deepep_normal":
         return deepep_normal_flows(row, normal_variant, traffic), int(row.node_num), "pxn"
     if row.table == "deepep_ll":
@@ -377,14 +376,39 @@ def max_gpu_bytes(fs: FlowSet) -> float:
     return gpu_bytes_sent(fs)
 
 
+def custom_flows(row, algorithm: str) -> FlowSet:
+    """One custom all-reduce row as ``one_shot`` or ``two_shot`` flows on ranks ``0..num_gpus-1``."""
+    fs = FlowSet()
+    C.custom_all_reduce(fs, list(range(int(row.num_gpus))), int(row.message_bytes), algorithm)
+    return fs
+
+
 def simulate_rows(rows: pd.DataFrame, backend: str = "flow", normal_variant: str = "hierarchical",
                   traffic: str = "expected", progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """Simulate every row; adds ``network_s`` (completion of the traffic on the topology),
-    ``gpu_bytes`` (most bytes one GPU emits), ``flows`` and ``sim_wall_s``."""
+    ``gpu_bytes`` (most bytes one GPU emits), ``flows`` and ``sim_wall_s``. Custom all-reduce rows
+    are simulated with both algorithms (``network_one_shot_s``, ``network_two_shot_s``;
+    ``network_s`` is the faster); :func:`predict` picks one with the fitted overheads."""
     out = rows.copy()
     network, gpu_bytes, nflows, wall = [], [], [], []
+    per_algorithm: dict[str, list[float]] = {a: [] for a in C.CUSTOM_ALLREDUCE_ALGORITHMS}
     for i, row in enumerate(rows.itertuples(index=False)):
         t0 = time.perf_counter()
+        if row.table == "custom_allreduce":
+            times = {}
+            for a in C.CUSTOM_ALLREDUCE_ALGORITHMS:
+                fs = custom_flows(row, a)
+                times[a] = simulate(topology_for(1), fs, backend, router=_router(1, "pxn")).completion_time_s
+                per_algorithm[a].append(times[a])
+            network.append(min(times.values()))
+            gpu_bytes.append(max_gpu_bytes(fs))
+            nflows.append(len(fs))
+            wall.append(time.perf_counter() - t0)
+            if progress is not None:
+                progress(i + 1, len(rows))
+            continue
+        for a in per_algorithm:
+            per_algorithm[a].append(np.nan)
         fs, node_num, cross_rail = build_flows(row, normal_variant, traffic)
         if len(fs):
             res = simulate(topology_for(node_num, cross_rail), fs, backend, router=_router(node_num, cross_rail))
@@ -397,6 +421,8 @@ def simulate_rows(rows: pd.DataFrame, backend: str = "flow", normal_variant: str
         if progress is not None:
             progress(i + 1, len(rows))
     out["network_s"] = network
+    for a, values in per_algorithm.items():
+        out[f"network_{a}_s"] = values
     out["gpu_bytes"] = gpu_bytes
     out["remote_fraction"] = [row_remote_fraction(row) for row in rows.itertuples(index=False)]
     out["flows"] = nflows
@@ -479,8 +505,33 @@ def fit_overheads(rows: pd.DataFrame) -> CommOverheads:
         libs[lib] = fit_kernel_rate(part)
         for op, sub in part.groupby("op"):
             ops[f"{lib}.{op}"] = fit_kernel_rate(sub)
+    custom_all = None
+    if len(custom):
+        one, two = fit_custom_allreduce(custom)
+        ops["custom_allreduce.one_shot"], ops["custom_allreduce.two_shot"] = one, two
+        custom_all = one
     return CommOverheads(nccl=nccl_all, deepep_normal=libs["deepep_normal"], deepep_ll=libs["deepep_ll"],
-                         p2p=nccl_all, ops=ops, custom_allreduce=fit_plain(custom) if len(custom) else None)
+                         p2p=nccl_all, ops=ops, custom_allreduce=custom_all)
+
+
+def fit_custom_allreduce(rows: pd.DataFrame) -> tuple[LibraryOverhead, LibraryOverhead]:
+    """Custom all-reduce: ``min(fixed_one + network_one_shot / eff, fixed_two + network_two_shot /
+    eff)`` (the kernels take the faster algorithm; one-shot has less fixed cost, two-shot fewer
+    bytes), least mean absolute relative error by grid search. Returns the one-shot and two-shot
+    constants (same efficiency)."""
+    m = rows.measured_s.to_numpy()
+    one, two = rows.network_one_shot_s.to_numpy(), rows.network_two_shot_s.to_numpy()
+    f2 = np.linspace(0.0, 40e-6, 161)[:, None]
+    best = (np.inf, 0.0, 0.0, 1.0)
+    for e in np.linspace(0.3, 1.5, 121):
+        for f1 in np.linspace(0.0, 6e-6, 61):
+            pred = np.minimum(f1 + one / e, f2 + two / e)
+            loss = np.mean(np.abs(pred / m - 1.0), axis=1)
+            k = int(np.argmin(loss))
+            if loss[k] < best[0]:
+                best = (float(loss[k]), float(f1), float(f2[k, 0]), float(e))
+    _, f1, f2_best, e = best
+    return LibraryOverhead(f1, e), LibraryOverhead(f2_best, e)
 
 
 #: Node count whose rows calibrate the cross-node terms; the other multi-node rows test them.
@@ -545,7 +596,19 @@ def predict(rows: pd.DataFrame, overheads: CommOverheads) -> pd.DataFrame:
     and, for normal-mode rows, ``error_vs_total_pct`` against kernel + notify time."""
     out = rows.copy()
     pred, plain, fixed = [], [], []
+    algorithm = []
     for row in rows.itertuples(index=False):
+        if row.table == "custom_allreduce":  # the faster algorithm under the fitted constants
+            a = custom_allreduce_choice(overheads, {x: getattr(row, f"network_{x}_s")
+                                                    for x in C.CUSTOM_ALLREDUCE_ALGORITHMS})
+            o = overheads.overhead("custom_allreduce", a)
+            d = o.duration_s(getattr(row, f"network_{a}_s"))
+            pred.append(d)
+            plain.append(d)
+            fixed.append(o.fixed_s)
+            algorithm.append(a)
+            continue
+        algorithm.append("")
         o = overheads.overhead(row.table, row.op)
         rf = float(getattr(row, "remote_fraction", 0.0))
         pred.append(o.duration_s(row.network_s, row.gpu_bytes, rf))
@@ -553,6 +616,7 @@ def predict(rows: pd.DataFrame, overheads: CommOverheads) -> pd.DataFrame:
         fixed.append(o.fixed_s + rf * o.cross_node_fixed_s)
     out["predicted_s"] = pred
     out["predicted_plain_s"] = plain
+    out["algorithm"] = algorithm
     out["fixed_s"] = fixed
     # Rows whose prediction is at least half network/kernel-rate time (not the fixed term).
     out["network_dominated"] = out.predicted_s - out.fixed_s >= 0.5 * out.predicted_s

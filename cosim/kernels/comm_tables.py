@@ -18,6 +18,8 @@ bytes, ``_bytes_per_s`` bytes per second.
   node) and, on h200, ``0.5.6.post2`` (node_num 1, 2, 4, 8 -- the only multi-node data).
 * :func:`custom_allreduce_records`: the frameworks' own all-reduce kernels (one node), milliseconds
   converted to seconds, element counts to bytes.
+* :func:`nvlink_alltoall_records`: TensorRT-LLM's NVLink MoE all-to-all on gb200 (EP 2-64 inside
+  one NVL72 rack), milliseconds converted to seconds.
 """
 
 from __future__ import annotations
@@ -222,6 +224,53 @@ def custom_allreduce_records(system: str, framework: str = "trtllm", version: st
             raise ConfigError(str(path), "allreduce_dtype", f"unknown dtype {dtype!r}")
         out.append(CustomAllReduceRecord(system, framework, chosen, how, dtype, int(n), int(elems),
                                          int(elems) * nbytes, float(lat) * MS_TO_S))
+    return out
+
+
+@dataclass(frozen=True)
+class NvlinkAllToAllRecord:
+    """TensorRT-LLM's NVLink MoE all-to-all (``trtllm_alltoall_perf``: multi-node NVLink, e.g.
+    across the trays of a GB200 NVL72 rack) for one phase, kernel, dtype and EP size."""
+
+    system: str
+    version: str  # folder the row came from
+    kernel: str  # NVLinkTwoSided | NVLinkOneSided
+    phase: str  # prepare | dispatch | combine | combine_low_precision
+    dtype: str  # bfloat16 | fp8 | nvfp4
+    ep_size: int
+    num_tokens: int  # per rank
+    hidden_size: int
+    topk: int
+    num_experts: int
+    distribution: str
+    latency_s: float
+
+
+def nvlink_alltoall_records(system: str = "gb200", version: str | None = None,
+                            systems_dir: str | Path | None = None) -> list[NvlinkAllToAllRecord]:
+    """Measured rows of ``comm/trtllm/<version>/trtllm_alltoall_perf`` (default: the newest folder
+    with the table; only gb200 has it), milliseconds converted to seconds, ``alltoall_`` dropped
+    from the phase names."""
+    root = Path(systems_dir) if systems_dir is not None else aiconfigurator_systems_dir()
+    load_system(system, root)
+    base = root / "data" / system / "comm" / "trtllm"
+    have = [v for v in _folders(base) if (base / v / "trtllm_alltoall_perf.parquet").is_file()]
+    if not have:
+        raise ConfigError("<api>", "system", f"no trtllm_alltoall_perf table for {system}")
+    chosen = version or max(have, key=_version_key)
+    path = base / chosen / "trtllm_alltoall_perf.parquet"
+    if not path.is_file():
+        raise ConfigError("<api>", "version", f"no trtllm_alltoall_perf for {system} at {chosen!r}; available: {have}")
+    names = ("op_name", "kernel_source", "moe_dtype", "moe_ep_size", "num_tokens", "hidden_size", "topk",
+             "num_experts", "distribution", "latency")
+    cols = _read(path, names)
+    out = []
+    for op, kernel, dtype, ep, tokens, hidden, topk, experts, dist, lat in zip(*(cols[c] for c in names)):
+        if lat is None or not lat > 0:
+            continue
+        out.append(NvlinkAllToAllRecord(system, chosen, kernel, op.removeprefix("alltoall_"), dtype, int(ep),
+                                        int(tokens), int(hidden), int(topk), int(experts), dist,
+                                        float(lat) * MS_TO_S))
     return out
 
 

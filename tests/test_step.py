@@ -1,5 +1,6 @@
 """Step engine: scheduling closed forms, memoization, overlap, congestion between collectives."""
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -8,7 +9,7 @@ import pytest
 from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads, LibraryOverhead
 from cosim.engine.schedule import schedule
 from cosim.errors import ConfigError
-from cosim.engine.step import simulate_step, simulate_trace
+from cosim.engine.step import CollectiveNetwork, simulate_step, simulate_trace
 from cosim.ops import GemmOp
 from cosim.topology import topology_from_dict
 from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, RankTrace, StepTrace
@@ -277,3 +278,37 @@ def test_tensor_parallel_all_reduce_uses_custom_kernels_inside_a_node_and_nccl_a
     with pytest.raises(ConfigError, match="allreduce_library"):
         StepSpec(model, Parallelism(tp=8), Precision.from_checkpoint(model), "generation", 1,
                  allreduce_library="mpi")
+
+
+def test_nvlink_all_to_all_library_on_an_nvl72_rack():
+    from cosim.models import Parallelism, Precision, load_model
+    from cosim.network.nvlink_a2a import phase_bytes_per_token
+    from cosim.topology import load_topology
+    from cosim.trace.builder import StepSpec
+    from cosim.trace.moe_traffic import sampled_routing_counts
+
+    pytest.importorskip("aiconfigurator_core")
+    model = load_model("deepseek-ai/DeepSeek-V3")
+    spec = StepSpec(model, Parallelism(tp=8, ep=8, dp_attention=True), Precision.from_checkpoint(model, dispatch="fp8"),
+                    "generation", batch_per_rank=32, prefix_tokens=1024, moe_library="nvlink_a2a")
+    result = simulate_step(spec, ConstantKernels(), load_topology("gb200-nvl72"), "flow")
+    dispatch = next(c for c in result.trace.collectives if c.name.endswith("dispatch"))
+    combine = next(c for c in result.trace.collectives if c.name.endswith("combine"))
+    assert dispatch.library == combine.library == "nvlink_a2a" and dispatch.op == "dispatch"
+    # Tokens deduplicated per destination rank: fp8 + 64 B of top-k metadata out, bf16 back.
+    tokens = np.asarray(sampled_routing_counts(32, 256, 8, 8, node_of=[0] * 8, seed=0).tokens)
+    expected = np.rint(tokens * (7168 + 64)).astype(np.int64)
+    np.fill_diagonal(expected, 0)
+    assert np.array_equal(dispatch.bytes_matrix, expected)
+    assert combine.bytes_matrix.sum() == pytest.approx(tokens.sum() * phase_bytes_per_token("combine", "fp8", 7168, 8)
+                                                       - np.trace(tokens) * 2 * 7168, rel=1e-6)
+    # The validated constants: kernel rate on the bytes one GPU sends.
+    o = DEFAULT_OVERHEADS.overhead("nvlink_a2a", "dispatch")
+    alone = CollectiveNetwork(load_topology("gb200-nvl72"), "flow").run([dispatch], [0.0])
+    assert alone.gpu_bytes[0] == dispatch.bytes_matrix.sum(axis=1).max()
+    assert result.collective_duration_s[dispatch.id] == pytest.approx(
+        o.duration_s(alone.network_s[0], alone.gpu_bytes[0]), rel=1e-6)
+    # Across nodes the NVLink all-to-all does not exist.
+    with pytest.raises(ConfigError, match="one NVLink domain"):
+        simulate_step(dataclasses.replace(spec, parallel=Parallelism(tp=16, ep=16, dp_attention=True)),
+                      ConstantKernels(), load_topology("h200-hgx-2node"), "flow")

@@ -13,6 +13,7 @@ import pytest
 pd = pytest.importorskip("pandas")
 pytest.importorskip("aiconfigurator_core")
 
+from cosim.network.nvlink_a2a import phase_bytes_per_token  # noqa: E402
 from cosim.validation import nvlink_a2a as N  # noqa: E402
 
 TOKENS = (1, 16, 128, 1024, 8192, 65536)
@@ -50,9 +51,9 @@ def test_traffic_is_deduplicated_per_destination_rank():
     per_token = 2 * 7168 + 8 * 8
     sent = np.bincount(fs.src, weights=fs.size_bytes, minlength=8)
     assert sent == pytest.approx(np.full(8, 7 * p_rank * 1000 * per_token), rel=1e-3)
-    assert N.phase_bytes_per_token("combine_low_precision", "bfloat16", 7168, 8) == 7168 / 2 + 7168 / 16
+    assert phase_bytes_per_token("combine_low_precision", "bfloat16", 7168, 8) == 7168 / 2 + 7168 / 16
     with pytest.raises(ValueError, match="phase"):
-        N.phase_bytes_per_token("prepare", "bfloat16", 7168, 8)
+        phase_bytes_per_token("prepare", "bfloat16", 7168, 8)
 
 
 def test_held_out_ep_sizes_within_stated_bounds(validated):

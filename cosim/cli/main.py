@@ -133,7 +133,8 @@ def _cmd_step(args: argparse.Namespace) -> int:
     phase = "generation" if args.phase == "decode" else "context"
     spec = StepSpec(model, parallel, precision, phase, batch_per_rank=args.batch,
                     new_tokens=1 if phase == "generation" else args.new_tokens, prefix_tokens=args.context,
-                    overlap=args.overlap, routing_skew=args.skew, moe_load=args.moe_load)
+                    overlap=args.overlap, routing_skew=args.skew, moe_load=args.moe_load,
+                    moe_library=args.moe_library, allreduce_library=args.allreduce_library)
     kernels = KernelTables.load(args.system, framework=args.framework)
     with console.status(f"simulating one {args.phase} step of {model.name} on {topo.name} ({args.backend} backend)"):
         result = simulate_step(spec, kernels, topo, args.backend)
@@ -236,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--context", type=int, default=0, help="tokens already in the KV cache per request")
     step.add_argument("--overlap", choices=["none", "tbo"], default="none", help="two-batch overlap")
     step.add_argument("--skew", type=float, default=0.0, help="routing skew (0 = uniform, 1 = power law)")
+    step.add_argument("--moe-library", choices=["auto", "deepep_normal", "deepep_ll", "nvlink_a2a"], default="auto",
+                      help="MoE dispatch/combine: DeepEP (auto: normal in prefill, low-latency in decode) or "
+                           "TensorRT-LLM's NVLink all-to-all inside one NVLink domain (NVL72)")
+    step.add_argument("--allreduce-library", choices=["auto", "nccl", "custom_allreduce"], default="auto",
+                      help="tensor-parallel all-reduce (auto: custom kernels inside a node, NCCL across)")
     step.add_argument("--moe-load", choices=["per_rank", "table"], default="per_rank",
                       help="expert compute per rank from its own routed tokens (stragglers), or the table's "
                            "distribution for every rank")

@@ -40,7 +40,7 @@ from typing import Mapping, Sequence
 from cosim.errors import ConfigError
 
 #: Libraries a collective can be implemented by (``cosim.trace.model.CommLibrary``).
-LIBRARIES = ("nccl", "deepep_normal", "deepep_ll", "p2p", "custom_allreduce")
+LIBRARIES = ("nccl", "deepep_normal", "deepep_ll", "p2p", "custom_allreduce", "nvlink_a2a")
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ class CommOverheads:
 
     ``ops`` maps ``"<library>.<op>"`` (e.g. ``"nccl.all_reduce"``, ``"deepep_ll.combine"``) to the
     constants of that operation. ``custom_allreduce`` is the frameworks' own all-reduce kernel
-    (one node; ``None`` falls back to NCCL's all-reduce constants).
+    (one node; ``None`` falls back to NCCL's all-reduce constants), ``nvlink_a2a`` TensorRT-LLM's
+    NVLink MoE all-to-all (one NVLink domain; ``None``: NCCL's all-to-all constants).
     """
 
     nccl: LibraryOverhead
@@ -109,6 +110,7 @@ class CommOverheads:
     p2p: LibraryOverhead
     ops: Mapping[str, LibraryOverhead] = field(default_factory=dict, hash=False)
     custom_allreduce: LibraryOverhead | None = None  # None: NCCL's all-reduce constants
+    nvlink_a2a: LibraryOverhead | None = None  # None: NCCL's all-to-all constants
 
     def __post_init__(self) -> None:
         for key in self.ops:
@@ -127,6 +129,8 @@ class CommOverheads:
                 return specific
         if library == "custom_allreduce" and self.custom_allreduce is None:
             return self.overhead("nccl", "all_reduce")
+        if library == "nvlink_a2a" and self.nvlink_a2a is None:
+            return self.overhead("nccl", "all_to_all")
         return getattr(self, library)
 
     def duration_s(self, library: str, network_s: float, op: str | None = None,
@@ -184,6 +188,11 @@ DEFAULT_OVERHEADS = CommOverheads(
         "deepep_ll.combine": LibraryOverhead(9.96e-6, 0.519, 222e9, cross_node_fixed_s=23.8e-6, rdma_efficiency=0.954),
         "custom_allreduce.one_shot": LibraryOverhead(2.0e-6, 0.750),
         "custom_allreduce.two_shot": LibraryOverhead(17.8e-6, 0.750),
+        # Fitted by benchmarks/validate_nvlink_a2a.py on gb200 EP 2/4 rows (fp8 dispatch, bf16
+        # combine); EP 8-64 are the test (docs/validation-comm.md section 9).
+        "nvlink_a2a.dispatch": LibraryOverhead(10.2e-6, 0.530, 423e9),
+        "nvlink_a2a.combine": LibraryOverhead(11.6e-6, 0.406, 353e9),
     },
     custom_allreduce=LibraryOverhead(2.0e-6, 0.750),
+    nvlink_a2a=LibraryOverhead(10.2e-6, 0.530, 423e9),
 )

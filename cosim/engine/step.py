@@ -281,6 +281,8 @@ def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", 
     back with :func:`cosim.trace.serialize.read_step_trace`.
     """
     wall0 = time.perf_counter()
+    if not trace.ranks:
+        raise ConfigError("<trace>", "ranks", "the trace has no ranks: nothing to schedule")
     used = {r for c in trace.collectives for r in c.ranks} | {rt.rank for rt in trace.ranks}
     if used and max(used) >= topology.num_gpus:
         raise ConfigError(topology.source, "nodes", f"the trace uses GPU rank {max(used)}, "

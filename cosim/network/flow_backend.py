@@ -27,25 +27,31 @@ def max_min_rates(flow_of_entry: np.ndarray, link_of_entry: np.ndarray, num_flow
 
     ``flow_of_entry[k]`` and ``link_of_entry[k]`` list the (flow, link) incidences of the active
     flows (flows numbered 0..num_flows-1, links index ``capacity_Bps``). Returns bytes/s per flow.
+    Each round raises every unfrozen flow by the smallest fair share left on a link, freezes the
+    flows of the links that saturate, and drops their incidences, so rounds get cheaper.
     """
     rate = np.zeros(num_flows)
-    frozen = np.zeros(num_flows, dtype=bool)
+    live = np.ones(num_flows, dtype=bool)
     remaining = capacity_Bps.astype(np.float64).copy()
-    while True:
-        live = ~frozen[flow_of_entry]
-        if not live.any():
-            return rate
-        count = np.bincount(link_of_entry[live], minlength=len(remaining))
+    floor = capacity_Bps * _REL_EPS + 1e-12
+    num_links = len(remaining)
+    fe, le = flow_of_entry, link_of_entry
+    level = 0.0
+    while fe.size:
+        count = np.bincount(le, minlength=num_links)
         loaded = count > 0
-        share = np.full(len(remaining), np.inf)
+        share = np.full(num_links, np.inf)
         share[loaded] = remaining[loaded] / count[loaded]
-        level = share.min()
-        rate[~frozen] += level
-        remaining -= level * count
-        saturated = loaded & (remaining <= capacity_Bps * _REL_EPS + 1e-12)
-        saturated |= loaded & (share <= level * (1 + _REL_EPS))
-        newly = np.unique(flow_of_entry[live & saturated[link_of_entry]])
-        frozen[newly] = True
+        step = share.min()
+        level += step
+        remaining -= step * count
+        saturated = loaded & ((remaining <= floor) | (share <= step * (1 + _REL_EPS)))
+        newly = fe[saturated[le]]
+        rate[newly] = level
+        live[newly] = False
+        keep = live[fe]
+        fe, le = fe[keep], le[keep]
+    return rate
 
 
 def _path_latency_s(topology: Topology, routed: RoutedFlows) -> np.ndarray:

@@ -32,6 +32,7 @@ from cosim.models import (
 )
 from cosim.ops import AttentionOp, ComputeOp, GemmOp, MemoryOp, MoeOp
 from cosim.network import deepep as D
+from cosim.network import nvlink_a2a as NV
 from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, RankTrace, StepTrace
 from cosim.trace.moe_traffic import DEFAULT_GPUS_PER_NODE, sampled_routing_counts
 
@@ -51,7 +52,10 @@ class StepSpec:
         overlap: ``none`` or ``tbo`` (two-batch overlap).
         routing_skew: 0 = uniform routing; > 0 = power-law expert popularity (hot experts).
         seed: seed of the routing sample.
-        moe_library: DeepEP mode for dispatch/combine; ``auto`` = normal in prefill, LL in decode.
+        moe_library: dispatch/combine implementation: DeepEP ``deepep_normal`` / ``deepep_ll``
+            (``auto`` = normal in prefill, low-latency in decode), or TensorRT-LLM's NVLink
+            all-to-all ``nvlink_a2a`` (one NVLink domain, e.g. a GB200 NVL72 rack; validated on
+            gb200, ``docs/validation-comm.md`` section 9).
         moe_load: how the routed-expert compute of each rank is sized. ``per_rank`` (default, with
             DeepEP dispatch): from the (token, expert) selections that rank receives in the step's
             routing sample (the kernel table's balanced rows at the equivalent token count), so
@@ -79,7 +83,7 @@ class StepSpec:
     overlap: Overlap = "none"
     routing_skew: float = 0.0
     seed: int = 0
-    moe_library: Literal["auto", "deepep_normal", "deepep_ll"] = "auto"
+    moe_library: Literal["auto", "deepep_normal", "deepep_ll", "nvlink_a2a"] = "auto"
     gpus_per_node: int | None = None
     moe_load: Literal["per_rank", "table"] = "per_rank"
     allreduce_library: Literal["auto", "nccl", "custom_allreduce"] = "auto"
@@ -98,6 +102,9 @@ class StepSpec:
         if self.allreduce_library not in ("auto", "nccl", "custom_allreduce"):
             raise ConfigError("<api>", "allreduce_library",
                               f"expected 'auto', 'nccl' or 'custom_allreduce', got {self.allreduce_library!r}")
+        if self.moe_library not in ("auto", "deepep_normal", "deepep_ll", "nvlink_a2a"):
+            raise ConfigError("<api>", "moe_library", "expected 'auto', 'deepep_normal', 'deepep_ll' or "
+                                                      f"'nvlink_a2a', got {self.moe_library!r}")
         if self.moe_load not in ("per_rank", "table"):
             raise ConfigError("<api>", "moe_load", f"expected 'per_rank' or 'table', got {self.moe_load!r}")
         if self.phase == "generation" and self.new_tokens != 1:
@@ -351,6 +358,9 @@ def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Tr
     - normal: tokens deduplicated per destination rank (``bytes_matrix``) and per destination
       node (``node_bytes_matrix``, own node 0; only when the group spans several nodes), under
       DeepEP's node-limited routing (at most ``min(nodes, 4)`` nodes per token).
+
+    NVLink all-to-all (:mod:`cosim.network.nvlink_a2a`): tokens deduplicated per destination rank,
+    dispatch dtype plus top-k metadata out, bf16 back.
     """
     moe = spec.model.moe
     assert moe is not None
@@ -361,6 +371,19 @@ def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Tr
     ep, hidden, prec = len(ranks), spec.model.hidden_size, spec.precision
     node_of = D.group_nodes(ranks, spec.gpus_per_node or DEFAULT_GPUS_PER_NODE)
     nodes = max(node_of) + 1
+    if spec.library == "nvlink_a2a":
+        if nodes > 1:
+            raise ConfigError("<api>", "moe_library", f"nvlink_a2a needs the EP group in one NVLink domain; its "
+                                                      f"{ep} ranks span {nodes} nodes of {spec.gpus_per_node} GPUs")
+        counts = sampled_routing_counts(comm.tokens_per_rank, moe.num_experts, moe.top_k, ep, node_of=node_of,
+                                        skew=spec.routing_skew, seed=spec.seed)
+        out = []
+        for op, dtype in (("dispatch", prec.dispatch), ("combine", prec.combine)):
+            per_token = NV.phase_bytes_per_token(op, dtype, hidden, moe.top_k)
+            m = np.rint(np.asarray(counts.tokens) * per_token).astype(np.int64)
+            np.fill_diagonal(m, 0)
+            out.append((m if op == "dispatch" else m.T.copy(), {}))
+        return out[0], out[1], counts.expert_tokens
     if spec.library == "deepep_ll":
         counts = sampled_routing_counts(comm.tokens_per_rank, moe.num_experts, moe.top_k, ep, node_of=node_of,
                                         skew=spec.routing_skew, seed=spec.seed)

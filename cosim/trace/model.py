@@ -18,7 +18,9 @@ from cosim.ops import ComputeOp
 
 CollectiveKind = Literal["all_to_all_v", "all_reduce", "all_gather", "reduce_scatter", "bipartite", "p2p"]
 #: Which library implements a collective; selects its fixed overhead (see cosim.engine.overheads).
-CommLibrary = Literal["nccl", "deepep_normal", "deepep_ll", "p2p", "custom_allreduce"]
+CommLibrary = Literal["nccl", "deepep_normal", "deepep_ll", "p2p", "custom_allreduce", "nvlink_a2a"]
+#: Libraries whose collectives are MoE dispatch / combine (the operation is the name's last part).
+MOE_LIBRARIES = ("deepep_normal", "deepep_ll", "nvlink_a2a")
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,9 @@ class CollectiveSpec:
 
     @property
     def op(self) -> str:
-        """Operation: for DeepEP the last part of the name (``dispatch`` / ``combine``), else the kind."""
-        return self.name.rsplit(".", 1)[-1] if self.library.startswith("deepep") else self.kind
+        """Operation: for MoE libraries (DeepEP, NVLink all-to-all) the last part of the name
+        (``dispatch`` / ``combine``), else the kind."""
+        return self.name.rsplit(".", 1)[-1] if self.library in MOE_LIBRARIES else self.kind
 
     def shape_key(self) -> tuple:
         """Identity of the traffic (kind, library, placement, bytes and DeepEP parameters): equal

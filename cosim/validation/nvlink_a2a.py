@@ -36,6 +36,7 @@ from cosim.engine.overheads import LibraryOverhead
 from cosim.network import FlowSet, simulate
 from cosim.network import collectives as C
 from cosim.network.deepep import gpu_bytes_sent
+from cosim.network.nvlink_a2a import PHASES, phase_bytes_per_token
 from cosim.topology import Router, Topology, load_topology
 from cosim.trace.moe_traffic import routing_counts
 
@@ -44,34 +45,6 @@ TOPOLOGY = "gb200-nvl72"
 KERNEL = "NVLinkTwoSided"
 #: EP sizes inside one GB200 compute tray: the fit set. Larger EP sizes are the test.
 FIT_EP_SIZES = (2, 4)
-#: Per-token metadata sent with dispatch: top-k expert ids (int32) and weights (fp32).
-METADATA_BYTES_PER_TOPK = 8
-PHASES = ("dispatch", "combine", "combine_low_precision")
-
-
-def bytes_per_token(hidden: int, dtype: str) -> float:
-    """Activation bytes of one token: bf16 ``2h``, fp8 ``h``, nvfp4 ``h/2 + h/16`` (e2m1 values
-    plus one fp8 scale per 16)."""
-    if dtype == "bfloat16":
-        return 2.0 * hidden
-    if dtype == "fp8":
-        return float(hidden)
-    if dtype == "nvfp4":
-        return hidden / 2 + hidden / 16
-    raise ValueError(f"unknown dtype {dtype!r}")
-
-
-def phase_bytes_per_token(phase: str, dtype: str, hidden: int, topk: int) -> float:
-    """Bytes one token carries in ``phase`` (see the module docstring)."""
-    if phase == "dispatch":
-        return bytes_per_token(hidden, dtype) + METADATA_BYTES_PER_TOPK * topk
-    if phase == "combine":
-        return bytes_per_token(hidden, "bfloat16")
-    if phase == "combine_low_precision":
-        return bytes_per_token(hidden, "nvfp4")
-    raise ValueError(f"unknown phase {phase!r}")
-
-
 def load_rows(kernel: str = KERNEL) -> pd.DataFrame:
     """Measured rows of ``kernel`` (dispatch, combine, combine_low_precision), one per (phase,
     dtype, EP, tokens)."""

@@ -224,6 +224,12 @@ class StepResult:
     def step_time_s(self) -> float:
         return self.schedule.step_time_s
 
+    def compute_per_rank_s(self, op_class: str) -> np.ndarray:
+        """Busy time of ``op_class`` (e.g. ``moe_experts``) on every rank of the trace, in rank
+        order: where per-rank expert load makes stragglers."""
+        return np.array([sum(n.duration_s for n in rt.nodes if isinstance(n, ComputeNode) and n.op_class == op_class)
+                         for rt in self.trace.ranks])
+
     def link_utilization(self) -> np.ndarray:
         """Mean utilization of every directed link over the step."""
         bw = self.topology.directed_bandwidth_bps

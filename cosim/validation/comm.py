@@ -556,8 +556,7 @@ def fit_cross_node(rows: pd.DataFrame, overheads: CommOverheads) -> CommOverhead
         libs[lib] = _fit_cross(part, overheads.overhead(lib))
         for op, sub in part.groupby("op"):
             ops[f"{lib}.{op}"] = _fit_cross(sub, overheads.overhead(lib, op))
-    return CommOverheads(nccl=overheads.nccl, deepep_normal=libs["deepep_normal"], deepep_ll=libs["deepep_ll"],
-                         p2p=overheads.p2p, ops=ops, custom_allreduce=overheads.custom_allreduce)
+    return dataclasses.replace(overheads, deepep_normal=libs["deepep_normal"], deepep_ll=libs["deepep_ll"], ops=ops)
 
 
 def _fit_cross(rows: pd.DataFrame, base: LibraryOverhead) -> LibraryOverhead:
@@ -584,9 +583,9 @@ def strip_cross_node(overheads: CommOverheads) -> CommOverheads:
     def plain(o: LibraryOverhead) -> LibraryOverhead:
         return dataclasses.replace(o, cross_node_fixed_s=0.0, rdma_efficiency=1.0)
 
-    return CommOverheads(plain(overheads.nccl), plain(overheads.deepep_normal), plain(overheads.deepep_ll),
-                         plain(overheads.p2p), ops={k: plain(v) for k, v in overheads.ops.items()},
-                         custom_allreduce=overheads.custom_allreduce)
+    return dataclasses.replace(overheads, deepep_normal=plain(overheads.deepep_normal),
+                               deepep_ll=plain(overheads.deepep_ll),
+                               ops={k: plain(v) for k, v in overheads.ops.items()})
 
 
 def predict(rows: pd.DataFrame, overheads: CommOverheads) -> pd.DataFrame:

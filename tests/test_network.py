@@ -227,3 +227,28 @@ def test_bad_flow_inputs_raise_clear_errors():
 def test_empty_flow_set(backend):
     r = simulate(star(2), FlowSet(), backend)
     assert r.completion_time_s == 0.0 and r.links.tx_bytes.sum() == 0
+
+
+def test_native_max_min_solver_equals_progressive_filling():
+    from cosim.network import flow_backend as FB
+
+    if not FB.native_solver_available():
+        pytest.skip("compiled flow solver not built")
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        links, flows = int(rng.integers(1, 30)), int(rng.integers(1, 150))
+        hops = np.minimum(rng.integers(1, 5, size=flows), links)
+        fe = np.repeat(np.arange(flows), hops)
+        le = np.concatenate([rng.choice(links, size=h, replace=False) for h in hops])
+        cap = rng.uniform(1.0, 100.0, size=links) * 1e9
+        native = FB.max_min_rates(fe, le, flows, cap)
+        assert native == pytest.approx(FB.max_min_rates_numpy(fe, le, flows, cap), rel=1e-12)
+        # Feasible (no link over capacity) and every flow has a saturated link (max-min).
+        load = np.bincount(le, weights=native[fe], minlength=links)
+        assert np.all(load <= cap * (1 + 1e-12))
+        saturated = load >= cap * (1 - 1e-9)
+        assert np.all(np.bincount(fe, weights=saturated[le], minlength=flows) > 0)
+    with pytest.raises(ValueError, match="out of range"):
+        FB.max_min_rates(np.array([0]), np.array([3]), 1, np.ones(2))
+    with pytest.raises(ValueError, match="crosses no link"):
+        FB.max_min_rates(np.array([0]), np.array([0]), 2, np.ones(1))

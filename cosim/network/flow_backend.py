@@ -21,15 +21,36 @@ from cosim.topology import Topology
 _REL_EPS = 1e-9
 
 
+try:  # the compiled solver (cosim.network._flow_solver); numpy fallback below
+    from cosim.network._flow_solver import max_min_rates as _native_max_min_rates
+except ImportError:  # pragma: no cover - a source tree without the built extension
+    _native_max_min_rates = None
+
+
+def native_solver_available() -> bool:
+    """Whether the compiled max-min solver is importable."""
+    return _native_max_min_rates is not None
+
+
 def max_min_rates(flow_of_entry: np.ndarray, link_of_entry: np.ndarray, num_flows: int,
                   capacity_Bps: np.ndarray) -> np.ndarray:
-    """Max-min fair rates by progressive filling.
+    """Max-min fair rates (bytes/s per flow).
 
     ``flow_of_entry[k]`` and ``link_of_entry[k]`` list the (flow, link) incidences of the active
-    flows (flows numbered 0..num_flows-1, links index ``capacity_Bps``). Returns bytes/s per flow.
-    Each round raises every unfrozen flow by the smallest fair share left on a link, freezes the
-    flows of the links that saturate, and drops their incidences, so rounds get cheaper.
+    flows (flows numbered 0..num_flows-1, each on at least one link; links index
+    ``capacity_Bps``). Uses the compiled bottleneck-order solver (``cosim.network._flow_solver``,
+    O(E log L)) when it is built, else :func:`max_min_rates_numpy`; both give the same rates.
     """
+    if _native_max_min_rates is not None:
+        return _native_max_min_rates(flow_of_entry, link_of_entry, int(num_flows), capacity_Bps)
+    return max_min_rates_numpy(flow_of_entry, link_of_entry, num_flows, capacity_Bps)
+
+
+def max_min_rates_numpy(flow_of_entry: np.ndarray, link_of_entry: np.ndarray, num_flows: int,
+                        capacity_Bps: np.ndarray) -> np.ndarray:
+    """Max-min fair rates by progressive filling, in numpy: each round raises every unfrozen flow
+    by the smallest fair share left on a link, freezes the flows of the links that saturate, and
+    drops their incidences, so rounds get cheaper."""
     rate = np.zeros(num_flows)
     live = np.ones(num_flows, dtype=bool)
     remaining = capacity_Bps.astype(np.float64).copy()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -81,7 +82,10 @@ def main() -> int:
     }
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
+    text = json.dumps(out, indent=1)
+    # One line per table row keeps the file diffable and small.
+    text = re.sub(r"\[\n\s+([^\[\]{}]*?)\n\s+\]", lambda m: "[" + re.sub(r"\s*\n\s*", " ", m.group(1)) + "]", text)
+    path.write_text(text)
     console.print(f"{len(res.rows)} rows; wrote {path}; runtime {runtime:.1f} s")
     return 0
 

@@ -25,6 +25,11 @@ rows only and tested on the 4- and 8-node rows (``fit_cross_node`` in
 :mod:`cosim.validation.comm`); with both at their neutral values (0 and 1) the model is the
 single-node one.
 
+The frameworks' custom all-reduce has two operations, ``custom_allreduce.one_shot`` and
+``.two_shot``, with their own fixed costs; a call takes the algorithm with the shorter predicted
+duration (:func:`custom_allreduce_choice`). TensorRT-LLM's NVLink all-to-all (``nvlink_a2a``) has
+kernel-rate constants fitted on gb200 rows of one compute tray (:mod:`cosim.validation.nvlink_a2a`).
+
 Per-operation constants (``nccl.all_reduce``, ``deepep_normal.dispatch`` ...) override the
 library's when the caller names the operation; without an operation the library-wide constants
 (fitted on all of the library's rows) are used, so ``duration_s(library, network_s)`` always works.

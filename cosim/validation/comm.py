@@ -395,26 +395,17 @@ def simulate_rows(rows: pd.DataFrame, backend: str = "flow", normal_variant: str
     for i, row in enumerate(rows.itertuples(index=False)):
         t0 = time.perf_counter()
         if row.table == "custom_allreduce":
-            times = {}
             for a in C.CUSTOM_ALLREDUCE_ALGORITHMS:
                 fs = custom_flows(row, a)
-                times[a] = simulate(topology_for(1), fs, backend, router=_router(1, "pxn")).completion_time_s
-                per_algorithm[a].append(times[a])
-            network.append(min(times.values()))
-            gpu_bytes.append(max_gpu_bytes(fs))
-            nflows.append(len(fs))
-            wall.append(time.perf_counter() - t0)
-            if progress is not None:
-                progress(i + 1, len(rows))
-            continue
-        for a in per_algorithm:
-            per_algorithm[a].append(np.nan)
-        fs, node_num, cross_rail = build_flows(row, normal_variant, traffic)
-        if len(fs):
-            res = simulate(topology_for(node_num, cross_rail), fs, backend, router=_router(node_num, cross_rail))
-            network.append(res.completion_time_s)
+                per_algorithm[a].append(
+                    simulate(topology_for(1), fs, backend, router=_router(1, "pxn")).completion_time_s)
+            network.append(min(times[-1] for times in per_algorithm.values()))
         else:
-            network.append(0.0)
+            for a in per_algorithm:
+                per_algorithm[a].append(np.nan)
+            fs, node_num, cross_rail = build_flows(row, normal_variant, traffic)
+            network.append(simulate(topology_for(node_num, cross_rail), fs, backend,
+                                    router=_router(node_num, cross_rail)).completion_time_s if len(fs) else 0.0)
         gpu_bytes.append(max_gpu_bytes(fs))
         nflows.append(len(fs))
         wall.append(time.perf_counter() - t0)

@@ -200,17 +200,8 @@ def custom_allreduce_records(system: str, framework: str = "trtllm", version: st
     """Measured rows of ``comm/<framework>/<version>/custom_allreduce_perf`` (default: the newest
     folder that has the table); ``message_size`` is an element count (bf16: 2 bytes each). Only
     the CUDA-graph variants are kept (what a served model runs)."""
-    root = Path(systems_dir) if systems_dir is not None else aiconfigurator_systems_dir()
-    load_system(system, root)
-    base = root / "data" / system / "comm" / framework
-    have = [v for v in _folders(base) if (base / v / "custom_allreduce_perf.parquet").is_file()]
-    if not have:
-        raise ConfigError("<api>", "framework", f"no custom_allreduce_perf table for {system} / {framework}")
-    chosen = version or max(have, key=_version_key)
-    path = base / chosen / "custom_allreduce_perf.parquet"
-    if not path.is_file():
-        raise ConfigError("<api>", "version", f"no custom_allreduce_perf for {system} / {framework} {chosen!r}; "
-                                              f"available: {have}")
+    path = _framework_table(system, framework, version, "custom_allreduce_perf.parquet", systems_dir)
+    chosen = path.parent.name
     cols = _read(path, ("allreduce_dtype", "num_gpus", "message_size", "latency"),
                  optional=("implementation", "backend"))
     impl = cols.get("implementation") or cols.get("backend") or [framework] * len(cols["latency"])
@@ -251,16 +242,8 @@ def nvlink_alltoall_records(system: str = "gb200", version: str | None = None,
     """Measured rows of ``comm/trtllm/<version>/trtllm_alltoall_perf`` (default: the newest folder
     with the table; only gb200 has it), milliseconds converted to seconds, ``alltoall_`` dropped
     from the phase names."""
-    root = Path(systems_dir) if systems_dir is not None else aiconfigurator_systems_dir()
-    load_system(system, root)
-    base = root / "data" / system / "comm" / "trtllm"
-    have = [v for v in _folders(base) if (base / v / "trtllm_alltoall_perf.parquet").is_file()]
-    if not have:
-        raise ConfigError("<api>", "system", f"no trtllm_alltoall_perf table for {system}")
-    chosen = version or max(have, key=_version_key)
-    path = base / chosen / "trtllm_alltoall_perf.parquet"
-    if not path.is_file():
-        raise ConfigError("<api>", "version", f"no trtllm_alltoall_perf for {system} at {chosen!r}; available: {have}")
+    path = _framework_table(system, "trtllm", version, "trtllm_alltoall_perf.parquet", systems_dir)
+    chosen = path.parent.name
     names = ("op_name", "kernel_source", "moe_dtype", "moe_ep_size", "num_tokens", "hidden_size", "topk",
              "num_experts", "distribution", "latency")
     cols = _read(path, names)
@@ -272,6 +255,22 @@ def nvlink_alltoall_records(system: str = "gb200", version: str | None = None,
                                         int(tokens), int(hidden), int(topk), int(experts), dist,
                                         float(lat) * MS_TO_S))
     return out
+
+
+def _framework_table(system: str, framework: str, version: str | None, file: str,
+                     systems_dir: str | Path | None) -> Path:
+    """Path of ``comm/<framework>/<version>/<file>`` of ``system`` (default version: the newest
+    folder that has the file), or a ConfigError listing the folders that have it."""
+    root = Path(systems_dir) if systems_dir is not None else aiconfigurator_systems_dir()
+    load_system(system, root)  # validates the name
+    base = root / "data" / system / "comm" / framework
+    have = [v for v in _folders(base) if (base / v / file).is_file()]
+    if not have:
+        raise ConfigError("<api>", "framework", f"no {file} for {system} / {framework}")
+    chosen = version or max(have, key=_version_key)
+    if chosen not in have:
+        raise ConfigError("<api>", "version", f"no {file} for {system} / {framework} {chosen!r}; available: {have}")
+    return base / chosen / file
 
 
 def _version_key(v: str) -> tuple:

@@ -678,11 +678,9 @@ SAMPLED_TOKENS = (16, 256)
 
 
 def sampled_subset(rows: pd.DataFrame) -> pd.DataFrame:
-    """DSv3-shaped DeepEP rows at :data:`SAMPLED_TOKENS` (the EP64 low-latency rows are left out:
-    15k unequal flows take the flow backend ~20-45 s each)."""
+    """DSv3-shaped DeepEP rows at :data:`SAMPLED_TOKENS`, every node count."""
     dsv3 = (rows.hidden == 7168) & (rows.topk == 8) & (rows.num_experts == 256)
-    keep = (rows.table != "nccl") & dsv3 & rows.num_tokens.isin(SAMPLED_TOKENS)
-    keep &= ~((rows.table == "deepep_ll") & (rows.node_num == 8))
+    keep = rows.table.str.startswith("deepep") & dsv3 & rows.num_tokens.isin(SAMPLED_TOKENS)
     return rows[keep].reset_index(drop=True)
 
 

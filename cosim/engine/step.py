@@ -145,17 +145,17 @@ class CollectiveNetwork:
             return None
         key = spec.shape_key()
         if key not in self._algorithms:
-            times = {}
-            for a in C.CUSTOM_ALLREDUCE_ALGORITHMS:
-                self._algorithms[key] = a
-                times[a] = self.run([spec], [0.0]).network_s[0]
+            times = {a: self.run([spec], [0.0], [a]).network_s[0] for a in C.CUSTOM_ALLREDUCE_ALGORITHMS}
             self._algorithms[key] = custom_allreduce_choice(overheads, times)
         return self._algorithms[key]
 
-    def run(self, specs: list[CollectiveSpec], offsets_s: list[float]) -> _NetworkRun:
-        """Simulate ``specs`` together, each starting ``offsets_s`` after the first."""
-        key = tuple((s.shape_key(), self._algorithms.get(s.shape_key()), round(o * 1e9))
-                    for s, o in zip(specs, offsets_s))
+    def run(self, specs: list[CollectiveSpec], offsets_s: list[float],
+            algorithms: list[str | None] | None = None) -> _NetworkRun:
+        """Simulate ``specs`` together, each starting ``offsets_s`` after the first; custom
+        all-reduces use ``algorithms`` (default: the ones :meth:`choose_algorithm` chose)."""
+        if algorithms is None:
+            algorithms = [self._algorithms.get(s.shape_key()) for s in specs]
+        key = tuple((s.shape_key(), a, round(o * 1e9)) for s, a, o in zip(specs, algorithms, offsets_s))
         hit = self._memo.get(key)
         if hit is not None:
             return hit
@@ -163,10 +163,9 @@ class CollectiveNetwork:
         fs = FlowSet()
         ends, gpu_bytes = [], {}
         deepep = any(s.library.startswith("deepep") for s in specs)
-        for i, (s, o) in enumerate(zip(specs, offsets_s)):
+        for i, (s, a, o) in enumerate(zip(specs, algorithms, offsets_s)):
             first = len(fs)
-            ends.append(add_collective_flows(fs, s, o, self.gpus_per_node if deepep else None,
-                                             self._algorithms.get(s.shape_key())))
+            ends.append(add_collective_flows(fs, s, o, self.gpus_per_node if deepep else None, a))
             gpu_bytes[i] = D.gpu_bytes_sent(fs, range(first, len(fs)))
         t0 = time.perf_counter()
         result = simulate(self.topology, fs, self.backend, router=self._routers[routing])

@@ -227,7 +227,7 @@ def build_step_trace(spec: StepSpec, kernels) -> StepTrace:
                                         {src: last[mb].get(src, [])}, layer_range[0], mb)
                     last[mb][dst] = [done[dst]]
         for layer in layer_range:
-            _emit_layer(w, spec, layer, ranks, mbs, tokens_per_req, last)
+            _emit_layer(w, spec, layer, ranks, mbs, tokens_per_req, last, ar_lib)
         if stage == len(stages) - 1:
             for mb, batch in enumerate(mbs):
                 for op in model_head_ops(model, par, prec, spec.phase, batch, tokens_per_req).post_layers:
@@ -257,10 +257,10 @@ def _scalar(size: float) -> np.ndarray:
 
 
 def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], mbs: list[int],
-                tokens_per_req: int, last: list[dict[int, list[int]]]) -> None:
-    """Emit one decoder layer for every micro-batch in TBO order (see module docstring)."""
+                tokens_per_req: int, last: list[dict[int, list[int]]], ar_lib: str) -> None:
+    """Emit one decoder layer for every micro-batch in TBO order (see module docstring);
+    ``ar_lib`` is the library of the stage's tensor-parallel all-reduces."""
     model, par, prec = spec.model, spec.parallel, spec.precision
-    ar_lib = _allreduce_library(spec, ranks)
     per_mb = []
     for mb, batch in enumerate(mbs):
         ops = layer_ops(model, layer, par, prec, spec.phase, batch, tokens_per_req, spec.prefix_tokens,

@@ -228,6 +228,9 @@ def test_per_rank_expert_load_follows_the_routing_sample_and_makes_stragglers():
         durations.append(node.duration_s)
     assert max(durations) / min(durations) > 1.5  # hot experts make hot ranks
     assert results["per_rank"].compute_per_rank_s("moe_experts") == pytest.approx(58 * np.array(durations))
+    ratio, hot, layers = results["per_rank"].expert_imbalance()
+    assert ratio == pytest.approx(max(durations) / np.mean(durations)) and hot == int(np.argmax(durations))
+    assert layers == 58 and results["table"].expert_imbalance()[0] == pytest.approx(1.0)
     table = [n.duration_s for rank in results["table"].trace.ranks for n in rank.nodes
              if isinstance(n, ComputeNode) and isinstance(n.op, MoeOp)]
     assert table == pytest.approx([tokens * 1e-7] * 8 * 58)

@@ -156,12 +156,10 @@ def _cmd_step(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"overlap achieved: {result.overlap_fraction:.1%} of communication hidden; compute durations: "
                   + ", ".join(f"{n} {k}" for k, n in sorted(result.duration_sources.items())))
-    experts = result.compute_per_rank_s("moe_experts")
-    if len(experts) > 1 and experts.mean() > 0 and experts.max() > 1.02 * experts.mean():
-        hot = int(np.argmax(experts))
-        console.print(f"routed experts per rank: mean {format_time(experts.mean())}, max {format_time(experts.max())} "
-                      f"on rank {result.trace.ranks[hot].rank} ({experts.max() / experts.mean():.2f}x the mean); "
-                      "the other ranks wait for it in the combine")
+    ratio, hot, layers = result.expert_imbalance()
+    if ratio > 1.02:
+        console.print(f"routed experts: the slowest rank of a MoE layer takes {ratio:.2f}x the layer's mean "
+                      f"(rank {hot} is the slowest in {layers} layers); the others wait for it in the combine")
     mem = result.memory
     if mem is not None:
         cap = "" if mem.capacity_bytes is None else f" of {format_bytes(mem.capacity_bytes)} HBM " \

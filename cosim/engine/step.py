@@ -229,6 +229,26 @@ class StepResult:
         return np.array([sum(n.duration_s for n in rt.nodes if isinstance(n, ComputeNode) and n.op_class == op_class)
                          for rt in self.trace.ranks])
 
+    def expert_imbalance(self) -> tuple[float, int | None, int]:
+        """Routed-expert load across the ranks that run the same MoE layer: the mean over MoE
+        layers (and micro-batches) of ``max / mean`` of the ranks' expert time, the rank that is
+        slowest most often, and how many layers it is slowest in. ``(1.0, None, 0)`` without
+        MoE layers."""
+        per_layer: dict[tuple[int, int], list[tuple[float, int]]] = defaultdict(list)
+        for rt in self.trace.ranks:
+            for n in rt.nodes:
+                if isinstance(n, ComputeNode) and n.op_class == "moe_experts":
+                    per_layer[(n.layer, n.microbatch)].append((n.duration_s, rt.rank))
+        if not per_layer:
+            return 1.0, None, 0
+        ratios, slowest = [], defaultdict(int)
+        for entries in per_layer.values():
+            times = np.array([t for t, _ in entries])
+            ratios.append(times.max() / times.mean() if times.mean() > 0 else 1.0)
+            slowest[max(entries)[1]] += 1
+        hot = max(slowest, key=slowest.get)
+        return float(np.mean(ratios)), hot, slowest[hot]
+
     def link_utilization(self) -> np.ndarray:
         """Mean utilization of every directed link over the step."""
         bw = self.topology.directed_bandwidth_bps

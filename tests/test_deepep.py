@@ -156,3 +156,33 @@ def test_normal_flows_on_partial_nodes_stay_in_the_group():
     assert set(fs.src) | set(fs.dst) <= set(ranks)
     assert size[tags == "rdma"].sum() == 8 * 3000
     assert size[tags == "nvl_direct"].sum() == 8 * 3 * 1000
+
+
+def test_eplb_placement_replicates_hot_experts_and_balances_ranks():
+    from cosim.trace.moe_traffic import eplb_placement, expert_popularity, sampled_routing_counts
+
+    p = expert_popularity(256, 1.2, seed=0)
+    for redundant in (0, 32, 64):
+        pl = eplb_placement(p, redundant, 32)
+        assert pl.num_slots == 256 + redundant and min(pl.replicas) >= 1
+        slots = np.bincount([r for row, k in zip(pl.replica_ranks, pl.replicas) for r in row[:k]], minlength=32)
+        assert np.all(slots == (256 + redundant) // 32)  # the same number of slots on every rank
+        for row, k in zip(pl.replica_ranks, pl.replicas):
+            assert len(set(row[:k])) == k  # replicas of one expert on distinct ranks
+        load = pl.rank_load(p)
+        assert load.sum() == pytest.approx(1.0)
+        if redundant == 0:
+            unbalanced = load.max() / load.mean()
+        else:  # the hottest expert alone holds ~10 % of all selections: replicas cut the peak
+            assert load.max() / load.mean() < 0.5 * unbalanced
+    # The hottest expert gets the most replicas.
+    assert eplb_placement(p, 32, 32).replicas[int(np.argmax(p))] == max(eplb_placement(p, 32, 32).replicas)
+    # Sampled routing through the replicas: selections are conserved, load follows the placement.
+    c0 = sampled_routing_counts(512, 256, 8, 32, node_of=[0] * 32, skew=1.2)
+    c1 = sampled_routing_counts(512, 256, 8, 32, node_of=[0] * 32, skew=1.2, redundant_experts=32)
+    assert c0.selections.sum() == c1.selections.sum() == 512 * 8 * 32
+    assert c1.expert_tokens.max() < 0.6 * c0.expert_tokens.max()
+    with pytest.raises(ValueError, match="multiple of ep"):
+        eplb_placement(p, 5, 32)
+    with pytest.raises(ValueError, match="node-limited"):
+        sampled_routing_counts(16, 256, 8, 16, topk_nodes=2, skew=1.2, redundant_experts=16)

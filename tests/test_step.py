@@ -316,3 +316,24 @@ def test_nvlink_all_to_all_library_on_an_nvl72_rack():
     with pytest.raises(ConfigError, match="one NVLink domain"):
         simulate_step(dataclasses.replace(spec, parallel=Parallelism(tp=16, ep=16, dp_attention=True)),
                       ConstantKernels(), load_topology("h200-hgx-2node"), "flow")
+
+
+def test_redundant_experts_remove_the_straggler_of_hot_experts():
+    from cosim.models import Parallelism, Precision, load_model
+    from cosim.trace.builder import StepSpec
+
+    pytest.importorskip("aiconfigurator_core")
+    model = load_model("deepseek-ai/DeepSeek-V3")
+    results = {}
+    for redundant in (0, 32):
+        spec = StepSpec(model, Parallelism(tp=8, ep=8, dp_attention=True), Precision.from_checkpoint(model, dispatch="fp8"),
+                        "generation", batch_per_rank=64, routing_skew=1.5, redundant_experts=redundant)
+        results[redundant] = simulate_step(spec, TokenKernels(), star(8, bandwidth="3600Gbps"), "flow", overheads=ZERO)
+    before, after = results[0].expert_imbalance()[0], results[32].expert_imbalance()[0]
+    assert before > 1.5 and after < 1.15
+    assert results[32].step_time_s < results[0].step_time_s
+    # Replicas hold weights: 32 more experts' worth on 8 ranks.
+    extra = results[32].memory.weight_bytes - results[0].memory.weight_bytes
+    assert extra > 0
+    with pytest.raises(ConfigError, match="divisible"):
+        simulate_step(dataclasses.replace(spec, redundant_experts=3), TokenKernels(), star(8), "flow")

@@ -134,7 +134,8 @@ def _cmd_step(args: argparse.Namespace) -> int:
     spec = StepSpec(model, parallel, precision, phase, batch_per_rank=args.batch,
                     new_tokens=1 if phase == "generation" else args.new_tokens, prefix_tokens=args.context,
                     overlap=args.overlap, routing_skew=args.skew, moe_load=args.moe_load,
-                    moe_library=args.moe_library, allreduce_library=args.allreduce_library)
+                    moe_library=args.moe_library, allreduce_library=args.allreduce_library,
+                    redundant_experts=args.redundant_experts)
     kernels = KernelTables.load(args.system, framework=args.framework)
     with console.status(f"simulating one {args.phase} step of {model.name} on {topo.name} ({args.backend} backend)"):
         result = simulate_step(spec, kernels, topo, args.backend)
@@ -246,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "TensorRT-LLM's NVLink all-to-all inside one NVLink domain (NVL72)")
     step.add_argument("--allreduce-library", choices=["auto", "nccl", "custom_allreduce"], default="auto",
                       help="tensor-parallel all-reduce (auto: custom kernels inside a node, NCCL across)")
+    step.add_argument("--redundant-experts", type=int, default=0,
+                      help="extra expert slots replicating the most loaded experts (EPLB); with --skew")
     step.add_argument("--moe-load", choices=["per_rank", "table"], default="per_rank",
                       help="expert compute per rank from its own routed tokens (stragglers), or the table's "
                            "distribution for every rank")

@@ -293,7 +293,8 @@ def simulate_step(spec: StepSpec, kernels, topology: Topology, backend: str = "f
     result.spec = spec
     system = getattr(kernels, "system", None)
     result.memory = step_memory(spec.model, spec.parallel, spec.precision, spec.phase, spec.batch_per_rank,
-                                spec.new_tokens, spec.prefix_tokens, getattr(system, "mem_capacity_bytes", None))
+                                spec.new_tokens, spec.prefix_tokens, getattr(system, "mem_capacity_bytes", None),
+                                redundant_experts=spec.redundant_experts)
     result.wall_s = time.perf_counter() - wall0
     return result
 

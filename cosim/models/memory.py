@@ -181,11 +181,13 @@ class StepMemory:
 
 
 def step_memory(model: ModelSpec, parallel: Parallelism, precision: Precision, phase: Phase, batch_per_rank: int,
-                new_tokens: int = 1, prefix_tokens: int = 0, capacity_bytes: float | None = None) -> StepMemory:
+                new_tokens: int = 1, prefix_tokens: int = 0, capacity_bytes: float | None = None,
+                redundant_experts: int = 0) -> StepMemory:
     """Weights, KV cache and activations on one GPU for a step of ``batch_per_rank`` requests of
     ``new_tokens`` new tokens after ``prefix_tokens`` cached ones (the batch of one attention
     rank under DP attention, of the TP group otherwise; the KV cache of a request is sharded as
-    :func:`kv_cache_bytes_per_request` says)."""
+    :func:`kv_cache_bytes_per_request` says). ``redundant_experts`` replicas (EPLB) add their
+    share of the routed-expert weights."""
     if batch_per_rank < 1:
         raise ConfigError("<api>", "batch_per_rank", f"expected >= 1, got {batch_per_rank!r}")
     kv = batch_per_rank * kv_cache_bytes_per_request(model, parallel, precision, prefix_tokens + new_tokens)
@@ -194,4 +196,8 @@ def step_memory(model: ModelSpec, parallel: Parallelism, precision: Precision, p
                                        prefix_tokens)
     else:
         act = activation_bytes_per_gpu(model, parallel, precision, batch_per_rank, "generation", prefix_tokens)
-    return StepMemory(weight_bytes_per_gpu(model, parallel, precision), kv, act, capacity_bytes)
+    weights = weight_bytes_per_gpu(model, parallel, precision)
+    if redundant_experts and model.moe is not None:
+        routed = max(weight_breakdown(model, parallel, precision, s).routed_expert_bytes for s in range(parallel.pp))
+        weights += routed * redundant_experts / model.moe.num_experts
+    return StepMemory(weights, kv, act, capacity_bytes)

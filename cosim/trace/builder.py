@@ -64,6 +64,12 @@ class StepSpec:
             every rank gets the table's time for the layer's token count and the router
             distribution matching ``routing_skew`` (aiconfigurator's convention: that row times
             the rank holding the hot experts).
+        redundant_experts: extra expert slots for expert-parallel load balancing (EPLB): the
+            most loaded experts (by the expected popularity of ``routing_skew``) are replicated
+            and the replicas packed onto the EP ranks (:func:`cosim.trace.moe_traffic.eplb_placement`);
+            each selection goes to one replica. Needs the all-to-all MoE pattern (DP attention),
+            ``num_experts + redundant_experts`` divisible by the EP size, and no node-limited
+            routing (DeepEP normal mode across nodes).
         allreduce_library: library of the tensor-parallel all-reduces. ``auto`` (default): the
             frameworks' custom one-shot / two-shot kernels (``custom_allreduce``, validated on
             TensorRT-LLM's measured table) when the group is inside one node, NCCL's ring across
@@ -87,6 +93,7 @@ class StepSpec:
     gpus_per_node: int | None = None
     moe_load: Literal["per_rank", "table"] = "per_rank"
     allreduce_library: Literal["auto", "nccl", "custom_allreduce"] = "auto"
+    redundant_experts: int = 0
 
     def __post_init__(self) -> None:
         if self.gpus_per_node is not None and self.gpus_per_node < 1:
@@ -105,6 +112,8 @@ class StepSpec:
         if self.moe_library not in ("auto", "deepep_normal", "deepep_ll", "nvlink_a2a"):
             raise ConfigError("<api>", "moe_library", "expected 'auto', 'deepep_normal', 'deepep_ll' or "
                                                       f"'nvlink_a2a', got {self.moe_library!r}")
+        if self.redundant_experts < 0:
+            raise ConfigError("<api>", "redundant_experts", f"expected >= 0, got {self.redundant_experts!r}")
         if self.moe_load not in ("per_rank", "table"):
             raise ConfigError("<api>", "moe_load", f"expected 'per_rank' or 'table', got {self.moe_load!r}")
         if self.phase == "generation" and self.new_tokens != 1:
@@ -242,6 +251,7 @@ def build_step_trace(spec: StepSpec, kernels) -> StepTrace:
         "tp": str(par.tp), "ep": str(par.ep), "dp_attention": str(par.dp_attention), "pp": str(par.pp),
         "overlap": spec.overlap, "routing_skew": str(spec.routing_skew), "moe_library": spec.library,
         "moe_load": spec.moe_load, "allreduce_library": spec.allreduce_library,
+        "redundant_experts": str(spec.redundant_experts),
         "gpus_per_node": str(spec.gpus_per_node or DEFAULT_GPUS_PER_NODE),
         "kernels": getattr(kernels, "describe", lambda: type(kernels).__name__)(),
     }
@@ -364,6 +374,14 @@ def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Tr
     """
     moe = spec.model.moe
     assert moe is not None
+    redundant = spec.redundant_experts
+    if redundant and comm.moe_pattern != "all_to_all":
+        raise ConfigError("<api>", "redundant_experts", "redundant experts need the all-to-all MoE pattern "
+                                                        "(expert parallelism with DP attention)")
+    if redundant and (moe.num_experts + redundant) % len(ranks):
+        raise ConfigError("<api>", "redundant_experts", f"num_experts + redundant_experts = "
+                                                        f"{moe.num_experts + redundant} is not divisible by EP "
+                                                        f"{len(ranks)}")
     if comm.moe_pattern == "allgather_reducescatter":
         total = comm.tokens_per_rank * len(ranks)
         return ((_scalar(total * comm.dispatch_bytes_per_token), {}),
@@ -376,7 +394,7 @@ def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Tr
             raise ConfigError("<api>", "moe_library", f"nvlink_a2a needs the EP group in one NVLink domain; its "
                                                       f"{ep} ranks span {nodes} nodes of {spec.gpus_per_node} GPUs")
         counts = sampled_routing_counts(comm.tokens_per_rank, moe.num_experts, moe.top_k, ep, node_of=node_of,
-                                        skew=spec.routing_skew, seed=spec.seed)
+                                        skew=spec.routing_skew, seed=spec.seed, redundant_experts=redundant)
         out = []
         for op, dtype in (("dispatch", prec.dispatch), ("combine", prec.combine)):
             per_token = NV.phase_bytes_per_token(op, dtype, hidden, moe.top_k)
@@ -386,16 +404,19 @@ def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Tr
         return out[0], out[1], counts.expert_tokens
     if spec.library == "deepep_ll":
         counts = sampled_routing_counts(comm.tokens_per_rank, moe.num_experts, moe.top_k, ep, node_of=node_of,
-                                        skew=spec.routing_skew, seed=spec.seed)
-        qps = {"qps_per_peer": D.ll_qps_per_peer(moe.num_experts, ep)}
+                                        skew=spec.routing_skew, seed=spec.seed, redundant_experts=redundant)
+        qps = {"qps_per_peer": D.ll_qps_per_peer(moe.num_experts + redundant, ep)}
         dispatch = D.ll_bytes_matrix(counts.selections, D.ll_dispatch_bytes_per_selection(hidden, prec.dispatch),
                                      "dispatch")
         combine = D.ll_bytes_matrix(counts.selections, D.ll_combine_bytes_per_selection(hidden, prec.combine),
                                     "combine")
         return (dispatch, qps), (combine, qps), counts.expert_tokens
+    if redundant and nodes > 1:
+        raise ConfigError("<api>", "redundant_experts", "redundant experts with DeepEP normal mode across nodes "
+                                                        "(node-limited routing) are not modelled")
     counts = sampled_routing_counts(comm.tokens_per_rank, moe.num_experts, moe.top_k, ep,
                                     topk_nodes=D.topk_nodes_limit(nodes), node_of=node_of,
-                                    skew=spec.routing_skew, seed=spec.seed)
+                                    skew=spec.routing_skew, seed=spec.seed, redundant_experts=redundant)
     remote = np.asarray(node_of)[:, None] != np.arange(nodes)[None, :]
     out = []
     for op, per_token in (("dispatch", D.normal_dispatch_bytes_per_token(hidden, prec.dispatch)),

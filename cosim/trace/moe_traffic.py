@@ -73,6 +73,62 @@ def expert_popularity(num_experts: int, skew: float, seed: int = 0) -> np.ndarra
     return rng.permutation(weights / weights.sum())
 
 
+@dataclass(frozen=True)
+class ExpertPlacement:
+    """Where the replicas of every expert live (expert-parallel load balancing, EPLB).
+
+    ``replica_ranks[e, i]`` is the rank of replica ``i`` of expert ``e`` (``-1`` padding beyond
+    ``replicas[e]``). Hashable, so routing samples that use it can be cached.
+    """
+
+    replica_ranks: tuple[tuple[int, ...], ...]
+    replicas: tuple[int, ...]
+
+    @property
+    def num_slots(self) -> int:
+        return sum(self.replicas)
+
+    def rank_load(self, popularity: np.ndarray) -> np.ndarray:
+        """Expected share of all selections that each rank receives (replicas split evenly)."""
+        ep = 1 + max(r for row in self.replica_ranks for r in row)
+        load = np.zeros(ep)
+        for e, (row, k) in enumerate(zip(self.replica_ranks, self.replicas)):
+            for r in row[:k]:
+                load[r] += popularity[e] / k
+        return load
+
+
+def eplb_placement(popularity: Sequence[float], redundant: int, ep: int) -> ExpertPlacement:
+    """Redundant-expert placement as EPLB does it: every extra slot replicates the expert with
+    the highest load per replica; then replicas are packed onto the ``ep`` ranks (the same
+    number of slots each) heaviest first, each to the least-loaded rank that has room and no
+    replica of that expert yet (greedy longest-processing-time)."""
+    p = np.asarray(popularity, dtype=np.float64)
+    num_experts = len(p)
+    slots = num_experts + int(redundant)
+    if redundant < 0 or slots % ep:
+        raise ValueError(f"num_experts + redundant = {slots} must be a multiple of ep={ep} (redundant >= 0)")
+    replicas = np.ones(num_experts, dtype=np.int64)
+    for _ in range(int(redundant)):
+        replicas[int(np.argmax(p / replicas))] += 1
+    per_rank = slots // ep
+    items = sorted(((p[e] / replicas[e], e) for e in range(num_experts) for _ in range(replicas[e])), reverse=True)
+    load = np.zeros(ep)
+    free = np.full(ep, per_rank)
+    hosts: list[list[int]] = [[] for _ in range(num_experts)]
+    for share, e in items:
+        allowed = (free > 0) & ~np.isin(np.arange(ep), hosts[e])
+        if not allowed.any():
+            allowed = free > 0
+        r = int(np.flatnonzero(allowed)[np.argmin(load[allowed])])
+        hosts[e].append(r)
+        load[r] += share
+        free[r] -= 1
+    width = int(replicas.max())
+    rows = tuple(tuple(h + [-1] * (width - len(h))) for h in hosts)
+    return ExpertPlacement(rows, tuple(int(k) for k in replicas))
+
+
 def _node_of(ep: int, gpus_per_node: int, node_of: Sequence[int] | None) -> tuple[int, ...]:
     if node_of is None:
         return tuple(r // gpus_per_node for r in range(ep))
@@ -170,7 +226,7 @@ def _hit_probabilities(num_experts: int, topk: int, ep: int, topk_nodes: int, no
 def sampled_routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int, *, topk_nodes: int = 0,
                            gpus_per_node: int = DEFAULT_GPUS_PER_NODE, node_of: Sequence[int] | None = None,
                            selections: int | None = None, skew: float = 0.0, seed: int = 0,
-                           max_sampled: int | None = None) -> RoutingCounts:
+                           max_sampled: int | None = None, redundant_experts: int = 0) -> RoutingCounts:
     """One random routing per rank, reproducible from ``seed`` and cached (the arrays are
     read-only and shared by every caller with the same arguments).
 
@@ -178,22 +234,36 @@ def sampled_routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int
     draws Gumbel top-k over :func:`expert_popularity`. Token counts above ``max_sampled`` (None:
     no limit) are sampled on ``max_sampled`` tokens and scaled (float counts). ``selections``
     masks random (token, slot) pairs down to that count per rank (only when not scaled).
+    ``redundant_experts`` > 0 places replicas of the most popular experts by
+    :func:`eplb_placement` (from the expected popularity) and sends every selection to one of its
+    expert's replicas at random; it cannot be combined with node-limited routing.
     """
     nodes_of = _node_of(ep, gpus_per_node, node_of)
+    placement = None
+    if redundant_experts:
+        if topk_nodes:
+            raise ValueError("redundant experts with node-limited routing (DeepEP normal mode across nodes) "
+                             "are not modelled")
+        placement = eplb_placement(expert_popularity(num_experts, skew, seed), redundant_experts, ep)
     return _sampled(int(num_tokens), int(num_experts), int(topk), int(ep), int(topk_nodes), nodes_of,
                     None if selections is None else int(selections), float(skew), int(seed),
-                    None if max_sampled is None else int(max_sampled))
+                    None if max_sampled is None else int(max_sampled), placement)
 
 
 @lru_cache(maxsize=64)
 def _sampled(num_tokens: int, num_experts: int, topk: int, ep: int, topk_nodes: int, node_of: tuple[int, ...],
-             selections: int | None, skew: float, seed: int, max_sampled: int | None) -> RoutingCounts:
+             selections: int | None, skew: float, seed: int, max_sampled: int | None,
+             placement: ExpertPlacement | None = None) -> RoutingCounts:
     if not 1 <= topk <= num_experts:
         raise ValueError(f"topk must be in 1..{num_experts}, got {topk}")
-    owner = expert_rank(num_experts, ep)
+    owner = expert_rank(num_experts, ep) if placement is None else None
+    if placement is not None:
+        replica_ranks = np.asarray(placement.replica_ranks, dtype=np.int64)
+        replicas = np.asarray(placement.replicas, dtype=np.int64)
+        pick_rng = np.random.default_rng(seed + 2)
     rank_node = np.asarray(node_of, dtype=np.int64)
     nodes = int(rank_node.max()) + 1
-    node_of_expert = rank_node[owner]
+    node_of_expert = rank_node[owner] if owner is not None else np.zeros(num_experts, dtype=np.int64)
     node_starts = np.searchsorted(node_of_expert, np.arange(nodes))
     t = num_tokens if max_sampled is None else min(num_tokens, max_sampled)
     scale = num_tokens / t if t else 1.0
@@ -224,7 +294,10 @@ def _sampled(num_tokens: int, num_experts: int, topk: int, ep: int, topk_nodes: 
         if selections is not None and scale == 1.0 and selections < t * topk:
             drop = rng.choice(t * topk, size=t * topk - selections, replace=False)
             valid.reshape(-1)[drop] = False
-        dest = owner[chosen]
+        if placement is None:
+            dest = owner[chosen]
+        else:  # one replica of each chosen expert, at random
+            dest = replica_ranks[chosen, (pick_rng.random(chosen.shape) * replicas[chosen]).astype(np.int64)]
         token_of = np.broadcast_to(rows, dest.shape)[valid]
         sel[src] = np.bincount(dest[valid], minlength=ep)
         hit = np.zeros((t, ep), dtype=bool)

@@ -11,12 +11,16 @@ Bandwidths are per direction. ``b`` means bits and ``B`` means bytes; SI prefixe
 1e-06
 >>> parse_size_bytes("4KiB")
 4096
+>>> parse_ratio("2:1")
+2.0
 """
 
 from __future__ import annotations
 
 import math
 import re
+
+from cosim.errors import CosimError
 
 _NUMBER = r"(?P<num>[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)"
 _SI = {"": 1.0, "K": 1e3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
@@ -30,8 +34,9 @@ _SIZE_RE = re.compile(_NUMBER + r"\s*(?P<prefix>Ki|Mi|Gi|Ti|[kKMGT]?)(?P<unit>B)
 _TIME_SCALE = {"ps": 1e-12, "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
-class UnitError(ValueError):
-    """A string could not be parsed as the requested quantity."""
+class UnitError(CosimError, ValueError):
+    """A string could not be parsed as the requested quantity (a :class:`ValueError` too, for
+    callers that catch that)."""
 
 
 def parse_bandwidth_bps(value: str | int | float) -> float:
@@ -89,6 +94,30 @@ def parse_size_bytes(value: str | int) -> int:
     if size != int(size):
         raise UnitError(f"size must be a whole number of bytes, got {value!r}")
     return int(size)
+
+
+_RATIO_RE = re.compile(r"(?P<a>[0-9]+(?:\.[0-9]+)?)\s*:\s*(?P<b>[0-9]+(?:\.[0-9]+)?)")
+
+
+def parse_ratio(value: str | int | float) -> float:
+    """Parse a ratio such as ``2``, ``1.5`` or ``"2:1"`` (= 2.0) into a positive float.
+
+    Used for oversubscription, which people write as ``N:M``; the string form must be quoted or
+    read by cosim's strict YAML loader (YAML 1.1 reads a bare ``2:1`` as the base-60 integer 121).
+    """
+    if isinstance(value, bool):
+        raise UnitError(f"expected a number such as 2 or 1.5, or a ratio such as '2:1', got {value!r}")
+    if isinstance(value, (int, float)):
+        return _positive_finite(float(value), value, "ratio")
+    if not isinstance(value, str):
+        raise UnitError(f"expected a number such as 2 or 1.5, or a ratio such as '2:1', got {value!r}")
+    m = _RATIO_RE.fullmatch(value.strip())
+    if not m:
+        raise UnitError(f"expected a number such as 2 or 1.5, or a ratio such as '2:1', got {value!r}")
+    a, b = float(m["a"]), float(m["b"])
+    if b == 0:
+        raise UnitError(f"ratio {value!r} divides by zero")
+    return _positive_finite(a / b, value, "ratio")
 
 
 def _positive_finite(x: float, raw: object, what: str) -> float:

@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from cosim.errors import CosimError
 from cosim.trace.model import CommNode, ComputeNode, StepTrace
 
 
@@ -31,7 +32,7 @@ class Schedule:
         return max((float(f.max()) for f in self.node_finish_s if len(f)), default=0.0)
 
 
-class ScheduleError(RuntimeError):
+class ScheduleError(CosimError, RuntimeError):
     """The trace cannot be scheduled (a collective whose participants wait on each other)."""
 
 

@@ -1,6 +1,7 @@
 import pytest
 
-from cosim.units import UnitError, parse_bandwidth_bps, parse_size_bytes, parse_time_s
+from cosim.errors import CosimError
+from cosim.units import UnitError, parse_bandwidth_bps, parse_ratio, parse_size_bytes, parse_time_s
 
 
 @pytest.mark.parametrize("text,bps", [
@@ -39,3 +40,23 @@ def test_time_rejects(bad):
 def test_size_rejects(bad):
     with pytest.raises(UnitError):
         parse_size_bytes(bad)
+
+
+@pytest.mark.parametrize("value,ratio", [("2:1", 2.0), ("4:3", 4 / 3), ("1.5:1", 1.5), (" 3 : 2 ", 1.5),
+                                         (2, 2.0), (1.5, 1.5), ("8:8", 1.0)])
+def test_ratio(value, ratio):
+    assert parse_ratio(value) == pytest.approx(ratio)
+
+
+@pytest.mark.parametrize("bad,expect", [("2:0", "divides by zero"), ("0:1", "positive"), (0, "positive"),
+                                        ("2:1:1", "ratio such as '2:1'"), ("2/1", "ratio such as '2:1'"),
+                                        (True, "ratio such as '2:1'"), (float("inf"), "finite"), ("-2:1", "ratio")])
+def test_ratio_rejects(bad, expect):
+    with pytest.raises(UnitError, match=expect):
+        parse_ratio(bad)
+
+
+def test_unit_error_is_a_cosim_error_and_a_value_error():
+    with pytest.raises(CosimError):
+        parse_time_s("1 sec")
+    assert issubclass(UnitError, CosimError) and issubclass(UnitError, ValueError)

@@ -10,6 +10,9 @@ Each generator is a dataclass of parameters (units in the field names) registere
       fabric_latency: 500ns      # -> fabric_latency_s
       mtu: 4096                  # -> mtu_bytes
 
+A parameter's YAML reader follows from its unit suffix or its type; ``metadata={"parse": f}``
+on a field names another one (``oversubscription`` takes ``2``, ``1.5`` or the ratio ``"2:1"``).
+
 Generators produce (nodes, links); :mod:`cosim.topology.loader` validates the result exactly like
 a hand-written file.
 """
@@ -17,10 +20,11 @@ a hand-written file.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
 from cosim.topology.model import Link, Node
+from cosim.units import parse_ratio
 
 GENERATORS: dict[str, type["Generator"]] = {}
 
@@ -182,7 +186,7 @@ class HgxCluster(Generator):
     pcie_latency_s: float = 0.5e-6
     fabric_latency_s: float = 0.5e-6
     spines: int = 4
-    oversubscription: float = 1.0
+    oversubscription: float = field(default=1.0, metadata={"parse": parse_ratio})
     nodes_per_leaf: int = 0
     mtu_bytes: int = 4096
 
@@ -238,7 +242,7 @@ class Nvl72Cluster(Generator):
     fabric_latency_s: float = 0.5e-6
     rails: int = 4
     spines: int = 4
-    oversubscription: float = 1.0
+    oversubscription: float = field(default=1.0, metadata={"parse": parse_ratio})
     nodes_per_leaf: int = 0
     mtu_bytes: int = 4096
 

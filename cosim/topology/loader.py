@@ -4,6 +4,10 @@ A file either names a ``generator`` (``star``, ``hgx_node``, ``hgx_cluster``, ``
 ``nvl72_cluster``) with its parameters, or lists ``nodes`` and ``links`` explicitly. Every error
 names the file, the field and the expected form; a file that loads is routable between every
 pair of GPUs.
+
+Files are parsed with :class:`cosim.topology.strict_yaml.StrictLoader`: YAML 1.1 forms such as
+``2:1`` (base 60), ``1_000``, ``0x10``, ``.inf`` or ``yes`` stay strings, so a numeric field
+holding them is an error instead of a silently wrong number; repeated keys are errors.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ import difflib
 from pathlib import Path
 from typing import Any, Callable
 
+import math
+
 import networkx as nx
-import yaml
 
 from cosim.errors import ConfigError
 from cosim.topology.generators import GENERATORS
 from cosim.topology.model import NODE_KINDS, Link, Node, RoutingPolicy, Topology, TransportConfig
+from cosim.topology.strict_yaml import load_yaml_file
 from cosim.units import UnitError, parse_bandwidth_bps, parse_size_bytes, parse_time_s
 
 _UNIT_SUFFIXES: dict[str, Callable[[Any], Any]] = {
@@ -62,11 +68,13 @@ def resolve_topology_path(name_or_path: str | Path) -> Path:
 def load_topology(name_or_path: str | Path) -> Topology:
     """Load a topology from a YAML file path or a preset name (see :func:`list_presets`)."""
     path = resolve_topology_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(str(path), "", f"not valid YAML: {exc}") from None
-    return topology_from_dict(data, source=str(path))
+    return topology_from_dict(read_topology_file(path), source=str(path))
+
+
+def read_topology_file(name_or_path: str | Path) -> Any:
+    """The parsed (not yet validated) document of a topology file or preset, read with the strict
+    YAML loader; edit it and pass it to :func:`topology_from_dict` to derive a variant."""
+    return load_yaml_file(resolve_topology_path(name_or_path))
 
 
 class _Fields:
@@ -104,6 +112,11 @@ class _Fields:
             raise self.error(str(key), f"unknown key{hint}; allowed keys: {', '.join(sorted(self.used))}")
 
 
+#: Appended to the error of a numeric field that holds a string: YAML 1.1 would have read some
+#: of these forms as numbers, cosim's strict loader does not.
+_NUMBER_FORMS = "plain decimal only: 0x10, 0o17, 017, 1_000, 1:30, .inf, yes/no are not numbers here"
+
+
 def _as_str(v: Any) -> str:
     if not isinstance(v, str) or not v:
         raise ValueError(f"expected a non-empty string, got {v!r}")
@@ -112,13 +125,17 @@ def _as_str(v: Any) -> str:
 
 def _as_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"expected an integer, got {v!r}")
+        hint = f" ({_NUMBER_FORMS})" if isinstance(v, str) else ""
+        raise ValueError(f"expected a decimal integer such as 8, got {v!r}{hint}")
     return v
 
 
 def _as_float(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"expected a number, got {v!r}")
+        hint = f" ({_NUMBER_FORMS})" if isinstance(v, str) else ""
+        raise ValueError(f"expected a decimal number such as 2, 1.5 or 1e3, got {v!r}{hint}")
+    if not math.isfinite(v):
+        raise ValueError(f"expected a finite number, got {v!r}")
     return float(v)
 
 
@@ -143,6 +160,7 @@ def topology_from_dict(data: Any, source: str = "<api>") -> Topology:
     top = _Fields(data, source, "")
     name = top.get("name", _as_str)
     description = top.get("description", str, "")
+    gpu_system = top.get("gpu", _gpu_system, None)
     routing = _routing(top)
     transport = _transport(top)
     has_generator = "generator" in top.data
@@ -154,9 +172,16 @@ def topology_from_dict(data: Any, source: str = "<api>") -> Topology:
         nodes, links = _explicit(top)
     top.finish()
     topo = Topology(name=name, nodes=tuple(nodes), links=tuple(links), routing=routing,
-                    transport=transport, description=description, source=source)
+                    transport=transport, description=description, source=source, gpu_system=gpu_system)
     validate_topology(topo)
     return topo
+
+
+def _gpu_system(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"expected the name of a kernel-table system such as h100_sxm, h200_sxm, "
+                         f"b200_sxm or gb200 (a non-empty string), got {v!r}")
+    return v.strip()
 
 
 def _routing(top: _Fields) -> RoutingPolicy:
@@ -199,7 +224,9 @@ def _generate(top: _Fields) -> tuple[list[Node], list[Link]]:
             if fld.name.endswith(suffix):
                 key, parse = fld.name[: -len(suffix)], parser
                 break
-        if parse is None:
+        if "parse" in fld.metadata:
+            parse = fld.metadata["parse"]
+        elif parse is None:
             parse = {int: _as_int, float: _as_float, str: _as_str}[type(fld.default)]
         kwargs[fld.name] = f.get(key, parse, fld.default)
     f.finish()

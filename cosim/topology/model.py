@@ -91,7 +91,15 @@ class TransportConfig:
 
 @dataclass(frozen=True)
 class Topology:
-    """A loaded topology: nodes, links, routing policy, transport settings and where it came from."""
+    """A loaded topology: nodes, links, routing policy, transport settings and where it came from.
+
+    Attributes:
+        gpu_system: name of the kernel-table system of the GPUs (``h100_sxm``, ``h200_sxm``,
+            ``b200_sxm``, ``gb200`` ...; the names of aiconfigurator-core's ``systems`` folder),
+            from the file's top-level ``gpu`` field; ``None`` when the file does not say. The
+            topology does not check the name against the installed tables (the kernels stage,
+            to the right of topology, does when it loads them).
+    """
 
     name: str
     nodes: tuple[Node, ...]
@@ -100,6 +108,7 @@ class Topology:
     transport: TransportConfig = field(default_factory=TransportConfig)
     description: str = ""
     source: str = "<api>"
+    gpu_system: str | None = None
 
     @cached_property
     def node_index(self) -> dict[str, int]:

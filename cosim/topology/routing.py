@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 from collections import deque
 
+from cosim.errors import ConfigError
 from cosim.topology.model import Topology
 
 
@@ -90,7 +91,8 @@ class Router:
         dist = self._distances_to(dst)
         if src not in dist:
             topo = self.topology
-            raise ValueError(f"{topo.source}: no route from {topo.nodes[src].name!r} to {topo.nodes[dst].name!r}")
+            raise ConfigError(topo.source, "links", f"no route from {topo.nodes[src].name!r} to {topo.nodes[dst].name!r} "
+                                                    "(GPUs are endpoints, not transit nodes)")
         path, u = [src], src
         ecmp_hash = self.topology.routing.ecmp == "hash"
         while u != dst:

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from cosim.errors import ConfigError
+from cosim.errors import ConfigError, CosimError
 
 _INT_RE = re.compile(r"[-+]?(?:0|[1-9][0-9]*)\Z")
 _FLOAT_RE = re.compile(r"[-+]?(?:(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+)\Z")
@@ -39,8 +39,10 @@ _REPLACED_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.
                   "tag:yaml.org,2002:timestamp"}
 
 
-class DuplicateKeyError(yaml.constructor.ConstructorError):
-    """A mapping repeats a key; carries the key and both line numbers (1-based)."""
+class DuplicateKeyError(CosimError, yaml.constructor.ConstructorError):
+    """A mapping repeats a key; carries the key and both line numbers (1-based). Raised inside the
+    YAML constructor (hence a ``yaml`` error too); :func:`load_yaml_text` turns it into a
+    :class:`ConfigError`."""
 
     def __init__(self, key: Any, first_line: int, line: int, mark: yaml.Mark):
         self.key, self.first_line, self.line = key, first_line, line

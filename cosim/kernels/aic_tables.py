@@ -2,7 +2,8 @@
 
 Only the key columns, the filter columns and ``latency`` are read (pyarrow column projection);
 rows failing the spec's ``fixed`` filters are dropped; ``latency`` (milliseconds in every compute
-table) becomes seconds. The MoE ``gated`` key is derived from ``kernel_source``.
+table) becomes seconds. The MoE ``gated`` key is derived from ``kernel_source``; values named in the
+spec's ``value_map`` are renamed to cosim's spelling (SGLang's wide-EP ``uniform`` -> ``balanced``).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def read_aic_table(spec: TableSpec, source: TableSource) -> GridTable:
     keep = np.isfinite(latency_ms) & (latency_ms > 0)  # drop unmeasured rows
     for col, value in fixed:
         keep &= cols[col] == value
+    for col, mapping in spec.value_map:  # aiconfigurator spelling -> cosim spelling (e.g. uniform -> balanced)
+        if isinstance(cols.get(col), Strings):
+            rename = dict(mapping)
+            cols[col] = Strings(cols[col].codes, [rename.get(v, v) for v in cols[col].values])
     if derived_gated:
         cols["gated"] = Strings(cols["kernel_source"].codes,
                                 [ks != NONGATED_KERNEL_SOURCE for ks in cols["kernel_source"].values])

@@ -9,7 +9,9 @@ Conventions (checked against aiconfigurator's engine on h200_sxm):
 * MLA/DSA ``num_heads`` are heads per GPU; the tables hold DeepSeek's MLA geometry only.
 * The DSA *module* tables index decode by ``step = prefix_tokens + 1`` (the total KV length).
 * MoE: ``num_tokens`` entering the layer on the EP group, before routing; EP/TP and the router
-  skew are keys. ``gated`` selects gated (SwiGLU) or non-gated kernel rows.
+  skew are keys. ``gated`` selects gated (SwiGLU) or non-gated kernel rows. (SGLang's generic
+  ``moe_perf`` rows count tokens per EP rank instead; :class:`~cosim.kernels.KernelTables`
+  converts, see ``MOE_TOKENS_PER_RANK_FRAMEWORKS``.)
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def op_from_row(table: str, slice_key: tuple, axes: tuple) -> object:
                            head_dim=DEEPSEEK_MLA["head_dim"], v_head_dim=DEEPSEEK_MLA["v_head_dim"], kv_dtype=kv,
                            kv_lora_rank=DEEPSEEK_MLA["kv_lora_rank"], rope_dim=DEEPSEEK_MLA["rope_dim"],
                            sparse_topk=DSA_TOPK if kind == "dsa" else 0)
-    if table == "moe":
+    if table in ("moe", "wideep_moe"):
         dtype, hidden, inter, topk, experts, tp, ep, dist, gated = slice_key
         (tokens,) = axes
         return MoeOp("row", num_tokens=tokens, hidden_size=hidden, inter_size=inter, num_experts=experts, top_k=topk,

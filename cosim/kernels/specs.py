@@ -30,6 +30,7 @@ class TableSpec:
     fixed: tuple[tuple[str, object], ...] = ()  # aiconfigurator rows kept: column == value
     dtype_col: str | None = None  # slice column naming the numeric format (efficiency fits)
     optional: tuple[tuple[str, object], ...] = ()  # user-table columns with a default
+    value_map: tuple[tuple[str, tuple[tuple[object, object], ...]], ...] = ()  # column -> ((aic value, cosim value), ...)
 
     @property
     def key_cols(self) -> tuple[str, ...]:
@@ -120,9 +121,31 @@ MOE = TableSpec(
     dtype_col="moe_dtype", optional=(("gated", True),),
 )
 
+# SGLang's wide-EP (DeepEP) expert compute in decode: the masked grouped GEMM that runs on the
+# tokens DeepEP's low-latency dispatch delivers. ``num_tokens`` are the tokens entering the EP group
+# (as in the generic table of TensorRT-LLM); rows are measured from 1 to 128 tokens per rank
+# (``ep <= num_tokens <= 128 * ep``). The router skew ``uniform`` is cosim's ``balanced``.
+WIDEEP_MOE = TableSpec(
+    name="wideep_moe", family="moe", file="wideep_generation_moe_perf.parquet",
+    slice_cols=MOE.slice_cols, axis_cols=("num_tokens",), axis_log=(False,), col_types=MOE.col_types,
+    dtype_col="moe_dtype", value_map=(("distribution", (("uniform", "balanced"),)),),
+)
+
 TABLES: dict[str, TableSpec] = {t.name: t for t in (
     GEMM, CONTEXT_ATTENTION, GENERATION_ATTENTION, CONTEXT_MLA, GENERATION_MLA, MLA_CONTEXT_MODULE,
-    MLA_GENERATION_MODULE, DSA_CONTEXT_MODULE, DSA_GENERATION_MODULE, CONTEXT_DSA, GENERATION_DSA, MOE)}
+    MLA_GENERATION_MODULE, DSA_CONTEXT_MODULE, DSA_GENERATION_MODULE, CONTEXT_DSA, GENERATION_DSA, MOE, WIDEEP_MOE)}
+
+#: Frameworks whose aiconfigurator ``moe_perf`` rows key ``num_tokens`` as tokens **per EP rank**
+#: (each of the ``moe_ep_size`` ranks brings that many tokens; a rank computes
+#: ``num_tokens * topk`` selections), not tokens entering the whole EP group. Evidence in
+#: ``docs/kernel-tables.md`` ("SGLang MoE rows and the EP split").
+MOE_TOKENS_PER_RANK_FRAMEWORKS = ("sglang",)
+
+#: Wide-EP rule: an ``MoeOp`` with ``ep_size >= WIDE_EP_MIN_EP`` and ``tp_size == 1`` is priced from
+#: the framework's wide-EP table (:data:`WIDE_EP_TABLES`) when that table has the op's slice and
+#: brackets its token count; otherwise from the generic ``moe`` table.
+WIDE_EP_MIN_EP = 16
+WIDE_EP_TABLES = {"sglang": "wideep_moe"}
 
 #: Tables a user directory may provide (module tables are aiconfigurator-internal).
 USER_TABLES = ("gemm", "context_attention", "generation_attention", "context_mla", "generation_mla",

@@ -29,7 +29,16 @@ Mapping of ops to tables (see also :mod:`cosim.kernels.mapping`):
   over ``n`` new tokens after ``p`` cached ones is the work of a ``p+n`` prefill minus that of a
   ``p`` prefill. Source ``interpolated``.
 * ``MoeOp`` -> ``moe_perf``; keys dtype, hidden, inter, top-k, experts, TP, EP, distribution and
-  gated; axis ``num_tokens`` (linear).
+  gated; axis ``num_tokens`` (linear). ``MoeOp.num_tokens`` are the tokens entering the EP group
+  (TensorRT-LLM's convention). SGLang's ``moe_perf`` rows key ``num_tokens`` per EP rank (each
+  rank computes ``num_tokens * topk`` selections), so for frameworks in
+  :data:`~cosim.kernels.specs.MOE_TOKENS_PER_RANK_FRAMEWORKS` the row looked up is
+  ``num_tokens / ep`` (``moe_ep_split=False`` restores the old direct lookup, which prices an
+  EP128 decode MoE about 15x above TensorRT-LLM's rows on h100_sxm).
+* **Wide-EP rule**: an ``MoeOp`` with ``ep_size >= WIDE_EP_MIN_EP`` (16) and ``tp_size == 1`` is
+  looked up first in the framework's wide-EP table (SGLang: ``wideep_generation_moe_perf``, the
+  DeepEP masked grouped GEMM, 1..128 tokens per rank), then in ``moe_perf``. The duration's
+  ``detail`` names the table that answered. ``prefer_wide_ep=False`` switches the rule off.
 * ``MemoryOp`` -> aiconfigurator's empirical memory roofline (always ``roofline``).
 """
 
@@ -65,7 +74,7 @@ from cosim.kernels.roofline import (
     roofline_parts_s,
     what_if_factor,
 )
-from cosim.kernels.specs import TABLES
+from cosim.kernels.specs import MOE_TOKENS_PER_RANK_FRAMEWORKS, TABLES, WIDE_EP_MIN_EP, WIDE_EP_TABLES
 from cosim.kernels.system import SystemSpec, aiconfigurator_systems_dir, load_system
 from cosim.kernels.user_tables import load_user_tables
 from cosim.kernels.versions import TableSource, resolve_version, table_sources
@@ -109,8 +118,11 @@ class KernelTables:
     """
 
     def __init__(self, system: SystemSpec, data_system: SystemSpec, framework: str, version: str,
-                 systems_dir: Path, user_tables: dict[str, GridTable] | None = None, user_dir: Path | None = None):
+                 systems_dir: Path, user_tables: dict[str, GridTable] | None = None, user_dir: Path | None = None,
+                 prefer_wide_ep: bool = True, moe_ep_split: bool = True):
         self.system = system
+        self.prefer_wide_ep = bool(prefer_wide_ep)
+        self.moe_ep_split = bool(moe_ep_split)
         self.data_system = data_system
         self.framework = framework
         self.version = version
@@ -127,13 +139,18 @@ class KernelTables:
 
     @classmethod
     def load(cls, system: str | SystemSpec, framework: str = "trtllm", version: str | None = None,
-             user_dir: str | Path | None = None, systems_dir: str | Path | None = None) -> KernelTables:
+             user_dir: str | Path | None = None, systems_dir: str | Path | None = None, *,
+             prefer_wide_ep: bool = True, moe_ep_split: bool = True) -> KernelTables:
         """Tables of ``system`` (a name such as ``"h200_sxm"`` or a :class:`SystemSpec`, possibly a
         what-if one) for ``framework`` at ``version``.
 
         ``version``: ``None``/``"current"`` (aiconfigurator's current slot), ``"previous"``,
         ``"next"`` or an explicit version folder such as ``"1.3.0rc23"``. ``user_dir``: a directory
         of user tables (validated now; they take precedence). Nothing else is read until used.
+
+        ``prefer_wide_ep``: apply the wide-EP rule (module docstring). ``moe_ep_split``: look up
+        SGLang's per-rank ``moe_perf`` rows at ``num_tokens / ep``. Both default to on; turning
+        them off reproduces the kernel layer before these rules (for before/after comparisons).
         """
         root = Path(systems_dir) if systems_dir is not None else aiconfigurator_systems_dir()
         if isinstance(system, SystemSpec):
@@ -145,7 +162,8 @@ class KernelTables:
             raise ConfigError("<api>", "system", f"expected a system name or SystemSpec, got {type(system).__name__}")
         resolved = resolve_version(root, data_spec.name, framework, version)
         user = load_user_tables(user_dir) if user_dir is not None else {}
-        return cls(spec, data_spec, framework, resolved, root, user, Path(user_dir) if user_dir is not None else None)
+        return cls(spec, data_spec, framework, resolved, root, user, Path(user_dir) if user_dir is not None else None,
+                   prefer_wide_ep=prefer_wide_ep, moe_ep_split=moe_ep_split)
 
     # ------------------------------------------------------------------ table access
 
@@ -193,13 +211,52 @@ class KernelTables:
                 out[name] = labels
         return out
 
-    def _lookup(self, q: Query) -> _Hit | None:
-        for layer in self.layers(q.table):
-            hit = layer.lookup(q.slice_key, q.axes)
+    def _lookup(self, q: Query, layers: Iterator[GridTable] | None = None) -> _Hit | None:
+        for layer in self.layers(q.table) if layers is None else layers:
+            axes, note = self._row_axes(q.table, layer, q.slice_key, q.axes)
+            hit = layer.lookup(q.slice_key, axes)
             if hit is not None:
                 how = "exact" if hit.exact else f"interpolated over {','.join(hit.interpolated_axes)}"
-                return _Hit(hit.seconds, hit.exact, f"{layer.label} {how}")
+                return _Hit(hit.seconds, hit.exact, f"{layer.label} {how}{note}")
         return None
+
+    def _per_rank_tokens(self, table: str, layer: GridTable) -> bool:
+        """True when ``layer`` (an aiconfigurator ``moe_perf`` of a per-rank framework) keys
+        ``num_tokens`` per EP rank."""
+        return (table == "moe" and self.moe_ep_split and self.framework in MOE_TOKENS_PER_RANK_FRAMEWORKS
+                and layer is not self._user.get(table))
+
+    def _row_axes(self, table: str, layer: GridTable, slice_key: tuple, axes: tuple) -> tuple[tuple, str]:
+        """Axes of ``layer``'s rows for an op at ``axes`` (cosim convention), and a note for the detail."""
+        if not self._per_rank_tokens(table, layer):
+            return axes, ""
+        ep = slice_key[TABLES["moe"].slice_cols.index("moe_ep_size")]
+        per_rank = axes[0] / ep
+        per_rank = int(per_rank) if float(per_rank).is_integer() else per_rank
+        return (per_rank,), f" (row num_tokens = {axes[0]:g}/ep{ep}: per-rank tokens)"
+
+    def _op_axes(self, table: str, layer: GridTable, slice_key: tuple, axes: tuple) -> tuple:
+        """Inverse of :meth:`_row_axes`: the op axes (cosim convention) a row of ``layer`` describes."""
+        if not self._per_rank_tokens(table, layer):
+            return axes
+        ep = slice_key[TABLES["moe"].slice_cols.index("moe_ep_size")]
+        return (axes[0] * ep,)
+
+    def _moe_hit(self, op: MoeOp) -> _Hit | None:
+        """User ``moe`` table, then the framework's wide-EP table (wide-EP rule), then ``moe_perf``."""
+        q = moe_query(op)
+        user = self._user.get("moe")
+        hit = self._lookup(q, iter([user])) if user is not None else None
+        if hit is not None:
+            return hit
+        wide_table = WIDE_EP_TABLES.get(self.framework)
+        if (self.prefer_wide_ep and wide_table and op.ep_size >= WIDE_EP_MIN_EP and op.tp_size == 1
+                and self.sources(wide_table)):
+            wide = self._lookup(Query(wide_table, q.slice_key, q.axes))
+            if wide is not None:
+                return _Hit(wide.seconds, wide.exact,
+                            f"wide-EP rule (ep {op.ep_size} >= {WIDE_EP_MIN_EP}): {wide.detail}")
+        return self._lookup(q, (self._layer("moe", i) for i in range(len(self.sources("moe")))))
 
     # ------------------------------------------------------------------ durations
 
@@ -253,7 +310,7 @@ class KernelTables:
             return hit, "gemm", "" if hit else f"gemm {op.dtype} m={op.m} n={op.n} k={op.k} outside the tables", q
         if isinstance(op, MoeOp):
             q = moe_query(op)
-            hit = self._lookup(q)
+            hit = self._moe_hit(op)
             return hit, "moe", "" if hit else "MoE shape/parallelism/distribution or token count outside the tables", q
         return self._attention_hit(op)
 
@@ -335,10 +392,12 @@ class KernelTables:
         why = f"; {reason}" if reason else ""
         if anchor is not None:
             for layer in self.layers(anchor.table):
-                found = layer.anchor(anchor.slice_key, anchor.axes)
+                row_axes, _ = self._row_axes(anchor.table, layer, anchor.slice_key, anchor.axes)
+                found = layer.anchor(anchor.slice_key, row_axes)
                 if found is None:
                     continue
                 axes, t_anchor = found
+                axes = self._op_axes(anchor.table, layer, anchor.slice_key, axes)
                 ref = fit.predict_s(*roofline_parts_s(op_from_row(anchor.table, anchor.slice_key, axes), self.data_system))
                 own = fit.predict_s(*roofline_parts_s(op, self.data_system))
                 seconds = t_anchor * own / ref
@@ -385,7 +444,8 @@ class KernelTables:
         if len(rows) > MAX_FIT_ROWS:
             pick = np.random.default_rng(1).choice(len(rows), MAX_FIT_ROWS, replace=False)
             rows = [rows[i] for i in sorted(pick)]
-        parts = np.array([roofline_parts_s(op_from_row(table, sk, ax), self.data_system) for sk, ax, _ in rows])
+        parts = np.array([roofline_parts_s(op_from_row(table, sk, self._op_axes(table, grid, sk, ax)), self.data_system)
+                          for sk, ax, _ in rows])
         measured = np.array([v for _, _, v in rows])
         return fit_efficiency(parts[:, 0], parts[:, 1], measured, table=table, dtype=dtype,
                               fixed_latency=fixed_latency, separate=separate)

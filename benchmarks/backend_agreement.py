@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cosim.network import FlowSet, simulate
-from cosim.network.collectives import build_collective
+from cosim.network.libraries import build_collective
 from cosim.topology import Router, load_topology
 
 # (topology, ranks or None for all, collective)

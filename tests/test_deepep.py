@@ -101,11 +101,11 @@ def test_normal_flows_within_one_node_are_a_plain_all_to_all():
 def test_engine_checks_the_node_matrix_against_the_topology():
     m = np.full((16, 16), 100, dtype=np.int64)
     np.fill_diagonal(m, 0)
-    spec = CollectiveSpec(0, "L0.mb0.dispatch", "all_to_all_v", "deepep_normal", tuple(range(16)), m)
+    spec = CollectiveSpec(0, "L0.mb0.dispatch", "all_to_all_v", "deepep_normal", tuple(range(16)), m, op="dispatch")
     with pytest.raises(ConfigError, match="node_bytes_matrix"):
         add_collective_flows(FlowSet(), spec, gpus_per_node=8)
     spec = CollectiveSpec(0, "L0.mb0.dispatch", "all_to_all_v", "deepep_normal", tuple(range(16)), m,
-                          node_bytes_matrix=np.full((16, 2), 700))
+                          node_bytes_matrix=np.full((16, 2), 700), op="dispatch")
     with pytest.raises(ConfigError, match="built for 2 nodes"):
         add_collective_flows(FlowSet(), spec, gpus_per_node=4)
     assert add_collective_flows(FlowSet(), spec, gpus_per_node=16)  # one node: intranode all-to-all

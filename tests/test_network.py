@@ -6,6 +6,7 @@ import pytest
 from cosim.errors import ConfigError, FlowError
 from cosim.network import FlowSet, simulate
 from cosim.network import collectives as C
+from cosim.network.libraries import build_collective
 from cosim.topology import load_topology, topology_from_dict
 
 from conftest import backend_param, requires_engine, star
@@ -186,7 +187,7 @@ def test_dependencies_and_earliest_start(backend):
 def test_packet_and_flow_agree_on_large_transfers(topology, collective, size):
     topo = load_topology(topology)
     fs = FlowSet()
-    coll = C.build_collective(fs, collective, range(topo.num_gpus), size)
+    coll = build_collective(fs, collective, range(topo.num_gpus), size)
     t_packet = simulate(topo, fs, "packet").finish_s(coll.last)
     t_flow = simulate(topo, fs, "flow").finish_s(coll.last)
     assert t_flow == pytest.approx(t_packet, rel=0.05)

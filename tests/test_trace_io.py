@@ -30,7 +30,7 @@ def small_trace() -> StepTrace:
     """2 ranks: compute -> all-to-all-v -> compute -> p2p from rank 0 to rank 1."""
     colls = [
         CollectiveSpec(0, "L0.mb0.dispatch", "all_to_all_v", "deepep_ll", (0, 1), A2A, layer=0, microbatch=0,
-                       qps_per_peer=4),
+                       qps_per_peer=4, op="dispatch"),
         CollectiveSpec(1, "pp0.mb0.0->1", "p2p", "p2p", (0, 1), np.array([[0, 4096], [0, 0]], dtype=np.int64)),
     ]
     r0 = [
@@ -115,7 +115,7 @@ def test_shape_key_covers_deepep_fields():
     base = small_trace().collectives[0]
     keys = {base.shape_key(), dataclasses.replace(base, qps_per_peer=8).shape_key(),
             dataclasses.replace(base, node_bytes_matrix=np.array([[0, 1], [1, 0]])).shape_key(),
-            dataclasses.replace(base, name="L0.mb0.combine").shape_key()}
+            dataclasses.replace(base, op="combine").shape_key()}
     assert len(keys) == 4
     assert dataclasses.replace(base, id=5, name="L9.mb1.dispatch", layer=9).shape_key() == base.shape_key()
 

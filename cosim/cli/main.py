@@ -84,7 +84,7 @@ def _cmd_topology_show(args: argparse.Namespace) -> int:
 
 def _cmd_net(args: argparse.Namespace) -> int:
     from cosim.network import FlowSet, simulate
-    from cosim.network.collectives import build_collective
+    from cosim.network.libraries import build_collective
     from cosim.report import hottest_links_table, write_link_parquet
     from cosim.topology import load_topology
 
@@ -202,7 +202,7 @@ def _write_traces(result, out_dir: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cosim.network.collectives import COLLECTIVES
+    from cosim.network.libraries import COLLECTIVES
 
     parser = argparse.ArgumentParser(prog="cosim", description="Network-centric co-simulator for MoE LLM serving.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     net = sub.add_parser("net", help="run one collective on a topology and report link utilization")
     net.add_argument("--topology", "-t", required=True, help="preset name or path to a topology YAML file")
     net.add_argument("--collective", "-c", default="all_to_all", choices=sorted(COLLECTIVES),
-                     help="; ".join(f"{k}: {v}" for k, v in COLLECTIVES.items()))
+                     help="; ".join(f"{k}: {v.description}" for k, v in COLLECTIVES.items()))
     net.add_argument("--size", "-s", default="1MiB", help="message size, e.g. 1MiB, 256KiB, 4096 (default 1MiB)")
     net.add_argument("--chunk", default="1MiB", help="pipelining chunk of ring/tree collectives, or 'none'")
     net.add_argument("--gpus", "-g", default=None, help="GPU ranks taking part, e.g. '0-15' (default: all)")

@@ -43,9 +43,10 @@ from types import MappingProxyType
 from typing import Mapping, Sequence
 
 from cosim.errors import ConfigError
+from cosim.network.libraries import LIBRARIES as _REGISTRY
 
-#: Libraries a collective can be implemented by (``cosim.trace.model.CommLibrary``).
-LIBRARIES = ("nccl", "deepep_normal", "deepep_ll", "p2p", "custom_allreduce", "nvlink_a2a")
+#: Libraries a collective can be implemented by (the registry :data:`cosim.network.libraries.LIBRARIES`).
+LIBRARIES = tuple(_REGISTRY)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class CommOverheads:
     ops: Mapping[str, LibraryOverhead] = field(default_factory=dict, hash=False)
     custom_allreduce: LibraryOverhead | None = None  # None: NCCL's all-reduce constants
     nvlink_a2a: LibraryOverhead | None = None  # None: NCCL's all-to-all constants
+    bipartite: LibraryOverhead | None = None  # None: the p2p constants (M->N sends are p2p sends)
 
     def __post_init__(self) -> None:
         for key in self.ops:
@@ -136,6 +138,8 @@ class CommOverheads:
             return self.overhead("nccl", "all_reduce")
         if library == "nvlink_a2a" and self.nvlink_a2a is None:
             return self.overhead("nccl", "all_to_all")
+        if library == "bipartite" and self.bipartite is None:
+            return self.overhead("p2p", op)
         return getattr(self, library)
 
     def duration_s(self, library: str, network_s: float, op: str | None = None,
@@ -145,11 +149,12 @@ class CommOverheads:
         return self.overhead(library, op).duration_s(network_s, gpu_bytes, remote_fraction)
 
 
-def custom_allreduce_choice(overheads: CommOverheads, network_s: Mapping[str, float]) -> str:
-    """The custom all-reduce algorithm (``one_shot`` / ``two_shot``) with the shorter predicted
-    duration, given each algorithm's simulated network time: what the kernels' AUTO strategy
-    aims at. Used by the step engine and the validation alike."""
-    return min(network_s, key=lambda a: overheads.duration_s("custom_allreduce", network_s[a], op=a))
+def custom_allreduce_choice(overheads: CommOverheads, network_s: Mapping[str, float],
+                            library: str = "custom_allreduce") -> str:
+    """The algorithm of ``library`` (custom all-reduce: ``one_shot`` / ``two_shot``) with the
+    shorter predicted duration, given each algorithm's simulated network time: what the kernels'
+    AUTO strategy aims at. Used by the step engine and the validation alike."""
+    return min(network_s, key=lambda a: overheads.duration_s(library, network_s[a], op=a))
 
 
 def remote_fraction(nodes: Sequence[int]) -> float:

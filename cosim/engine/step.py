@@ -24,8 +24,8 @@ from cosim.engine.schedule import Schedule, schedule
 from cosim.errors import ConfigError
 from cosim.models.memory import StepMemory, step_memory
 from cosim.network import FlowSet, simulate
-from cosim.network import collectives as C
 from cosim.network import deepep as D
+from cosim.network.libraries import BuildOptions, add_call_flows, get_library
 from cosim.topology import Router, RoutingPolicy, Topology
 from cosim.trace.builder import StepSpec, build_step_trace
 from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, StepTrace
@@ -33,63 +33,15 @@ from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, StepTrace
 
 def add_collective_flows(fs: FlowSet, spec: CollectiveSpec, earliest_start_s: float = 0.0,
                          gpus_per_node: int | None = None, algorithm: str | None = None) -> list[int]:
-    """Append the flows of ``spec`` to ``fs``; return the flows that end it.
-
-    All-to-all-v of DeepEP (``library`` ``deepep_ll`` / ``deepep_normal``) uses the validated
-    DeepEP traffic model (:mod:`cosim.network.deepep`) with nodes of ``gpus_per_node`` GPUs (the
-    topology's; ``None``: DeepEP's 8); any other all-to-all-v is a plain
-    :func:`cosim.network.collectives.all_to_all_v`. All-reduce is NCCL's ring, or the frameworks'
-    one-shot / two-shot kernels for ``library`` ``custom_allreduce`` (``algorithm``; default
-    two-shot).
-    """
-    ranks, m, tag = list(spec.ranks), spec.bytes_matrix, spec.name
-    after = [fs.barrier([], gpu=ranks[0], tag=f"{tag}:start")] if earliest_start_s > 0 else []
+    """Append the flows of ``spec`` to ``fs`` through its communication library
+    (:func:`cosim.network.libraries.add_call_flows`), starting ``earliest_start_s`` after time 0,
+    with nodes of ``gpus_per_node`` GPUs (the topology's; ``None``: DeepEP's 8) and the
+    library's ``algorithm`` (``None``: its default); return the flows that end it."""
+    after = [fs.barrier([], gpu=spec.ranks[0], tag=f"{spec.name}:start")] if earliest_start_s > 0 else []
     if after:
         fs.earliest_start_s[after[0]] = earliest_start_s
-    g = gpus_per_node or D.DEFAULT_GPUS_PER_NODE
-    if spec.kind == "all_to_all_v" and spec.library == "deepep_ll":
-        coll = D.deepep_ll_flows(fs, ranks, m, max(1, spec.qps_per_peer), g, after=after, tag=tag)
-    elif spec.kind == "all_to_all_v" and spec.library == "deepep_normal":
-        coll = _deepep_normal(fs, spec, g, after)
-    elif spec.kind == "all_to_all_v":
-        coll = C.all_to_all_v(fs, ranks, m, after=after, tag=tag)
-    elif spec.kind == "bipartite":
-        k = spec.num_senders
-        coll = C.bipartite(fs, ranks[:k], ranks[k:], m, after=after, tag=tag)
-    elif spec.kind == "p2p":
-        coll = C.point_to_point(fs, ranks[0], ranks[1], int(m[0, 1]), after=after, tag=tag)
-    elif len(ranks) == 1:
-        return after
-    elif spec.kind == "all_reduce" and spec.library == "custom_allreduce":
-        coll = C.custom_all_reduce(fs, ranks, int(m[0, 0]), algorithm or "two_shot", after=after, tag=tag)
-    elif spec.kind == "all_reduce":
-        coll = C.ring_all_reduce(fs, ranks, int(m[0, 0]), after=after, tag=tag)
-    elif spec.kind == "all_gather":
-        coll = C.ring_all_gather(fs, ranks, int(m[0, 0]), after=after, tag=tag)
-    elif spec.kind == "reduce_scatter":
-        coll = C.ring_reduce_scatter(fs, ranks, int(m[0, 0]), after=after, tag=tag)
-    else:  # pragma: no cover - CollectiveSpec.kind is a closed set
-        raise ConfigError("<trace>", "kind", f"unknown collective kind {spec.kind!r}")
-    return coll.last or after
-
-
-def _deepep_normal(fs: FlowSet, spec: CollectiveSpec, gpus_per_node: int, after: list[int]) -> C.Collective:
-    """DeepEP normal-mode flows of ``spec``, checking its per-node matrix against the topology."""
-    ranks = list(spec.ranks)
-    nodes = max(D.group_nodes(ranks, gpus_per_node)) + 1
-    node_m = spec.node_bytes_matrix
-    if nodes > 1:
-        if node_m is None:
-            raise ConfigError("<trace>", f"collectives[{spec.id}].node_bytes_matrix",
-                              f"{spec.name}: DeepEP normal mode across {nodes} nodes needs the bytes per "
-                              "destination node (node_bytes_matrix)")
-        have = node_m.shape[1] if spec.op == "dispatch" else node_m.shape[0]
-        if have != nodes:
-            raise ConfigError("<trace>", f"collectives[{spec.id}].node_bytes_matrix",
-                              f"{spec.name}: built for {have} nodes, but its ranks are on {nodes} nodes of "
-                              f"{gpus_per_node} GPUs in this topology")
-    return D.deepep_normal_flows(fs, ranks, spec.bytes_matrix, node_m, gpus_per_node, spec.op,
-                                 after=after, tag=spec.name)
+    opts = BuildOptions(gpus_per_node or D.DEFAULT_GPUS_PER_NODE, algorithm)
+    return add_call_flows(fs, spec.call(), after=after, tag=spec.name, opts=opts)
 
 
 @dataclass
@@ -106,8 +58,9 @@ class _NetworkRun:
 class CollectiveNetwork:
     """Simulates collectives on a topology with one backend, memoizing by traffic shape.
 
-    DeepEP low-latency traffic leaves each GPU through its own NIC (``cross_rail: direct``);
-    everything else follows the topology's routing policy (PXN on rail-optimized fabrics).
+    Each library says how its traffic is routed (:attr:`CommLibrary.cross_rail`): DeepEP
+    low-latency traffic leaves each GPU through its own NIC (``direct``); everything else follows
+    the topology's routing policy (PXN on rail-optimized fabrics).
     """
 
     def __init__(self, topology: Topology, backend: str):
@@ -125,15 +78,22 @@ class CollectiveNetwork:
 
     @property
     def gpus_per_node(self) -> int:
-        """GPUs per node (scale-up domain) of the topology, for DeepEP traffic."""
+        """GPUs per node (scale-up domain) of the topology (DeepEP traffic, NCCL rings)."""
         if self._gpus_per_node is None:
             self._gpus_per_node = D.topology_gpus_per_node(self.topology)
         return self._gpus_per_node
 
+    def _build_gpus_per_node(self) -> int | None:
+        """The topology's GPUs per node, or ``None`` (DeepEP's 8) when it has no node structure."""
+        try:
+            return self.gpus_per_node
+        except ConfigError:
+            return None
+
     def remote_fraction(self, spec: CollectiveSpec) -> float:
-        """Mean share of a member's peers on other nodes (DeepEP collectives; 0 for the others,
-        whose libraries have no cross-node terms)."""
-        if not spec.library.startswith("deepep") or len(spec.ranks) < 2:
+        """Mean share of a member's peers on other nodes (libraries with cross-node overhead
+        terms, DeepEP; 0 for the others)."""
+        if not get_library(spec.library).cross_node_terms or len(spec.ranks) < 2:
             return 0.0
         return remote_fraction(D.group_nodes(spec.ranks, self.gpus_per_node))
 
@@ -141,12 +101,13 @@ class CollectiveNetwork:
         """For a custom all-reduce, the algorithm (one-shot / two-shot) with the shorter predicted
         duration, each simulated alone (memoized by traffic shape); ``None`` for other collectives.
         Later :meth:`run` calls build the chosen algorithm's flows."""
-        if not (spec.kind == "all_reduce" and spec.library == "custom_allreduce" and len(spec.ranks) > 1):
+        lib = get_library(spec.library)
+        if not (lib.choose_fastest_algorithm and len(spec.ranks) > 1):
             return None
         key = spec.shape_key()
         if key not in self._algorithms:
-            times = {a: self.run([spec], [0.0], [a]).network_s[0] for a in C.CUSTOM_ALLREDUCE_ALGORITHMS}
-            self._algorithms[key] = custom_allreduce_choice(overheads, times)
+            times = {a: self.run([spec], [0.0], [a]).network_s[0] for a in lib.algorithms}
+            self._algorithms[key] = custom_allreduce_choice(overheads, times, spec.library)
         return self._algorithms[key]
 
     def run(self, specs: list[CollectiveSpec], offsets_s: list[float],
@@ -159,13 +120,13 @@ class CollectiveNetwork:
         hit = self._memo.get(key)
         if hit is not None:
             return hit
-        routing = "direct" if all(s.library == "deepep_ll" for s in specs) else "topology"
+        routing = "direct" if all(get_library(s.library).cross_rail == "direct" for s in specs) else "topology"
         fs = FlowSet()
         ends, gpu_bytes = [], {}
-        deepep = any(s.library.startswith("deepep") for s in specs)
+        g = self._build_gpus_per_node()
         for i, (s, a, o) in enumerate(zip(specs, algorithms, offsets_s)):
             first = len(fs)
-            ends.append(add_collective_flows(fs, s, o, self.gpus_per_node if deepep else None, a))
+            ends.append(add_collective_flows(fs, s, o, g, a))
             gpu_bytes[i] = D.gpu_bytes_sent(fs, range(first, len(fs)))
         t0 = time.perf_counter()
         result = simulate(self.topology, fs, self.backend, router=self._routers[routing])

@@ -231,7 +231,6 @@ def tree_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *,
     return coll
 
 
-#: Collectives runnable from the command line (``cosim net --collective NAME``), by name.
 def one_shot_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *, after: Iterable[int] = (),
                         tag: str = "one_shot_all_reduce") -> Collective:
     """One-shot all-reduce (the framework kernels' small-message path, e.g. TensorRT-LLM's and
@@ -273,6 +272,8 @@ def two_shot_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *, a
 
 #: Algorithms of the frameworks' custom all-reduce kernels (:func:`custom_all_reduce`).
 CUSTOM_ALLREDUCE_ALGORITHMS = ("one_shot", "two_shot")
+
+
 def custom_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, algorithm: str, *,
                       after: Iterable[int] = (), tag: str = "custom_all_reduce") -> Collective:
     """A framework's custom all-reduce (TensorRT-LLM / sglang / vLLM kernels inside one NVLink
@@ -285,43 +286,3 @@ def custom_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, algori
         return two_shot_all_reduce(fs, ranks, size_bytes, after=after, tag=tag)
     raise FlowError(f"{tag}: unknown custom all-reduce algorithm {algorithm!r}; "
                     f"expected one of {CUSTOM_ALLREDUCE_ALGORITHMS}")
-
-
-COLLECTIVES = {
-    "all_to_all": "uniform all-to-all, --size bytes per pair",
-    "all_reduce": "ring all-reduce of a --size buffer",
-    "tree_all_reduce": "binary-tree all-reduce of a --size buffer",
-    "one_shot_all_reduce": "one-shot all-reduce of a --size buffer (every rank sends it to every other)",
-    "two_shot_all_reduce": "two-shot all-reduce of a --size buffer (direct reduce-scatter + all-gather)",
-    "all_gather": "ring all-gather producing a --size buffer",
-    "reduce_scatter": "ring reduce-scatter of a --size buffer",
-    "bipartite": "first half of the GPUs send --size bytes to each GPU of the second half",
-    "p2p": "GPU 0 sends --size bytes to the last GPU",
-}
-
-
-def build_collective(fs: FlowSet, name: str, ranks: Sequence[int], size_bytes: int,
-                     chunk_bytes: int | None = DEFAULT_CHUNK_BYTES) -> Collective:
-    """Build one of :data:`COLLECTIVES` over ``ranks`` (used by the CLI and benchmarks)."""
-    ranks = list(ranks)
-    if name == "all_to_all":
-        return all_to_all(fs, ranks, size_bytes)
-    if name == "all_reduce":
-        return ring_all_reduce(fs, ranks, size_bytes, chunk_bytes=chunk_bytes)
-    if name == "tree_all_reduce":
-        return tree_all_reduce(fs, ranks, size_bytes, chunk_bytes=chunk_bytes)
-    if name == "one_shot_all_reduce":
-        return one_shot_all_reduce(fs, ranks, size_bytes)
-    if name == "two_shot_all_reduce":
-        return two_shot_all_reduce(fs, ranks, size_bytes)
-    if name == "all_gather":
-        return ring_all_gather(fs, ranks, size_bytes, chunk_bytes=chunk_bytes)
-    if name == "reduce_scatter":
-        return ring_reduce_scatter(fs, ranks, size_bytes, chunk_bytes=chunk_bytes)
-    if name == "bipartite":
-        half = len(ranks) // 2
-        m = np.full((half, len(ranks) - half), int(size_bytes), dtype=np.int64)
-        return bipartite(fs, ranks[:half], ranks[half:], m)
-    if name == "p2p":
-        return point_to_point(fs, ranks[0], ranks[-1], size_bytes)
-    raise FlowError(f"unknown collective {name!r}; expected one of {', '.join(COLLECTIVES)}")

@@ -181,10 +181,11 @@ class _TraceWriter:
         return out
 
     def collective(self, name: str, kind: str, library: str, ranks: list[int], matrix: np.ndarray,
-                   deps: dict[int, list[int]], layer: int, mb: int, num_senders: int = 0, **extra) -> dict[int, int]:
+                   deps: dict[int, list[int]], layer: int, mb: int, num_senders: int = 0, op: str = "",
+                   **extra) -> dict[int, int]:
         cid = len(self.collectives)
         self.collectives.append(CollectiveSpec(cid, name, kind, library, tuple(ranks), matrix, layer, mb, num_senders,
-                                               **extra))
+                                               op=op, **extra))
         out = {}
         for r in ranks:
             nodes = self.ranks[r].nodes
@@ -295,7 +296,7 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
             kind = "all_to_all_v" if comm.moe_pattern == "all_to_all" else "all_gather"
             lib = spec.library if kind == "all_to_all_v" else "nccl"
             sent = w.collective(f"L{layer}.mb{mb}.dispatch", kind, lib, ranks, dispatch_m, deps, layer, mb,
-                                **dispatch_x)
+                                op="dispatch" if kind == "all_to_all_v" else "", **dispatch_x)
             moe_state.append((deps, sent, combine, kind, lib, received))
         else:
             moe_state.append((deps, None, None, None, None, None))
@@ -323,7 +324,7 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
         ckind = "all_to_all_v" if kind == "all_to_all_v" else "reduce_scatter"
         combine_m, combine_x = combine
         combined = w.collective(f"L{layer}.mb{mb}.combine", ckind, lib, ranks, combine_m, exp, layer, mb,
-                                **combine_x)
+                                op="combine" if ckind == "all_to_all_v" else "", **combine_x)
         last[mb] = {r: [combined[r]] + shared.get(r, []) for r in ranks}
 
 

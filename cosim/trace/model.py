@@ -14,13 +14,18 @@ from typing import Literal
 
 import numpy as np
 
+from cosim.errors import ConfigError
+from cosim.network.libraries import LIBRARIES, MOE_LIBRARIES, CommCall, get_library
 from cosim.ops import ComputeOp
 
+__all__ = ["MOE_LIBRARIES", "CollectiveKind", "CollectiveSpec", "CommNode", "ComputeNode", "RankTrace",
+           "StepTrace", "TraceNode"]
+
 CollectiveKind = Literal["all_to_all_v", "all_reduce", "all_gather", "reduce_scatter", "bipartite", "p2p"]
-#: Which library implements a collective; selects its fixed overhead (see cosim.engine.overheads).
-CommLibrary = Literal["nccl", "deepep_normal", "deepep_ll", "p2p", "custom_allreduce", "nvlink_a2a"]
-#: Libraries whose collectives are MoE dispatch / combine (the operation is the name's last part).
-MOE_LIBRARIES = ("deepep_normal", "deepep_ll", "nvlink_a2a")
+#: The operation a collective of each kind performs when the trace does not say (ring collectives
+#: and all-to-all-v of NCCL; MoE libraries always name theirs: dispatch / combine).
+DEFAULT_OP = {"all_to_all_v": "all_to_all", "all_reduce": "all_reduce", "all_gather": "all_gather",
+              "reduce_scatter": "reduce_scatter", "bipartite": "transfer", "p2p": "send"}
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,8 @@ class CollectiveSpec:
         id: index in :attr:`StepTrace.collectives`.
         name: e.g. ``L5.mb0.dispatch``.
         kind: communication pattern.
-        library: implementation (NCCL, DeepEP normal / low-latency ...), for fixed overheads.
+        library: implementation, a name in :data:`cosim.network.libraries.LIBRARIES` (NCCL,
+            DeepEP normal / low-latency, bipartite ...): builds the flows and selects the overheads.
         ranks: participating GPU ranks (topology ranks), in group order.
         bytes_matrix: ``[i][j]`` bytes from ``ranks[i]`` to ``ranks[j]`` (all-to-all-v, p2p as 2x2);
             bipartite: ``ranks = senders + receivers`` and a senders x receivers matrix; ring
@@ -48,12 +54,14 @@ class CollectiveSpec:
             matrix.
         qps_per_peer: DeepEP low-latency mode: queue pairs per peer (one per local expert), over
             which every inter-node pair's bytes are split; 0 = not set.
+        op: the library's operation (``dispatch``, ``combine``, ``all_reduce``, ``a2f``, ``send``
+            ...); empty: :data:`DEFAULT_OP` of the kind. MoE libraries need it explicitly.
     """
 
     id: int
     name: str
     kind: CollectiveKind
-    library: CommLibrary
+    library: str
     ranks: tuple[int, ...]
     bytes_matrix: np.ndarray
     layer: int = -1
@@ -61,16 +69,25 @@ class CollectiveSpec:
     num_senders: int = 0
     node_bytes_matrix: np.ndarray | None = None
     qps_per_peer: int = 0
+    op: str = ""
+
+    def __post_init__(self) -> None:
+        if self.library not in LIBRARIES:
+            get_library(self.library)  # raises, naming the known libraries
+        if not self.op:
+            if self.library in MOE_LIBRARIES:
+                raise ConfigError("<trace>", f"collectives[{self.id}].op",
+                                  f"{self.name}: a {self.library} collective needs its operation (dispatch or combine)")
+            object.__setattr__(self, "op", DEFAULT_OP[self.kind])
 
     @property
     def total_bytes(self) -> float:
         return float(self.bytes_matrix.sum())
 
-    @property
-    def op(self) -> str:
-        """Operation: for MoE libraries (DeepEP, NVLink all-to-all) the last part of the name
-        (``dispatch`` / ``combine``), else the kind."""
-        return self.name.rsplit(".", 1)[-1] if self.library in MOE_LIBRARIES else self.kind
+    def call(self) -> CommCall:
+        """This collective as a call of its communication library (what the network builds)."""
+        return CommCall(self.library, self.op, self.ranks, self.bytes_matrix, self.num_senders,
+                        self.node_bytes_matrix, self.qps_per_peer)
 
     def shape_key(self) -> tuple:
         """Identity of the traffic (kind, library, placement, bytes and DeepEP parameters): equal

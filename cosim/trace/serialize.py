@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 
 from cosim.errors import CosimError
 from cosim.ops import AttentionOp, ComputeOp, GemmOp, MemoryOp, MoeOp
-from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, RankTrace, StepTrace, TraceNode
+from cosim.trace.model import MOE_LIBRARIES, CollectiveSpec, CommNode, ComputeNode, RankTrace, StepTrace, TraceNode
 from cosim.trace.proto import cosim_trace_pb2 as pb
 
 #: Version written to ``StepTrace.schema_version``; the reader accepts only this one.
@@ -202,6 +202,7 @@ def _collective_to_proto(spec: CollectiveSpec, out: pb.Collective) -> None:
         out.node_bytes_matrix.extend(nm.ravel().tolist())
         out.node_dims.extend(nm.shape)
     out.qps_per_peer = spec.qps_per_peer
+    out.op = spec.op
 
 
 def _matrix(name: str, what: str, values, dims) -> np.ndarray:
@@ -215,5 +216,8 @@ def _collective_from_proto(msg: pb.Collective) -> CollectiveSpec:
     matrix = _matrix(msg.name, "bytes_matrix", msg.bytes_matrix, msg.dims)
     node = (_matrix(msg.name, "node_bytes_matrix", msg.node_bytes_matrix, msg.node_dims)
             if len(msg.node_dims) or len(msg.node_bytes_matrix) else None)
+    op = msg.op
+    if not op and msg.library in MOE_LIBRARIES:  # written before the op field: the name's last part
+        op = msg.name.rsplit(".", 1)[-1]
     return CollectiveSpec(msg.id, msg.name, msg.kind, msg.library, tuple(msg.ranks), matrix,
-                          msg.layer, msg.microbatch, msg.num_senders, node, msg.qps_per_peer)
+                          msg.layer, msg.microbatch, msg.num_senders, node, msg.qps_per_peer, op)

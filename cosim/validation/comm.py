@@ -65,8 +65,8 @@ import pandas as pd
 
 from cosim.engine.overheads import CommOverheads, LibraryOverhead, custom_allreduce_choice, remote_fraction
 from cosim.network import FlowSet, simulate
-from cosim.network import collectives as C
 from cosim.network import deepep as D
+from cosim.network.libraries import BuildOptions, CommCall, add_call_flows, get_library
 from cosim.network.deepep import (  # noqa: F401  (re-exported: the validated per-token bytes)
     LL_HEADER_BYTES, MAX_CHUNKS, MAX_TOPK_NODES, MIN_CHUNK_BYTES, gpu_bytes_sent,
 )
@@ -278,23 +278,27 @@ def gpus_per_node(node_num: int) -> int:
     return D.topology_gpus_per_node(topology_for(node_num))
 
 
-def nccl_flows(row) -> FlowSet:
-    """nccl-tests traffic of one row on ranks ``0..num_gpus-1`` (ring collectives, uniform all-to-all)."""
+def _flows(call: CommCall, opts: BuildOptions = BuildOptions(), tag: str = "") -> FlowSet:
+    """The flows of one library call, built by its library (the engine's one path)."""
     fs = FlowSet()
-    n, size = int(row.num_gpus), int(row.message_bytes)
-    ranks = list(range(n))
-    chunk = max(NCCL_CHUNK_BYTES, ceil(size / n / NCCL_MAX_CHUNKS_PER_SEGMENT))
-    if row.op == "all_reduce":
-        C.ring_all_reduce(fs, ranks, size, chunk_bytes=chunk)
-    elif row.op == "all_gather":
-        C.ring_all_gather(fs, ranks, size, chunk_bytes=chunk)
-    elif row.op == "reduce_scatter":
-        C.ring_reduce_scatter(fs, ranks, size, chunk_bytes=chunk)
-    elif row.op == "all_to_all":
-        C.all_to_all(fs, ranks, size // n)
-    else:
-        raise ValueError(f"unknown NCCL op {row.op!r}")
+    add_call_flows(fs, call, tag=tag, opts=opts)
     return fs
+
+
+def nccl_flows(row) -> FlowSet:
+    """nccl-tests traffic of one row on ranks ``0..num_gpus-1`` (ring collectives, uniform
+    all-to-all), through the ``nccl`` library."""
+    n, size = int(row.num_gpus), int(row.message_bytes)
+    ranks = tuple(range(n))
+    if row.op not in get_library("nccl").ops:
+        raise ValueError(f"unknown NCCL op {row.op!r}")
+    if row.op == "all_to_all":
+        matrix = np.full((n, n), size // n, dtype=np.int64)
+        np.fill_diagonal(matrix, 0)
+    else:
+        matrix = np.array([[size]], dtype=np.int64)
+    chunk = max(NCCL_CHUNK_BYTES, ceil(size / n / NCCL_MAX_CHUNKS_PER_SEGMENT))
+    return _flows(CommCall("nccl", row.op, ranks, matrix), BuildOptions(GPUS_PER_NODE, chunk_bytes=chunk), row.op)
 
 
 def _deepep_counts(row, mode: str, traffic: str) -> RoutingCounts:
@@ -309,57 +313,62 @@ def _deepep_counts(row, mode: str, traffic: str) -> RoutingCounts:
 
 
 def deepep_ll_flows(row, traffic: str = "expected") -> FlowSet:
-    """Low-latency dispatch (fp8, per selection) or combine (bf16, transposed) of one row:
-    :func:`cosim.network.deepep.deepep_ll_flows` on ranks ``0..num_gpus-1``."""
+    """Low-latency dispatch (fp8, per selection) or combine (bf16, transposed) of one row on ranks
+    ``0..num_gpus-1``, through the ``deepep_ll`` library (:func:`cosim.network.deepep.deepep_ll_flows`)."""
     counts = _deepep_counts(row, "ll", traffic)
     ep, hidden = int(row.num_gpus), int(row.hidden)
     per_sel = (D.ll_dispatch_bytes_per_selection(hidden, "fp8") if row.op == "dispatch"
                else D.ll_combine_bytes_per_selection(hidden))
-    fs = FlowSet()
-    D.deepep_ll_flows(fs, range(ep), D.ll_bytes_matrix(counts.selections, per_sel, row.op),
-                      D.ll_qps_per_peer(int(row.num_experts), ep), gpus_per_node(int(row.node_num)),
-                      tag=f"ll_{row.op}")
-    return fs
+    call = CommCall("deepep_ll", row.op, tuple(range(ep)), D.ll_bytes_matrix(counts.selections, per_sel, row.op),
+                    qps_per_peer=D.ll_qps_per_peer(int(row.num_experts), ep))
+    return _flows(call, BuildOptions(gpus_per_node(int(row.node_num))), f"ll_{row.op}")
 
 
 def deepep_normal_flows(row, variant: str = "hierarchical", traffic: str = "expected") -> FlowSet:
     """Normal-mode dispatch (fp8 + scales) or combine (bf16) of one row.
 
-    ``variant='hierarchical'`` (DeepEP's kernels): :func:`cosim.network.deepep.deepep_normal_flows`
-    on ranks ``0..num_gpus-1``: intra-node pairs direct over NVLink; for every (source rank,
-    remote node) one RDMA stream to the same-local-index GPU of that node carrying each token
-    once, which forwards chunk by chunk over NVLink to the ranks that need it (combine: the
-    reverse). ``variant='per_rank'``: a plain all-to-all-v deduplicated per destination rank,
-    routed by the topology (PXN across rails); kept for comparison only.
+    ``variant='hierarchical'`` (DeepEP's kernels): the ``deepep_normal`` library
+    (:func:`cosim.network.deepep.deepep_normal_flows`) on ranks ``0..num_gpus-1``: intra-node
+    pairs direct over NVLink; for every (source rank, remote node) one RDMA stream to the
+    same-local-index GPU of that node carrying each token once, which forwards it chunk by chunk
+    over NVLink to the ranks that need it (combine: the reverse). ``variant='per_rank'``: a
+    plain all-to-all-v deduplicated per destination rank (the ``nccl`` library's), routed by the
+    topology (PXN across rails); kept for comparison only.
     """
     counts = _deepep_counts(row, "normal", traffic)
     ep, hidden = int(row.num_gpus), int(row.hidden)
     per_token = (D.normal_dispatch_bytes_per_token(hidden, "fp8") if row.op == "dispatch"
                  else D.normal_combine_bytes_per_token(hidden))
-    fs = FlowSet()
+    g = gpus_per_node(int(row.node_num))
     if variant == "per_rank":
         matrix = np.rint(counts.tokens * per_token).astype(np.int64)
         np.fill_diagonal(matrix, 0)
-        C.all_to_all_v(fs, list(range(ep)), matrix if row.op == "dispatch" else matrix.T, tag=f"normal_{row.op}")
-        return fs
+        call = CommCall("nccl", "all_to_all", tuple(range(ep)), matrix if row.op == "dispatch" else matrix.T)
+        return _flows(call, BuildOptions(g), f"normal_{row.op}")
     if variant != "hierarchical":
         raise ValueError(f"unknown normal-mode variant {variant!r}")
     tok, node = D.normal_bytes_matrices(counts.tokens, counts.node_tokens, per_token, row.op)
-    D.deepep_normal_flows(fs, range(ep), tok, node, gpus_per_node(int(row.node_num)), row.op)
-    return fs
+    return _flows(CommCall("deepep_normal", row.op, tuple(range(ep)), tok, node_bytes_matrix=node), BuildOptions(g))
+
+
+#: Traffic of a measured row per table (each table is one library of the registry).
+_ROW_FLOWS: dict[str, Callable[..., FlowSet]] = {
+    "nccl": lambda row, variant, traffic: nccl_flows(row),
+    "deepep_normal": lambda row, variant, traffic: deepep_normal_flows(row, variant, traffic),
+    "deepep_ll": lambda row, variant, traffic: deepep_ll_flows(row, traffic),
+}
 
 
 def build_flows(row, normal_variant: str = "hierarchical", traffic: str = "expected") -> tuple[FlowSet, int, str]:
-    """Flows of one measured row, with the node count and cross-rail routing of its topology."""
-    if row.table == "nccl":
-        return nccl_flows(row), 1, "pxn"
+    """Flows of one measured row, with the node count and cross-rail routing of its topology
+    (the library's: ``direct`` for DeepEP low-latency, PXN otherwise)."""
     if row.table == "custom_allreduce":  # one algorithm per FlowSet: see simulate_rows
         raise ValueError("custom all-reduce rows have two flow sets (one_shot, two_shot): use custom_flows")
-    if row.table == "deepep_normal":
-        return deepep_normal_flows(row, normal_variant, traffic), int(row.node_num), "pxn"
-    if row.table == "deepep_ll":
-        return deepep_ll_flows(row, traffic), int(row.node_num), "direct"
-    raise ValueError(f"unknown table {row.table!r}")
+    if row.table not in _ROW_FLOWS:
+        raise ValueError(f"unknown table {row.table!r}")
+    node_num = 1 if row.table == "nccl" else int(row.node_num)
+    cross_rail = "direct" if get_library(row.table).cross_rail == "direct" else "pxn"
+    return _ROW_FLOWS[row.table](row, normal_variant, traffic), node_num, cross_rail
 
 
 def row_remote_fraction(row) -> float:
@@ -377,10 +386,11 @@ def max_gpu_bytes(fs: FlowSet) -> float:
 
 
 def custom_flows(row, algorithm: str) -> FlowSet:
-    """One custom all-reduce row as ``one_shot`` or ``two_shot`` flows on ranks ``0..num_gpus-1``."""
-    fs = FlowSet()
-    C.custom_all_reduce(fs, list(range(int(row.num_gpus))), int(row.message_bytes), algorithm)
-    return fs
+    """One custom all-reduce row as ``one_shot`` or ``two_shot`` flows on ranks ``0..num_gpus-1``
+    (the ``custom_allreduce`` library)."""
+    call = CommCall("custom_allreduce", "all_reduce", tuple(range(int(row.num_gpus))),
+                    np.array([[int(row.message_bytes)]], dtype=np.int64))
+    return _flows(call, BuildOptions(GPUS_PER_NODE, algorithm=algorithm), "custom_all_reduce")
 
 
 def simulate_rows(rows: pd.DataFrame, backend: str = "flow", normal_variant: str = "hierarchical",
@@ -391,11 +401,11 @@ def simulate_rows(rows: pd.DataFrame, backend: str = "flow", normal_variant: str
     ``network_s`` is the faster); :func:`predict` picks one with the fitted overheads."""
     out = rows.copy()
     network, gpu_bytes, nflows, wall = [], [], [], []
-    per_algorithm: dict[str, list[float]] = {a: [] for a in C.CUSTOM_ALLREDUCE_ALGORITHMS}
+    per_algorithm: dict[str, list[float]] = {a: [] for a in get_library("custom_allreduce").algorithms}
     for i, row in enumerate(rows.itertuples(index=False)):
         t0 = time.perf_counter()
         if row.table == "custom_allreduce":
-            for a in C.CUSTOM_ALLREDUCE_ALGORITHMS:
+            for a in get_library("custom_allreduce").algorithms:
                 fs = custom_flows(row, a)
                 per_algorithm[a].append(
                     simulate(topology_for(1), fs, backend, router=_router(1, "pxn")).completion_time_s)
@@ -590,7 +600,7 @@ def predict(rows: pd.DataFrame, overheads: CommOverheads) -> pd.DataFrame:
     for row in rows.itertuples(index=False):
         if row.table == "custom_allreduce":  # the faster algorithm under the fitted constants
             a = custom_allreduce_choice(overheads, {x: getattr(row, f"network_{x}_s")
-                                                    for x in C.CUSTOM_ALLREDUCE_ALGORITHMS})
+                                                    for x in get_library("custom_allreduce").algorithms})
             o = overheads.overhead("custom_allreduce", a)
             d = o.duration_s(getattr(row, f"network_{a}_s"))
             pred.append(d)

@@ -34,7 +34,7 @@ import pandas as pd
 
 from cosim.engine.overheads import LibraryOverhead
 from cosim.network import FlowSet, simulate
-from cosim.network import collectives as C
+from cosim.network.libraries import BuildOptions, CommCall, add_call_flows
 from cosim.network.deepep import gpu_bytes_sent
 from cosim.network.nvlink_a2a import PHASES, phase_bytes_per_token
 from cosim.topology import Router, Topology, load_topology
@@ -71,8 +71,10 @@ def row_flows(row) -> FlowSet:
     per_token = phase_bytes_per_token(row.phase, row.dtype, int(row.hidden_size), int(row.topk))
     m = np.rint(np.asarray(counts.tokens) * per_token).astype(np.int64)
     np.fill_diagonal(m, 0)
+    op = "dispatch" if row.phase == "dispatch" else "combine"
     fs = FlowSet()
-    C.all_to_all_v(fs, list(range(ep)), m if row.phase == "dispatch" else m.T, tag=row.phase)
+    add_call_flows(fs, CommCall("nvlink_a2a", op, tuple(range(ep)), m if op == "dispatch" else m.T),
+                   tag=row.phase, opts=BuildOptions(gpus_per_node=ep))
     return fs
 
 

@@ -165,6 +165,17 @@ class KernelTables:
         return cls(spec, data_spec, framework, resolved, root, user, Path(user_dir) if user_dir is not None else None,
                    prefer_wide_ep=prefer_wide_ep, moe_ep_split=moe_ep_split)
 
+    def variant(self, *, prefer_wide_ep: bool | None = None, moe_ep_split: bool | None = None) -> KernelTables:
+        """The same tables with other lookup rules; parquet files already read are shared (the
+        duration cache and the efficiency fits are not, as they depend on the rules)."""
+        other = KernelTables(self.system, self.data_system, self.framework, self.version, self.systems_dir,
+                             self._user, self.user_dir,
+                             prefer_wide_ep=self.prefer_wide_ep if prefer_wide_ep is None else prefer_wide_ep,
+                             moe_ep_split=self.moe_ep_split if moe_ep_split is None else moe_ep_split)
+        other._sources = self._sources
+        other._loaded = self._loaded
+        return other
+
     # ------------------------------------------------------------------ table access
 
     def sources(self, table: str) -> list[TableSource]:

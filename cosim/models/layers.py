@@ -61,7 +61,11 @@ def layer_ops(model: ModelSpec, layer_index: int, parallel: Parallelism, precisi
     ``moe_experts`` and the shared expert (``shared_gate_up``, ``shared_act``, ``shared_down``);
     dense layers ``ffn_gate_up``, ``ffn_act``, ``ffn_down``.
 
-    ``distribution`` is the router skew passed to :class:`~cosim.ops.MoeOp`.
+    ``distribution`` is the router skew passed to :class:`~cosim.ops.MoeOp`. Every GEMM takes the
+    format of its module group (:meth:`Precision.module_dtype`: ``q_proj``, ``kv_proj`` -- which
+    includes the absorbed ``mla_q_absorb`` / ``mla_v_up`` -- ``o_proj``, ``indexer``,
+    ``dense_ffn``, ``shared_expert``, ``routed_experts``); a fused GQA ``qkv_proj`` takes the
+    ``q_proj`` format. Router, ``indexer_weights_proj`` and LM head stay bfloat16.
     Communication is not included: see :func:`cosim.models.layer_comm`.
     """
     parallel.validate(model)
@@ -79,7 +83,7 @@ def layer_ops(model: ModelSpec, layer_index: int, parallel: Parallelism, precisi
     if layer.ffn == "moe":
         ops += _moe_ops(model, parallel, precision, work, distribution)
     else:
-        ops += _mlp_ops("ffn", t, h, model.dense_inter_size // parallel.dense_tp, precision.weights)
+        ops += _mlp_ops("ffn", t, h, model.dense_inter_size // parallel.dense_tp, precision.module_dtype("dense_ffn"))
     return ops
 
 
@@ -129,12 +133,12 @@ def _gqa_ops(model: ModelSpec, layer: LayerSpec, parallel: Parallelism, precisio
     heads = att.num_heads // parallel.attention_tp
     kv_heads = kv_heads_per_gpu(model, parallel)
     return [
-        GemmOp("qkv_proj", m=t, n=(heads + 2 * kv_heads) * att.head_dim, k=h, dtype=precision.weights),
+        GemmOp("qkv_proj", m=t, n=(heads + 2 * kv_heads) * att.head_dim, k=h, dtype=precision.module_dtype("q_proj")),
         AttentionOp("attention", phase=work.phase, kind="gqa", batch=work.batch, new_tokens=work.new_tokens,
                     prefix_tokens=_effective_prefix(layer, work.prefix_tokens), num_heads=heads,
                     num_kv_heads=kv_heads, head_dim=att.head_dim, v_head_dim=att.v_head_dim,
                     kv_dtype=precision.kv_cache),
-        GemmOp("o_proj", m=t, n=h, k=heads * att.v_head_dim, dtype=precision.weights),
+        GemmOp("o_proj", m=t, n=h, k=heads * att.v_head_dim, dtype=precision.module_dtype("o_proj")),
     ]
 
 
@@ -143,26 +147,27 @@ def _mla_ops(model: ModelSpec, layer: LayerSpec, parallel: Parallelism, precisio
     """MLA: non-absorbed in context (kv_b up-projects every cached latent), absorbed in
     generation and for DSA (attention runs on the latent cache; kv_b is split into the
     per-head ``mla_q_absorb`` and ``mla_v_up`` batched GEMMs)."""
-    att, t, h, w = model.attention, work.tokens, model.hidden_size, precision.weights
+    att, t, h = model.attention, work.tokens, model.hidden_size
+    wq, wkv, wo = (precision.module_dtype(g) for g in ("q_proj", "kv_proj", "o_proj"))
     heads = att.num_heads // parallel.attention_tp
     qk = att.qk_nope_head_dim + att.qk_rope_head_dim
     ops: list[ComputeOp] = []
     if att.q_lora_rank:
-        ops += [GemmOp("q_a_proj", m=t, n=att.q_lora_rank, k=h, dtype=w),
-                GemmOp("q_b_proj", m=t, n=heads * qk, k=att.q_lora_rank, dtype=w)]
+        ops += [GemmOp("q_a_proj", m=t, n=att.q_lora_rank, k=h, dtype=wq),
+                GemmOp("q_b_proj", m=t, n=heads * qk, k=att.q_lora_rank, dtype=wq)]
     else:
-        ops.append(GemmOp("q_proj", m=t, n=heads * qk, k=h, dtype=w))
-    ops += [GemmOp("kv_a_proj", m=t, n=att.kv_lora_rank + att.qk_rope_head_dim, k=h, dtype=w),
+        ops.append(GemmOp("q_proj", m=t, n=heads * qk, k=h, dtype=wq))
+    ops += [GemmOp("kv_a_proj", m=t, n=att.kv_lora_rank + att.qk_rope_head_dim, k=h, dtype=wkv),
             MemoryOp("mla_latent_norm", bytes=2.0 * t * (att.q_lora_rank + att.kv_lora_rank) * _ACT_BYTES,
                      flop_count=4.0 * t * (att.q_lora_rank + att.kv_lora_rank))]
     absorbed = work.phase == "generation" or att.kind == "dsa"
     prefix = _effective_prefix(layer, work.prefix_tokens)
     if absorbed:
-        ops.append(GemmOp("mla_q_absorb", m=t, n=heads * att.kv_lora_rank, k=att.qk_nope_head_dim, dtype=w))
+        ops.append(GemmOp("mla_q_absorb", m=t, n=heads * att.kv_lora_rank, k=att.qk_nope_head_dim, dtype=wkv))
     else:
         kv_tokens = work.batch * (prefix + work.new_tokens)
         ops.append(GemmOp("kv_b_proj", m=kv_tokens, n=heads * (att.qk_nope_head_dim + att.v_head_dim),
-                          k=att.kv_lora_rank, dtype=w))
+                          k=att.kv_lora_rank, dtype=wkv))
     if att.indexer is not None and layer.indexer:
         ops += _indexer_ops(model, precision, work, prefix)
     ops.append(AttentionOp(
@@ -171,8 +176,8 @@ def _mla_ops(model: ModelSpec, layer: LayerSpec, parallel: Parallelism, precisio
         kv_dtype=precision.kv_cache, kv_lora_rank=att.kv_lora_rank, rope_dim=att.qk_rope_head_dim,
         sparse_topk=att.indexer.topk if att.indexer else 0))
     if absorbed:
-        ops.append(GemmOp("mla_v_up", m=t, n=heads * att.v_head_dim, k=att.kv_lora_rank, dtype=w))
-    ops.append(GemmOp("o_proj", m=t, n=h, k=heads * att.v_head_dim, dtype=w))
+        ops.append(GemmOp("mla_v_up", m=t, n=heads * att.v_head_dim, k=att.kv_lora_rank, dtype=wkv))
+    ops.append(GemmOp("o_proj", m=t, n=h, k=heads * att.v_head_dim, dtype=wo))
     return ops
 
 
@@ -197,8 +202,9 @@ def _indexer_ops(model: ModelSpec, precision: Precision, work: Workload, prefix:
     logits_bytes = (cached * indexer_cache_bytes_per_token(ix.head_dim)
                     + t * ix.num_heads * ix.head_dim * DTYPE_BYTES["fp8"] + 2.0 * t * span * 4.0)
     return [
-        GemmOp("indexer_q_proj", m=t, n=ix.num_heads * ix.head_dim, k=att.q_lora_rank or h, dtype=precision.weights),
-        GemmOp("indexer_k_proj", m=t, n=ix.head_dim, k=h, dtype=precision.weights),
+        GemmOp("indexer_q_proj", m=t, n=ix.num_heads * ix.head_dim, k=att.q_lora_rank or h,
+               dtype=precision.module_dtype("indexer")),
+        GemmOp("indexer_k_proj", m=t, n=ix.head_dim, k=h, dtype=precision.module_dtype("indexer")),
         GemmOp("indexer_weights_proj", m=t, n=ix.num_heads, k=h),
         MemoryOp("indexer_logits", bytes=logits_bytes, flop_count=logits_flops),
     ]
@@ -212,10 +218,12 @@ def _moe_ops(model: ModelSpec, parallel: Parallelism, precision: Precision, work
         GemmOp("router", m=t, n=moe.num_experts, k=h),
         MoeOp("moe_experts", num_tokens=t * parallel.attention_dp, hidden_size=h,
               inter_size=moe.expert_inter_size, num_experts=moe.num_experts, top_k=moe.top_k,
-              ep_size=parallel.ep, tp_size=parallel.moe_tp, dtype=precision.moe, distribution=distribution),
+              ep_size=parallel.ep, tp_size=parallel.moe_tp, dtype=precision.module_dtype("routed_experts"),
+              distribution=distribution),
     ]
     if moe.shared_inter_size:
-        ops += _mlp_ops("shared", t, h, moe.shared_inter_size // parallel.dense_tp, precision.weights)
+        ops += _mlp_ops("shared", t, h, moe.shared_inter_size // parallel.dense_tp,
+                        precision.module_dtype("shared_expert"))
     return ops
 
 

@@ -11,15 +11,27 @@ Supported ``model_type`` families (the text model of multimodal wrappers is used
 
 Hybrid architectures (linear attention, Mamba, DeepSeek-V4 compressed attention, NAS blocks)
 are rejected with a ConfigError naming ``model_type``.
+
+Checkpoint formats: the ``quantization_config`` of ``config.json`` (or a ModelOpt
+``hf_quant_config.json``) gives the format of the quantized modules, and its exclusion lists
+(``ignore``, ``modules_to_not_convert``, ``exclude_modules``; globs, ``re:`` regexes or module
+names, a name also covering its children) the modules stored unquantized (``bfloat16``). Each
+exclusion is tested against the Hugging Face module names of every cosim module group
+(:data:`~cosim.models.spec.MODULE_GROUPS`) in every layer that has the group; a group is recorded in
+:attr:`ModelSpec.checkpoint_module_formats` when the exclusions cover it in at least half of those
+layers (per-layer exceptions such as an excluded first dense layer are not modelled). Norms,
+routers, embeddings and the LM head are always bfloat16 in cosim, so their exclusions change nothing.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from typing import Any
 
 from cosim.errors import ConfigError
 from cosim.models._fields import Fields
-from cosim.models.spec import AttentionSpec, IndexerSpec, LayerSpec, ModelSpec, MoESpec
+from cosim.models.spec import MODULE_GROUPS, AttentionSpec, IndexerSpec, LayerSpec, ModelSpec, MoESpec
 
 GQA_DENSE_TYPES = ("llama", "mistral", "qwen2", "qwen3", "qwen3_vl_text", "mimo")
 GQA_MOE_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe", "qwen3_vl_moe_text", "llama4_text", "minimax_m2", "gpt_oss")
@@ -76,7 +88,7 @@ def parse_config(config: dict[str, Any], source: str = "<dict>", name: str | Non
         LayerSpec(index=i, ffn=ffn_kinds[i], window_kind=windows[i][0], window_tokens=windows[i][1],
                   indexer=indexer_layers[i])
         for i in range(num_layers))
-    weights, moe_weights, kv = _checkpoint_formats(config, text, quant_config)
+    weights, moe_weights, kv, excluded = _checkpoint_formats(config, text, quant_config, layers, attention, moe)
     tie = f.bool("tie_word_embeddings", outer.bool("tie_word_embeddings", False))
     return ModelSpec(
         name=name or str(config.get("_name_or_path") or model_type),
@@ -95,6 +107,9 @@ def parse_config(config: dict[str, Any], source: str = "<dict>", name: str | Non
         checkpoint_weights=weights,
         checkpoint_moe_weights=moe_weights,
         checkpoint_kv_cache=kv,
+        checkpoint_module_formats=tuple((g, "bfloat16") for g in MODULE_GROUPS if g in excluded
+                                        and (g != "routed_experts" or moe_weights != "bfloat16")
+                                        and (g == "routed_experts" or weights != "bfloat16")),
     )
 
 
@@ -258,14 +273,24 @@ def _indexer_layers(f: Fields, num_layers: int) -> list[bool]:
     return [max(i - offset + 1, 0) % freq == 0 for i in range(num_layers)]
 
 
-def _checkpoint_formats(config: dict, text: dict | None,
-                        quant_config: dict | None) -> tuple[str, str, str | None]:
-    """(non-expert weights, routed-expert weights, kv cache) formats of the checkpoint."""
+def _checkpoint_formats(config: dict, text: dict | None, quant_config: dict | None,
+                        layers: tuple[LayerSpec, ...] = (), attention: AttentionSpec | None = None,
+                        moe: MoESpec | None = None) -> tuple[str, str, str | None, frozenset[str]]:
+    """(quantized non-expert weights, routed-expert weights, kv cache) formats of the checkpoint,
+    and the module groups it keeps unquantized."""
     qc = (text or {}).get("quantization_config") or config.get("quantization_config") or {}
     if quant_config and isinstance(quant_config.get("quantization"), dict):
         qc = {"quant_method": "modelopt", **quant_config["quantization"]}
     if not isinstance(qc, dict) or not qc:
-        return "bfloat16", "bfloat16", None
+        return "bfloat16", "bfloat16", None, frozenset()
+    weights, moe_weights, kv = _main_formats(qc)
+    patterns = [str(p) for key in ("ignore", "modules_to_not_convert", "exclude_modules") for p in (qc.get(key) or [])]
+    excluded = _excluded_groups(patterns, layers, attention, moe) if patterns and attention is not None else frozenset()
+    return weights, moe_weights, kv, excluded
+
+
+def _main_formats(qc: dict) -> tuple[str, str, str | None]:
+    """(quantized non-expert weights, routed-expert weights, kv cache) of a quantization config."""
     method = str(qc.get("quant_method") or "").lower()
     algo = str(qc.get("quant_algo") or "").upper()
     kv_algo = str(qc.get("kv_cache_quant_algo") or "").upper()
@@ -288,8 +313,77 @@ def _checkpoint_formats(config: dict, text: dict | None,
         return "bfloat16", "bfloat16", kv
     if algo == "FP8":
         return "fp8", "fp8", kv
-    if algo in ("NVFP4", "MIXED_PRECISION"):
-        excludes = [str(p) for p in (qc.get("exclude_modules") or qc.get("ignore") or [])]
-        attn_excluded = algo == "MIXED_PRECISION" or any("attn" in p for p in excludes)
-        return ("bfloat16" if attn_excluded else "nvfp4"), "nvfp4", kv
+    if algo == "NVFP4":  # exclusions (e.g. the MLA q/kv projections) come from _excluded_groups
+        return "nvfp4", "nvfp4", kv
+    if algo == "MIXED_PRECISION":  # ModelOpt per-layer formats: only the routed experts are quantized
+        return "bfloat16", "nvfp4", kv
     return "bfloat16", "bfloat16", kv
+
+
+_LAYER_PREFIXES = ("model.layers.{i}", "language_model.model.layers.{i}", "model.language_model.layers.{i}")
+
+
+def _group_module_names(group: str, attention: AttentionSpec, moe: MoESpec | None) -> tuple[str, ...]:
+    """Hugging Face module names (relative to a decoder layer) of one cosim module group."""
+    mla = attention.is_mla
+    if group == "q_proj":
+        return ("self_attn.q_a_proj", "self_attn.q_b_proj") if mla and attention.q_lora_rank else ("self_attn.q_proj",)
+    if group == "kv_proj":
+        return ("self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj") if mla else ("self_attn.k_proj", "self_attn.v_proj")
+    if group == "o_proj":
+        return ("self_attn.o_proj",)
+    if group == "indexer":
+        return ("self_attn.indexer.wq_b", "self_attn.indexer.wk")
+    if group == "dense_ffn":
+        return ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+    if group == "shared_expert":
+        return ("mlp.shared_experts.gate_proj", "mlp.shared_experts.down_proj", "mlp.shared_expert.gate_proj",
+                "mlp.shared_expert.down_proj")
+    return ("mlp.experts.0.gate_proj", "mlp.experts.0.down_proj", "mlp.experts.0.w1", "block_sparse_moe.experts.0.w1",
+            "mlp.experts.gate_up_proj")
+
+
+def _exclusion_regex(patterns: list[str]) -> re.Pattern[str]:
+    """One regex matching every module name an exclusion list covers (a name covers its children)."""
+    parts = []
+    for p in patterns:
+        if p.startswith("re:"):
+            parts.append(f"(?:{p[3:]}).*")
+        elif any(c in p for c in "*?["):
+            for glob in (p, p + ".*"):
+                parts.append(fnmatch.translate(glob).removeprefix("(?s:").removesuffix(")\\Z"))
+        else:
+            parts.append(re.escape(p) + r"(?:\..*)?")
+    try:
+        return re.compile("|".join(f"(?:{x})" for x in parts), re.S)
+    except re.error:  # a malformed user regex: fall back to literal prefixes
+        return re.compile("|".join(re.escape(p) + r"(?:\..*)?" for p in patterns), re.S)
+
+
+def _excluded_groups(patterns: list[str], layers: tuple[LayerSpec, ...], attention: AttentionSpec,
+                     moe: MoESpec | None) -> frozenset[str]:
+    """Module groups the exclusion ``patterns`` cover in at least half of the layers holding them."""
+    regex = _exclusion_regex(patterns)
+    out = set()
+    for group in MODULE_GROUPS:
+        names = _group_module_names(group, attention, moe)
+        holding = [layer.index for layer in layers if _layer_has(layer, group, attention, moe)]
+        if not holding:
+            continue
+        covered = sum(1 for i in holding
+                      if any(regex.fullmatch(f"{prefix.format(i=i)}.{n}") for prefix in _LAYER_PREFIXES for n in names))
+        if 2 * covered >= len(holding):
+            out.add(group)
+    return frozenset(out)
+
+
+def _layer_has(layer: LayerSpec, group: str, attention: AttentionSpec, moe: MoESpec | None) -> bool:
+    if group == "indexer":
+        return attention.indexer is not None and layer.indexer
+    if group == "dense_ffn":
+        return layer.ffn == "dense"
+    if group == "shared_expert":
+        return layer.ffn == "moe" and moe is not None and moe.shared_inter_size > 0
+    if group == "routed_experts":
+        return layer.ffn == "moe"
+    return True

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cosim.errors import ConfigError
-from cosim.models.spec import ModelSpec
+from cosim.models.spec import MODULE_GROUPS, ModelSpec
 from cosim.ops import DTYPE_BYTES
 
 WEIGHT_DTYPES = ("bfloat16", "fp8", "fp8_block", "nvfp4")
@@ -136,21 +136,29 @@ class Precision:
     """Numeric formats (names from :data:`cosim.ops.DTYPE_BYTES`).
 
     Attributes:
-        weights: attention projections, dense FFN and shared-expert GEMMs (``bfloat16``, ``fp8``,
-            ``fp8_block``, ``nvfp4``). Embedding, LM head, router and norms always stay bfloat16.
+        weights: default format of the non-expert GEMMs -- attention projections, DSA indexer
+            projections, dense FFN and shared experts (``bfloat16``, ``fp8``, ``fp8_block``,
+            ``nvfp4``). Embedding, LM head, router and norms always stay bfloat16.
         moe: routed experts; defaults to ``weights``.
         kv_cache: ``bfloat16`` or ``fp8``.
-        dispatch: activations sent to the experts (MoE dispatch / all-gather); ``fp8`` is common.
+        dispatch: activations sent to the experts (MoE dispatch / all-gather). Default ``fp8``,
+            as DeepEP's low-latency dispatch and the frameworks' wide-EP recipes send them.
         combine: expert outputs sent back (MoE combine / reduce-scatter); ``bfloat16`` is common.
         allreduce: TP all-reduce and pipeline activations (``bfloat16``).
+        modules: per-module formats that differ from ``weights`` / ``moe``: ``(module, format)``
+            pairs (a dict is accepted) with ``module`` one of
+            :data:`cosim.models.spec.MODULE_GROUPS` -- e.g. ``{"q_proj": "bfloat16",
+            "kv_proj": "bfloat16"}`` for an NVFP4 checkpoint that keeps the MLA projections
+            unquantized. Stored as a sorted tuple (hashable). :meth:`module_dtype` resolves them.
     """
 
     weights: str = "bfloat16"
     moe: str = ""
     kv_cache: str = "bfloat16"
-    dispatch: str = "bfloat16"
+    dispatch: str = "fp8"
     combine: str = "bfloat16"
     allreduce: str = "bfloat16"
+    modules: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.moe:
@@ -161,10 +169,23 @@ class Precision:
             value = getattr(self, name)
             if value not in allowed:
                 raise ConfigError(_SRC, f"precision.{name}", f"expected one of {list(allowed)}, got {value!r}")
+        object.__setattr__(self, "modules", _module_formats(self.modules))
 
     def bytes_of(self, name: str) -> float:
         """Bytes per element of the format of field ``name`` (e.g. ``"kv_cache"``)."""
         return DTYPE_BYTES[getattr(self, name)]
+
+    def module_dtype(self, module: str) -> str:
+        """Format of the GEMMs of ``module`` (one of :data:`~cosim.models.spec.MODULE_GROUPS`):
+        its entry in :attr:`modules`, else :attr:`moe` for ``routed_experts`` and :attr:`weights`
+        for every other module."""
+        if module not in MODULE_GROUPS:
+            raise ConfigError(_SRC, "precision.modules", f"unknown module {module!r}; expected one of "
+                                                         f"{list(MODULE_GROUPS)}")
+        for name, dtype in self.modules:
+            if name == module:
+                return dtype
+        return self.moe if module == "routed_experts" else self.weights
 
     @classmethod
     def from_checkpoint(cls, model: ModelSpec, **overrides: str) -> Precision:
@@ -172,17 +193,42 @@ class Precision:
 
         4-bit formats that cosim has no kernels for (``mxfp4`` of gpt-oss, ``int4`` of Kimi-K2.5)
         map to ``nvfp4``, which has nearly the same bytes per weight (0.53 / 0.56 / 0.5625).
-        The KV cache is ``fp8`` when the checkpoint ships KV scales, else ``bfloat16``.
+        The KV cache is ``fp8`` when the checkpoint ships KV scales, else ``bfloat16``. Modules the
+        checkpoint keeps in another format (:attr:`ModelSpec.checkpoint_module_formats`, from its
+        ``quantization_config`` exclusions) become :attr:`modules`; pass ``modules=()`` to price
+        every module in ``weights`` / ``moe``.
         """
         four_bit = {"mxfp4": "nvfp4", "int4": "nvfp4"}
         values = {
             "weights": four_bit.get(model.checkpoint_weights, model.checkpoint_weights),
             "moe": four_bit.get(model.checkpoint_moe_weights, model.checkpoint_moe_weights),
             "kv_cache": model.checkpoint_kv_cache or "bfloat16",
+            "modules": tuple((m, four_bit.get(d, d)) for m, d in model.checkpoint_module_formats),
         }
-        fields = ("weights", "moe", "kv_cache", "dispatch", "combine", "allreduce")
+        fields = ("weights", "moe", "kv_cache", "dispatch", "combine", "allreduce", "modules")
         for key in overrides:
             if key not in fields:
                 raise ConfigError(_SRC, f"precision.{key}", f"unknown precision field; expected one of {list(fields)}")
         values.update(overrides)
         return cls(**values)
+
+
+def _module_formats(value: object) -> tuple[tuple[str, str], ...]:
+    """Validated, sorted ``(module, format)`` pairs from a dict or a sequence of pairs."""
+    items = value.items() if isinstance(value, dict) else value
+    try:
+        pairs = [(m, d) for m, d in items]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ConfigError(_SRC, "precision.modules", f"expected a mapping or (module, format) pairs, got {value!r}") from None
+    seen: dict[str, str] = {}
+    for module, dtype in pairs:
+        if module not in MODULE_GROUPS:
+            raise ConfigError(_SRC, "precision.modules", f"unknown module {module!r}; expected one of "
+                                                         f"{list(MODULE_GROUPS)}")
+        if dtype not in WEIGHT_DTYPES:
+            raise ConfigError(_SRC, f"precision.modules.{module}", f"expected one of {list(WEIGHT_DTYPES)}, "
+                                                                   f"got {dtype!r}")
+        if module in seen and seen[module] != dtype:
+            raise ConfigError(_SRC, f"precision.modules.{module}", f"given twice ({seen[module]!r} and {dtype!r})")
+        seen[module] = dtype
+    return tuple(sorted(seen.items()))

@@ -16,6 +16,14 @@ AttentionKind = Literal["gqa", "mla", "dsa"]
 FfnKind = Literal["dense", "moe"]
 WindowKind = Literal["full", "sliding", "chunked"]
 
+#: Groups of weight modules whose numeric format a checkpoint may set apart (the granularity of
+#: ``quantization_config`` exclusions cosim understands). ``q_proj``: MLA ``q_a_proj``/``q_b_proj``
+#: or ``q_proj``, and the query part of a fused GQA ``qkv_proj``; ``kv_proj``: MLA
+#: ``kv_a_proj_with_mqa``/``kv_b_proj`` (including the absorbed ``mla_q_absorb``/``mla_v_up``) or
+#: GQA ``k_proj``/``v_proj``; ``o_proj``; ``indexer``: DSA indexer projections; ``dense_ffn``: MLPs
+#: of dense layers; ``shared_expert``; ``routed_experts``.
+MODULE_GROUPS = ("q_proj", "kv_proj", "o_proj", "indexer", "dense_ffn", "shared_expert", "routed_experts")
+
 
 @dataclass(frozen=True)
 class IndexerSpec:
@@ -103,7 +111,10 @@ class ModelSpec:
     ``dense_inter_size`` is the FFN intermediate size of dense layers (0 if the model has none).
     ``checkpoint_weights`` / ``checkpoint_kv_cache`` record the checkpoint's own formats
     (``bfloat16``, ``fp8``, ``fp8_block``, ``nvfp4``, ``mxfp4``, ``int4``; kv ``fp8`` or None),
-    used by :meth:`cosim.models.Precision.from_checkpoint`.
+    used by :meth:`cosim.models.Precision.from_checkpoint`. ``checkpoint_weights`` is the format of
+    the quantized non-expert modules; ``checkpoint_module_formats`` lists the module groups
+    (:data:`MODULE_GROUPS`) stored in another format, as ``(group, format)`` pairs (e.g. the MLA
+    q/kv projections an NVFP4 DeepSeek checkpoint keeps in ``bfloat16``).
     """
 
     name: str
@@ -122,6 +133,7 @@ class ModelSpec:
     checkpoint_weights: str = "bfloat16"
     checkpoint_moe_weights: str = "bfloat16"
     checkpoint_kv_cache: str | None = None
+    checkpoint_module_formats: tuple[tuple[str, str], ...] = ()
 
     @property
     def layer_kinds(self) -> tuple[FfnKind, ...]:

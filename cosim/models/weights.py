@@ -1,7 +1,9 @@
 """The weight tensors of a model: one table used for parameter counts and per-GPU memory.
 
-Each :class:`Weight` has an element count, a group (for reports), a sharding rule and a dtype role
-(which :class:`~cosim.models.Precision` field sets its format).
+Each :class:`Weight` has an element count, a group (for reports), a sharding rule and a dtype role:
+the module group whose format :meth:`cosim.models.Precision.module_dtype` gives (``q_proj``,
+``kv_proj``, ``o_proj``, ``indexer``, ``dense_ffn``, ``shared_expert``, ``routed_experts``), or
+``bfloat16`` for tensors that always stay bf16.
 
 Sharding rules (divisor of the element count on one GPU):
 
@@ -26,7 +28,8 @@ from cosim.ops import DTYPE_BYTES
 WeightGroup = Literal["embedding", "lm_head", "norm", "attention", "dense_ffn", "router", "shared_expert",
                       "routed_expert"]
 Shard = Literal["replicated", "heads", "kv_heads", "dense", "vocab", "expert"]
-DtypeRole = Literal["weights", "moe", "bfloat16"]
+DtypeRole = Literal["q_proj", "kv_proj", "o_proj", "indexer", "dense_ffn", "shared_expert", "routed_experts",
+                    "bfloat16"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class Weight:
     dtype_role: DtypeRole
 
     def dtype(self, precision: Precision) -> str:
-        return "bfloat16" if self.dtype_role == "bfloat16" else getattr(precision, self.dtype_role)
+        return "bfloat16" if self.dtype_role == "bfloat16" else precision.module_dtype(self.dtype_role)
 
     def numel_per_gpu(self, model: ModelSpec, parallel: Parallelism) -> float:
         """Elements of this tensor stored on one GPU of the stage that holds it."""
@@ -73,44 +76,44 @@ def layer_weights(model: ModelSpec, layer: LayerSpec) -> list[Weight]:
     if att.is_mla:
         qk = att.qk_nope_head_dim + att.qk_rope_head_dim
         if att.q_lora_rank:
-            out += [Weight("q_a_proj", h * att.q_lora_rank, "attention", "replicated", "weights"),
+            out += [Weight("q_a_proj", h * att.q_lora_rank, "attention", "replicated", "q_proj"),
                     Weight("q_a_norm", att.q_lora_rank, "norm", "replicated", "bfloat16"),
-                    Weight("q_b_proj", att.q_lora_rank * att.num_heads * qk, "attention", "heads", "weights")]
+                    Weight("q_b_proj", att.q_lora_rank * att.num_heads * qk, "attention", "heads", "q_proj")]
         else:
-            out.append(Weight("q_proj", h * att.num_heads * qk, "attention", "heads", "weights"))
+            out.append(Weight("q_proj", h * att.num_heads * qk, "attention", "heads", "q_proj"))
         out += [Weight("kv_a_proj", h * (att.kv_lora_rank + att.qk_rope_head_dim), "attention", "replicated",
-                       "weights"),
+                       "kv_proj"),
                 Weight("kv_a_norm", att.kv_lora_rank, "norm", "replicated", "bfloat16"),
                 Weight("kv_b_proj", att.kv_lora_rank * att.num_heads * (att.qk_nope_head_dim + att.v_head_dim),
-                       "attention", "heads", "weights"),
-                Weight("o_proj", att.num_heads * att.v_head_dim * h, "attention", "heads", "weights")]
+                       "attention", "heads", "kv_proj"),
+                Weight("o_proj", att.num_heads * att.v_head_dim * h, "attention", "heads", "o_proj")]
         if att.indexer and layer.indexer:
             ix = att.indexer
             q_in = att.q_lora_rank or h
-            out += [Weight("indexer_q_proj", q_in * ix.num_heads * ix.head_dim, "attention", "replicated", "weights"),
-                    Weight("indexer_k_proj", h * ix.head_dim, "attention", "replicated", "weights"),
+            out += [Weight("indexer_q_proj", q_in * ix.num_heads * ix.head_dim, "attention", "replicated", "indexer"),
+                    Weight("indexer_k_proj", h * ix.head_dim, "attention", "replicated", "indexer"),
                     Weight("indexer_k_norm", 2 * ix.head_dim, "norm", "replicated", "bfloat16"),
                     Weight("indexer_weights_proj", h * ix.num_heads, "attention", "replicated", "bfloat16")]
     else:
         q, kv = att.num_heads * att.head_dim, att.num_kv_heads * att.head_dim
         qkv_bias = 1 if att.qkv_bias else 0
-        out += [Weight("q_proj", (h + qkv_bias) * q, "attention", "heads", "weights"),
-                Weight("kv_proj", 2 * (h + qkv_bias) * kv, "attention", "kv_heads", "weights"),
+        out += [Weight("q_proj", (h + qkv_bias) * q, "attention", "heads", "q_proj"),
+                Weight("kv_proj", 2 * (h + qkv_bias) * kv, "attention", "kv_heads", "kv_proj"),
                 Weight("o_proj", att.num_heads * att.v_head_dim * h + (h if att.o_bias else 0), "attention",
-                       "heads", "weights")]
+                       "heads", "o_proj")]
     if layer.ffn == "moe" and model.moe is not None:
         moe = model.moe
         e_bias = (2 * moe.expert_inter_size + h) if moe.expert_bias else 0
         out += [Weight("router", h * moe.num_experts + (moe.num_experts if moe.router_bias else 0), "router",
                        "replicated", "bfloat16"),
                 Weight("routed_experts", moe.num_experts * (3 * h * moe.expert_inter_size + e_bias),
-                       "routed_expert", "expert", "moe")]
+                       "routed_expert", "expert", "routed_experts")]
         if moe.shared_inter_size:
-            out.append(Weight("shared_expert", 3 * h * moe.shared_inter_size, "shared_expert", "dense", "weights"))
+            out.append(Weight("shared_expert", 3 * h * moe.shared_inter_size, "shared_expert", "dense", "shared_expert"))
         if moe.shared_expert_gate:
             out.append(Weight("shared_expert_gate", h, "router", "replicated", "bfloat16"))
     else:
-        out.append(Weight("dense_ffn", 3 * h * model.dense_inter_size, "dense_ffn", "dense", "weights"))
+        out.append(Weight("dense_ffn", 3 * h * model.dense_inter_size, "dense_ffn", "dense", "dense_ffn"))
     return out
 
 

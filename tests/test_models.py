@@ -405,3 +405,36 @@ def test_checkpoint_precision_and_memory_bundled(bundled):
     assert nvfp4.moe == "nvfp4" and nvfp4.kv_cache == "fp8"
     comm = head_comm(m, Parallelism(tp=8), prec, "generation", 16)
     assert comm.logits_allgather_bytes == 16 * (129280 // 8) * 2
+
+
+# ---------------------------------------------------------------- per-module checkpoint formats
+
+def _nvfp4(excludes: list[str]) -> dict:
+    return {"quantization": {"quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8", "exclude_modules": excludes}}
+
+
+def test_checkpoint_exclusions_become_module_formats():
+    # TINY_MLA: 4 layers, layer 0 dense, layers 1-3 MoE with a shared expert
+    per_layer = [f"model.layers.{i}.self_attn.{m}" for i in range(4) for m in ("q_a_proj", "kv_b_proj")]
+    m = parse_config(TINY_MLA, quant_config=_nvfp4(["lm_head", *per_layer]))
+    assert (m.checkpoint_weights, m.checkpoint_moe_weights, m.checkpoint_kv_cache) == ("nvfp4", "nvfp4", "fp8")
+    assert m.checkpoint_module_formats == (("q_proj", "bfloat16"), ("kv_proj", "bfloat16"))
+    # a whole-block glob, a regex, and a plain module name (covering its children)
+    glob = parse_config(TINY_MLA, quant_config=_nvfp4(["model.layers.*.self_attn*"]))
+    assert dict(glob.checkpoint_module_formats) == {g: "bfloat16" for g in ("q_proj", "kv_proj", "o_proj")}
+    regex = tiny(TINY_MLA, quantization_config={"quant_method": "fp8", "weight_block_size": [128, 128],
+                                                "modules_to_not_convert": ["re:.*shared_experts.*"]})
+    assert parse_config(regex).checkpoint_module_formats == (("shared_expert", "bfloat16"),)
+    plain = parse_config(TINY_MLA, quant_config=_nvfp4(["model.layers.0.mlp"]))  # the only dense layer
+    assert plain.checkpoint_module_formats == (("dense_ffn", "bfloat16"),)
+    # majority rule: one of three MoE layers excluded does not change the group; the router never counts
+    few = parse_config(TINY_MLA, quant_config=_nvfp4(["model.layers.1.mlp.shared_experts", "model.layers.1.mlp.gate"]))
+    assert few.checkpoint_module_formats == ()
+    prec = Precision.from_checkpoint(m)
+    ops = {o.name: o for o in layer_ops(m, 1, Parallelism(tp=2, ep=2), prec, "generation", 4, prefix_tokens=10)}
+    assert ops["q_a_proj"].dtype == ops["kv_a_proj"].dtype == ops["mla_v_up"].dtype == "bfloat16"
+    assert ops["o_proj"].dtype == ops["shared_gate_up"].dtype == ops["moe_experts"].dtype == "nvfp4"
+    flat = Precision.from_checkpoint(m, modules=())
+    par = Parallelism(tp=2, ep=2)
+    assert weight_breakdown(m, par, prec).attention_bytes > weight_breakdown(m, par, flat).attention_bytes
+    assert weight_breakdown(m, par, prec).routed_expert_bytes == weight_breakdown(m, par, flat).routed_expert_bytes

@@ -242,6 +242,8 @@ class KernelTables:
         if not self._per_rank_tokens(table, layer):
             return axes, ""
         ep = slice_key[TABLES["moe"].slice_cols.index("moe_ep_size")]
+        if ep == 1:
+            return axes, ""
         per_rank = axes[0] / ep
         per_rank = int(per_rank) if float(per_rank).is_integer() else per_rank
         return (per_rank,), f" (row num_tokens = {axes[0]:g}/ep{ep}: per-rank tokens)"

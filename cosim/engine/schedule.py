@@ -1,7 +1,8 @@
 """Schedule a step trace on per-rank compute and communication streams.
 
-Each rank has two in-order streams (like two CUDA streams): compute nodes run on the compute
-stream, its part in collectives on the communication stream. A node starts when its
+Each rank has in-order streams (like CUDA streams): compute nodes run on the compute stream,
+its part in collectives on a communication stream (stream 0, or the node's ``stream``: AFD sends
+and receives on two). A node starts when its
 dependencies have finished and its stream is free. A collective starts when every participant's
 communication stream has reached it and its dependencies are met (the latest of those times),
 and lasts the duration given by ``collective_duration_s`` for all participants.
@@ -37,17 +38,30 @@ class ScheduleError(CosimError, RuntimeError):
 
 
 def schedule(trace: StepTrace, collective_duration_s: Callable[[int], float]) -> Schedule:
-    """List-schedule ``trace``; ``collective_duration_s(collective_id)`` gives collective durations."""
+    """List-schedule ``trace``; ``collective_duration_s(collective_id)`` gives collective durations.
+
+    Every rank has one compute stream and one in-order communication stream per
+    :attr:`CommNode.stream` number it uses (stream 0 unless the trace says otherwise)."""
     n_ranks = len(trace.ranks)
     start = [np.full(len(rt.nodes), np.nan) for rt in trace.ranks]
     finish = [np.full(len(rt.nodes), np.nan) for rt in trace.ranks]
-    streams = []
+    comp_streams: list[list[int]] = []
+    comm_streams: list[dict[int, list[int]]] = []
+    node_of: list[dict[int, int]] = []  # rank -> collective id -> its comm node
     for rt in trace.ranks:
-        comp = [n.id for n in rt.nodes if isinstance(n, ComputeNode)]
-        comm = [n.id for n in rt.nodes if isinstance(n, CommNode)]
-        streams.append((comp, comm))
-    head = [[0, 0] for _ in range(n_ranks)]
-    free = [[0.0, 0.0] for _ in range(n_ranks)]
+        comp_streams.append([n.id for n in rt.nodes if isinstance(n, ComputeNode)])
+        streams: dict[int, list[int]] = {}
+        mine: dict[int, int] = {}
+        for n in rt.nodes:
+            if isinstance(n, CommNode):
+                streams.setdefault(n.stream, []).append(n.id)
+                mine[n.collective_id] = n.id
+        comm_streams.append(streams)
+        node_of.append(mine)
+    comp_head = [0] * n_ranks
+    comp_free = [0.0] * n_ranks
+    comm_head = [{k: 0 for k in st} for st in comm_streams]
+    comm_free = [{k: 0.0 for k in st} for st in comm_streams]
     n_coll = len(trace.collectives)
     c_start = np.full(n_coll, np.nan)
     c_finish = np.full(n_coll, np.nan)
@@ -66,28 +80,29 @@ def schedule(trace: StepTrace, collective_duration_s: Callable[[int], float]) ->
     while remaining:
         progress = False
         for r, rt in enumerate(trace.ranks):
-            comp, comm = streams[r]
+            comp = comp_streams[r]
             # Compute stream: run every ready node in order.
-            while head[r][0] < len(comp):
-                node = rt.nodes[comp[head[r][0]]]
+            while comp_head[r] < len(comp):
+                node = rt.nodes[comp[comp_head[r]]]
                 ready = deps_done(r, node)
                 if ready is None:
                     break
-                s = max(ready, free[r][0])
+                s = max(ready, comp_free[r])
                 start[r][node.id] = s
-                finish[r][node.id] = free[r][0] = s + node.duration_s
-                head[r][0] += 1
+                finish[r][node.id] = comp_free[r] = s + node.duration_s
+                comp_head[r] += 1
                 remaining -= 1
                 progress = True
-            # Communication stream: announce arrival at the next collective.
-            if head[r][1] < len(comm):
-                node = rt.nodes[comm[head[r][1]]]
-                waiting = arrived.setdefault(node.collective_id, {})
-                if r not in waiting:
-                    ready = deps_done(r, node)
-                    if ready is not None:
-                        waiting[r] = max(ready, free[r][1])
-                        progress = True
+            # Communication streams: announce arrival at each stream's next collective.
+            for k, ids in comm_streams[r].items():
+                if comm_head[r][k] < len(ids):
+                    node = rt.nodes[ids[comm_head[r][k]]]
+                    waiting = arrived.setdefault(node.collective_id, {})
+                    if r not in waiting:
+                        ready = deps_done(r, node)
+                        if ready is not None:
+                            waiting[r] = max(ready, comm_free[r][k])
+                            progress = True
         for cid, waiting in list(arrived.items()):
             spec = trace.collectives[cid]
             if len(waiting) < len(spec.ranks):
@@ -96,15 +111,16 @@ def schedule(trace: StepTrace, collective_duration_s: Callable[[int], float]) ->
             f = s + collective_duration_s(cid)
             c_start[cid], c_finish[cid] = s, f
             for r in spec.ranks:
-                nid = streams[r][1][head[r][1]]
+                nid = node_of[r][cid]
+                k = trace.ranks[r].nodes[nid].stream
                 start[r][nid], finish[r][nid] = s, f
-                free[r][1] = f
-                head[r][1] += 1
+                comm_free[r][k] = f
+                comm_head[r][k] += 1
                 remaining -= 1
             del arrived[cid]
             progress = True
         if not progress:
-            stuck = [(r, trace.ranks[r].nodes[streams[r][1][head[r][1]]].name)
-                     for r in range(n_ranks) if head[r][1] < len(streams[r][1])]
+            stuck = [(r, trace.ranks[r].nodes[ids[comm_head[r][k]]].name)
+                     for r in range(n_ranks) for k, ids in comm_streams[r].items() if comm_head[r][k] < len(ids)]
             raise ScheduleError(f"trace cannot be scheduled; ranks waiting at collectives: {stuck[:4]}")
     return Schedule(start, finish, c_start, c_finish)

@@ -22,7 +22,8 @@ import numpy as np
 from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads, custom_allreduce_choice, remote_fraction
 from cosim.engine.schedule import Schedule, schedule
 from cosim.errors import ConfigError
-from cosim.models.memory import StepMemory, step_memory
+from cosim.models.memory import StepMemory, kv_cache_bytes_per_request, step_memory
+from cosim.trace.afd import afd_memory
 from cosim.network import FlowSet, simulate
 from cosim.network import deepep as D
 from cosim.network.libraries import BuildOptions, add_call_flows, get_library
@@ -142,6 +143,29 @@ class CollectiveNetwork:
         return run
 
 
+@dataclass(frozen=True)
+class GroupResult:
+    """One group of ranks of a step (AFD: ``attention``, ``ffn``; otherwise ``all``), on its
+    slowest rank.
+
+    Attributes:
+        ranks: step ranks of the group; ``critical_rank`` the one that finishes last.
+        busy_s: compute-stream busy time of that rank; ``idle_s`` = step time - busy (bubbles).
+        compute_by_class_s / comm_by_collective_s / exposed_comm_by_collective_s: as in
+            :class:`StepResult`, on that rank (``a2f``, ``f2a``, ``dispatch`` ...).
+        memory: weights, KV cache and buffers per GPU of the group (``None`` for a bare trace).
+    """
+
+    ranks: tuple[int, ...]
+    critical_rank: int
+    busy_s: float
+    idle_s: float
+    compute_by_class_s: dict[str, float]
+    comm_by_collective_s: dict[str, float]
+    exposed_comm_by_collective_s: dict[str, float]
+    memory: StepMemory | None = None
+
+
 @dataclass
 class StepResult:
     """Step time and where it goes.
@@ -157,6 +181,11 @@ class StepResult:
         network_simulations / network_wall_s / wall_s: cost of the run.
         memory: weights, KV cache and activations on the most loaded GPU and its capacity
             (:func:`simulate_step` only; ``None`` for a bare trace).
+        groups: per group of ranks (AFD: ``attention`` and ``ffn``), busy and idle time,
+            communication and its exposed part, memory per GPU.
+        tokens_per_step: output tokens the step produces over all its GPUs (decode requests; a
+            mixed step adds one per prefill chunk; MTP drafts not counted: multiply by the mean
+            accepted length).
     """
 
     spec: StepSpec | None
@@ -179,10 +208,21 @@ class StepResult:
     backend: str = ""
     extra: dict = field(default_factory=dict)
     memory: StepMemory | None = None
+    groups: dict[str, GroupResult] = field(default_factory=dict)
+    tokens_per_step: int = 0
 
     @property
     def step_time_s(self) -> float:
         return self.schedule.step_time_s
+
+    @property
+    def num_gpus(self) -> int:
+        return len(self.trace.ranks)
+
+    @property
+    def tokens_per_s_per_gpu(self) -> float:
+        """Output tokens per second per GPU of the step's GPUs (every group counted)."""
+        return self.tokens_per_step / max(self.step_time_s, 1e-30) / self.num_gpus
 
     def compute_per_rank_s(self, op_class: str) -> np.ndarray:
         """Busy time of ``op_class`` (e.g. ``moe_experts``) on every rank of the trace, in rank
@@ -231,14 +271,25 @@ def collective_duration_s(overheads: CommOverheads, spec: CollectiveSpec, networ
                                 remote_fraction=remote_fraction)
 
 
+def check_gpus(topology: Topology, gpus, what: str = "gpus") -> None:
+    """ConfigError unless every GPU of ``gpus`` exists in ``topology`` (named with its range)."""
+    bad = [g for g in gpus if not 0 <= g < topology.num_gpus]
+    if bad:
+        raise ConfigError(topology.source, what, f"GPU rank {bad[0]} does not exist: topology {topology.name!r} "
+                                                 f"has GPUs 0..{topology.num_gpus - 1}")
+
+
 def simulate_step(spec: StepSpec, kernels, topology: Topology, backend: str = "flow", *,
-                  overheads: CommOverheads = DEFAULT_OVERHEADS, max_congestion_iterations: int = 3) -> StepResult:
+                  overheads: CommOverheads = DEFAULT_OVERHEADS, max_congestion_iterations: int = 3,
+                  network: CollectiveNetwork | None = None) -> StepResult:
     """Co-simulate one step: build its trace from ``spec`` and ``kernels``, then
-    :func:`simulate_trace`."""
+    :func:`simulate_trace` (``network``: a :class:`CollectiveNetwork` of the same topology and
+    backend whose memo is reused across steps; default a fresh one)."""
     wall0 = time.perf_counter()
-    if spec.parallel.num_gpus > topology.num_gpus:
-        raise ConfigError(topology.source, "nodes", f"the deployment needs {spec.parallel.num_gpus} GPUs, "
+    if spec.num_gpus > topology.num_gpus:
+        raise ConfigError(topology.source, "nodes", f"the deployment needs {spec.num_gpus} GPUs, "
                                                     f"topology {topology.name!r} has {topology.num_gpus}")
+    check_gpus(topology, spec.gpu_ranks, "gpus")
     try:
         g = D.topology_gpus_per_node(topology)
     except ConfigError:  # no usable node structure: fine unless DeepEP traffic needs it (checked later)
@@ -250,32 +301,67 @@ def simulate_step(spec: StepSpec, kernels, topology: Topology, backend: str = "f
                                                     f"topology {topology.name!r} has {g}")
     trace = build_step_trace(spec, kernels)
     result = simulate_trace(trace, topology, backend, overheads=overheads,
-                            max_congestion_iterations=max_congestion_iterations)
+                            max_congestion_iterations=max_congestion_iterations, network=network)
     result.spec = spec
     system = getattr(kernels, "system", None)
-    result.memory = step_memory(spec.model, spec.parallel, spec.precision, spec.phase, spec.batch_per_rank,
-                                spec.new_tokens, spec.prefix_tokens, getattr(system, "mem_capacity_bytes", None),
-                                redundant_experts=spec.redundant_experts)
+    per_group = layout_memory(spec, getattr(system, "mem_capacity_bytes", None))
+    result.memory = max(per_group.values(), key=lambda m: m.total_bytes)
+    result.groups = {name: dataclasses.replace(g, memory=per_group.get(name, result.memory))
+                     for name, g in result.groups.items()}
+    result.tokens_per_step = tokens_per_step(spec)
     result.wall_s = time.perf_counter() - wall0
     return result
 
 
+def tokens_per_step(spec: StepSpec) -> int:
+    """Output tokens of one step over all its GPUs: one per decode request (and per prefill
+    chunk of a mixed step); a prefill step's requests each produce their first token."""
+    if spec.afd is not None:
+        return spec.afd.instances * spec.batch_per_rank
+    par = spec.parallel
+    per_rank = spec.batch_per_rank + len(spec.prefill_chunks)
+    return per_rank * par.attention_dp
+
+
+def layout_memory(spec: StepSpec, capacity_bytes: float | None) -> dict[str, StepMemory]:
+    """Memory per GPU of every group of the step's layout (colocated: ``all``; AFD: ``attention``
+    and ``ffn``)."""
+    if spec.afd is not None:
+        return afd_memory(spec, capacity_bytes)
+    model, par, prec = spec.model, spec.parallel, spec.precision
+    if spec.batch_per_rank:
+        mem = step_memory(model, par, prec, spec.phase, spec.batch_per_rank * (1 + spec.mtp_tokens), spec.new_tokens,
+                          spec.prefix_tokens, capacity_bytes, redundant_experts=spec.redundant_experts)
+        if spec.mtp_tokens:  # the KV cache holds batch_per_rank requests, not their verify tokens
+            mem = dataclasses.replace(mem, kv_cache_bytes=mem.kv_cache_bytes / (1 + spec.mtp_tokens))
+    else:
+        c = spec.prefill_chunks[0]
+        mem = step_memory(model, par, prec, "context", 1, c.new_tokens, c.prefix_tokens, capacity_bytes,
+                          redundant_experts=spec.redundant_experts)
+        mem = dataclasses.replace(mem, kv_cache_bytes=0.0)
+    chunk_kv = sum(kv_cache_bytes_per_request(model, par, prec, c.prefix_tokens + c.new_tokens)
+                   for c in spec.prefill_chunks)
+    return {"all": dataclasses.replace(mem, kv_cache_bytes=mem.kv_cache_bytes + chunk_kv)}
+
+
 def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", *,
-                   overheads: CommOverheads = DEFAULT_OVERHEADS, max_congestion_iterations: int = 3) -> StepResult:
+                   overheads: CommOverheads = DEFAULT_OVERHEADS, max_congestion_iterations: int = 3,
+                   network: CollectiveNetwork | None = None) -> StepResult:
     """Schedule a step trace with network-simulated collectives (see the module docstring).
 
-    Trace ranks are topology GPU ranks. Works on traces built by :func:`build_step_trace` or read
-    back with :func:`cosim.trace.serialize.read_step_trace`.
+    Step rank ``r`` of the trace runs on topology GPU ``trace.gpu_of(r)``. Works on traces built
+    by :func:`build_step_trace` or read back with :func:`cosim.trace.serialize.read_step_trace`.
     """
     wall0 = time.perf_counter()
     if not trace.ranks:
         raise ConfigError("<trace>", "ranks", "the trace has no ranks: nothing to schedule")
-    used = {r for c in trace.collectives for r in c.ranks} | {rt.rank for rt in trace.ranks}
-    if used and max(used) >= topology.num_gpus:
-        raise ConfigError(topology.source, "nodes", f"the trace uses GPU rank {max(used)}, "
-                                                    f"topology {topology.name!r} has {topology.num_gpus} GPUs")
-    net = CollectiveNetwork(topology, backend)
-    colls = trace.collectives
+    check_gpus(topology, [trace.gpu_of(r) for r in range(len(trace.ranks))], "trace")
+    if network is not None and (network.topology is not topology or network.backend != backend):
+        raise ConfigError("<api>", "network", "the CollectiveNetwork belongs to another topology or backend")
+    net = network or CollectiveNetwork(topology, backend)
+    sims0, wall_net0 = net.simulations, net.wall_s
+    colls = [c if trace.gpus is None else dataclasses.replace(c, ranks=tuple(trace.gpus[r] for r in c.ranks))
+             for c in trace.collectives]  # on topology GPUs
     algorithms = [net.choose_algorithm(c, overheads) for c in colls]
     alone = [net.run([c], [0.0]) for c in colls]
     remote = [net.remote_fraction(c) for c in colls]
@@ -303,15 +389,22 @@ def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", 
         run = net.run([c], [0.0])
         tx += run.tx_bytes
         peak = np.maximum(peak, run.peak_queue_bytes)
-    critical = int(np.argmax([float(np.nanmax(f)) if len(f) else 0.0 for f in sched.node_finish_s]))
+    ends = [float(np.nanmax(f)) if len(f) else 0.0 for f in sched.node_finish_s]
+    critical = int(np.argmax(ends))
     compute, comm, exposed, overlap = _breakdown(trace, sched, critical)
+    groups = {}
+    for name, members in trace.rank_groups().items():
+        r = max(members, key=lambda m: ends[m])
+        g_compute, g_comm, g_exposed, _ = _breakdown(trace, sched, r)
+        busy = sum(g_compute.values())
+        groups[name] = GroupResult(tuple(members), r, busy, sched.step_time_s - busy, g_compute, g_comm, g_exposed)
     sources: dict[str, int] = defaultdict(int)
     for node in trace.ranks[critical].nodes:
         if isinstance(node, ComputeNode):
             sources[node.source] += 1
     return StepResult(None, trace, sched, durations, critical, compute, comm, exposed, overlap, dict(sources),
-                      tx, peak, net.simulations, net.wall_s, iterations, time.perf_counter() - wall0,
-                      topology, backend)
+                      tx, peak, net.simulations - sims0, net.wall_s - wall_net0, iterations, time.perf_counter() - wall0,
+                      topology, backend, groups=groups)
 
 
 def _concurrent_clusters(colls: list[CollectiveSpec], sched: Schedule) -> list[list[int]]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from cosim.errors import ConfigError
 from cosim.models import (
     ModelSpec, Parallelism, Precision, head_comm, layer_comm, layer_ops, model_head_ops,
 )
+from cosim.models.layers import HeadOps
 from cosim.ops import AttentionOp, ComputeOp, GemmOp, MemoryOp, MoeOp
 from cosim.network import deepep as D
 from cosim.network import nvlink_a2a as NV
@@ -37,7 +38,88 @@ from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, RankTrace, 
 from cosim.trace.moe_traffic import DEFAULT_GPUS_PER_NODE, sampled_routing_counts
 
 Overlap = Literal["none", "tbo"]
+A2FStyle = Literal["routed", "broadcast"]
+Placement = Literal["attention", "ffn"]
 _SKEW_TO_DISTRIBUTION = ((0.0, "balanced"), (1.1, "power_law_1.01"), (float("inf"), "power_law_1.2"))
+
+
+@dataclass(frozen=True)
+class PrefillChunk:
+    """One prefill chunk of a mixed (chunked-prefill) step: ``new_tokens`` of one request after
+    ``prefix_tokens`` already in its KV cache (a reused prefix or its earlier chunks)."""
+
+    prefix_tokens: int
+    new_tokens: int
+
+    def __post_init__(self) -> None:
+        for name, minimum in (("prefix_tokens", 0), ("new_tokens", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ConfigError("<api>", f"prefill_chunks.{name}", f"expected an integer >= {minimum}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class AfdSpec:
+    """Attention-FFN disaggregation: an attention group and an FFN group exchanging activations
+    every layer (layout ``afd``; see :mod:`cosim.trace.afd`).
+
+    Attributes:
+        attention_gpus: GPUs of the attention group (n_A): data-parallel attention instances of
+            ``attention_tp`` GPUs each, holding the KV cache; ``batch_per_rank`` requests per instance.
+        ffn_gpus: GPUs of the FFN group (n_F): routed experts under EP ``ffn_gpus / ffn_tp``, each
+            expert split ``ffn_tp`` ways.
+        micro_batches: m, the ping-pong micro-batches each instance's batch is cut into.
+        a2f: ``routed`` (each token goes to the FFN ranks holding its top-k experts, once per rank;
+            the router runs on the attention side; needs ``ffn_tp = 1``) or ``broadcast`` (every
+            FFN rank receives the whole batch; the FFN group reduce-scatters its partial sums and
+            returns each token's output once).
+        attention_tp: GPUs per attention instance (heads split; all-reduce after ``o_proj``).
+        ffn_tp: tensor parallelism inside the FFN group.
+        shared_expert: where the shared expert runs (``ffn`` default, or ``attention``).
+        dense_layers: where the FFN of dense layers runs (``ffn`` default, or ``attention``).
+    """
+
+    attention_gpus: int
+    ffn_gpus: int
+    micro_batches: int = 2
+    a2f: A2FStyle = "routed"
+    attention_tp: int = 1
+    ffn_tp: int = 1
+    shared_expert: Placement = "ffn"
+    dense_layers: Placement = "ffn"
+
+    def __post_init__(self) -> None:
+        for name in ("attention_gpus", "ffn_gpus", "micro_batches", "attention_tp", "ffn_tp"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError("<api>", f"afd.{name}", f"expected an integer >= 1, got {v!r}")
+        if self.a2f not in ("routed", "broadcast"):
+            raise ConfigError("<api>", "afd.a2f", f"expected 'routed' or 'broadcast', got {self.a2f!r}")
+        for name in ("shared_expert", "dense_layers"):
+            if getattr(self, name) not in ("attention", "ffn"):
+                raise ConfigError("<api>", f"afd.{name}", f"expected 'attention' or 'ffn', got {getattr(self, name)!r}")
+        if self.attention_gpus % self.attention_tp:
+            raise ConfigError("<api>", "afd.attention_tp", f"attention_tp={self.attention_tp} must divide "
+                                                           f"attention_gpus={self.attention_gpus}")
+        if self.ffn_gpus % self.ffn_tp:
+            raise ConfigError("<api>", "afd.ffn_tp", f"ffn_tp={self.ffn_tp} must divide ffn_gpus={self.ffn_gpus}")
+        if self.a2f == "routed" and self.ffn_tp != 1:
+            raise ConfigError("<api>", "afd.a2f", "routed A2F sends each token to the ranks of its experts and "
+                                                  "needs ffn_tp = 1; use a2f: broadcast for a TP-sharded FFN group")
+
+    @property
+    def num_gpus(self) -> int:
+        return self.attention_gpus + self.ffn_gpus
+
+    @property
+    def instances(self) -> int:
+        """Data-parallel attention instances."""
+        return self.attention_gpus // self.attention_tp
+
+    @property
+    def ffn_ep(self) -> int:
+        """Expert parallelism inside the FFN group."""
+        return self.ffn_gpus // self.ffn_tp
 
 
 @dataclass(frozen=True)
@@ -75,8 +157,22 @@ class StepSpec:
             TensorRT-LLM's measured table) when the group is inside one node, NCCL's ring across
             nodes; or force ``nccl`` / ``custom_allreduce``.
         gpus_per_node: GPUs per node (scale-up domain) for DeepEP's per-node traffic; the node of
-            rank r is ``r // gpus_per_node``. ``None``: the topology's in
+            GPU g is ``g // gpus_per_node``. ``None``: the topology's in
             :func:`cosim.engine.step.simulate_step`, DeepEP's 8 in :func:`build_step_trace`.
+        gpus: the topology GPU ranks the step runs on, in the order of the step's ranks (any set:
+            GPUs 64-127, an attention group in one rack and an FFN group in another); ``None``:
+            GPUs ``0 .. num_gpus - 1``. Checked against the topology by ``simulate_step``.
+        layout: step layout, a name in :data:`LAYOUTS`: ``colocated`` (every rank runs every
+            layer) or ``afd`` (attention-FFN disaggregation, parameters in ``afd``; decode only).
+        afd: the AFD groups, micro-batches and A2F style (layout ``afd``).
+        prefill_chunks: a mixed (chunked-prefill) step: on every attention rank these prefill
+            chunks run together with ``batch_per_rank`` decode requests (which may then be 0) of
+            ``prefix_tokens`` context each; ``phase`` must be ``generation``. Attention is costed
+            per request class, GEMMs, MoE and dispatch/combine on the total tokens.
+        mtp_tokens: speculative decoding with the model's MTP layers: the decode step verifies
+            ``mtp_tokens`` draft tokens per request (``batch x (1 + k)`` tokens through every
+            layer; decode attention over ``batch x (1 + k)`` queries, aiconfigurator's convention)
+            and drafts the next ``k`` with ``k`` passes of the MTP layer over ``batch`` tokens.
     """
 
     model: ModelSpec
@@ -94,14 +190,54 @@ class StepSpec:
     moe_load: Literal["per_rank", "table"] = "per_rank"
     allreduce_library: Literal["auto", "nccl", "custom_allreduce"] = "auto"
     redundant_experts: int = 0
+    gpus: tuple[int, ...] | None = None
+    layout: str = "colocated"
+    afd: AfdSpec | None = None
+    prefill_chunks: tuple[PrefillChunk, ...] = ()
+    mtp_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.gpus_per_node is not None and self.gpus_per_node < 1:
             raise ConfigError("<api>", "gpus_per_node", f"expected >= 1, got {self.gpus_per_node}")
         if self.phase not in ("context", "generation"):
             raise ConfigError("<api>", "phase", f"expected 'context' or 'generation', got {self.phase!r}")
-        if self.batch_per_rank < 1:
-            raise ConfigError("<api>", "batch_per_rank", f"expected >= 1, got {self.batch_per_rank}")
+        minimum = 0 if self.prefill_chunks else 1
+        if isinstance(self.batch_per_rank, bool) or not isinstance(self.batch_per_rank, int) \
+                or self.batch_per_rank < minimum:
+            raise ConfigError("<api>", "batch_per_rank", f"expected an integer >= {minimum}, got {self.batch_per_rank!r}")
+        if not (isinstance(self.routing_skew, (int, float)) and 0 <= self.routing_skew < float("inf")):
+            raise ConfigError("<api>", "routing_skew", f"expected a finite number >= 0 (0 = uniform routing), "
+                                                       f"got {self.routing_skew!r}")
+        if self.layout not in LAYOUTS:
+            raise ConfigError("<api>", "layout", f"expected one of {sorted(LAYOUTS)}, got {self.layout!r}")
+        if (self.layout == "afd") != (self.afd is not None):
+            raise ConfigError("<api>", "afd", "layout 'afd' needs its AfdSpec (afd=...), and afd is only "
+                                              "meaningful with layout 'afd'")
+        if self.prefill_chunks:
+            if self.phase != "generation":
+                raise ConfigError("<api>", "prefill_chunks", "a mixed step is a decode step (phase 'generation') "
+                                                             "carrying prefill chunks")
+            if self.overlap != "none":
+                raise ConfigError("<api>", "overlap", "mixed (chunked-prefill) steps run without two-batch overlap")
+            if any(not isinstance(c, PrefillChunk) for c in self.prefill_chunks):
+                raise ConfigError("<api>", "prefill_chunks", "expected a tuple of PrefillChunk")
+        if isinstance(self.mtp_tokens, bool) or not isinstance(self.mtp_tokens, int) or self.mtp_tokens < 0:
+            raise ConfigError("<api>", "mtp_tokens", f"expected an integer >= 0, got {self.mtp_tokens!r}")
+        if self.mtp_tokens:
+            if self.phase != "generation":
+                raise ConfigError("<api>", "mtp_tokens", "speculative decoding (MTP) applies to decode steps")
+            if self.model.num_mtp_layers < 1:
+                raise ConfigError("<api>", "mtp_tokens", f"{self.model.name} has no MTP layers "
+                                                         "(num_nextn_predict_layers = 0 in its config)")
+        if self.gpus is not None:
+            gpus = tuple(self.gpus)
+            if any(isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 0 for g in gpus):
+                raise ConfigError("<api>", "gpus", f"expected non-negative integer GPU ranks, got {list(gpus)[:8]}")
+            if len(set(gpus)) != len(gpus):
+                raise ConfigError("<api>", "gpus", "GPU ranks must be distinct")
+            if len(gpus) != self.num_gpus:
+                raise ConfigError("<api>", "gpus", f"the step needs {self.num_gpus} GPUs, {len(gpus)} given")
+            object.__setattr__(self, "gpus", tuple(int(g) for g in gpus))
         if self.overlap not in ("none", "tbo"):
             raise ConfigError("<api>", "overlap", f"expected 'none' or 'tbo', got {self.overlap!r}")
         if self.overlap == "tbo" and self.batch_per_rank * self.new_tokens < 2:
@@ -118,6 +254,16 @@ class StepSpec:
             raise ConfigError("<api>", "moe_load", f"expected 'per_rank' or 'table', got {self.moe_load!r}")
         if self.phase == "generation" and self.new_tokens != 1:
             raise ConfigError("<api>", "new_tokens", "a decode step has new_tokens = 1")
+
+    @property
+    def num_gpus(self) -> int:
+        """GPUs the step runs on (the layout's)."""
+        return self.afd.num_gpus if self.afd is not None else self.parallel.num_gpus
+
+    @property
+    def gpu_ranks(self) -> tuple[int, ...]:
+        """Topology GPU of each step rank (``gpus``, or ``0 .. num_gpus - 1``)."""
+        return self.gpus if self.gpus is not None else tuple(range(self.num_gpus))
 
     @property
     def distribution(self) -> str:
@@ -167,22 +313,24 @@ class _TraceWriter:
         return d
 
     def compute(self, ranks: list[int], op: ComputeOp | dict[int, ComputeOp], deps: dict[int, list[int]],
-                layer: int, mb: int) -> dict[int, int]:
-        """One compute node on every rank of ``ranks``: the same ``op``, or ``op[rank]`` per rank."""
+                layer: int, mb: int, label: str | None = None) -> dict[int, int]:
+        """One compute node on every rank of ``ranks``: the same ``op``, or ``op[rank]`` per rank;
+        named ``{label}.mb{mb}.{op}`` (``label`` default ``L{layer}``)."""
+        label = label or f"L{layer}"
         out = {}
         for r in ranks:
             rank_op = op[r] if isinstance(op, dict) else op
             d = self.duration(rank_op)
             nodes = self.ranks[r].nodes
             nid = len(nodes)
-            nodes.append(ComputeNode(nid, f"L{layer}.mb{mb}.{rank_op.name}", rank_op, d.seconds, d.source,
+            nodes.append(ComputeNode(nid, f"{label}.mb{mb}.{rank_op.name}", rank_op, d.seconds, d.source,
                                      tuple(deps.get(r, ())), layer, mb, op_class(rank_op)))
             out[r] = nid
         return out
 
     def collective(self, name: str, kind: str, library: str, ranks: list[int], matrix: np.ndarray,
                    deps: dict[int, list[int]], layer: int, mb: int, num_senders: int = 0, op: str = "",
-                   **extra) -> dict[int, int]:
+                   stream: int = 0, **extra) -> dict[int, int]:
         cid = len(self.collectives)
         self.collectives.append(CollectiveSpec(cid, name, kind, library, tuple(ranks), matrix, layer, mb, num_senders,
                                                op=op, **extra))
@@ -190,31 +338,139 @@ class _TraceWriter:
         for r in ranks:
             nodes = self.ranks[r].nodes
             nid = len(nodes)
-            nodes.append(CommNode(nid, name, cid, tuple(deps.get(r, ())), layer, mb))
+            nodes.append(CommNode(nid, name, cid, tuple(deps.get(r, ())), layer, mb, stream))
             out[r] = nid
         return out
 
 
+def decode_batch(spec: StepSpec) -> int:
+    """Requests' tokens through the main layers per attention rank: ``batch_per_rank`` times
+    ``1 + mtp_tokens`` in a decode step verifying MTP drafts."""
+    return spec.batch_per_rank * (1 + spec.mtp_tokens)
+
+
 def _split_batch(spec: StepSpec) -> list[int]:
     """Requests (prefill) or tokens (decode) per micro-batch."""
+    batch = decode_batch(spec)
     if spec.overlap == "none":
-        return [spec.batch_per_rank]
-    if spec.batch_per_rank >= 2:
-        half = spec.batch_per_rank // 2
-        return [spec.batch_per_rank - half, half]
+        return [batch]
+    if batch >= 2:
+        half = batch // 2
+        return [batch - half, half]
     return [1, 1]  # one long prefill request: split its chunk in two
 
 
+#: Step layouts by name: a function ``(spec, kernels) -> StepTrace``. Register with :func:`register_layout`.
+LAYOUTS: dict[str, Callable[[StepSpec, object], StepTrace]] = {}
+
+
+def register_layout(name: str):
+    """Decorator registering a step layout builder under ``name``."""
+    def deco(fn):
+        if name in LAYOUTS:
+            raise ValueError(f"step layout {name!r} registered twice")
+        LAYOUTS[name] = fn
+        return fn
+    return deco
+
+
 def build_step_trace(spec: StepSpec, kernels) -> StepTrace:
-    """Per-rank DAGs and collectives of one step; ``kernels`` gives op durations
-    (:class:`cosim.kernels.KernelTables` or anything with ``duration(op)``)."""
+    """Per-rank DAGs and collectives of one step, built by the spec's layout (:data:`LAYOUTS`);
+    ``kernels`` gives op durations (:class:`cosim.kernels.KernelTables` or anything with
+    ``duration(op)``). Trace ranks are step ranks ``0 .. n-1``; ``StepTrace.gpus`` maps them to
+    topology GPUs."""
+    trace = LAYOUTS[spec.layout](spec, kernels)
+    trace.gpus = spec.gpu_ranks
+    trace.metadata.update(base_metadata(spec, kernels))
+    return trace
+
+
+def base_metadata(spec: StepSpec, kernels) -> dict[str, str]:
+    """How a step trace was made, as strings (survives serialization)."""
+    par = spec.parallel
+    return {
+        "model": spec.model.name, "phase": spec.phase, "batch_per_rank": str(spec.batch_per_rank),
+        "new_tokens": str(spec.new_tokens), "prefix_tokens": str(spec.prefix_tokens),
+        "tp": str(par.tp), "ep": str(par.ep), "dp_attention": str(par.dp_attention), "pp": str(par.pp),
+        "overlap": spec.overlap, "routing_skew": str(spec.routing_skew), "moe_library": spec.library,
+        "moe_load": spec.moe_load, "allreduce_library": spec.allreduce_library,
+        "redundant_experts": str(spec.redundant_experts), "layout": spec.layout,
+        "prefill_chunks": ";".join(f"{c.prefix_tokens}+{c.new_tokens}" for c in spec.prefill_chunks),
+        "mtp_tokens": str(spec.mtp_tokens),
+        "gpus_per_node": str(spec.gpus_per_node or DEFAULT_GPUS_PER_NODE),
+        "kernels": getattr(kernels, "describe", lambda: type(kernels).__name__)(),
+    }
+
+
+#: Attention-block ops costed per request class in a mixed step (the others run once on all tokens).
+PER_REQUEST_OPS = frozenset({"attention", "kv_b_proj", "mla_q_absorb", "mla_v_up", "indexer_logits"})
+
+
+def _attention_split(ops: list[ComputeOp]) -> int:
+    return next(i for i, op in enumerate(ops) if op.name == "post_attention_norm") + 1
+
+
+def layer_op_lists(spec: StepSpec, layer: int, par: Parallelism, batch: int, tokens_per_req: int):
+    """``(attention-block ops, FFN-block ops, LayerComm)`` of ``layer`` for one micro-batch of
+    ``batch`` requests (decode tokens) on one attention rank under ``par``.
+
+    A mixed step (``prefill_chunks``) runs the per-token GEMMs, norms, the FFN / MoE and its
+    communication on all tokens (``batch`` decode tokens + every chunk's new tokens) and the
+    attention kernels (and MLA's per-class projections, :data:`PER_REQUEST_OPS`) per request
+    class: decode attention of the ``batch`` decode requests over ``prefix_tokens``, and prefill
+    attention of every chunk over its prefix + chunk."""
+    model, prec = spec.model, spec.precision
+    if not spec.prefill_chunks:
+        ops = layer_ops(model, layer, par, prec, spec.phase, batch, tokens_per_req, spec.prefix_tokens,
+                        spec.distribution)
+        comm = layer_comm(model, layer, par, prec, spec.phase, batch, tokens_per_req)
+        split = _attention_split(ops)
+        return ops[:split], ops[split:], comm
+    total = batch + sum(c.new_tokens for c in spec.prefill_chunks)
+    base = layer_ops(model, layer, par, prec, "generation", total, 1, 0, spec.distribution)
+    comm = layer_comm(model, layer, par, prec, "generation", total, 1)
+    split = _attention_split(base)
+    classes = [layer_ops(model, layer, par, prec, "generation", batch, 1, spec.prefix_tokens, spec.distribution)
+               ] if batch else []
+    classes += [layer_ops(model, layer, par, prec, "context", 1, c.new_tokens, c.prefix_tokens, spec.distribution)
+                for c in spec.prefill_chunks]
+    specific = [op for ops in classes for op in ops[:_attention_split(ops)] if op.name in PER_REQUEST_OPS]
+    attn = base[:split]
+    at = next(i for i, op in enumerate(attn) if op.name == "attention")
+    attn = ([op for op in attn[:at] if op.name not in PER_REQUEST_OPS] + specific
+            + [op for op in attn[at + 1:] if op.name not in PER_REQUEST_OPS])
+    return attn, base[split:], comm
+
+
+def head_ops(spec: StepSpec, par: Parallelism, batch: int, tokens_per_req: int):
+    """``(HeadOps, HeadComm)`` of a micro-batch: embedding over its tokens, the LM head over one
+    token per request (a mixed step: the decode requests and one per prefill chunk)."""
+    model, prec = spec.model, spec.precision
+    if not spec.prefill_chunks:
+        return (model_head_ops(model, par, prec, spec.phase, batch, tokens_per_req),
+                head_comm(model, par, prec, spec.phase, batch, tokens_per_req))
+    total = batch + sum(c.new_tokens for c in spec.prefill_chunks)
+    requests = batch + len(spec.prefill_chunks)
+    pre = model_head_ops(model, par, prec, "generation", total, 1).pre_layers
+    post = model_head_ops(model, par, prec, "generation", requests, 1).post_layers
+    hc = dataclasses.replace(head_comm(model, par, prec, "generation", requests, 1),
+                             embedding_allreduce_bytes=head_comm(model, par, prec, "generation", total,
+                                                                 1).embedding_allreduce_bytes)
+    return HeadOps(pre, post), hc
+
+
+@register_layout("colocated")
+def build_colocated_trace(spec: StepSpec, kernels) -> StepTrace:
+    """Every rank of a pipeline stage runs every layer of the stage (TP or DP attention, EP
+    MoE, see the module docstring); with ``mtp_tokens`` the last stage then drafts with the
+    model's MTP layer."""
     model, par, prec = spec.model, spec.parallel, spec.precision
     par.validate(model)
     num_ranks = par.num_gpus
     w = _TraceWriter(num_ranks, kernels)
     stages = par.stage_layers(model)
     mbs = _split_batch(spec)
-    tokens_per_req = spec.new_tokens if spec.overlap == "none" or spec.batch_per_rank >= 2 else spec.new_tokens // 2
+    tokens_per_req = spec.new_tokens if spec.overlap == "none" or decode_batch(spec) >= 2 else spec.new_tokens // 2
     last: list[dict[int, list[int]]] = [{} for _ in mbs]  # per micro-batch: rank -> node ids to wait for
 
     for stage, layer_range in enumerate(stages):
@@ -222,15 +478,15 @@ def build_step_trace(spec: StepSpec, kernels) -> StepTrace:
         ar_lib = _allreduce_library(spec, ranks)
         for mb, batch in enumerate(mbs):
             if stage == 0:
-                for op in model_head_ops(model, par, prec, spec.phase, batch, tokens_per_req).pre_layers:
+                heads, hc = head_ops(spec, par, batch, tokens_per_req)
+                for op in heads.pre_layers:
                     last[mb] = _as_deps(w.compute(ranks, op, last[mb], -1, mb))
-                hc = head_comm(model, par, prec, spec.phase, batch, tokens_per_req)
                 if hc.embedding_allreduce_bytes:
                     last[mb] = _as_deps(w.collective(f"embed.mb{mb}.allreduce", "all_reduce", ar_lib, ranks,
                                                      _scalar(hc.embedding_allreduce_bytes), last[mb], -1, mb))
             else:
                 prev_ranks = list(range((stage - 1) * par.tp, stage * par.tp))
-                size = layer_comm(model, layer_range[0] - 1, par, prec, spec.phase, batch, tokens_per_req).pp_send_bytes
+                size = layer_op_lists(spec, layer_range[0] - 1, par, batch, tokens_per_req)[2].pp_send_bytes
                 for src, dst in zip(prev_ranks, ranks):
                     matrix = np.array([[0, int(size)], [0, 0]], dtype=np.int64)
                     done = w.collective(f"pp{stage}.mb{mb}.{src}->{dst}", "p2p", "p2p", [src, dst], matrix,
@@ -240,23 +496,53 @@ def build_step_trace(spec: StepSpec, kernels) -> StepTrace:
             _emit_layer(w, spec, layer, ranks, mbs, tokens_per_req, last, ar_lib)
         if stage == len(stages) - 1:
             for mb, batch in enumerate(mbs):
-                for op in model_head_ops(model, par, prec, spec.phase, batch, tokens_per_req).post_layers:
+                heads, hc = head_ops(spec, par, batch, tokens_per_req)
+                for op in heads.post_layers:
                     last[mb] = _as_deps(w.compute(ranks, op, last[mb], -1, mb))
-                hc = head_comm(model, par, prec, spec.phase, batch, tokens_per_req)
                 if hc.logits_allgather_bytes:
-                    w.collective(f"logits.mb{mb}.allgather", "all_gather", "nccl", ranks,
-                                 _scalar(hc.logits_allgather_bytes * len(ranks)), last[mb], -1, mb)
-    metadata = {
-        "model": model.name, "phase": spec.phase, "batch_per_rank": str(spec.batch_per_rank),
-        "new_tokens": str(spec.new_tokens), "prefix_tokens": str(spec.prefix_tokens),
-        "tp": str(par.tp), "ep": str(par.ep), "dp_attention": str(par.dp_attention), "pp": str(par.pp),
-        "overlap": spec.overlap, "routing_skew": str(spec.routing_skew), "moe_library": spec.library,
-        "moe_load": spec.moe_load, "allreduce_library": spec.allreduce_library,
-        "redundant_experts": str(spec.redundant_experts),
-        "gpus_per_node": str(spec.gpus_per_node or DEFAULT_GPUS_PER_NODE),
-        "kernels": getattr(kernels, "describe", lambda: type(kernels).__name__)(),
-    }
-    return StepTrace(w.ranks, w.collectives, metadata)
+                    last[mb] = _as_deps(w.collective(f"logits.mb{mb}.allgather", "all_gather", "nccl", ranks,
+                                                     _scalar(hc.logits_allgather_bytes * len(ranks)), last[mb], -1, mb))
+            if spec.mtp_tokens:
+                _emit_mtp_drafts(w, spec, ranks, last, ar_lib)
+    return StepTrace(w.ranks, w.collectives, {})
+
+
+def mtp_layer_index(model: ModelSpec) -> int:
+    """The decoder layer an MTP module is costed as: DeepSeek's MTP module is one more MoE
+    decoder layer (plus ``eh_proj`` and norms), so the last MoE layer (or the last layer)."""
+    moe = [layer.index for layer in model.layers if layer.ffn == "moe"]
+    return moe[-1] if moe else model.num_layers - 1
+
+
+def mtp_extra_ops(model: ModelSpec, par: Parallelism, batch: int) -> list[ComputeOp]:
+    """Ops of an MTP module besides its decoder layer, before it: the two RMSNorms of the
+    embedding and hidden state and ``eh_proj`` (``2h -> h``, bf16)."""
+    h = model.hidden_size
+    norm = MemoryOp("mtp_norms", bytes=2 * 4.0 * batch * h * 2.0, flop_count=8.0 * batch * h)
+    return [norm, GemmOp("mtp_eh_proj", m=batch, n=h, k=2 * h)]
+
+
+def _emit_mtp_drafts(w: _TraceWriter, spec: StepSpec, ranks: list[int], last: list[dict[int, list[int]]],
+                     ar_lib: str) -> None:
+    """``mtp_tokens`` sequential draft passes of the MTP module over ``batch_per_rank`` tokens:
+    embedding, norms + ``eh_proj``, one MoE decoder layer (with its dispatch/combine), final
+    norm and LM head. Runs after the verify pass (one micro-batch, joined)."""
+    model, par, prec = spec.model, spec.parallel, spec.precision
+    deps = {r: [i for mb in last for i in mb.get(r, [])] for r in ranks}
+    draft = dataclasses.replace(spec, mtp_tokens=0, overlap="none")
+    for k in range(spec.mtp_tokens):
+        layer_id = model.num_layers + k
+        state = [deps]
+        heads = model_head_ops(model, par, prec, "generation", spec.batch_per_rank, 1)
+        for op in list(heads.pre_layers) + mtp_extra_ops(model, par, spec.batch_per_rank):
+            state[0] = _as_deps(w.compute(ranks, op, state[0], layer_id, 0))
+        _emit_layer(w, draft, mtp_layer_index(model), ranks, [spec.batch_per_rank], 1, state, ar_lib,
+                    label=f"mtp{k}", trace_layer=layer_id)
+        for op in heads.post_layers:
+            state[0] = _as_deps(w.compute(ranks, op, state[0], layer_id, 0))
+        deps = state[0]
+    for mb in last:
+        mb.update(deps)
 
 
 def _as_deps(ids: dict[int, int]) -> dict[int, list[int]]:
@@ -268,34 +554,32 @@ def _scalar(size: float) -> np.ndarray:
 
 
 def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], mbs: list[int],
-                tokens_per_req: int, last: list[dict[int, list[int]]], ar_lib: str) -> None:
+                tokens_per_req: int, last: list[dict[int, list[int]]], ar_lib: str, label: str | None = None,
+                trace_layer: int | None = None) -> None:
     """Emit one decoder layer for every micro-batch in TBO order (see module docstring);
-    ``ar_lib`` is the library of the stage's tensor-parallel all-reduces."""
-    model, par, prec = spec.model, spec.parallel, spec.precision
-    per_mb = []
-    for mb, batch in enumerate(mbs):
-        ops = layer_ops(model, layer, par, prec, spec.phase, batch, tokens_per_req, spec.prefix_tokens,
-                        spec.distribution)
-        comm = layer_comm(model, layer, par, prec, spec.phase, batch, tokens_per_req)
-        split = next(i for i, op in enumerate(ops) if op.name == "post_attention_norm") + 1
-        per_mb.append((ops[:split], ops[split:], comm))
+    ``ar_lib`` is the library of the stage's tensor-parallel all-reduces. ``label`` /
+    ``trace_layer`` name the nodes (default ``L{layer}`` / ``layer``; MTP passes use their own)."""
+    par = spec.parallel
+    per_mb = [layer_op_lists(spec, layer, par, batch, tokens_per_req) for batch in mbs]
+    label = label or f"L{layer}"
+    layer = layer if trace_layer is None else trace_layer
 
     # Phase 1 per micro-batch: attention block, its all-reduce, router, dispatch.
     moe_state = []
     for mb, (attn_ops, ffn_ops, comm) in enumerate(per_mb):
         deps = last[mb]
         for op in attn_ops:
-            deps = _as_deps(w.compute(ranks, op, deps, layer, mb))
+            deps = _as_deps(w.compute(ranks, op, deps, layer, mb, label))
         if comm.attention_allreduce_bytes:
-            deps = _as_deps(w.collective(f"L{layer}.mb{mb}.attn_allreduce", "all_reduce", ar_lib, ranks,
+            deps = _as_deps(w.collective(f"{label}.mb{mb}.attn_allreduce", "all_reduce", ar_lib, ranks,
                                          _scalar(comm.attention_allreduce_bytes), deps, layer, mb))
         if comm.moe_pattern in ("all_to_all", "allgather_reducescatter"):
             router = next(op for op in ffn_ops if op.name == "router")
-            deps = _as_deps(w.compute(ranks, router, deps, layer, mb))
+            deps = _as_deps(w.compute(ranks, router, deps, layer, mb, label))
             (dispatch_m, dispatch_x), combine, received = _moe_matrices(spec, comm, ranks)
             kind = "all_to_all_v" if comm.moe_pattern == "all_to_all" else "all_gather"
             lib = spec.library if kind == "all_to_all_v" else "nccl"
-            sent = w.collective(f"L{layer}.mb{mb}.dispatch", kind, lib, ranks, dispatch_m, deps, layer, mb,
+            sent = w.collective(f"{label}.mb{mb}.dispatch", kind, lib, ranks, dispatch_m, deps, layer, mb,
                                 op="dispatch" if kind == "all_to_all_v" else "", **dispatch_x)
             moe_state.append((deps, sent, combine, kind, lib, received))
         else:
@@ -309,21 +593,22 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
         if dispatched is None:
             deps = last[mb]
             for op in ffn_ops:
-                deps = _as_deps(w.compute(ranks, op, deps, layer, mb))
+                deps = _as_deps(w.compute(ranks, op, deps, layer, mb, label))
             if comm.ffn_allreduce_bytes:
-                deps = _as_deps(w.collective(f"L{layer}.mb{mb}.ffn_allreduce", "all_reduce", ar_lib, ranks,
+                deps = _as_deps(w.collective(f"{label}.mb{mb}.ffn_allreduce", "all_reduce", ar_lib, ranks,
                                              _scalar(comm.ffn_allreduce_bytes), deps, layer, mb))
             last[mb] = deps
             continue
         experts = next(op for op in ffn_ops if isinstance(op, MoeOp))
-        exp = _as_deps(w.compute(ranks, _expert_ops(spec, experts, ranks, received), _as_deps(dispatched), layer, mb))
+        exp = _as_deps(w.compute(ranks, _expert_ops(spec, experts, ranks, received), _as_deps(dispatched), layer, mb,
+                                 label))
         shared = after_router
         for op in ffn_ops:
             if op.name.startswith("shared_"):
-                shared = _as_deps(w.compute(ranks, op, shared, layer, mb))
+                shared = _as_deps(w.compute(ranks, op, shared, layer, mb, label))
         ckind = "all_to_all_v" if kind == "all_to_all_v" else "reduce_scatter"
         combine_m, combine_x = combine
-        combined = w.collective(f"L{layer}.mb{mb}.combine", ckind, lib, ranks, combine_m, exp, layer, mb,
+        combined = w.collective(f"{label}.mb{mb}.combine", ckind, lib, ranks, combine_m, exp, layer, mb,
                                 op="combine" if ckind == "all_to_all_v" else "", **combine_x)
         last[mb] = {r: [combined[r]] + shared.get(r, []) for r in ranks}
 
@@ -334,7 +619,8 @@ def _allreduce_library(spec: StepSpec, ranks: list[int]) -> str:
     across nodes."""
     if spec.allreduce_library != "auto":
         return spec.allreduce_library
-    nodes = D.group_nodes(ranks, spec.gpus_per_node or DEFAULT_GPUS_PER_NODE)
+    gpus = spec.gpu_ranks
+    nodes = D.group_nodes([gpus[r] for r in ranks], spec.gpus_per_node or DEFAULT_GPUS_PER_NODE)
     return "custom_allreduce" if max(nodes) == 0 else "nccl"
 
 
@@ -388,7 +674,8 @@ def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Tr
         return ((_scalar(total * comm.dispatch_bytes_per_token), {}),
                 (_scalar(total * comm.combine_bytes_per_token), {}), None)
     ep, hidden, prec = len(ranks), spec.model.hidden_size, spec.precision
-    node_of = D.group_nodes(ranks, spec.gpus_per_node or DEFAULT_GPUS_PER_NODE)
+    gpus = spec.gpu_ranks
+    node_of = D.group_nodes([gpus[r] for r in ranks], spec.gpus_per_node or DEFAULT_GPUS_PER_NODE)
     nodes = max(node_of) + 1
     if spec.library == "nvlink_a2a":
         if nodes > 1:

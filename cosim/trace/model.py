@@ -120,7 +120,9 @@ class ComputeNode:
 
 @dataclass(frozen=True)
 class CommNode:
-    """This rank's part in collective ``collective_id``, on the rank's communication stream."""
+    """This rank's part in collective ``collective_id``, on the rank's communication stream
+    ``stream`` (0 by default; AFD sends A2F on stream 1 and receives F2A on stream 2, like
+    separate send/receive streams, so one direction never waits behind the other)."""
 
     id: int
     name: str
@@ -128,6 +130,7 @@ class CommNode:
     deps: tuple[int, ...] = ()
     layer: int = -1
     microbatch: int = 0
+    stream: int = 0
 
 
 TraceNode = ComputeNode | CommNode
@@ -146,9 +149,22 @@ class StepTrace:
     """All ranks of one forward step plus the collectives they share.
 
     ``metadata`` records how the trace was made (model, system, phase, batch, context,
-    parallelism, overlap) as strings so it survives serialization.
+    parallelism, overlap) as strings so it survives serialization. Ranks and collective members
+    are step ranks (positions in :attr:`ranks`); ``gpus[r]`` is the topology GPU step rank ``r``
+    runs on (``None``: GPU ``r``). ``groups`` names sets of step ranks (AFD: ``attention`` and
+    ``ffn``; ``None``: one group ``all``).
     """
 
     ranks: list[RankTrace]
     collectives: list[CollectiveSpec]
     metadata: dict[str, str] = field(default_factory=dict)
+    gpus: tuple[int, ...] | None = None
+    groups: dict[str, tuple[int, ...]] | None = None
+
+    def gpu_of(self, rank: int) -> int:
+        """Topology GPU of step rank ``rank``."""
+        return rank if self.gpus is None else self.gpus[rank]
+
+    def rank_groups(self) -> dict[str, tuple[int, ...]]:
+        """``groups``, or every rank in one group ``all``."""
+        return self.groups or {"all": tuple(range(len(self.ranks)))}

@@ -58,10 +58,13 @@ class RoutingCounts:
 
 
 def expert_rank(num_experts: int, ep: int) -> np.ndarray:
-    """Rank holding each expert under contiguous placement."""
-    if num_experts % ep:
-        raise ValueError(f"num_experts={num_experts} is not divisible by ep={ep}")
-    return np.arange(num_experts) // (num_experts // ep)
+    """Rank holding each expert under contiguous placement: expert ``e`` on rank
+    ``e * ep // num_experts`` (``e // (num_experts / ep)`` when ``ep`` divides the experts;
+    otherwise ranks hold ``floor`` or ``ceil(num_experts / ep)`` experts, e.g. 256 experts on 56
+    FFN GPUs of an AFD group)."""
+    if not 1 <= ep <= num_experts:
+        raise ValueError(f"ep={ep} must be in 1..num_experts={num_experts}")
+    return np.arange(num_experts) * ep // num_experts
 
 
 def expert_popularity(num_experts: int, skew: float, seed: int = 0) -> np.ndarray:
@@ -226,9 +229,14 @@ def _hit_probabilities(num_experts: int, topk: int, ep: int, topk_nodes: int, no
 def sampled_routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int, *, topk_nodes: int = 0,
                            gpus_per_node: int = DEFAULT_GPUS_PER_NODE, node_of: Sequence[int] | None = None,
                            selections: int | None = None, skew: float = 0.0, seed: int = 0,
-                           max_sampled: int | None = None, redundant_experts: int = 0) -> RoutingCounts:
+                           max_sampled: int | None = None, redundant_experts: int = 0,
+                           num_sources: int | None = None) -> RoutingCounts:
     """One random routing per rank, reproducible from ``seed`` and cached (the arrays are
     read-only and shared by every caller with the same arguments).
+
+    ``num_sources`` (default ``ep``): ranks whose ``num_tokens`` tokens are routed, when they
+    are not the EP ranks themselves (AFD: the attention ranks route to the FFN group's EP
+    ranks); the matrices are then ``[num_sources, ep]`` and ``[num_sources, nodes]``.
 
     Uniform routing draws iid scores per (token, expert), as DeepEP's tests do; ``skew > 0``
     draws Gumbel top-k over :func:`expert_popularity`. Token counts above ``max_sampled`` (None:
@@ -247,13 +255,14 @@ def sampled_routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int
         placement = eplb_placement(expert_popularity(num_experts, skew, seed), redundant_experts, ep)
     return _sampled(int(num_tokens), int(num_experts), int(topk), int(ep), int(topk_nodes), nodes_of,
                     None if selections is None else int(selections), float(skew), int(seed),
-                    None if max_sampled is None else int(max_sampled), placement)
+                    None if max_sampled is None else int(max_sampled), placement,
+                    int(ep if num_sources is None else num_sources))
 
 
 @lru_cache(maxsize=64)
 def _sampled(num_tokens: int, num_experts: int, topk: int, ep: int, topk_nodes: int, node_of: tuple[int, ...],
              selections: int | None, skew: float, seed: int, max_sampled: int | None,
-             placement: ExpertPlacement | None = None) -> RoutingCounts:
+             placement: ExpertPlacement | None = None, num_sources: int | None = None) -> RoutingCounts:
     if not 1 <= topk <= num_experts:
         raise ValueError(f"topk must be in 1..{num_experts}, got {topk}")
     owner = expert_rank(num_experts, ep) if placement is None else None
@@ -272,11 +281,12 @@ def _sampled(num_tokens: int, num_experts: int, topk: int, ep: int, topk_nodes: 
         rng = np.random.default_rng(seed + 1)
     else:
         rng = np.random.default_rng(seed)
-    sel = np.zeros((ep, ep))
-    tok = np.zeros((ep, ep))
-    node_tok = np.zeros((ep, nodes))
+    sources = ep if num_sources is None else num_sources
+    sel = np.zeros((sources, ep))
+    tok = np.zeros((sources, ep))
+    node_tok = np.zeros((sources, nodes))
     rows = np.arange(t)[:, None]
-    for src in range(ep):
+    for src in range(sources):
         if t == 0:
             continue
         if skew:

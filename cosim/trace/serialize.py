@@ -83,6 +83,10 @@ def to_proto(trace: StepTrace) -> pb.StepTrace:
             _node_to_proto(node, rmsg.nodes.add())
     for spec in trace.collectives:
         _collective_to_proto(spec, msg.collectives.add())
+    if trace.gpus is not None:
+        msg.gpus.extend(int(g) for g in trace.gpus)
+    for name, members in (trace.groups or {}).items():
+        msg.groups[name].ranks.extend(int(r) for r in members)
     return msg
 
 
@@ -97,7 +101,11 @@ def from_proto(msg: pb.StepTrace) -> StepTrace:
         nodes = [_node_from_proto(n) for n in rmsg.nodes]
         _check_rank(rmsg.rank, nodes, len(collectives))
         ranks.append(RankTrace(rmsg.rank, nodes))
-    return StepTrace(ranks, collectives, dict(msg.metadata))
+    gpus = tuple(msg.gpus) if len(msg.gpus) else None
+    if gpus is not None and len(gpus) != len(ranks):
+        raise ValueError(f"gpus lists {len(gpus)} GPUs for {len(ranks)} ranks")
+    groups = {name: tuple(g.ranks) for name, g in msg.groups.items()} or None
+    return StepTrace(ranks, collectives, dict(msg.metadata), gpus, groups)
 
 
 def duration_ns(seconds: float) -> int:
@@ -124,6 +132,7 @@ def _node_to_proto(node: TraceNode, out: pb.Node) -> None:
         c.op_class = node.op_class
     elif isinstance(node, CommNode):
         out.comm.collective_id = node.collective_id
+        out.comm.stream = node.stream
     else:
         raise TypeError(f"unknown trace node type {type(node).__name__}")
 
@@ -136,7 +145,7 @@ def _node_from_proto(msg: pb.Node) -> TraceNode:
         seconds = c.duration_s if c.HasField("duration_s") else c.duration_ns * 1e-9
         return ComputeNode(op=_op_from_proto(c), duration_s=seconds, source=c.source, op_class=c.op_class, **common)
     if kind == "comm":
-        return CommNode(collective_id=msg.comm.collective_id, **common)
+        return CommNode(collective_id=msg.comm.collective_id, stream=msg.comm.stream, **common)
     raise ValueError(f"node {msg.id} ({msg.name!r}) is neither compute nor comm")
 
 

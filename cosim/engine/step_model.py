@@ -1,0 +1,647 @@
+"""Step-time model of one deployment: simulated grid, interpolation, save and reload.
+
+A serving simulation asks for thousands of step times of the same deployment (decode batches at
+every context length, mixed chunked-prefill steps of every shape). Simulating each one costs
+0.1-1 s; :class:`StepTimeModel` simulates a grid once (with one :class:`StepSimulator`, so the
+network memo is shared by the whole grid) and answers every query from it in microseconds.
+Every answer says whether it *is* a simulated grid point (``simulated``) or comes from
+interpolation (``interpolated``). The method, the accuracy measured on held-out simulated steps
+and how to reuse a saved model are in ``docs/step-model.md``.
+
+**Queries** (``batch`` decode requests per attention rank, their ``context`` tokens, prefill
+``chunks`` of ``(prefix_tokens, new_tokens)``), each the step ``dataclasses.replace(base,
+batch_per_rank=batch, prefix_tokens=context, prefill_chunks=chunks)``:
+
+* **Decode** (no chunks): from the simulated grid ``T(b, c)`` over ``grid.decode_batches x
+  grid.contexts``. What is interpolated is the residual ``T(b, c) - W_dec(b, c)``, where
+  ``W_dec`` is the step's per-request attention work (the kernels the builder costs per request
+  class, :data:`cosim.trace.builder.PER_REQUEST_OPS`, summed over all layers and MTP passes) read
+  from the kernel tables on a finer grid; the residual (GEMMs, MoE, dispatch/combine, head) hardly
+  depends on the context, so the context grid can be coarse. Interpolation is bilinear in
+  ``(b, c)`` inside cells of a log-spaced grid: exact for step times affine in the batch and for
+  attention work linear in batch x context.
+* **Mixed** (chunks; colocated layout without two-batch overlap or MTP): the builder costs a mixed
+  step's GEMMs, norms, MoE and dispatch/combine on the *total* tokens ``N = batch + sum(new)``
+  and its attention per request class. So
+
+      T(batch, context, chunks) = base(N) + H(batch + len(chunks)) + W_dec(batch, context)
+                                  + sum_i W_pre(new_i, prefix_i)
+
+  with ``base(N) = T_anchor(N) - H(2) - W_dec(1, 0) - W_pre(N - 1, 0)`` from simulated *anchor*
+  mixed steps (one decode request at context 0 plus one chunk of ``N - 1`` new tokens, N over
+  ``grid.mixed_tokens``), interpolated linearly in N; ``H(r)`` is the final norm and LM head over
+  ``r`` requests; ``W_pre(n, p)`` the per-request attention work of a chunk, bilinear on a fine
+  ``(n, p)`` kernel grid. Scheduling effects beyond this sum (per-rank expert stragglers, which
+  depend on the routing sample of the total tokens, are in ``base``) are what the held-out check
+  in ``benchmarks/step_model.py`` measures.
+
+**Range.** Queries outside the grid (batch above the largest decode batch, context or chunk
+prefix above the largest context, total mixed tokens above the largest anchor) are refused with
+a :class:`ConfigError` naming the limit: build the model with a wider :class:`StepGrid`. Nothing
+is extrapolated or clipped.
+
+**Reuse.** :meth:`StepTimeModel.save` writes JSON with a fingerprint of the deployment (base
+spec without the query fields), kernel tables, topology, backend, overheads and grid;
+:meth:`StepTimeModel.load` recomputes it from the objects it is given and refuses a file made for
+anything else (``ConfigError`` naming the parts that differ).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import math
+import time
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+import numpy as np
+
+from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads
+from cosim.engine.simulator import StepSimulator
+from cosim.errors import ConfigError
+from cosim.topology import Topology
+from cosim.trace.builder import (
+    PER_REQUEST_OPS, PrefillChunk, StepSpec, decode_batch, head_ops, layer_op_lists, mtp_layer_index,
+)
+
+Source = Literal["simulated", "interpolated"]
+FORMAT_VERSION = 1
+
+
+def ladder(lo: int, hi: int, per_octave: int) -> tuple[int, ...]:
+    """Integers from ``lo`` to ``hi`` (both included), ``per_octave`` log-spaced points per
+    factor of 2 (rounded, duplicates dropped)."""
+    if lo < 1 or hi < lo or per_octave < 1:
+        raise ConfigError("<api>", "grid", f"bad ladder {lo}..{hi} with {per_octave} points per octave")
+    steps = int(math.ceil(math.log2(hi / lo) * per_octave))
+    pts = {lo, hi} | {int(round(lo * 2 ** (i / per_octave))) for i in range(steps + 1)}
+    return tuple(sorted(p for p in pts if lo <= p <= hi))
+
+
+def _with_zero(values: Iterable[int]) -> tuple[int, ...]:
+    return tuple(sorted({0, *values}))
+
+
+@dataclass(frozen=True)
+class StepGrid:
+    """The points a :class:`StepTimeModel` simulates, and the resolution of its kernel tables.
+
+    Attributes:
+        decode_batches: decode requests per attention rank of the simulated decode steps.
+        contexts: context tokens of the simulated decode steps (the largest also bounds the
+            prefixes of prefill chunks).
+        mixed_tokens: total tokens of the simulated anchor mixed steps (1 decode request + one
+            chunk of ``N - 1`` tokens, so every value is >= 2; empty: no mixed queries).
+        work_per_octave: points per octave of the kernel-work tables (attention work of decode
+            requests and prefill chunks, LM head); they cost kernel look-ups only.
+    """
+
+    decode_batches: tuple[int, ...] = ladder(1, 512, 2)
+    contexts: tuple[int, ...] = (0, 512, 2048, 8192, 32768, 131072)
+    mixed_tokens: tuple[int, ...] = ladder(2, 8192, 2)
+    work_per_octave: int = 8
+
+    def __post_init__(self) -> None:
+        for name, lo in (("decode_batches", 1), ("contexts", 0), ("mixed_tokens", 2)):
+            v = tuple(getattr(self, name))
+            if any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < lo for x in v):
+                raise ConfigError("<api>", f"grid.{name}", f"expected integers >= {lo}, got {list(v)}")
+            if list(v) != sorted(set(v)):
+                raise ConfigError("<api>", f"grid.{name}", f"expected strictly increasing values, got {list(v)}")
+            object.__setattr__(self, name, tuple(int(x) for x in v))
+        if len(self.decode_batches) < 2 or len(self.contexts) < 2:
+            raise ConfigError("<api>", "grid", "decode_batches and contexts need at least 2 points each")
+        if self.mixed_tokens and len(self.mixed_tokens) < 2:
+            raise ConfigError("<api>", "grid.mixed_tokens", "expected no points or at least 2")
+        if self.work_per_octave < 1:
+            raise ConfigError("<api>", "grid.work_per_octave", f"expected >= 1, got {self.work_per_octave}")
+
+    @property
+    def simulations(self) -> int:
+        return len(self.decode_batches) * len(self.contexts) + len(self.mixed_tokens)
+
+    # The fine kernel-work axes: they contain the simulated axes, so grid points are exact.
+    def work_batches(self) -> tuple[int, ...]:
+        return tuple(sorted(set(ladder(1, self.decode_batches[-1], self.work_per_octave)) | set(self.decode_batches)
+                            | {1}))
+
+    def work_contexts(self) -> tuple[int, ...]:
+        hi = self.contexts[-1]
+        fine = ladder(16, hi, max(1, self.work_per_octave // 2)) if hi >= 16 else ()
+        return _with_zero(set(fine) | set(self.contexts))
+
+    def work_chunk_tokens(self) -> tuple[int, ...]:
+        hi = max(self.mixed_tokens[-1] - 1, 2) if self.mixed_tokens else 2
+        return tuple(sorted(set(ladder(1, hi, self.work_per_octave)) | {n - 1 for n in self.mixed_tokens}))
+
+    def work_requests(self) -> tuple[int, ...]:
+        hi = max(self.decode_batches[-1], self.mixed_tokens[-1] if self.mixed_tokens else 1, 2)
+        return tuple(sorted(set(ladder(1, hi, self.work_per_octave)) | {2}))
+
+
+@dataclass(frozen=True, slots=True)
+class StepTime:
+    """One answer of a :class:`StepTimeModel`: the step time and whether it is a simulated grid
+    point or interpolated."""
+
+    seconds: float
+    source: Source
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """Answers of a batch query: ``seconds[i]`` and ``simulated[i]`` (True: a grid point)."""
+
+    seconds: np.ndarray
+    simulated: np.ndarray
+
+    @property
+    def sources(self) -> list[Source]:
+        return ["simulated" if s else "interpolated" for s in self.simulated]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fingerprint
+
+
+def _canon(x):
+    """A JSON-able, process-independent form of ``x`` (dataclasses by field, sets sorted)."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {"__type__": type(x).__name__, **{f.name: _canon(getattr(x, f.name)) for f in dataclasses.fields(x)}}
+    if isinstance(x, enum.Enum):
+        return _canon(x.value)
+    if isinstance(x, dict) or hasattr(x, "items") and callable(x.items):
+        return {str(k): _canon(v) for k, v in sorted(x.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(x, (set, frozenset)):
+        return sorted((_canon(v) for v in x), key=lambda v: json.dumps(v, sort_keys=True))
+    if isinstance(x, (list, tuple)):
+        return [_canon(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (bool, int, str)) or x is None:
+        return x
+    if isinstance(x, (float, np.floating)):
+        return repr(float(x))
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, Path):
+        return str(x)
+    return repr(x)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(_canon(obj), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _kernels_identity(kernels) -> dict:
+    """What makes two kernel-table objects give the same durations."""
+    keys = ("framework", "version", "prefer_wide_ep", "moe_ep_split", "user_dir")
+    out = {k: _canon(getattr(kernels, k, None)) for k in keys}
+    out["type"] = type(kernels).__name__
+    for k in ("system", "data_system"):
+        s = getattr(kernels, k, None)
+        out[k] = _canon(s) if s is not None else None
+    if hasattr(kernels, "describe"):
+        out["describe"] = kernels.describe()
+    return out
+
+
+def query_neutral_spec(spec: StepSpec) -> StepSpec:
+    """``spec`` with the fields a query replaces (batch, context, chunks) set to fixed values:
+    what identifies the deployment."""
+    return dataclasses.replace(spec, batch_per_rank=1, prefix_tokens=0, prefill_chunks=())
+
+
+def fingerprint(spec: StepSpec, kernels, topology: Topology, backend: str, overheads: CommOverheads,
+                grid: StepGrid) -> dict[str, str]:
+    """Digest of every input a :class:`StepTimeModel` depends on, per part."""
+    return {
+        "deployment": _digest(query_neutral_spec(spec)),
+        "kernels": _digest(_kernels_identity(kernels)),
+        "topology": _digest(topology),
+        "backend": backend,
+        "overheads": _digest(overheads),
+        "grid": _digest(grid),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-request work from the kernel tables (the same ops the builder emits)
+
+
+class _Work:
+    """Per-request attention work, LM head work of a deployment, from its kernel tables.
+
+    Uses the builder's own op lists (:func:`layer_op_lists`, :func:`head_ops`) and its set of
+    ops costed per request class, so it is what the trace contains. Layers with the same
+    attention shape (window kind and size, DSA indexer) are costed once and multiplied.
+    """
+
+    def __init__(self, spec: StepSpec, kernels):
+        self.spec = spec
+        self.kernels = kernels
+        self._dur: dict = {}
+        model, par = spec.model, spec.parallel
+        groups: dict[tuple, list[int]] = {}
+        for layers in par.stage_layers(model):
+            for layer in layers:
+                ls = model.layer(layer)
+                groups.setdefault((ls.window_kind, ls.window_tokens, ls.indexer), []).append(layer)
+        self._layers = [(members[0], len(members)) for members in groups.values()]
+
+    def _seconds(self, ops) -> float:
+        total = 0.0
+        for op in ops:
+            if op.name in PER_REQUEST_OPS:
+                d = self._dur.get(op)
+                if d is None:
+                    d = self._dur[op] = float(self.kernels.duration(op).seconds)
+                total += d
+        return total
+
+    def _layers_work(self, spec: StepSpec, batch: int) -> float:
+        par = spec.parallel
+        return sum(count * self._seconds(layer_op_lists(spec, layer, par, batch, spec.new_tokens)[0])
+                   for layer, count in self._layers)
+
+    def decode(self, batch: int, context: int) -> float:
+        """Per-request work of ``batch`` decode requests at ``context`` (verify pass and MTP
+        drafts)."""
+        spec = dataclasses.replace(self.spec, batch_per_rank=batch, prefix_tokens=context, prefill_chunks=())
+        w = self._layers_work(spec, decode_batch(spec))
+        if spec.mtp_tokens:
+            draft = dataclasses.replace(spec, mtp_tokens=0, overlap="none")
+            layer = mtp_layer_index(spec.model)
+            w += spec.mtp_tokens * self._seconds(layer_op_lists(draft, layer, spec.parallel, batch, 1)[0])
+        return w
+
+    def chunk(self, new_tokens: int, prefix_tokens: int) -> float:
+        """Per-request work of one prefill chunk in a mixed step."""
+        spec = dataclasses.replace(self.spec, batch_per_rank=0, prefix_tokens=0, mtp_tokens=0,
+                                   prefill_chunks=(PrefillChunk(prefix_tokens, new_tokens),))
+        return self._layers_work(spec, 0)
+
+    def head(self, requests: int) -> float:
+        """Final norm and LM head over ``requests`` requests (one token each)."""
+        spec = dataclasses.replace(self.spec, batch_per_rank=requests, prefix_tokens=0, prefill_chunks=(),
+                                   mtp_tokens=0)
+        heads, _ = head_ops(spec, spec.parallel, requests, 1)
+        return sum(float(self.kernels.duration(op).seconds) for op in heads.post_layers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Interpolation helpers (pure Python for single queries, numpy for batches)
+
+
+def _cell(xs: list[float], x: float) -> tuple[int, float]:
+    """Index i and weight t of ``x`` in ``[xs[i], xs[i+1]]`` (``x`` inside the axis)."""
+    i = bisect_right(xs, x) - 1
+    if i >= len(xs) - 1:
+        i = len(xs) - 2
+    x0 = xs[i]
+    return i, (x - x0) / (xs[i + 1] - x0)
+
+
+def _lin(xs: list[float], ys: list[float], x: float) -> float:
+    i, t = _cell(xs, x)
+    return ys[i] + t * (ys[i + 1] - ys[i])
+
+
+def _bilin(xs: list[float], ys: list[float], table: list[list[float]], x: float, y: float) -> float:
+    i, t = _cell(xs, x)
+    j, u = _cell(ys, y)
+    r0, r1 = table[i], table[i + 1]
+    a = r0[j] + u * (r0[j + 1] - r0[j])
+    b = r1[j] + u * (r1[j + 1] - r1[j])
+    return a + t * (b - a)
+
+
+def _cells_np(xs: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    i = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, len(xs) - 2)
+    return i, (x - xs[i]) / (xs[i + 1] - xs[i])
+
+
+def _lin_np(xs: np.ndarray, ys: np.ndarray, x: np.ndarray) -> np.ndarray:
+    i, t = _cells_np(xs, x)
+    return ys[i] + t * (ys[i + 1] - ys[i])
+
+
+def _bilin_np(xs: np.ndarray, ys: np.ndarray, table: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    i, t = _cells_np(xs, x)
+    j, u = _cells_np(ys, y)
+    a = table[i, j] + u * (table[i, j + 1] - table[i, j])
+    b = table[i + 1, j] + u * (table[i + 1, j + 1] - table[i + 1, j])
+    return a + t * (b - a)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FillStats:
+    """Cost of filling a model's grid: steps simulated, network simulations, wall times."""
+
+    steps: int = 0
+    network_simulations: int = 0
+    simulate_wall_s: float = 0.0
+    work_wall_s: float = 0.0
+
+
+class StepTimeModel:
+    """Step times of one deployment from a simulated, interpolated grid (module docstring).
+
+    Build with :meth:`build` (simulates the grid) or :meth:`load` (a saved one); query with
+    :meth:`step_time` (one query, a :class:`StepTime`) or :meth:`step_times` (arrays).
+    """
+
+    def __init__(self, base: StepSpec, grid: StepGrid, fingerprint: dict[str, str], tables: dict,
+                 fill: FillStats | None = None):
+        self.base = base
+        self.grid = grid
+        self.fingerprint = dict(fingerprint)
+        self.fill = fill or FillStats()
+        self._tables = tables
+        self._setup()
+
+    # ------------------------------------------------------------------ construction
+
+    @staticmethod
+    def supports_mixed(spec: StepSpec) -> bool:
+        """Mixed queries need the colocated layout, no two-batch overlap and no MTP (the
+        decomposition of the module docstring)."""
+        return spec.layout == "colocated" and spec.overlap == "none" and spec.mtp_tokens == 0
+
+    @classmethod
+    def build(cls, base: StepSpec, simulator: StepSimulator, grid: StepGrid | None = None,
+              progress=None) -> StepTimeModel:
+        """Simulate ``grid`` (default :class:`StepGrid`) for the deployment ``base`` with
+        ``simulator`` (its kernels, topology, backend and overheads; its network memo is shared
+        by every grid point). ``progress``: optional ``callable(done, total)``."""
+        grid = grid or StepGrid()
+        if base.phase != "generation":
+            raise ConfigError("<api>", "phase", "a StepTimeModel answers decode and mixed (chunked-prefill) steps: "
+                                                "the base spec must have phase 'generation'")
+        mixed = cls.supports_mixed(base) and bool(grid.mixed_tokens)
+        if grid.mixed_tokens and not cls.supports_mixed(base):
+            grid = dataclasses.replace(grid, mixed_tokens=())
+        fill = FillStats()
+        stats0 = simulator.stats
+        t0 = time.perf_counter()
+        total = grid.simulations
+        done = 0
+        decode = np.zeros((len(grid.decode_batches), len(grid.contexts)))
+        for i, b in enumerate(grid.decode_batches):
+            for j, c in enumerate(grid.contexts):
+                spec = dataclasses.replace(base, batch_per_rank=b, prefix_tokens=c, prefill_chunks=())
+                decode[i, j] = simulator.simulate(spec).step_time_s
+                done += 1
+                if progress:
+                    progress(done, total)
+        anchors = np.zeros(len(grid.mixed_tokens))
+        for k, n in enumerate(grid.mixed_tokens):
+            anchors[k] = simulator.simulate(cls._anchor_spec(base, n)).step_time_s
+            done += 1
+            if progress:
+                progress(done, total)
+        fill.simulate_wall_s = time.perf_counter() - t0
+        stats = simulator.stats
+        fill.steps = stats.steps - stats0.steps
+        fill.network_simulations = stats.network_simulations - stats0.network_simulations
+
+        t1 = time.perf_counter()
+        decomposed = base.layout == "colocated" and base.overlap == "none"
+        work = _Work(base, simulator.kernels)
+        wb, wc = grid.work_batches(), grid.work_contexts()
+        w_dec = np.array([[work.decode(b, c) if decomposed else 0.0 for c in wc] for b in wb])
+        tables = {"decode": decode.tolist(), "anchors": anchors.tolist(), "w_decode": w_dec.tolist(),
+                  "decomposed": decomposed, "mixed": mixed}
+        if mixed:
+            wn, wp, wr = grid.work_chunk_tokens(), grid.work_contexts(), grid.work_requests()
+            tables["w_chunk"] = [[work.chunk(n, p) for p in wp] for n in wn]
+            tables["w_head"] = [work.head(r) for r in wr]
+        fill.work_wall_s = time.perf_counter() - t1
+        fp = fingerprint(base, simulator.kernels, simulator.topology, simulator.backend, simulator.overheads, grid)
+        return cls(query_neutral_spec(base), grid, fp, tables, fill)
+
+    @staticmethod
+    def _anchor_spec(base: StepSpec, total_tokens: int) -> StepSpec:
+        """The simulated anchor mixed step of ``total_tokens``: 1 decode request at context 0
+        and one chunk of ``total_tokens - 1`` new tokens without prefix."""
+        return dataclasses.replace(base, batch_per_rank=1, prefix_tokens=0,
+                                   prefill_chunks=(PrefillChunk(0, total_tokens - 1),))
+
+    def _setup(self) -> None:
+        g, t = self.grid, self._tables
+        self._mixed = bool(t.get("mixed"))
+        self._xb = [float(b) for b in g.decode_batches]
+        self._xc = [float(c) for c in g.contexts]
+        self._wb = [float(b) for b in g.work_batches()]
+        self._wc = [float(c) for c in g.work_contexts()]
+        self._w_dec = [list(map(float, row)) for row in t["w_decode"]]
+        decode = [list(map(float, row)) for row in t["decode"]]
+        self._decode_exact = {(b, c): decode[i][j] for i, b in enumerate(g.decode_batches)
+                              for j, c in enumerate(g.contexts)}
+        wd_index_b = {int(b): i for i, b in enumerate(self._wb)}
+        wd_index_c = {int(c): j for j, c in enumerate(self._wc)}
+        self._residual = [[decode[i][j] - self._w_dec[wd_index_b[b]][wd_index_c[c]]
+                           for j, c in enumerate(g.contexts)] for i, b in enumerate(g.decode_batches)]
+        self.max_batch = g.decode_batches[-1]
+        self.max_context = g.contexts[-1]
+        self.min_context = g.contexts[0]
+        if self._mixed:
+            self._xn = [float(n) for n in g.mixed_tokens]
+            self._wn = [float(n) for n in g.work_chunk_tokens()]
+            self._wr = [float(r) for r in g.work_requests()]
+            self._w_chunk = [list(map(float, row)) for row in t["w_chunk"]]
+            self._w_head = [float(x) for x in t["w_head"]]
+            anchors = [float(x) for x in t["anchors"]]
+            self._anchor_exact = {n: a for n, a in zip(g.mixed_tokens, anchors)}
+            # base(N) = T_anchor(N) - H(2) - W_dec(1, 0) - W_pre(N - 1, 0), exact at the anchors
+            h2 = _lin(self._wr, self._w_head, 2.0)
+            wd10 = _bilin(self._wb, self._wc, self._w_dec, 1.0, 0.0)
+            self._base = [a - h2 - wd10 - _bilin(self._wn, self._wc, self._w_chunk, n - 1.0, 0.0)
+                          for n, a in zip(self._xn, anchors)]
+            self.max_mixed_tokens = g.mixed_tokens[-1]
+            self.min_mixed_tokens = g.mixed_tokens[0]
+        # numpy copies for batch queries
+        self._np = {k: np.asarray(getattr(self, k), dtype=float) for k in
+                    ("_xb", "_xc", "_wb", "_wc", "_w_dec", "_residual")}
+        if self._mixed:
+            self._np.update({k: np.asarray(getattr(self, k), dtype=float) for k in
+                             ("_xn", "_wn", "_wr", "_w_chunk", "_w_head", "_base")})
+
+    # ------------------------------------------------------------------ queries
+
+    def spec_for(self, batch: int, context: int = 0, chunks: Sequence = ()) -> StepSpec:
+        """The step a query stands for (``dataclasses.replace`` of the base spec)."""
+        return dataclasses.replace(self.base, batch_per_rank=int(batch), prefix_tokens=int(context),
+                                   prefill_chunks=tuple(_chunk(c) for c in chunks))
+
+    def _refuse(self, field_name: str, message: str):
+        raise ConfigError("<step-model>", field_name, message + " (build the StepTimeModel with a wider StepGrid)")
+
+    def step_time(self, batch: int, context: int = 0, chunks: Sequence = ()) -> StepTime:
+        """Step time of ``batch`` decode requests per attention rank at ``context`` tokens,
+        plus prefill ``chunks`` (:class:`PrefillChunk` or ``(prefix_tokens, new_tokens)``)."""
+        if not chunks:
+            if not 1 <= batch <= self.max_batch:
+                self._refuse("batch", f"decode batch {batch} outside the grid 1..{self.max_batch}")
+            if not self.min_context <= context <= self.max_context:
+                self._refuse("context", f"context {context} outside the grid {self.min_context}..{self.max_context}")
+            hit = self._decode_exact.get((batch, context))
+            if hit is not None:
+                return StepTime(hit, "simulated")
+            return StepTime(_bilin(self._xb, self._xc, self._residual, batch, context)
+                            + _bilin(self._wb, self._wc, self._w_dec, batch, context), "interpolated")
+        if not self._mixed:
+            self._refuse("chunks", "this model has no mixed-step grid (grid.mixed_tokens empty, or a layout "
+                                   "with two-batch overlap, MTP or AFD)")
+        total = batch
+        work = 0.0
+        wn, wc, wch = self._wn, self._wc, self._w_chunk
+        for c in chunks:
+            p, n = (c.prefix_tokens, c.new_tokens) if isinstance(c, PrefillChunk) else c
+            if n < 1 or p < 0:
+                self._refuse("chunks", f"a chunk needs new_tokens >= 1 and prefix_tokens >= 0, got {(p, n)}")
+            if p > self.max_context:
+                self._refuse("chunks.prefix_tokens", f"chunk prefix {p} above the grid's {self.max_context}")
+            total += n
+            work += _bilin(wn, wc, wch, n, p)
+        if batch:
+            if batch > self.max_batch or batch < 0:
+                self._refuse("batch", f"decode batch {batch} outside the grid 0..{self.max_batch}")
+            if not self.min_context <= context <= self.max_context:
+                self._refuse("context", f"context {context} outside the grid {self.min_context}..{self.max_context}")
+            work += _bilin(self._wb, self._wc, self._w_dec, batch, context)
+        elif batch < 0:
+            self._refuse("batch", f"expected >= 0, got {batch}")
+        if not self.min_mixed_tokens <= total <= self.max_mixed_tokens:
+            self._refuse("chunks", f"mixed step of {total} tokens outside the grid "
+                                   f"{self.min_mixed_tokens}..{self.max_mixed_tokens}")
+        if batch == 1 and context == 0 and len(chunks) == 1:
+            c = chunks[0]
+            p = c.prefix_tokens if isinstance(c, PrefillChunk) else c[0]
+            hit = self._anchor_exact.get(total) if p == 0 else None
+            if hit is not None:
+                return StepTime(hit, "simulated")
+        seconds = (_lin(self._xn, self._base, total) + _lin(self._wr, self._w_head, batch + len(chunks)) + work)
+        return StepTime(seconds, "interpolated")
+
+    def step_times(self, batch, context=0, chunk_prefix=None, chunk_new=None) -> StepTimes:
+        """Vectorized :meth:`step_time`: ``batch`` and ``context`` arrays of Q queries (or
+        scalars), chunks as ``(Q, K)`` arrays of prefixes and new tokens (``new = 0``: no
+        chunk in that slot). Same answers as :meth:`step_time`, same range checks."""
+        b = np.atleast_1d(np.asarray(batch, dtype=float))
+        c = np.broadcast_to(np.asarray(context, dtype=float), b.shape).astype(float)
+        q = len(b)
+        if chunk_new is None:
+            cn = np.zeros((q, 0))
+            cp = np.zeros((q, 0))
+        else:
+            cn = np.asarray(chunk_new, dtype=float).reshape(q, -1)
+            cp = np.zeros_like(cn) if chunk_prefix is None else np.asarray(chunk_prefix, dtype=float).reshape(q, -1)
+        has = cn > 0
+        k = has.sum(axis=1)
+        mixed = k > 0
+        a = self._np
+        out = np.zeros(q)
+        simulated = np.zeros(q, dtype=bool)
+        dec = ~mixed
+        if np.any(dec):
+            bd, cd = b[dec], c[dec]
+            if bd.min() < 1 or bd.max() > self.max_batch:
+                self._refuse("batch", f"decode batch outside the grid 1..{self.max_batch}")
+            self._check_context(cd)
+            out[dec] = (_bilin_np(a["_xb"], a["_xc"], a["_residual"], bd, cd)
+                        + _bilin_np(a["_wb"], a["_wc"], a["_w_dec"], bd, cd))
+            ib = np.searchsorted(a["_xb"], bd)
+            jc = np.searchsorted(a["_xc"], cd)
+            on = ((ib < len(a["_xb"])) & (a["_xb"][np.minimum(ib, len(a["_xb"]) - 1)] == bd)
+                  & (jc < len(a["_xc"])) & (a["_xc"][np.minimum(jc, len(a["_xc"]) - 1)] == cd))
+            if np.any(on):
+                idx = np.flatnonzero(dec)[on]
+                out[idx] = [self._decode_exact[(int(x), int(y))] for x, y in zip(bd[on], cd[on])]
+                simulated[idx] = True
+        if np.any(mixed):
+            if not self._mixed:
+                self._refuse("chunks", "this model has no mixed-step grid")
+            bm, cm, nm, pm, km = b[mixed], c[mixed], cn[mixed], cp[mixed], k[mixed]
+            hm = nm > 0
+            if bm.min() < 0 or bm.max() > self.max_batch:
+                self._refuse("batch", f"decode batch outside the grid 0..{self.max_batch}")
+            if np.any(hm & (pm > self.max_context)) or np.any(pm < 0):
+                self._refuse("chunks.prefix_tokens", f"chunk prefix outside 0..{self.max_context}")
+            total = bm + nm.sum(axis=1)
+            if total.min() < self.min_mixed_tokens or total.max() > self.max_mixed_tokens:
+                self._refuse("chunks", f"mixed step tokens outside the grid "
+                                       f"{self.min_mixed_tokens}..{self.max_mixed_tokens}")
+            withdec = bm > 0
+            if np.any(withdec):
+                self._check_context(cm[withdec])
+            wpre = np.where(hm, _bilin_np(a["_wn"], a["_wc"], a["_w_chunk"], np.maximum(nm, 1.0), pm), 0.0).sum(axis=1)
+            wdec = np.zeros_like(bm)
+            if np.any(withdec):
+                wdec[withdec] = _bilin_np(a["_wb"], a["_wc"], a["_w_dec"], bm[withdec], cm[withdec])
+            vals = _lin_np(a["_xn"], a["_base"], total) + _lin_np(a["_wr"], a["_w_head"], bm + km) + wpre + wdec
+            # anchors: 1 decode request at context 0 + one chunk without prefix
+            first_p = np.where(hm, pm, np.inf).min(axis=1)
+            anchor = (bm == 1) & (cm == 0) & (km == 1) & (first_p == 0)
+            idx = np.flatnonzero(mixed)
+            for i in np.flatnonzero(anchor):
+                hit = self._anchor_exact.get(int(total[i]))
+                if hit is not None:
+                    vals[i] = hit
+                    simulated[idx[i]] = True
+            out[mixed] = vals
+        return StepTimes(out, simulated)
+
+    def _check_context(self, c: np.ndarray) -> None:
+        if c.min() < self.min_context or c.max() > self.max_context:
+            self._refuse("context", f"context outside the grid {self.min_context}..{self.max_context}")
+
+    # ------------------------------------------------------------------ save / load
+
+    def to_dict(self) -> dict:
+        return {"format": "cosim.step_model", "version": FORMAT_VERSION, "fingerprint": self.fingerprint,
+                "deployment": repr(self.base)[:2000],
+                "grid": {f.name: getattr(self.grid, f.name) for f in dataclasses.fields(self.grid)},
+                "tables": self._tables, "fill": dataclasses.asdict(self.fill)}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model as JSON (floats round-trip exactly)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict()))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, base: StepSpec, kernels, topology: Topology, backend: str = "flow", *,
+             overheads: CommOverheads = DEFAULT_OVERHEADS) -> StepTimeModel:
+        """Read a model saved by :meth:`save`, after checking that it was made for this
+        deployment (``base``, query fields ignored), kernel tables, topology, backend and
+        overheads; otherwise a :class:`ConfigError` naming what differs."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(str(path), "", f"cannot read a saved step model: {e}") from None
+        if data.get("format") != "cosim.step_model" or data.get("version") != FORMAT_VERSION:
+            raise ConfigError(str(path), "format", f"expected a cosim.step_model file of version {FORMAT_VERSION}")
+        grid = StepGrid(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["grid"].items()})
+        expected = fingerprint(base, kernels, topology, backend, overheads, grid)
+        saved = data["fingerprint"]
+        differ = [k for k in expected if saved.get(k) != expected[k]]
+        if differ:
+            raise ConfigError(str(path), "fingerprint", f"the saved step model was made for another "
+                                                        f"{', '.join(differ)} than the one given")
+        fill = FillStats(**data.get("fill", {}))
+        return cls(query_neutral_spec(base), grid, saved, data["tables"], fill)
+
+
+def _chunk(c) -> PrefillChunk:
+    return c if isinstance(c, PrefillChunk) else PrefillChunk(int(c[0]), int(c[1]))

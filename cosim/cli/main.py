@@ -116,35 +116,78 @@ def _cmd_net(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_chunks(text: str | None):
+    """``"0+512,1024+256"`` -> prefill chunks (reused prefix + new tokens each)."""
+    from cosim.trace.builder import PrefillChunk
+
+    if not text:
+        return ()
+    chunks = []
+    for part in text.split(","):
+        try:
+            prefix, new = (int(x) for x in part.split("+"))
+        except ValueError:
+            raise CosimError(f"--prefill-chunks: expected PREFIX+NEW[,PREFIX+NEW...] such as '0+512,4096+256', "
+                             f"got {text!r}") from None
+        chunks.append(PrefillChunk(prefix, new))
+    return tuple(chunks)
+
+
 def _cmd_step(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cosim.engine.step import simulate_step
     from cosim.kernels import KernelTables
     from cosim.models import Parallelism, Precision, load_model
+    from cosim.report import write_step_json
     from cosim.topology import load_topology
-    from cosim.trace.builder import StepSpec
+    from cosim.trace.builder import AfdSpec, StepSpec
 
+    if args.json and args.json.exists() and args.json.is_dir():
+        raise CosimError(f"--json: {args.json} is a directory; expected a file path")
+    if args.json and not args.json.parent.exists():
+        raise CosimError(f"--json: folder {args.json.parent} does not exist")
     model = load_model(args.model)
     topo = load_topology(args.topology)
+    system = args.system or topo.gpu_system or "h200_sxm"
+    if args.system and topo.gpu_system and args.system != topo.gpu_system:
+        console.print(f"[bold yellow]warning:[/] kernel system {args.system} but topology {topo.name} has "
+                      f"{topo.gpu_system} GPUs")
     parallel = Parallelism(tp=args.tp, ep=args.ep or args.tp, dp_attention=args.dp_attention, pp=args.pp)
     overrides = {k: v for k, v in (("dispatch", args.dispatch_dtype), ("kv_cache", args.kv_dtype)) if v}
     precision = Precision.from_checkpoint(model, **overrides)
     phase = "generation" if args.phase == "decode" else "context"
+    afd = None
+    if args.layout == "afd":
+        if not (args.attention_gpus and args.ffn_gpus):
+            raise CosimError("--layout afd needs --attention-gpus N and --ffn-gpus M")
+        afd = AfdSpec(args.attention_gpus, args.ffn_gpus, micro_batches=args.micro_batches, a2f=args.a2f,
+                      attention_tp=args.attention_tp, ffn_tp=args.ffn_tp, shared_expert=args.shared_expert,
+                      dense_layers=args.dense_layers)
+    n = afd.num_gpus if afd else parallel.num_gpus
+    gpus = tuple(_parse_gpus(args.gpus, topo.num_gpus)) if args.gpus else None
     spec = StepSpec(model, parallel, precision, phase, batch_per_rank=args.batch,
                     new_tokens=1 if phase == "generation" else args.new_tokens, prefix_tokens=args.context,
                     overlap=args.overlap, routing_skew=args.skew, moe_load=args.moe_load,
                     moe_library=args.moe_library, allreduce_library=args.allreduce_library,
-                    redundant_experts=args.redundant_experts)
-    kernels = KernelTables.load(args.system, framework=args.framework)
+                    redundant_experts=args.redundant_experts, gpus=gpus, layout=args.layout, afd=afd,
+                    prefill_chunks=_parse_chunks(args.prefill_chunks), mtp_tokens=args.mtp)
+    kernels = KernelTables.load(system, framework=args.framework)
     with console.status(f"simulating one {args.phase} step of {model.name} on {topo.name} ({args.backend} backend)"):
         result = simulate_step(spec, kernels, topo, args.backend)
     t = result.step_time_s
-    console.print(f"[bold]{model.name}[/bold] {args.phase}, {args.batch} requests/rank x "
-                  f"{spec.new_tokens} new tokens, context {args.context}, TP{parallel.tp} EP{parallel.ep}"
-                  f"{' DP-attention' if parallel.dp_attention else ''} PP{parallel.pp}, overlap {args.overlap}, "
+    where = f"GPUs {_ranges(spec.gpu_ranks)}" if gpus else f"{n} GPUs"
+    layout = (f"AFD {afd.attention_gpus}A (TP{afd.attention_tp}) + {afd.ffn_gpus}F (EP{afd.ffn_ep} TP{afd.ffn_tp}), "
+              f"{afd.micro_batches} micro-batches, {afd.a2f} A2F" if afd else
+              f"TP{parallel.tp} EP{parallel.ep}{' DP-attention' if parallel.dp_attention else ''} PP{parallel.pp}, "
+              f"overlap {args.overlap}")
+    extra = (f", {len(spec.prefill_chunks)} prefill chunks" if spec.prefill_chunks else "") + \
+        (f", MTP {spec.mtp_tokens} draft tokens" if spec.mtp_tokens else "")
+    console.print(f"[bold]{model.name}[/bold] {args.phase}, {args.batch} requests/{'instance' if afd else 'rank'} x "
+                  f"{spec.new_tokens} new tokens, context {args.context}{extra}, {layout}, {where}, "
                   f"{kernels.system.name} ({args.framework}), {topo.name}, {args.backend} backend")
-    console.print(f"step time: [bold]{format_time(t)}[/bold]   wall: {result.wall_s:.2f} s "
+    console.print(f"step time: [bold]{format_time(t)}[/bold]   tokens/s per GPU: "
+                  f"[bold]{result.tokens_per_s_per_gpu:,.1f}[/bold]   wall: {result.wall_s:.2f} s "
                   f"({result.network_simulations} network simulations, {result.network_wall_s:.2f} s)")
     table = Table(title=f"Breakdown on the critical rank {result.critical_rank}")
     for col in ("part", "time", "share of step", "exposed"):
@@ -155,6 +198,20 @@ def _cmd_step(args: argparse.Namespace) -> int:
         e = result.exposed_comm_by_collective_s.get(name, 0.0)
         table.add_row(f"comm: {name}", format_time(v), f"{v / t:.1%}", format_time(e))
     console.print(table)
+    if len(result.groups) > 1:
+        groups = Table(title="Per group (slowest rank of each)")
+        for col in ("group", "GPUs", "busy", "idle (bubbles)", "communication (exposed)", "memory per GPU"):
+            groups.add_column(col, justify="left" if col in ("group", "communication (exposed)") else "right")
+        for name, g in result.groups.items():
+            comm = ", ".join(f"{k} {format_time(v)} ({format_time(g.exposed_comm_by_collective_s.get(k, 0.0))})"
+                             for k, v in sorted(g.comm_by_collective_s.items(), key=lambda kv: -kv[1]))
+            mem = g.memory
+            mtxt = "-" if mem is None else (f"{format_bytes(mem.total_bytes)} (W {format_bytes(mem.weight_bytes)}, "
+                                            f"KV {format_bytes(mem.kv_cache_bytes)})"
+                                            + ("" if mem.capacity_bytes is None else
+                                               f" {mem.total_bytes / mem.capacity_bytes:.0%}"))
+            groups.add_row(name, str(len(g.ranks)), format_time(g.busy_s), format_time(g.idle_s), comm, mtxt)
+        console.print(groups)
     console.print(f"overlap achieved: {result.overlap_fraction:.1%} of communication hidden; compute durations: "
                   + ", ".join(f"{n} {k}" for k, n in sorted(result.duration_sources.items())))
     ratio, hot, layers = result.expert_imbalance()
@@ -184,7 +241,22 @@ def _cmd_step(args: argparse.Namespace) -> int:
     console.print(links)
     if args.trace_out:
         _write_traces(result, args.trace_out)
+    if args.json:
+        console.print(f"step summary written to {write_step_json(result, args.json, args.top)}")
     return 0
+
+
+def _ranges(values) -> str:
+    """``(0, 1, 2, 5)`` -> ``"0-2,5"``."""
+    out, values = [], list(values)
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        out.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
+        i = j + 1
+    return ",".join(out)
 
 
 def _write_traces(result, out_dir: Path) -> None:
@@ -229,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     step = sub.add_parser("step", help="co-simulate one prefill or decode step of a model on a topology")
     step.add_argument("--model", "-m", required=True, help="HF id (e.g. deepseek-ai/DeepSeek-V3) or path to config.json")
-    step.add_argument("--system", default="h200_sxm", help="kernel-table system: h100_sxm, h200_sxm, b200_sxm, gb200")
+    step.add_argument("--system", default=None,
+                      help="kernel-table system: h100_sxm, h200_sxm, b200_sxm, gb200 (default: the topology's GPUs)")
     step.add_argument("--framework", default="trtllm", help="kernel-table framework: trtllm, sglang, vllm")
     step.add_argument("--topology", "-t", required=True, help="preset name or topology YAML file")
     step.add_argument("--phase", choices=["decode", "prefill"], default="decode")
@@ -252,11 +325,29 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--moe-load", choices=["per_rank", "table"], default="per_rank",
                       help="expert compute per rank from its own routed tokens (stragglers), or the table's "
                            "distribution for every rank")
-    step.add_argument("--dispatch-dtype", default="fp8", help="dtype of dispatched activations (fp8, bfloat16)")
+    step.add_argument("--dispatch-dtype", default=None, help="dtype of dispatched activations (default fp8; bfloat16)")
     step.add_argument("--kv-dtype", default=None, help="KV cache dtype (bfloat16, fp8)")
     step.add_argument("--backend", "-b", default="flow", choices=["packet", "flow"])
     step.add_argument("--top", type=int, default=8, help="number of hottest links to show")
     step.add_argument("--trace-out", type=Path, default=None, help="write protobuf and Chakra traces to this folder")
+    step.add_argument("--json", type=Path, default=None, help="write the step summary (time, breakdown, groups, "
+                                                               "memory, tokens/s per GPU, hottest links) as JSON")
+    step.add_argument("--gpus", "-g", default=None, help="topology GPUs the step runs on, e.g. '64-127' or "
+                                                          "'0-15,72-127' (AFD: attention GPUs first)")
+    step.add_argument("--layout", choices=["colocated", "afd"], default="colocated",
+                      help="colocated, or attention-FFN disaggregation (decode)")
+    step.add_argument("--attention-gpus", type=int, default=0, help="AFD: GPUs of the attention group")
+    step.add_argument("--ffn-gpus", type=int, default=0, help="AFD: GPUs of the FFN group")
+    step.add_argument("--micro-batches", type=int, default=2, help="AFD: ping-pong micro-batches")
+    step.add_argument("--a2f", choices=["routed", "broadcast"], default="routed",
+                      help="AFD: tokens to the FFN ranks of their experts, or the whole batch to every FFN rank")
+    step.add_argument("--attention-tp", type=int, default=1, help="AFD: GPUs per attention instance")
+    step.add_argument("--ffn-tp", type=int, default=1, help="AFD: tensor parallelism inside the FFN group")
+    step.add_argument("--shared-expert", choices=["ffn", "attention"], default="ffn", help="AFD: shared expert side")
+    step.add_argument("--dense-layers", choices=["ffn", "attention"], default="ffn", help="AFD: dense layers side")
+    step.add_argument("--mtp", type=int, default=0, help="decode: verify this many MTP draft tokens per request")
+    step.add_argument("--prefill-chunks", default=None,
+                      help="mixed step: prefill chunks PREFIX+NEW,... run with the --batch decode requests")
     step.set_defaults(func=_cmd_step)
     return parser
 

@@ -397,7 +397,8 @@ def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", 
         r = max(members, key=lambda m: ends[m])
         g_compute, g_comm, g_exposed, _ = _breakdown(trace, sched, r)
         busy = sum(g_compute.values())
-        groups[name] = GroupResult(tuple(members), r, busy, sched.step_time_s - busy, g_compute, g_comm, g_exposed)
+        groups[name] = GroupResult(tuple(members), r, busy, max(0.0, sched.step_time_s - busy), g_compute, g_comm,
+                                   g_exposed)
     sources: dict[str, int] = defaultdict(int)
     for node in trace.ranks[critical].nodes:
         if isinstance(node, ComputeNode):

@@ -139,6 +139,12 @@ class StepGrid:
         hi = max(self.mixed_tokens[-1] - 1, 2) if self.mixed_tokens else 2
         return tuple(sorted(set(ladder(1, hi, self.work_per_octave)) | {n - 1 for n in self.mixed_tokens}))
 
+    def work_tokens(self, hi: int) -> tuple[int, ...]:
+        """Token axis of the per-token compute table: every integer up to 1024 (kernel tables
+        step at GEMM tile boundaries such as m = 64 / 65), then 32 points per octave."""
+        hi = max(hi, 2)
+        return tuple(sorted(set(range(1, min(hi, 1024) + 1)) | (set(ladder(1024, hi, 32)) if hi > 1024 else set())))
+
     def work_requests(self) -> tuple[int, ...]:
         hi = max(self.decode_batches[-1], self.mixed_tokens[-1] if self.mixed_tokens else 1, 2)
         return tuple(sorted(set(ladder(1, hi, self.work_per_octave)) | {2}))
@@ -251,17 +257,34 @@ class _Work:
         for layers in par.stage_layers(model):
             for layer in layers:
                 ls = model.layer(layer)
-                groups.setdefault((ls.window_kind, ls.window_tokens, ls.indexer), []).append(layer)
+                groups.setdefault((ls.ffn, ls.window_kind, ls.window_tokens, ls.indexer), []).append(layer)
         self._layers = [(members[0], len(members)) for members in groups.values()]
 
-    def _seconds(self, ops) -> float:
+    def _seconds(self, ops, per_request: bool = True) -> float:
         total = 0.0
         for op in ops:
-            if op.name in PER_REQUEST_OPS:
+            if (op.name in PER_REQUEST_OPS) == per_request:
                 d = self._dur.get(op)
                 if d is None:
                     d = self._dur[op] = float(self.kernels.duration(op).seconds)
                 total += d
+        return total
+
+    def tokens(self, tokens: int) -> float:
+        """Per-token compute in series on the compute stream, for ``tokens`` tokens through
+        every layer: the attention block's ops not costed per request (norms, projections) and
+        the FFN of dense layers (MoE layers' router, experts and shared expert overlap the
+        dispatch/combine: they stay in the simulated residual)."""
+        spec = dataclasses.replace(self.spec, batch_per_rank=tokens, prefix_tokens=0, prefill_chunks=(),
+                                   mtp_tokens=0)
+        par, model = spec.parallel, spec.model
+        total = 0.0
+        for layer, count in self._layers:
+            attn, ffn, _ = layer_op_lists(spec, layer, par, tokens, 1)
+            w = self._seconds(attn, per_request=False)
+            if model.layer(layer).ffn != "moe":
+                w += self._seconds(ffn, per_request=False)
+            total += count * w
         return total
 
     def _layers_work(self, spec: StepSpec, batch: int) -> float:
@@ -418,7 +441,9 @@ class StepTimeModel:
         work = _Work(base, simulator.kernels)
         wb, wc = grid.work_batches(), grid.work_contexts()
         w_dec = np.array([[work.decode(b, c) if decomposed else 0.0 for c in wc] for b in wb])
+        wt = grid.work_tokens(cls._token_hi(base, grid))
         tables = {"decode": decode.tolist(), "anchors": anchors.tolist(), "w_decode": w_dec.tolist(),
+                  "w_tokens": [work.tokens(n) if decomposed else 0.0 for n in wt],
                   "decomposed": decomposed, "mixed": mixed}
         if mixed:
             wn, wp, wr = grid.work_chunk_tokens(), grid.work_contexts(), grid.work_requests()
@@ -427,6 +452,10 @@ class StepTimeModel:
         fill.work_wall_s = time.perf_counter() - t1
         fp = fingerprint(base, simulator.kernels, simulator.topology, simulator.backend, simulator.overheads, grid)
         return cls(query_neutral_spec(base), grid, fp, tables, fill)
+
+    @staticmethod
+    def _token_hi(base: StepSpec, grid: StepGrid) -> int:
+        return max(grid.decode_batches[-1] * (1 + base.mtp_tokens), grid.mixed_tokens[-1] if grid.mixed_tokens else 1)
 
     @staticmethod
     def _anchor_spec(base: StepSpec, total_tokens: int) -> StepSpec:
@@ -448,7 +477,12 @@ class StepTimeModel:
                               for j, c in enumerate(g.contexts)}
         wd_index_b = {int(b): i for i, b in enumerate(self._wb)}
         wd_index_c = {int(c): j for j, c in enumerate(self._wc)}
+        self._tok_mult = 1 + self.base.mtp_tokens
+        self._wt = [float(n) for n in g.work_tokens(self._token_hi(self.base, g))]
+        self._w_tok = [float(x) for x in t["w_tokens"]]
+        wt_index = {int(n): i for i, n in enumerate(self._wt)}
         self._residual = [[decode[i][j] - self._w_dec[wd_index_b[b]][wd_index_c[c]]
+                           - self._w_tok[wt_index[b * self._tok_mult]]
                            for j, c in enumerate(g.contexts)] for i, b in enumerate(g.decode_batches)]
         self.max_batch = g.decode_batches[-1]
         self.max_context = g.contexts[-1]
@@ -465,12 +499,12 @@ class StepTimeModel:
             h2 = _lin(self._wr, self._w_head, 2.0)
             wd10 = _bilin(self._wb, self._wc, self._w_dec, 1.0, 0.0)
             self._base = [a - h2 - wd10 - _bilin(self._wn, self._wc, self._w_chunk, n - 1.0, 0.0)
-                          for n, a in zip(self._xn, anchors)]
+                          - self._w_tok[wt_index[int(n)]] for n, a in zip(self._xn, anchors)]
             self.max_mixed_tokens = g.mixed_tokens[-1]
             self.min_mixed_tokens = g.mixed_tokens[0]
         # numpy copies for batch queries
         self._np = {k: np.asarray(getattr(self, k), dtype=float) for k in
-                    ("_xb", "_xc", "_wb", "_wc", "_w_dec", "_residual")}
+                    ("_xb", "_xc", "_wb", "_wc", "_w_dec", "_residual", "_wt", "_w_tok")}
         if self._mixed:
             self._np.update({k: np.asarray(getattr(self, k), dtype=float) for k in
                              ("_xn", "_wn", "_wr", "_w_chunk", "_w_head", "_base")})
@@ -497,7 +531,8 @@ class StepTimeModel:
             if hit is not None:
                 return StepTime(hit, "simulated")
             return StepTime(_bilin(self._xb, self._xc, self._residual, batch, context)
-                            + _bilin(self._wb, self._wc, self._w_dec, batch, context), "interpolated")
+                            + _bilin(self._wb, self._wc, self._w_dec, batch, context)
+                            + _lin(self._wt, self._w_tok, batch * self._tok_mult), "interpolated")
         if not self._mixed:
             self._refuse("chunks", "this model has no mixed-step grid (grid.mixed_tokens empty, or a layout "
                                    "with two-batch overlap, MTP or AFD)")
@@ -529,7 +564,8 @@ class StepTimeModel:
             hit = self._anchor_exact.get(total) if p == 0 else None
             if hit is not None:
                 return StepTime(hit, "simulated")
-        seconds = (_lin(self._xn, self._base, total) + _lin(self._wr, self._w_head, batch + len(chunks)) + work)
+        seconds = (_lin(self._xn, self._base, total) + _lin(self._wt, self._w_tok, total)
+                   + _lin(self._wr, self._w_head, batch + len(chunks)) + work)
         return StepTime(seconds, "interpolated")
 
     def step_times(self, batch, context=0, chunk_prefix=None, chunk_new=None) -> StepTimes:
@@ -558,7 +594,8 @@ class StepTimeModel:
                 self._refuse("batch", f"decode batch outside the grid 1..{self.max_batch}")
             self._check_context(cd)
             out[dec] = (_bilin_np(a["_xb"], a["_xc"], a["_residual"], bd, cd)
-                        + _bilin_np(a["_wb"], a["_wc"], a["_w_dec"], bd, cd))
+                        + _bilin_np(a["_wb"], a["_wc"], a["_w_dec"], bd, cd)
+                        + _lin_np(a["_wt"], a["_w_tok"], bd * self._tok_mult))
             ib = np.searchsorted(a["_xb"], bd)
             jc = np.searchsorted(a["_xc"], cd)
             on = ((ib < len(a["_xb"])) & (a["_xb"][np.minimum(ib, len(a["_xb"]) - 1)] == bd)
@@ -587,7 +624,8 @@ class StepTimeModel:
             wdec = np.zeros_like(bm)
             if np.any(withdec):
                 wdec[withdec] = _bilin_np(a["_wb"], a["_wc"], a["_w_dec"], bm[withdec], cm[withdec])
-            vals = _lin_np(a["_xn"], a["_base"], total) + _lin_np(a["_wr"], a["_w_head"], bm + km) + wpre + wdec
+            vals = (_lin_np(a["_xn"], a["_base"], total) + _lin_np(a["_wt"], a["_w_tok"], total)
+                    + _lin_np(a["_wr"], a["_w_head"], bm + km) + wpre + wdec)
             # anchors: 1 decode request at context 0 + one chunk without prefix
             first_p = np.where(hm, pm, np.inf).min(axis=1)
             anchor = (bm == 1) & (cm == 0) & (km == 1) & (first_p == 0)

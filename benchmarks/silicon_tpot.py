@@ -6,7 +6,7 @@ SGLang MoE rows at the group token count, one precision label for every GEMM) an
 tables preferred, SGLang rows at ``num_tokens / ep``, per-module checkpoint formats), next to
 aiconfigurator-core's own ``decode_step_latency`` on the same rows. Nothing is fitted.
 
-    python benchmarks/silicon_tpot.py [--max-rows 400] [--no-aic] [--seed 0]
+    python benchmarks/silicon_tpot.py [--max-rows 600] [--no-aic] [--ablation] [--seed 0]
 
 Prints a table and writes ``benchmarks/results/silicon_tpot.json``.
 """
@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from cosim.validation.silicon import (
+    ABLATION,
     AFTER,
     BEFORE,
     aiconfigurator_tpot_ms,
@@ -39,9 +42,11 @@ OUT = Path(__file__).parent / "results" / "silicon_tpot.json"
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--max-rows", type=int, default=400, help="deterministic stratified subsample size")
+    ap.add_argument("--max-rows", type=int, default=600,
+                    help="deterministic stratified subsample size (all usable rows when larger)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-aic", action="store_true", help="skip aiconfigurator-core's own estimate")
+    ap.add_argument("--ablation", action="store_true", help="also run the cumulative one-rule-at-a-time steps")
     ap.add_argument("--aic-budget-s", type=float, default=240.0)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
@@ -57,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     with console.status("simulating") as status:
-        results = simulate_rows(rows, (BEFORE, AFTER),
+        rules = (BEFORE, *(ABLATION if args.ablation else ()), AFTER)
+        results = simulate_rows(rows, rules,
                                 progress=lambda i, n, r: status.update(f"simulating {i}/{n}: {r.label}"))
     sim_s = time.perf_counter() - t0
 
@@ -108,6 +114,17 @@ def main(argv: list[str] | None = None) -> int:
         groups["fp4 rows (per-module formats)"] = fp4
     summaries = {k: summary(v) for k, v in groups.items()}
 
+    ablation = {}
+    if args.ablation:
+        for r in (BEFORE, *ABLATION, AFTER):
+            errs = [by[(row.row_id, r.name)].rel_err for row in rows]
+            wide_errs = [by[(row.row_id, r.name)].rel_err for row in rows
+                         if row.framework == "sglang" and row.moe_ep >= 16]
+            ablation[r.name] = {"all": error_summary(errs), "sglang EP>=16": error_summary(wide_errs),
+                                "by_system": {f"{s} {f}": error_summary(by[(row.row_id, r.name)].rel_err for row in rows
+                                                                        if (row.system, row.framework) == (s, f))
+                                              for s, f in sorted({(x.system, x.framework) for x in rows})}}
+
     table = Table(title="Decode TPOT |error| vs silicon_sample.csv (median / p90)")
     for col in ("rows", "before", "after", "aiconfigurator (rows)", "cosim after on aic rows"):
         table.add_column(col, justify="right" if col != "rows" else "left")
@@ -119,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(f"{name} ({s['rows']})", fmt(s["before"]), fmt(s["after"]),
                       f"{fmt(s['aiconfigurator'])} ({s['aiconfigurator']['rows']})", fmt(s["after_on_aic_rows"]))
     console.print(table)
+    if ablation:
+        t2 = Table(title="Cumulative rules (median / p90 |error|)")
+        for col in ("rules", "all", "sglang EP>=16"):
+            t2.add_column(col)
+        for name, a in ablation.items():
+            t2.add_row(name, fmt(a["all"]), fmt(a["sglang EP>=16"]))
+        console.print(t2)
     failures = Counter(r["error"].split(":")[0] for r in records if r["error"])
     if failures:
         console.print(f"simulation failures: {dict(failures)}")
@@ -130,11 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/silicon_tpot.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "selection": {"candidates": sel.candidates, "repeats_removed": sel.duplicates, "dropped": sel.dropped,
                       "usable": len(sel.rows), "simulated": len(rows), "max_rows": args.max_rows, "seed": args.seed},
-        "rules": {"before": vars(BEFORE) if hasattr(BEFORE, "__dict__") else str(BEFORE),
-                  "after": vars(AFTER) if hasattr(AFTER, "__dict__") else str(AFTER)},
+        "rules": {r.name: asdict(r) for r in (BEFORE, *(ABLATION if args.ablation else ()), AFTER)},
         "summaries": summaries,
+        "ablation": ablation,
         "wall_s": wall, "simulation_s": sim_s, "aiconfigurator_s": aic_s,
-        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "rows": records,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -329,7 +329,9 @@ def _group_module_names(group: str, attention: AttentionSpec, moe: MoESpec | Non
     if group == "q_proj":
         return ("self_attn.q_a_proj", "self_attn.q_b_proj") if mla and attention.q_lora_rank else ("self_attn.q_proj",)
     if group == "kv_proj":
-        return ("self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj") if mla else ("self_attn.k_proj", "self_attn.v_proj")
+        if mla:
+            return ("self_attn.kv_a_proj_with_mqa", "self_attn.kv_b_proj")
+        return ("self_attn.k_proj", "self_attn.v_proj")
     if group == "o_proj":
         return ("self_attn.o_proj",)
     if group == "indexer":

@@ -219,7 +219,8 @@ def _module_formats(value: object) -> tuple[tuple[str, str], ...]:
     try:
         pairs = [(m, d) for m, d in items]  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise ConfigError(_SRC, "precision.modules", f"expected a mapping or (module, format) pairs, got {value!r}") from None
+        raise ConfigError(_SRC, "precision.modules",
+                          f"expected a mapping or (module, format) pairs, got {value!r}") from None
     seen: dict[str, str] = {}
     for module, dtype in pairs:
         if module not in MODULE_GROUPS:

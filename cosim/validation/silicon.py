@@ -50,6 +50,7 @@ Rules (all deterministic; counts of every rule are kept in :class:`Selection`):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import re
 import time
@@ -99,16 +100,30 @@ MAX_ATTENTION_TP = 8
 
 @dataclass(frozen=True)
 class KernelRules:
-    """Which kernel-layer rules a run uses (see the module docstring)."""
+    """Which kernel-layer rules a run uses (see the module docstring).
+
+    ``checkpoint_formats``: GEMMs in the checkpoint's stored format (``fp8_block`` for DeepSeek's
+    block-FP8 weights) instead of the row's labels; ``per_module_dtypes``: also the modules the
+    checkpoint keeps unquantized (its exclusion list)."""
 
     name: str
     prefer_wide_ep: bool
     moe_ep_split: bool
+    checkpoint_formats: bool
     per_module_dtypes: bool
 
 
-BEFORE = KernelRules("before", prefer_wide_ep=False, moe_ep_split=False, per_module_dtypes=False)
-AFTER = KernelRules("after", prefer_wide_ep=True, moe_ep_split=True, per_module_dtypes=True)
+BEFORE = KernelRules("before", prefer_wide_ep=False, moe_ep_split=False, checkpoint_formats=False,
+                     per_module_dtypes=False)
+AFTER = KernelRules("after", prefer_wide_ep=True, moe_ep_split=True, checkpoint_formats=True, per_module_dtypes=True)
+#: Cumulative steps from BEFORE to AFTER, one rule at a time (ablation).
+ABLATION = (
+    KernelRules("+sglang_ep_split", prefer_wide_ep=False, moe_ep_split=True, checkpoint_formats=False,
+                per_module_dtypes=False),
+    KernelRules("+wide_ep", prefer_wide_ep=True, moe_ep_split=True, checkpoint_formats=False, per_module_dtypes=False),
+    KernelRules("+checkpoint_formats", prefer_wide_ep=True, moe_ep_split=True, checkpoint_formats=True,
+                per_module_dtypes=False),
+)
 
 
 @dataclass(frozen=True)
@@ -266,7 +281,8 @@ def _decode_row(rec: dict) -> tuple[SiliconRow | None, str]:
     if batch is None or workers is None:
         return None, "disagg row without decode batch size / workers" if disagg else "agg row without batch size"
     tp, dp = _int(rec.get(f"{p}tp_size")), _int(rec.get(f"{p}attention_dp_size"), 1)
-    moe_tp, moe_ep, pp = _int(rec.get(f"{p}moe_tp_size"), 1), _int(rec.get(f"{p}moe_ep_size")), _int(rec.get(f"{p}pp_size"), 1)
+    moe_tp, moe_ep = _int(rec.get(f"{p}moe_tp_size"), 1), _int(rec.get(f"{p}moe_ep_size"))
+    pp = _int(rec.get(f"{p}pp_size"), 1)
     tpot = _num(rec.get("silicon_tpot_ms"))
     if tp is None or moe_ep is None or tpot is None or tpot <= 0 or batch < 1:
         return None, "missing parallelism or TPOT"
@@ -287,7 +303,7 @@ def _decode_row(rec: dict) -> tuple[SiliconRow | None, str]:
 
 def _cannot_model(row: SiliconRow) -> str:
     try:
-        row.parallel.validate(checkpoint_model(row, AFTER))
+        row.parallel.validate(checkpoint_model(row))
     except CosimError:
         return "split does not divide the model"
     if topology_name(row) is None:
@@ -300,7 +316,7 @@ def _cannot_model(row: SiliconRow) -> str:
 _MODELS: dict[tuple[str, bool], ModelSpec] = {}
 
 
-def checkpoint_model(row: SiliconRow, rules: KernelRules = AFTER) -> ModelSpec:
+def checkpoint_model(row: SiliconRow) -> ModelSpec:
     """The model spec of the checkpoint the row ran (see the precision rule)."""
     name = MODEL_CONFIGS[row.model_path]
     fp4 = row.precision == "fp4" and name == "deepseek-ai/DeepSeek-R1"
@@ -326,11 +342,14 @@ _LABELS = {"fp8": "fp8", "fp8_block": "fp8_block", "nvfp4": "nvfp4", "bfloat16":
 
 
 def row_precision(row: SiliconRow, rules: KernelRules) -> Precision:
-    """Formats of the row: the checkpoint's per-module formats (after), or the row's GEMM/MoE
-    labels for every GEMM (before). KV cache from the checkpoint in both; fp8 dispatch."""
-    ckpt = Precision.from_checkpoint(checkpoint_model(row, rules))
+    """Formats of the row: the checkpoint's per-module formats (after), the checkpoint's main
+    formats only (``checkpoint_formats``), or the row's GEMM/MoE labels for every GEMM (before).
+    KV cache from the checkpoint in all; fp8 dispatch."""
+    ckpt = Precision.from_checkpoint(checkpoint_model(row))
     if rules.per_module_dtypes:
         return ckpt
+    if rules.checkpoint_formats:
+        return dataclasses.replace(ckpt, modules=())
     return Precision(weights=_LABELS.get(row.gemm_quant, ckpt.weights), moe=_LABELS.get(row.moe_quant, ckpt.moe),
                      kv_cache=ckpt.kv_cache)
 
@@ -372,7 +391,7 @@ def step_spec(row: SiliconRow, rules: KernelRules):
     """The decode :class:`~cosim.trace.builder.StepSpec` of the row."""
     from cosim.trace.builder import StepSpec
 
-    return StepSpec(checkpoint_model(row, rules), row.parallel, row_precision(row, rules), "generation",
+    return StepSpec(checkpoint_model(row), row.parallel, row_precision(row, rules), "generation",
                     batch_per_rank=row.batch_per_rank, prefix_tokens=row.context_tokens)
 
 

@@ -1,0 +1,147 @@
+"""StepSimulator (one network memo across steps) and StepTimeModel (grid, interpolation, reuse)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from cosim.engine.simulator import StepSimulator
+from cosim.engine.step import simulate_step
+from cosim.engine.step_model import StepGrid, StepTime, StepTimeModel
+from cosim.errors import ConfigError, CosimError
+from cosim.kernels import KernelTables
+from cosim.models import Parallelism, Precision, load_model
+from cosim.topology import load_topology
+from cosim.trace.builder import PrefillChunk, StepSpec
+
+GRID = StepGrid(decode_batches=(1, 4, 16, 64), contexts=(0, 1024, 8192), mixed_tokens=(2, 64, 256, 1024),
+                work_per_octave=4)
+#: Stated bound of a mixed step from the model against its direct simulation (the benchmark
+#: measures the realistic deployment: docs/step-model.md).
+MIXED_BOUND = 0.05
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = load_model("Qwen/Qwen3-30B-A3B")
+    topo = load_topology("h200-hgx-node")
+    kernels = KernelTables.load("h200_sxm", framework="trtllm")
+    base = StepSpec(model, Parallelism(tp=8, ep=8, dp_attention=True), Precision.from_checkpoint(model, dispatch="fp8"),
+                    "generation", 8, prefix_tokens=1024)
+    sim = StepSimulator(kernels, topo)
+    step_model = StepTimeModel.build(base, sim, GRID)
+    return base, kernels, topo, sim, step_model
+
+
+def test_simulator_reuses_the_network_and_matches_simulate_step(setup):
+    base, kernels, topo, _, _ = setup
+    sim = StepSimulator(kernels, topo)
+    a = sim.simulate(dataclasses.replace(base, batch_per_rank=8, prefix_tokens=512))
+    n0 = sim.stats.network_simulations
+    assert n0 > 0
+    # another step with the same collectives: a different context, and a prefill step of the same tokens
+    b = sim.simulate(dataclasses.replace(base, batch_per_rank=8, prefix_tokens=4096))
+    assert sim.stats.network_simulations == n0
+    pre = dataclasses.replace(base, phase="context", batch_per_rank=2, new_tokens=256, prefix_tokens=0)
+    sim.simulate(pre)
+    n1 = sim.stats.network_simulations
+    sim.simulate(dataclasses.replace(pre, batch_per_rank=1, new_tokens=512, prefix_tokens=128))
+    assert sim.stats.network_simulations == n1
+    st = sim.stats
+    assert st.steps == 4 and st.memo_hits > 0 and st.memo_lookups >= st.memo_hits and st.wall_s > 0
+    for spec, r in ((a.spec, a), (b.spec, b)):
+        fresh = simulate_step(spec, kernels, topo)
+        assert r.step_time_s == pytest.approx(fresh.step_time_s, rel=1e-12, abs=0)
+
+
+def test_grid_points_are_simulated_and_equal_direct_simulation(setup):
+    base, kernels, topo, _, m = setup
+    for b, c in ((4, 1024), (64, 0), (1, 8192)):
+        st = m.step_time(b, c)
+        assert st == StepTime(st.seconds, "simulated")
+        assert st.seconds == pytest.approx(simulate_step(m.spec_for(b, c), kernels, topo).step_time_s, rel=1e-12)
+    anchor = m.step_time(1, 0, [PrefillChunk(0, 255)])
+    assert anchor.source == "simulated"
+    assert anchor.seconds == pytest.approx(
+        simulate_step(m.spec_for(1, 0, [(0, 255)]), kernels, topo).step_time_s, rel=1e-12)
+    assert m.step_time(5, 1024).source == "interpolated"
+    assert m.step_time(1, 0, [(1, 255)]).source == "interpolated"
+
+
+def test_interpolation_lies_between_neighbours_and_is_monotone(setup):
+    *_, m = setup
+    for c in (0, 1024, 5000):
+        lo, hi = m.step_time(16, c).seconds, m.step_time(64, c).seconds
+        values = [m.step_time(b, c).seconds for b in range(16, 65)]
+        assert all(lo - 1e-12 <= v <= hi + 1e-12 for v in values)
+        assert all(np.diff(values) >= -1e-12)
+    ctx = [m.step_time(16, c).seconds for c in range(0, 8193, 256)]
+    assert all(np.diff(ctx) >= -1e-12)
+    mixed = [m.step_time(4, 1024, [(512, n)]).seconds for n in range(1, 1000, 37)]
+    assert all(np.diff(mixed) > 0)
+
+
+def test_batch_query_equals_single_queries(setup):
+    *_, m = setup
+    rng = np.random.default_rng(0)
+    b = rng.integers(1, 65, 50)
+    c = rng.integers(0, 8193, 50)
+    c[:3], b[:3] = (0, 1024, 8192), (1, 4, 64)   # grid points
+    got = m.step_times(b, c)
+    assert got.simulated[:3].all()
+    for i in range(50):
+        st = m.step_time(int(b[i]), int(c[i]))
+        assert got.seconds[i] == pytest.approx(st.seconds, rel=1e-12)
+        assert got.sources[i] == st.source
+    bm = rng.integers(1, 30, 20)
+    new = rng.integers(0, 300, (20, 3))
+    pre = rng.integers(0, 8000, (20, 3))
+    new[:, 0] = np.maximum(new[:, 0], 1)
+    got = m.step_times(bm, 2048, pre, new)
+    for i in range(20):
+        chunks = [(int(p), int(n)) for p, n in zip(pre[i], new[i]) if n > 0]
+        assert got.seconds[i] == pytest.approx(m.step_time(int(bm[i]), 2048, chunks).seconds, rel=1e-12)
+
+
+def test_mixed_step_within_bound_of_direct_simulation(setup):
+    base, kernels, topo, sim, m = setup
+    for b, c, chunks in ((8, 3000, [(0, 200)]), (3, 700, [(5000, 100), (100, 37)]), (40, 6000, [(2000, 600)])):
+        direct = sim.simulate(m.spec_for(b, c, chunks)).step_time_s
+        st = m.step_time(b, c, chunks)
+        assert st.source == "interpolated"
+        assert abs(st.seconds / direct - 1) < MIXED_BOUND, (b, c, chunks, st.seconds, direct)
+
+
+def test_out_of_grid_is_refused(setup):
+    *_, m = setup
+    for args in ((65, 0), (0, 0), (4, 8193)):
+        with pytest.raises(ConfigError):
+            m.step_time(*args)
+    with pytest.raises(ConfigError, match="tokens outside"):
+        m.step_time(4, 0, [(0, 1021)])
+    with pytest.raises(CosimError):
+        m.step_times([1, 100], [0, 0])
+
+
+def test_save_load_round_trip_and_fingerprint(setup, tmp_path):
+    base, kernels, topo, _, m = setup
+    path = m.save(tmp_path / "model.json")
+    again = StepTimeModel.load(path, base, kernels, topo, "flow")
+    queries = [(1, 0, ()), (7, 333, ()), (64, 8192, ()), (3, 100, [(40, 77)]), (1, 0, [(0, 63)])]
+    for q in queries:
+        assert again.step_time(*q) == m.step_time(*q)
+    # the query fields do not belong to the deployment
+    StepTimeModel.load(path, dataclasses.replace(base, batch_per_rank=3, prefix_tokens=9), kernels, topo, "flow")
+    other = dataclasses.replace(base, routing_skew=1.0)
+    with pytest.raises(ConfigError, match="deployment"):
+        StepTimeModel.load(path, other, kernels, topo, "flow")
+    with pytest.raises(ConfigError, match="backend"):
+        StepTimeModel.load(path, base, kernels, topo, "packet")
+    with pytest.raises(ConfigError, match="topology"):
+        StepTimeModel.load(path, base, kernels, load_topology("h200-hgx-2node"), "flow")
+    data = json.loads(path.read_text())
+    data["version"] = 99
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="format"):
+        StepTimeModel.load(tmp_path / "bad.json", base, kernels, topo, "flow")

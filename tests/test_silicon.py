@@ -115,6 +115,12 @@ def test_wide_ep_table_preferred_for_large_ep_sglang():
     assert "moe_perf" in generic.detail and generic.seconds > d.seconds
     legacy = after.variant(prefer_wide_ep=False, moe_ep_split=False).duration(op)
     assert legacy.seconds > 5 * d.seconds  # the old lookup: generic rows at the group token count
+    # above the table's 128 tokens per rank (a hot rank): extrapolated from the wide-EP rows, not a
+    # jump to the generic table
+    edge = after.duration(MoeOp("m", num_tokens=32 * 128, ep_size=32, **DSV3))
+    hot = after.duration(MoeOp("m", num_tokens=32 * 140, ep_size=32, **DSV3))
+    assert hot.source == "roofline" and "wideep_generation_moe" in hot.detail
+    assert edge.seconds <= hot.seconds < 1.2 * edge.seconds
     small = MoeOp("m", num_tokens=4 * 64, ep_size=4, **DSV3)  # below the wide-EP threshold
     assert after.duration(small) == before.duration(small)
     assert "wideep" not in after.duration(small).detail

@@ -37,7 +37,9 @@ Mapping of ops to tables (see also :mod:`cosim.kernels.mapping`):
   EP128 decode MoE about 15x above TensorRT-LLM's rows on h100_sxm).
 * **Wide-EP rule**: an ``MoeOp`` with ``ep_size >= WIDE_EP_MIN_EP`` (16) and ``tp_size == 1`` is
   looked up first in the framework's wide-EP table (SGLang: ``wideep_generation_moe_perf``, the
-  DeepEP masked grouped GEMM, 1..128 tokens per rank), then in ``moe_perf``. The duration's
+  DeepEP masked grouped GEMM, 1..128 tokens per rank), then in ``moe_perf``. When the wide-EP
+  table has the op's slice but not its token count, the roofline is anchored on the wide-EP rows
+  (source ``roofline``), so every rank of a layer is priced with one kernel. The duration's
   ``detail`` names the table that answered. ``prefer_wide_ep=False`` switches the rule off.
 * ``MemoryOp`` -> aiconfigurator's empirical memory roofline (always ``roofline``).
 """
@@ -255,21 +257,28 @@ class KernelTables:
         ep = slice_key[TABLES["moe"].slice_cols.index("moe_ep_size")]
         return (axes[0] * ep,)
 
-    def _moe_hit(self, op: MoeOp) -> _Hit | None:
-        """User ``moe`` table, then the framework's wide-EP table (wide-EP rule), then ``moe_perf``."""
+    def _moe_hit(self, op: MoeOp) -> tuple[_Hit | None, Query]:
+        """User ``moe`` table, then the framework's wide-EP table (wide-EP rule), then ``moe_perf``.
+
+        Returns the hit (or None) and the query to anchor the roofline on: the wide-EP table's when
+        it has the op's slice (a token count outside its grid is extrapolated from its own rows, so
+        the ranks of one layer are priced with one kernel), else the generic table's."""
         q = moe_query(op)
         user = self._user.get("moe")
         hit = self._lookup(q, iter([user])) if user is not None else None
         if hit is not None:
-            return hit
+            return hit, q
         wide_table = WIDE_EP_TABLES.get(self.framework)
         if (self.prefer_wide_ep and wide_table and op.ep_size >= WIDE_EP_MIN_EP and op.tp_size == 1
                 and self.sources(wide_table)):
-            wide = self._lookup(Query(wide_table, q.slice_key, q.axes))
+            wq = Query(wide_table, q.slice_key, q.axes)
+            wide = self._lookup(wq)
             if wide is not None:
                 return _Hit(wide.seconds, wide.exact,
-                            f"wide-EP rule (ep {op.ep_size} >= {WIDE_EP_MIN_EP}): {wide.detail}")
-        return self._lookup(q, (self._layer("moe", i) for i in range(len(self.sources("moe")))))
+                            f"wide-EP rule (ep {op.ep_size} >= {WIDE_EP_MIN_EP}): {wide.detail}"), wq
+            if any(layer.has_slice(q.slice_key) for layer in self.layers(wide_table)):
+                return None, wq
+        return self._lookup(q, (self._layer("moe", i) for i in range(len(self.sources("moe"))))), q
 
     # ------------------------------------------------------------------ durations
 
@@ -322,9 +331,11 @@ class KernelTables:
             hit = self._lookup(q)
             return hit, "gemm", "" if hit else f"gemm {op.dtype} m={op.m} n={op.n} k={op.k} outside the tables", q
         if isinstance(op, MoeOp):
-            q = moe_query(op)
-            hit = self._moe_hit(op)
-            return hit, "moe", "" if hit else "MoE shape/parallelism/distribution or token count outside the tables", q
+            hit, anchor = self._moe_hit(op)
+            why = "" if hit else (f"wide-EP rule (ep {op.ep_size}): token count outside {anchor.table}'s grid"
+                                  if anchor.table != "moe" else
+                                  "MoE shape/parallelism/distribution or token count outside the tables")
+            return hit, "moe", why, anchor
         return self._attention_hit(op)
 
     def _attention_hit(self, op: AttentionOp) -> tuple[_Hit | None, str, str, Query | None]:

@@ -132,7 +132,7 @@ class StepGrid:
 
     def work_contexts(self) -> tuple[int, ...]:
         hi = self.contexts[-1]
-        fine = ladder(16, hi, max(1, self.work_per_octave // 2)) if hi >= 16 else ()
+        fine = ladder(1, hi, max(1, self.work_per_octave // 2)) if hi >= 1 else ()
         return _with_zero(set(fine) | set(self.contexts))
 
     def work_chunk_tokens(self) -> tuple[int, ...]:

@@ -106,7 +106,8 @@ def test_batch_query_equals_single_queries(setup):
 
 def test_mixed_step_within_bound_of_direct_simulation(setup):
     base, kernels, topo, sim, m = setup
-    for b, c, chunks in ((8, 3000, [(0, 200)]), (3, 700, [(5000, 100), (100, 37)]), (40, 6000, [(2000, 600)])):
+    for b, c, chunks in ((8, 3000, [(0, 200)]), (3, 700, [(5000, 100), (100, 37)]), (40, 6000, [(2000, 600)]),
+                            (0, 0, [(1000, 300)]), (0, 0, [(0, 500), (3000, 64)])):
         direct = sim.simulate(m.spec_for(b, c, chunks)).step_time_s
         st = m.step_time(b, c, chunks)
         assert st.source == "interpolated"

@@ -145,3 +145,27 @@ def test_afd_spec_errors(qwen):
         build_step_trace(afd_step(qwen, 2, 4, 8, batch=4), FixedKernels(1e-6, 1e-6))
     with pytest.raises(ConfigError, match="layout 'afd' needs"):
         StepSpec(qwen, Parallelism(tp=1), Precision(), "generation", 4, layout="afd")
+
+
+def test_afd_trace_round_trips_with_placement_groups_and_streams(qwen, tmp_path):
+    from cosim.trace.chakra import export_chakra, read_chakra
+    from cosim.trace.serialize import read_step_trace, write_step_trace
+
+    spec = dataclasses.replace(afd_step(qwen, 2, 4, 2, batch=8), gpus=(10, 11, 20, 21, 22, 23))
+    trace = build_step_trace(spec, FixedKernels(1e-6, 2e-6))
+    write_step_trace(trace, tmp_path / "step.pb")
+    back = read_step_trace(tmp_path / "step.pb")
+    assert back.gpus == (10, 11, 20, 21, 22, 23) and back.groups == {"attention": (0, 1), "ffn": (2, 3, 4, 5)}
+    assert [n.stream for n in back.ranks[0].nodes if hasattr(n, "stream")] == \
+        [n.stream for n in trace.ranks[0].nodes if hasattr(n, "stream")]
+    assert {c.op for c in back.collectives} == {c.op for c in trace.collectives} >= {"a2f", "f2a"}
+    files = export_chakra(trace, tmp_path / "et")
+    assert len(files) == 6
+    _, nodes = read_chakra(files[0])  # attention rank: A2F and F2A each ordered on their own stream
+    comm = [n for n in nodes if n.name.endswith(("a2f", "f2a"))]
+    assert len(comm) == 2 * 2 * qwen.num_layers
+    by_id = {n.id: n for n in nodes}
+    for n in comm:
+        kind = n.name.rsplit(".", 1)[-1]
+        assert all(by_id[c].name.rsplit(".", 1)[-1] == kind for c in n.ctrl_deps if c in by_id
+                   and by_id[c].name.endswith(("a2f", "f2a")))

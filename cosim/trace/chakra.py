@@ -13,7 +13,8 @@ Mapping (see ``docs/traces.md`` for the full table and what does not map):
   this rank sends) and ``pg_name``; of a ``p2p`` collective -> ``COMM_SEND_NODE`` on the sender,
   ``COMM_RECV_NODE`` on the receiver, matched by ``comm_src``/``comm_dst``/``comm_tag``.
 - ``deps`` -> ``data_deps``; the in-order compute and communication streams of cosim's scheduler
-  -> ``ctrl_deps`` on the previous node of the same stream.
+  (one per ``CommNode.stream``: AFD's A2F and F2A have their own) -> ``ctrl_deps`` on the
+  previous node of the same stream.
 
 Attributes named ``cosim.*`` carry what Chakra has no field for (exact nanoseconds, per-peer bytes
 of an all-to-all-v, layer, micro-batch ...); Chakra consumers ignore them.
@@ -154,11 +155,11 @@ def rank_nodes(trace: StepTrace, rt: RankTrace, pg_of: dict[int, str], *,
     """The Chakra nodes of one rank, ids 0.. in order; ``pg_of`` maps collective id -> ``pg_name``."""
     out: list[et.Node] = []
     ends: dict[int, list[int]] = {}         # cosim node id -> Chakra ids a dependent must wait for
-    tail = {"compute": [], "comm": []}      # last Chakra ids of each stream
+    tail: dict[object, list[int]] = {}     # last Chakra ids of each stream (compute, comm 0, 1 ...)
     for node in rt.nodes:
         data = _unique(i for d in node.deps for i in ends[d])
-        stream = "compute" if isinstance(node, ComputeNode) else "comm"
-        ctrl = [i for i in tail[stream] if i not in data] if stream_order else []
+        stream = "compute" if isinstance(node, ComputeNode) else ("comm", node.stream)
+        ctrl = [i for i in tail.get(stream, []) if i not in data] if stream_order else []
         made = _convert(trace, rt.rank, node, pg_of, alltoallv)
         for n in made:
             n.id = len(out)

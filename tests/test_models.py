@@ -438,3 +438,22 @@ def test_checkpoint_exclusions_become_module_formats():
     par = Parallelism(tp=2, ep=2)
     assert weight_breakdown(m, par, prec).attention_bytes > weight_breakdown(m, par, flat).attention_bytes
     assert weight_breakdown(m, par, prec).routed_expert_bytes == weight_breakdown(m, par, flat).routed_expert_bytes
+
+
+def test_redundant_experts_make_ep_divisible():
+    """DeepSeek-V3: 256 experts do not split over 144 ranks; with 32 redundant slots (288) they
+    do (the defect: EP only needs experts + redundant divisible by the EP size)."""
+    from cosim.models import Parallelism, load_model
+    from cosim.trace.builder import StepSpec
+    from cosim.models import Precision
+
+    m = load_model("deepseek-ai/DeepSeek-V3")
+    with pytest.raises(ConfigError, match="not divisible by ep=144.*32 more"):
+        Parallelism(tp=144, ep=144, dp_attention=True).validate(m)
+    Parallelism(tp=144, ep=144, dp_attention=True, redundant_experts=32).validate(m)
+    spec = StepSpec(m, Parallelism(tp=144, ep=144, dp_attention=True), Precision(), "generation", 4,
+                    redundant_experts=32)
+    assert spec.parallel.redundant_experts == 32  # the step's redundant experts set the EP slots
+    with pytest.raises(ConfigError, match="not divisible by ep=144"):
+        StepSpec(m, Parallelism(tp=144, ep=144, dp_attention=True), Precision(), "generation", 4,
+                 redundant_experts=16).parallel.validate(m)

@@ -41,17 +41,25 @@ class Parallelism:
         ep: expert-parallel degree of MoE layers; must divide ``tp``.
         dp_attention: attention runs data-parallel (tp=1 per rank, own requests).
         pp: pipeline stages.
+        redundant_experts: extra expert slots (EPLB replicas of hot experts); the EP group holds
+            ``num_experts + redundant_experts`` slots, which ``ep`` must divide (so 256 experts + 32
+            redundant run on EP 72 or 144, as DeepSeek's own deployment does).
     """
 
     tp: int = 1
     ep: int = 1
     dp_attention: bool = False
     pp: int = 1
+    redundant_experts: int = 0
 
     def __post_init__(self) -> None:
         _positive_int(self.tp, "parallel.tp")
         _positive_int(self.ep, "parallel.ep")
         _positive_int(self.pp, "parallel.pp")
+        if isinstance(self.redundant_experts, bool) or not isinstance(self.redundant_experts, int) \
+                or self.redundant_experts < 0:
+            raise ConfigError(_SRC, "parallel.redundant_experts",
+                              f"expected an integer >= 0, got {self.redundant_experts!r}")
         if not isinstance(self.dp_attention, bool):
             raise ConfigError(_SRC, "parallel.dp_attention", f"expected true or false, got {self.dp_attention!r}")
         if self.tp % self.ep:
@@ -99,9 +107,13 @@ class Parallelism:
                                                    f"{model.name} is not divisible by tp={self.dense_tp}")
         if model.is_moe:
             moe = model.moe
-            if moe.num_experts % self.ep:
-                raise ConfigError(_SRC, "parallel.ep", f"{model.name} has {moe.num_experts} routed experts, not "
-                                                       f"divisible by ep={self.ep}")
+            slots = moe.num_experts + self.redundant_experts
+            if slots % self.ep:
+                extra = (f" + {self.redundant_experts} redundant = {slots} expert slots" if self.redundant_experts
+                         else " routed experts")
+                raise ConfigError(_SRC, "parallel.ep", f"{model.name} has {moe.num_experts}{extra}, not divisible by "
+                                                       f"ep={self.ep} (redundant experts can make it divisible: "
+                                                       f"{-slots % self.ep} more)")
             if moe.expert_inter_size % self.moe_tp:
                 raise ConfigError(_SRC, "parallel.tp", f"expert intermediate size {moe.expert_inter_size} of "
                                                        f"{model.name} is not divisible by moe_tp=tp/ep={self.moe_tp}")

@@ -248,8 +248,12 @@ class StepSpec:
         if self.moe_library not in ("auto", "deepep_normal", "deepep_ll", "nvlink_a2a"):
             raise ConfigError("<api>", "moe_library", "expected 'auto', 'deepep_normal', 'deepep_ll' or "
                                                       f"'nvlink_a2a', got {self.moe_library!r}")
-        if self.redundant_experts < 0:
-            raise ConfigError("<api>", "redundant_experts", f"expected >= 0, got {self.redundant_experts!r}")
+        if isinstance(self.redundant_experts, bool) or not isinstance(self.redundant_experts, int) \
+                or self.redundant_experts < 0:
+            raise ConfigError("<api>", "redundant_experts", f"expected an integer >= 0, got {self.redundant_experts!r}")
+        if self.redundant_experts != self.parallel.redundant_experts:  # the step's value sets the EP slots
+            object.__setattr__(self, "parallel", dataclasses.replace(self.parallel,
+                                                                     redundant_experts=self.redundant_experts))
         if self.moe_load not in ("per_rank", "table"):
             raise ConfigError("<api>", "moe_load", f"expected 'per_rank' or 'table', got {self.moe_load!r}")
         if self.phase == "generation" and self.new_tokens != 1:

@@ -30,6 +30,8 @@ BATCH, CONTEXT = 64, 4096  # requests per attention instance (AFD) or per rank (
 
 def cases(quick: bool):
     nvl = [("gb200-nvl72", "gb200", a, f, m, None) for a, f in ((8, 64), (16, 56)) for m in ((3,) if quick else (2, 3, 4))]
+    # attention-heavier splits, towards the balance point of this attention-bound model
+    nvl += [("gb200-nvl72", "gb200", a, f, 2, None) for a, f in ((36, 36), (48, 24), (56, 16))] if not quick else []
     # B200 cluster: attention on node 0 (8 GPUs), FFN on nodes 1-8 (64 GPUs over RDMA)
     b200 = [("b200-hgx-16node", "b200_sxm", 8, 64, m, tuple(range(72))) for m in ((3,) if quick else (2, 3, 4))]
     return nvl + b200
@@ -45,19 +47,22 @@ def run(backends, quick):
         k = kernels_cache.setdefault(system, KernelTables.load(system, framework="trtllm"))
         afd = StepSpec(model, Parallelism(tp=1), prec, "generation", BATCH, prefix_tokens=CONTEXT, layout="afd",
                        afd=AfdSpec(n_a, n_f, micro_batches=m), gpus=gpus)
-        # colocated on the same GPUs: DP attention + EP over all of them (EP72 does not divide 256
-        # experts: the colocated baseline uses 64 GPUs, EP64, the same total batch)
-        colo = StepSpec(model, Parallelism(tp=64, ep=64, dp_attention=True), prec, "generation",
-                        BATCH * n_a // 64 or 1, prefix_tokens=CONTEXT, gpus=tuple(range(64)))
+        # colocated on the same 72 GPUs: DP attention + EP72 with 32 redundant experts (EPLB: 288
+        # slots, 4 per GPU), the same total requests (BATCH x n_A) spread over the 72 ranks
+        # (rounded down); NVLink all-to-all inside the rack, DeepEP low-latency across B200 nodes.
+        n = n_a + n_f
+        colo = StepSpec(model, Parallelism(tp=n, ep=n, dp_attention=True), prec, "generation",
+                        max(1, BATCH * n_a // n), prefix_tokens=CONTEXT, gpus=gpus, redundant_experts=32,
+                        moe_library="nvlink_a2a" if topo_name.startswith("gb200") else "auto")
         for backend in backends:
             for label, spec in (("afd", afd), ("colocated", colo)):
                 if label == "colocated" and m != (3 if quick else 2):
-                    continue  # one colocated run per topology and split
+                    continue  # one colocated run per topology and split (the same for every split)
                 t0 = time.perf_counter()
                 r = simulate_step(spec, k, topo, backend)
                 wall = time.perf_counter() - t0
                 s = step_summary(r)
-                s.update(topology=topo_name, layout=label, attention_gpus=n_a if label == "afd" else None,
+                s.update(topology=topo_name, layout=label, num_gpus=r.num_gpus, requests=r.tokens_per_step, attention_gpus=n_a if label == "afd" else None,
                          ffn_gpus=n_f if label == "afd" else None, micro_batches=m if label == "afd" else None,
                          backend=backend, run_wall_s=wall)
                 rows.append(s)
@@ -88,7 +93,7 @@ def main() -> None:
             busy = (f"{a['busy_s'] * 1e3:.1f}/{a['idle_s'] * 1e3:.1f}", f"{f['busy_s'] * 1e3:.1f}/{f['idle_s'] * 1e3:.1f}")
             mem = f"{a['memory']['total_bytes'] / 2**30:.0f} / {f['memory']['total_bytes'] / 2**30:.0f} GiB"
         else:
-            dep, busy, comm = "colocated DP64 EP64", ("-", "-"), "-"
+            dep, busy, comm = f"colocated DP{s['num_gpus']} EP{s['num_gpus']} (+32 redundant)", ("-", "-"), "-"
             mem = f"{s['memory']['total_bytes'] / 2**30:.0f} GiB"
         table.add_row(s["topology"], dep, s["backend"], f"{s['step_time_s'] * 1e3:.2f} ms",
                       f"{s['tokens_per_s_per_gpu']:.0f}", busy[0], busy[1], comm, mem, f"{s['run_wall_s']:.1f} s")

@@ -329,3 +329,27 @@ def test_deepep_records(aic):
     with pytest.raises(ConfigError, match="sglang_version"):
         deepep_ll_records("h200_sxm", "0.0.1")
     assert math.isfinite(legacy[0].dispatch_s)
+
+
+def test_isolated_spikes_in_measured_tables_are_dropped():
+    """A row far above both neighbours along the innermost axis is a glitch (h200 MLA decode,
+    batch 2, KV 31, bf16: 0.742 ms between 0.014 ms rows); smooth rows and steps are kept."""
+    from cosim.kernels.interpolate import GridTable
+
+    steps = [1, 3, 7, 15, 31, 63, 127]
+    lat = [14e-6, 15e-6, 14e-6, 14e-6, 742e-6, 13e-6, 15e-6]
+    t = GridTable.from_rows([("bf16",)] * 7, [(2, s) for s in steps], lat, slice_cols=["dtype"],
+                            axis_cols=["batch", "step"], axis_log=[False, False])
+    assert t.spikes == [(("bf16",), (2, 31), 742e-6)] and t.num_rows == 6
+    assert t.lookup(("bf16",), (2, 31)).seconds < 20e-6
+    step = GridTable.from_rows([("x",)] * 4, [(1, m) for m in (32, 64, 65, 128)], [40e-6, 40e-6, 72e-6, 75e-6],
+                               slice_cols=["dtype"], axis_cols=["b", "m"], axis_log=[False, False])
+    assert step.spikes == [] and step.num_rows == 4
+    from cosim.kernels import KernelTables
+    from cosim.models import Parallelism, Precision, layer_ops, load_model
+
+    m = load_model("deepseek-ai/DeepSeek-V3")
+    k = KernelTables.load("h200_sxm", framework="trtllm")
+    att = next(o for o in layer_ops(m, 5, Parallelism(tp=1), Precision.from_checkpoint(m), "generation", 2, 1, 32)
+               if o.name == "attention")
+    assert k.duration(att).seconds < 50e-6  # was 1.4 ms through the glitch

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 Key = tuple
+#: A measured latency above this multiple of both its neighbours along the innermost axis is dropped.
+SPIKE_RATIO = 5.0
 # Inner node: (sorted keys, {key: child node}); leaf (innermost axis): (sorted keys, values in the
 # same order) with both stored as compact arrays (~16 bytes per row instead of a dict entry).
 _Node = tuple
@@ -46,7 +48,10 @@ class GridTable:
 
     Duplicate keys keep the smallest latency (the fastest kernel measured for that shape; e.g. the
     GB200 MoE table holds both ``cutlass`` and ``min_latency`` rows for nvfp4) and are counted in
-    :attr:`duplicates`.
+    :attr:`duplicates`. A measured row more than :data:`SPIKE_RATIO` times **both** its neighbours
+    along the innermost axis is a measurement glitch (e.g. h200_sxm's TensorRT-LLM MLA decode table
+    holds 0.742 ms at batch 2, KV length 31, bf16, between 0.014 and 0.013 ms): it is dropped, and
+    listed in :attr:`spikes` as ``(slice key, axes, seconds)``.
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class GridTable:
         self.axis_log = tuple(bool(x) for x in axis_log)  # True: log-log blend along this axis
         self.label = label
         self.duplicates = 0
+        self.spikes: list[tuple[Key, tuple, float]] = []
         self.num_rows = 0
         self._slices: dict[Key, _Node] = {}
 
@@ -129,6 +135,20 @@ class GridTable:
             slice_id = slice_id[starts]
             axes = [a[starts] for a in axes]
             table.duplicates = int(same.sum())
+        if len(values) >= 3:  # isolated spikes along the innermost axis
+            group = np.ones(len(values) - 1, dtype=bool)
+            for col in (slice_id, *axes[:-1]):
+                group &= col[1:] == col[:-1]
+            inner = np.flatnonzero(group[:-1] & group[1:]) + 1
+            spike = inner[values[inner] > SPIKE_RATIO * np.maximum(values[inner - 1], values[inner + 1])]
+            if len(spike):
+                for i in spike.tolist():
+                    idx = np.unravel_index(int(slice_id[i]), tuple(max(len(u), 1) for u in uniques)) if codes else ()
+                    table.spikes.append((tuple(u[int(j)] for u, j in zip(uniques, idx)),
+                                         tuple(a[i].item() for a in axes), float(values[i])))
+                keep = np.ones(len(values), dtype=bool)
+                keep[spike] = False
+                values, slice_id, axes = values[keep], slice_id[keep], [a[keep] for a in axes]
         table.num_rows = len(values)
         bounds = np.flatnonzero(np.diff(slice_id)) + 1
         starts = np.concatenate([[0], bounds])

@@ -71,7 +71,7 @@ from cosim.network.deepep import (  # noqa: F401  (re-exported: the validated pe
     LL_HEADER_BYTES, MAX_CHUNKS, MAX_TOPK_NODES, MIN_CHUNK_BYTES, gpu_bytes_sent,
 )
 from cosim.topology import Router, Topology, load_topology, topology_from_dict
-from cosim.topology.loader import resolve_topology_path
+from cosim.topology.loader import read_topology_file, resolve_topology_path
 from cosim.trace.moe_traffic import RoutingCounts, hit_probabilities  # noqa: F401  (re-exported)
 from cosim.trace.moe_traffic import routing_counts as _routing_counts
 from cosim.trace.moe_traffic import sampled_routing_counts as _sampled_routing_counts
@@ -258,10 +258,8 @@ def topology_for(node_num: int, cross_rail: str = "pxn") -> Topology:
     name = TOPOLOGY_PRESETS[node_num]
     if cross_rail == "pxn" or node_num == 1:
         return load_topology(name)
-    import yaml
-
     path = resolve_topology_path(name)
-    data = yaml.safe_load(Path(path).read_text())
+    data = read_topology_file(path)
     data["name"] = f"{data['name']}-direct"
     data.setdefault("routing", {})["cross_rail"] = cross_rail
     return topology_from_dict(data, source=f"{path} (routing.cross_rail={cross_rail})")

@@ -57,7 +57,6 @@ import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from math import ceil
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np

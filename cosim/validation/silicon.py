@@ -43,8 +43,9 @@ Rules (all deterministic; counts of every rule are kept in :class:`Selection`):
   ``gemm_quant_mode`` / ``moe_quant_mode``) for every GEMM. **After** (:data:`AFTER`): wide-EP
   tables preferred, SGLang rows at ``num_tokens / ep``, per-module checkpoint formats.
 * **Topology**: the preset of the row's system with the fewest nodes that hold the instance
-  (h100/h200 HGX 1-16 nodes, GB200 NVL72 1-4 racks). b200_sxm has no preset: the h200 HGX preset
-  of the same node count with ``gpu: b200_sxm`` and NVLink5 (900 GB/s per direction).
+  (h100/h200 HGX 1-16 nodes, GB200 NVL72 1-4 racks). b200_sxm: the h200 HGX preset of the same
+  node count (1-8 nodes) with ``gpu: b200_sxm`` and NVLink5 (900 GB/s per direction), which is the
+  fabric of the ``b200-hgx-*`` presets (shipped for 1 and 16 nodes only).
 """
 
 from __future__ import annotations

@@ -430,6 +430,17 @@ def _collective_label(name: str) -> str:
     return name.rsplit(".", 1)[-1] if not name.startswith("pp") else "pipeline_send"
 
 
+def _covered(merged: list[list[float]], a: float, b: float, first: int) -> float:
+    """Time of ``[a, b]`` covered by the sorted disjoint busy intervals ``merged`` (from index
+    ``first``, whose intervals end after ``a``)."""
+    total = 0.0
+    for s, f in merged[first:]:
+        if s >= b:
+            break
+        total += max(0.0, min(f, b) - max(s, a))
+    return total
+
+
 def _breakdown(trace: StepTrace, sched: Schedule, rank: int):
     """Compute per class, communication per collective type, and its exposed part, on ``rank``."""
     nodes = trace.ranks[rank].nodes
@@ -449,13 +460,32 @@ def _breakdown(trace: StepTrace, sched: Schedule, rank: int):
             merged.append([s, f])
     comm: dict[str, float] = defaultdict(float)
     exposed: dict[str, float] = defaultdict(float)
+    # Exposed time: instants with communication in flight and the compute stream idle. Where
+    # several communication streams are active at once (AFD: A2F and F2A), the instant is shared
+    # equally among them, so the exposed parts add up to the rank's waiting time.
+    events: list[tuple[float, int, str]] = []
     for n in nodes:
         if isinstance(n, CommNode):
             s, f = start[n.id], finish[n.id]
             label = _collective_label(n.name)
             comm[label] += f - s
-            covered = sum(max(0.0, min(f, b) - max(s, a)) for a, b in merged if b > s and a < f)
-            exposed[label] += (f - s) - covered
+            if f > s:
+                events += [(s, 1, label), (f, -1, label)]
+    events.sort(key=lambda e: (e[0], e[1]))
+    active: dict[str, int] = defaultdict(int)
+    busy_i, prev = 0, None
+    for t, step, label in events:
+        if prev is not None and t > prev and any(active.values()):
+            idle = (t - prev) - _covered(merged, prev, t, busy_i)
+            if idle > 0:
+                n_active = sum(active.values())
+                for name, count in active.items():
+                    if count:
+                        exposed[name] += idle * count / n_active
+        while busy_i < len(merged) and merged[busy_i][1] <= t:
+            busy_i += 1
+        active[label] += step
+        prev = t
     total = sum(comm.values())
     overlap = 1.0 - sum(exposed.values()) / total if total > 0 else 0.0
     return dict(compute), dict(comm), dict(exposed), overlap

@@ -337,3 +337,28 @@ def test_redundant_experts_remove_the_straggler_of_hot_experts():
     assert extra > 0
     with pytest.raises(ConfigError, match="divisible"):
         simulate_step(dataclasses.replace(spec, redundant_experts=3), TokenKernels(), star(8), "flow")
+
+
+def test_placement_on_other_gpus_moves_the_traffic_not_the_time():
+    """A colocated EP8 decode step on GPUs 8-15 of two HGX nodes takes what it takes on 0-7 (the
+    nodes are identical) and its bytes cross only node 1's links; spread over both nodes (GPUs
+    0-3 and 8-11) the dispatch crosses the NICs."""
+    pytest.importorskip("aiconfigurator_core")
+    from cosim.kernels import KernelTables
+    from cosim.models import Parallelism, Precision, load_model
+    from cosim.topology import load_topology
+    from cosim.trace.builder import StepSpec
+
+    model = load_model("deepseek-ai/DeepSeek-V3")
+    topo = load_topology("h200-hgx-2node")
+    kernels = KernelTables.load("h200_sxm")
+    base = StepSpec(model, Parallelism(tp=8, ep=8, dp_attention=True), Precision.from_checkpoint(model),
+                    "generation", batch_per_rank=16, prefix_tokens=1024)
+    first = simulate_step(base, kernels, topo, "flow")
+    second = simulate_step(dataclasses.replace(base, gpus=tuple(range(8, 16))), kernels, topo, "flow")
+    assert second.step_time_s == pytest.approx(first.step_time_s, rel=1e-9)
+    used = {topo.describe_link(int(d)) for d in np.nonzero(second.link_tx_bytes)[0]}
+    assert used and all("n1." in u for u in used)
+    split = simulate_step(dataclasses.replace(base, gpus=(0, 1, 2, 3, 8, 9, 10, 11)), kernels, topo, "flow")
+    assert any("nic" in topo.describe_link(int(d)) for d in np.nonzero(split.link_tx_bytes)[0])
+    assert split.step_time_s > first.step_time_s

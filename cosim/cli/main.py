@@ -217,7 +217,8 @@ def _cmd_step(args: argparse.Namespace) -> int:
     ratio, hot, layers = result.expert_imbalance()
     if ratio > 1.02:
         console.print(f"routed experts: the slowest rank of a MoE layer takes {ratio:.2f}x the layer's mean "
-                      f"(rank {hot} is the slowest in {layers} layers); the others wait for it in the combine")
+                      f"(rank {hot} is the slowest in {layers} layers); the others wait for it in the combine "
+                      f"(AFD: the F2A)")
     mem = result.memory
     if mem is not None:
         cap = "" if mem.capacity_bytes is None else f" of {format_bytes(mem.capacity_bytes)} HBM " \

@@ -35,7 +35,19 @@ batch_per_rank=batch, prefix_tokens=context, prefill_chunks=chunks)``:
   depend on the routing sample of the total tokens, are in ``base``) are what the held-out check
   in ``benchmarks/step_model.py`` measures.
 
-**Range.** Queries outside the grid (batch above the largest decode batch, context or chunk
+* **AFD decode** (layout ``afd``, ``m`` micro-batches of ``ceil`` / ``floor(batch / m)``
+  requests): from the per-micro-batch attention-side compute ``a(b, c)`` (attention block, router,
+  embedding and LM head as the AFD builder puts them on an attention rank; per-request part on a
+  fine ``(b, c)`` grid, per-token part on an integer axis) the model forms the step's two
+  pipeline bounds: ``A = sum_j a(b_j, c)`` (the attention group is busy all the step) and
+  ``a(b_max, c) + Q(batch)`` (one micro-batch's path through every layer, its A2F, FFN and F2A
+  round trips in ``Q``, which does not depend on the context: ``Q(B) = min_c T(B, c) -
+  a(b_max, c)`` at each grid batch, linear in the batch), and interpolates the residual
+  ``T - max(A, a(b_max) + Q)`` bilinearly. Other layouts with overlap (two-batch overlap)
+  interpolate the step time itself (``method`` ``opaque``).
+
+**Range.** Queries outside the grid (batch outside the decode batches -- AFD drops grid batches
+below ``m`` and refuses them --, context or chunk
 prefix above the largest context, total mixed tokens above the largest anchor) are refused with
 a :class:`ConfigError` naming the limit: build the model with a wider :class:`StepGrid`. Nothing
 is extrapolated or clipped.
@@ -65,6 +77,7 @@ from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads
 from cosim.engine.simulator import StepSimulator
 from cosim.errors import ConfigError
 from cosim.topology import Topology
+from cosim.trace.afd import attention_parallel
 from cosim.trace.builder import (
     PER_REQUEST_OPS, PrefillChunk, StepSpec, decode_batch, head_ops, layer_op_lists, mtp_layer_index,
 )
@@ -316,6 +329,31 @@ class _Work:
         heads, _ = head_ops(spec, spec.parallel, requests, 1)
         return sum(float(self.kernels.duration(op).seconds) for op in heads.post_layers)
 
+    def afd_micro_batch(self, batch: int, context: int, per_request: bool) -> float:
+        """AFD: the attention group's compute for one micro-batch of ``batch`` requests at
+        ``context`` through every layer, as :func:`cosim.trace.afd.build_afd_trace` puts it on an
+        attention rank's compute stream: the attention block (heads split ``attention_tp``
+        ways), the router (routed A2F), the shared expert and dense FFN where placed on the
+        attention side, embedding and LM head. ``per_request``: only the ops costed per request
+        class (:data:`PER_REQUEST_OPS`, context-dependent), else only the others (per token)."""
+        spec = dataclasses.replace(self.spec, batch_per_rank=batch, prefix_tokens=context, prefill_chunks=())
+        afd, model = spec.afd, spec.model
+        apar = attention_parallel(spec)
+        total = 0.0
+        for layer, count in self._layers:
+            attn, ffn, _ = layer_op_lists(spec, layer, apar, batch, 1)
+            ops = list(attn)
+            if model.layer(layer).ffn == "moe":
+                ops += [op for op in ffn if (op.name == "router" and afd.a2f == "routed")
+                        or (op.name.startswith("shared_") and afd.shared_expert == "attention")]
+            elif afd.dense_layers == "attention":
+                ops += ffn
+            total += count * self._seconds(ops, per_request)
+        if not per_request:
+            heads, _ = head_ops(spec, apar, batch, 1)
+            total += self._seconds([*heads.pre_layers, *heads.post_layers], per_request=False)
+        return total
+
 
 # ---------------------------------------------------------------------------------------------
 # Interpolation helpers (pure Python for single queries, numpy for batches)
@@ -412,6 +450,10 @@ class StepTimeModel:
         mixed = cls.supports_mixed(base) and bool(grid.mixed_tokens)
         if grid.mixed_tokens and not cls.supports_mixed(base):
             grid = dataclasses.replace(grid, mixed_tokens=())
+        lo = cls._min_batch(base)
+        if grid.decode_batches[0] < lo:  # AFD: every micro-batch needs a request
+            grid = dataclasses.replace(grid, decode_batches=tuple(sorted({lo, *(b for b in grid.decode_batches
+                                                                                if b >= lo)})))
         fill = FillStats()
         stats0 = simulator.stats
         t0 = time.perf_counter()
@@ -438,13 +480,20 @@ class StepTimeModel:
 
         t1 = time.perf_counter()
         decomposed = base.layout == "colocated" and base.overlap == "none"
+        afd = base.layout == "afd"
         work = _Work(base, simulator.kernels)
         wb, wc = grid.work_batches(), grid.work_contexts()
-        w_dec = np.array([[work.decode(b, c) if decomposed else 0.0 for c in wc] for b in wb])
         wt = grid.work_tokens(cls._token_hi(base, grid))
+        if afd:  # per micro-batch, attention side (module docstring)
+            w_dec = np.array([[work.afd_micro_batch(b, c, per_request=True) for c in wc] for b in wb])
+            w_tok = [work.afd_micro_batch(n, 0, per_request=False) for n in wt]
+        else:
+            w_dec = np.array([[work.decode(b, c) if decomposed else 0.0 for c in wc] for b in wb])
+            w_tok = [work.tokens(n) if decomposed else 0.0 for n in wt]
         tables = {"decode": decode.tolist(), "anchors": anchors.tolist(), "w_decode": w_dec.tolist(),
-                  "w_tokens": [work.tokens(n) if decomposed else 0.0 for n in wt],
-                  "decomposed": decomposed, "mixed": mixed}
+                  "w_tokens": w_tok, "decomposed": decomposed, "mixed": mixed}
+        if afd:
+            tables["afd_micro_batches"] = base.afd.micro_batches
         if mixed:
             wn, wp, wr = grid.work_chunk_tokens(), grid.work_contexts(), grid.work_requests()
             tables["w_chunk"] = [[work.chunk(n, p) for p in wp] for n in wn]
@@ -452,6 +501,11 @@ class StepTimeModel:
         fill.work_wall_s = time.perf_counter() - t1
         fp = fingerprint(base, simulator.kernels, simulator.topology, simulator.backend, simulator.overheads, grid)
         return cls(query_neutral_spec(base), grid, fp, tables, fill)
+
+    @staticmethod
+    def _min_batch(base: StepSpec) -> int:
+        """Smallest decode batch the layout simulates (AFD: one request per micro-batch)."""
+        return base.afd.micro_batches if base.layout == "afd" else 1
 
     @staticmethod
     def _token_hi(base: StepSpec, grid: StepGrid) -> int:
@@ -481,10 +535,21 @@ class StepTimeModel:
         self._wt = [float(n) for n in g.work_tokens(self._token_hi(self.base, g))]
         self._w_tok = [float(x) for x in t["w_tokens"]]
         wt_index = {int(n): i for i, n in enumerate(self._wt)}
-        self._residual = [[decode[i][j] - self._w_dec[wd_index_b[b]][wd_index_c[c]]
-                           - self._w_tok[wt_index[b * self._tok_mult]]
-                           for j, c in enumerate(g.contexts)] for i, b in enumerate(g.decode_batches)]
+        self._afd_m = int(t.get("afd_micro_batches", 0))
+        if self._afd_m:
+            # Q(B): the round trip of one micro-batch through every layer (A2F, FFN, F2A; context-
+            # independent), from the contexts where one micro-batch's path bounds the step
+            work = [[self._afd_work(b, c) for c in g.contexts] for b in g.decode_batches]
+            self._afd_q = [min(decode[i][j] - w[1] for j, w in enumerate(row)) for i, row in enumerate(work)]
+            self._residual = [[decode[i][j] - max(w[0], w[1] + self._afd_q[i]) for j, w in enumerate(row)]
+                              for i, row in enumerate(work)]
+        else:
+            self._residual = [[decode[i][j] - self._w_dec[wd_index_b[b]][wd_index_c[c]]
+                               - self._w_tok[wt_index[b * self._tok_mult]]
+                               for j, c in enumerate(g.contexts)] for i, b in enumerate(g.decode_batches)]
         self.max_batch = g.decode_batches[-1]
+        self.min_batch = g.decode_batches[0]
+        self.method = "afd" if self._afd_m else "decomposed" if t.get("decomposed") else "opaque"
         self.max_context = g.contexts[-1]
         self.min_context = g.contexts[0]
         if self._mixed:
@@ -505,9 +570,46 @@ class StepTimeModel:
         # numpy copies for batch queries
         self._np = {k: np.asarray(getattr(self, k), dtype=float) for k in
                     ("_xb", "_xc", "_wb", "_wc", "_w_dec", "_residual", "_wt", "_w_tok")}
+        if self._afd_m:
+            self._np["_afd_q"] = np.asarray(self._afd_q, dtype=float)
         if self._mixed:
             self._np.update({k: np.asarray(getattr(self, k), dtype=float) for k in
                              ("_xn", "_wn", "_wr", "_w_chunk", "_w_head", "_base")})
+
+    def _afd_work(self, batch: int, context: float) -> tuple[float, float]:
+        """AFD: the attention group's compute of a step (summed over its micro-batches of
+        ``ceil`` and ``floor(batch / m)`` requests) and of its largest micro-batch, from the
+        per-micro-batch tables."""
+        m = self._afd_m
+        lo = batch // m
+        n_hi = batch - lo * m
+        w_lo = _bilin(self._wb, self._wc, self._w_dec, lo, context) + _lin(self._wt, self._w_tok, lo)
+        if not n_hi:
+            return m * w_lo, w_lo
+        w_hi = _bilin(self._wb, self._wc, self._w_dec, lo + 1, context) + _lin(self._wt, self._w_tok, lo + 1)
+        return (m - n_hi) * w_lo + n_hi * w_hi, w_hi
+
+    def _afd_time(self, batch: int, context: float) -> float:
+        """AFD step time: the pipeline bound (module docstring) plus the interpolated residual."""
+        total, largest = self._afd_work(batch, context)
+        bound = max(total, largest + _lin(self._xb, self._afd_q, batch))
+        return bound + _bilin(self._xb, self._xc, self._residual, batch, context)
+
+    def _afd_time_np(self, batch: np.ndarray, context: np.ndarray) -> np.ndarray:
+        """Vectorized :meth:`_afd_time`."""
+        a, m = self._np, self._afd_m
+        lo = np.floor(batch / m)
+        n_hi = batch - lo * m
+        hi = np.minimum(lo + 1, self.max_batch)
+
+        def per_micro_batch(x):
+            return _bilin_np(a["_wb"], a["_wc"], a["_w_dec"], x, context) + _lin_np(a["_wt"], a["_w_tok"], x)
+
+        w_lo, w_hi = per_micro_batch(lo), per_micro_batch(hi)
+        total = (m - n_hi) * w_lo + n_hi * w_hi
+        largest = np.where(n_hi > 0, w_hi, w_lo)
+        bound = np.maximum(total, largest + _lin_np(a["_xb"], a["_afd_q"], batch))
+        return bound + _bilin_np(a["_xb"], a["_xc"], a["_residual"], batch, context)
 
     # ------------------------------------------------------------------ queries
 
@@ -523,13 +625,15 @@ class StepTimeModel:
         """Step time of ``batch`` decode requests per attention rank at ``context`` tokens,
         plus prefill ``chunks`` (:class:`PrefillChunk` or ``(prefix_tokens, new_tokens)``)."""
         if not chunks:
-            if not 1 <= batch <= self.max_batch:
-                self._refuse("batch", f"decode batch {batch} outside the grid 1..{self.max_batch}")
+            if not self.min_batch <= batch <= self.max_batch:
+                self._refuse("batch", f"decode batch {batch} outside the grid {self.min_batch}..{self.max_batch}")
             if not self.min_context <= context <= self.max_context:
                 self._refuse("context", f"context {context} outside the grid {self.min_context}..{self.max_context}")
             hit = self._decode_exact.get((batch, context))
             if hit is not None:
                 return StepTime(hit, "simulated")
+            if self._afd_m:
+                return StepTime(self._afd_time(batch, context), "interpolated")
             return StepTime(_bilin(self._xb, self._xc, self._residual, batch, context)
                             + _bilin(self._wb, self._wc, self._w_dec, batch, context)
                             + _lin(self._wt, self._w_tok, batch * self._tok_mult), "interpolated")
@@ -590,12 +694,15 @@ class StepTimeModel:
         dec = ~mixed
         if np.any(dec):
             bd, cd = b[dec], c[dec]
-            if bd.min() < 1 or bd.max() > self.max_batch:
-                self._refuse("batch", f"decode batch outside the grid 1..{self.max_batch}")
+            if bd.min() < self.min_batch or bd.max() > self.max_batch:
+                self._refuse("batch", f"decode batch outside the grid {self.min_batch}..{self.max_batch}")
             self._check_context(cd)
-            out[dec] = (_bilin_np(a["_xb"], a["_xc"], a["_residual"], bd, cd)
-                        + _bilin_np(a["_wb"], a["_wc"], a["_w_dec"], bd, cd)
-                        + _lin_np(a["_wt"], a["_w_tok"], bd * self._tok_mult))
+            if self._afd_m:
+                out[dec] = self._afd_time_np(bd, cd)
+            else:
+                out[dec] = (_bilin_np(a["_xb"], a["_xc"], a["_residual"], bd, cd)
+                            + _bilin_np(a["_wb"], a["_wc"], a["_w_dec"], bd, cd)
+                            + _lin_np(a["_wt"], a["_w_tok"], bd * self._tok_mult))
             ib = np.searchsorted(a["_xb"], bd)
             jc = np.searchsorted(a["_xc"], cd)
             on = ((ib < len(a["_xb"])) & (a["_xb"][np.minimum(ib, len(a["_xb"]) - 1)] == bd)

@@ -67,7 +67,7 @@ import json
 import math
 import time
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
@@ -77,7 +77,7 @@ from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads
 from cosim.engine.simulator import StepSimulator
 from cosim.errors import ConfigError
 from cosim.topology import Topology
-from cosim.trace.afd import attention_parallel
+from cosim.trace.afd import attention_parallel, attention_side_ops
 from cosim.trace.builder import (
     PER_REQUEST_OPS, PrefillChunk, StepSpec, decode_batch, head_ops, layer_op_lists, mtp_layer_index,
 )
@@ -337,18 +337,10 @@ class _Work:
         attention side, embedding and LM head. ``per_request``: only the ops costed per request
         class (:data:`PER_REQUEST_OPS`, context-dependent), else only the others (per token)."""
         spec = dataclasses.replace(self.spec, batch_per_rank=batch, prefix_tokens=context, prefill_chunks=())
-        afd, model = spec.afd, spec.model
         apar = attention_parallel(spec)
         total = 0.0
         for layer, count in self._layers:
-            attn, ffn, _ = layer_op_lists(spec, layer, apar, batch, 1)
-            ops = list(attn)
-            if model.layer(layer).ffn == "moe":
-                ops += [op for op in ffn if (op.name == "router" and afd.a2f == "routed")
-                        or (op.name.startswith("shared_") and afd.shared_expert == "attention")]
-            elif afd.dense_layers == "attention":
-                ops += ffn
-            total += count * self._seconds(ops, per_request)
+            total += count * self._seconds(list(attention_side_ops(spec, layer, batch).ops), per_request)
         if not per_request:
             heads, _ = head_ops(spec, apar, batch, 1)
             total += self._seconds([*heads.pre_layers, *heads.post_layers], per_request=False)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -72,6 +73,44 @@ def attention_parallel(spec: StepSpec) -> Parallelism:
     return Parallelism(tp=tp, ep=math.gcd(tp, spec.model.moe.num_experts) if spec.model.moe else 1)
 
 
+@dataclass(frozen=True)
+class AttentionSideOps:
+    """What an attention rank computes for one micro-batch of one layer, in the order the AFD
+    layout runs it: ``block`` (the attention block), then ``local_ffn`` (a dense layer's FFN kept on
+    the attention side; the micro-batch then does not leave), or ``router`` (routed A2F) before the
+    A2F and ``alongside`` (a shared expert kept on the attention side, while the micro-batch is
+    away). ``comm`` is the layer's :class:`~cosim.models.LayerComm` on the attention instance;
+    ``ffn_block`` the layer's FFN ops as the attention instance would run them (the FFN group's
+    routed-expert op is derived from its ``MoeOp``)."""
+
+    block: tuple
+    router: tuple
+    alongside: tuple
+    local_ffn: tuple
+    comm: object
+    leaves: bool  # the micro-batch goes to the FFN group in this layer
+    ffn_block: tuple = ()
+
+    @property
+    def ops(self) -> tuple:
+        """Every op, in order."""
+        return self.block + self.local_ffn + self.router + self.alongside
+
+
+def attention_side_ops(spec: StepSpec, layer_index: int, batch: int) -> AttentionSideOps:
+    """The attention rank's ops of one micro-batch of ``batch`` requests in layer ``layer_index``
+    (the one place that decides what stays on the attention side; the step-time model reuses it)."""
+    afd, model = spec.afd, spec.model
+    attn_ops, ffn_ops, comm = layer_op_lists(spec, layer_index, attention_parallel(spec), batch, 1)
+    moe = model.layer(layer_index).ffn == "moe"
+    leaves = moe or afd.dense_layers == "ffn"
+    router = tuple(op for op in ffn_ops if op.name == "router") if moe and afd.a2f == "routed" else ()
+    alongside = tuple(op for op in ffn_ops if op.name.startswith("shared_")) if (
+        moe and afd.shared_expert == "attention") else ()
+    return AttentionSideOps(tuple(attn_ops), router, alongside, () if leaves else tuple(ffn_ops), comm, leaves,
+                            tuple(ffn_ops))
+
+
 def _check(spec: StepSpec) -> None:
     afd, model = spec.afd, spec.model
     if spec.phase != "generation" or spec.prefill_chunks:
@@ -97,7 +136,7 @@ def _check(spec: StepSpec) -> None:
 def build_afd_trace(spec: StepSpec, kernels) -> StepTrace:
     """The AFD decode step (see the module docstring)."""
     _check(spec)
-    afd, model, prec = spec.afd, spec.model, spec.precision
+    afd, model = spec.afd, spec.model
     n_a, n_f, atp = afd.attention_gpus, afd.ffn_gpus, afd.attention_tp
     attn = list(range(n_a))
     ffn = list(range(n_a, n_a + n_f))
@@ -129,34 +168,32 @@ def build_afd_trace(spec: StepSpec, kernels) -> StepTrace:
                                     last[mb], -1, mb)
 
     for layer in model.layers:
-        on_ffn = layer.ffn == "moe" or afd.dense_layers == "ffn"
         for mb, b in enumerate(mbs):
-            attn_ops, ffn_ops, comm = layer_op_lists(spec, layer.index, apar, b, 1)
+            side = attention_side_ops(spec, layer.index, b)
+            comm = side.comm
             label = f"L{layer.index}"
             deps = last[mb]
-            for op in attn_ops:
+            for op in side.block:
                 deps = _as_deps(w.compute(attn, op, deps, layer.index, mb))
             if comm.attention_allreduce_bytes:
                 deps = in_instances(f"{label}.mb{mb}.attn_allreduce", "all_reduce", comm.attention_allreduce_bytes,
                                     deps, layer.index, mb)
-            if not on_ffn:  # dense FFN on the attention ranks
-                for op in ffn_ops:
+            if not side.leaves:  # dense FFN on the attention ranks
+                for op in side.local_ffn:
                     deps = _as_deps(w.compute(attn, op, deps, layer.index, mb))
                 if comm.ffn_allreduce_bytes:
                     deps = in_instances(f"{label}.mb{mb}.ffn_allreduce", "all_reduce", comm.ffn_allreduce_bytes,
                                         deps, layer.index, mb)
                 last[mb] = deps
                 continue
+            for op in side.router:
+                deps = _as_deps(w.compute(attn, op, deps, layer.index, mb))
             keep = {}  # attention-side work that runs while the micro-batch is away
-            if layer.ffn == "moe" and afd.a2f == "routed":
-                router = next(op for op in ffn_ops if op.name == "router")
-                deps = _as_deps(w.compute(attn, router, deps, layer.index, mb))
-            if layer.ffn == "moe" and afd.shared_expert == "attention":
+            if side.alongside:
                 keep = deps
-                for op in ffn_ops:
-                    if op.name.startswith("shared_"):
-                        keep = _as_deps(w.compute(attn, op, keep, layer.index, mb))
-            a2f_m, f2a_m, received, ffn_compute = _afd_traffic(spec, layer, ffn_ops, b, ffn_nodes)
+                for op in side.alongside:
+                    keep = _as_deps(w.compute(attn, op, keep, layer.index, mb))
+            a2f_m, f2a_m, received, ffn_compute = _afd_traffic(spec, layer, side.ffn_block, b, ffn_nodes)
             sent = w.collective(f"{label}.mb{mb}.a2f", "bipartite", "bipartite", attn + ffn, a2f_m, deps,
                                 layer.index, mb, num_senders=n_a, op="a2f", stream=A2F_STREAM)
             fdeps = _as_deps({r: sent[r] for r in ffn})

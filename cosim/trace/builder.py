@@ -468,7 +468,7 @@ def build_colocated_trace(spec: StepSpec, kernels) -> StepTrace:
     """Every rank of a pipeline stage runs every layer of the stage (TP or DP attention, EP
     MoE, see the module docstring); with ``mtp_tokens`` the last stage then drafts with the
     model's MTP layer."""
-    model, par, prec = spec.model, spec.parallel, spec.precision
+    model, par = spec.model, spec.parallel
     par.validate(model)
     num_ranks = par.num_gpus
     w = _TraceWriter(num_ranks, kernels)

@@ -330,3 +330,9 @@ def validate_topology(topo: Topology) -> None:
             if not (reach[u] & reach[v]) and not g.has_edge(u, v):
                 raise ConfigError(src, "links", f"GPUs {topo.nodes[u].name!r} and {topo.nodes[v].name!r} "
                                                 "cannot reach each other (no path through switches)")
+
+
+# Public names of the strict field reader, for the other YAML schemas (deployments, workloads,
+# experiments): one reader for every cosim YAML file.
+Fields = _Fields
+as_str, as_int, as_float = _as_str, _as_int, _as_float

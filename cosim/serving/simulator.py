@@ -1,0 +1,509 @@
+"""Discrete-event simulation of requests served by a deployment.
+
+Requests arrive (open loop: their timestamps; closed loop: each of N users sends its next request
+when the previous one finishes), are routed to a replica of a ``mixed`` or ``prefill`` pool and
+inside it to an attention rank (least KV in use), looked up in the rank's prefix cache, and queued
+for prefill. Every replica steps in lock-step over its attention ranks (their MoE layers
+synchronize them): when idle with work, each rank's batching policy picks its decodes and prefill
+chunks, and the step lasts what the pool's step-time source says for the busiest rank's batch
+(decode tokens, their mean context, its chunks). At the end of a step decodes emit tokens
+(``1 + mtp_tokens x mtp_acceptance`` per step on average), finished prefills emit their first
+token (mixed pools) or hand the request over to the decode pool (P/D), and finished requests free
+their KV cache.
+
+**P/D.** A request whose prefill finished needs a decode rank with free KV capacity for its whole
+context (admission waits otherwise); then its KV cache (the model's KV bytes per token on one
+attention GPU x the prefill's tokens) moves from the prefill rank's GPU to the decode rank's GPU
+**through the network** (:class:`cosim.network.live.LiveNetwork`: transfers in flight share
+links max-min), one flow per attention-TP shard. The decode side streams the first token when the
+KV has arrived (``ttft="decode_first_token"``, as SGLang, Dynamo and TensorRT-LLM do), or the
+clock stops at prefill end (``ttft="prefill_end"``).
+
+**KV capacity and preemption.** Each attention rank holds ``kv_capacity_tokens`` (from the pool's
+memory, :func:`cosim.serving.deployment.pool_memory`). A request is admitted to prefill when its
+prompt fits; decodes grow it a token at a time; when a step would overflow, the most recently
+admitted running request is preempted (its KV freed, back to the queue head, prefilled again).
+The prefix cache of a rank holds reused prefixes in a share of the capacity (LRU).
+
+The simulator never writes files: :func:`simulate_serving` returns a columnar
+:class:`ServingRun`. Deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Protocol, Sequence
+
+import numpy as np
+
+from cosim.errors import ConfigError
+from cosim.serving.batching import RankWork, get_policy
+from cosim.serving.deployment import Deployment, PoolSpec
+
+TtftConvention = Literal["decode_first_token", "prefill_end"]
+
+
+class StepTimes(Protocol):
+    """Step times of one pool: ``step_time_s(decode_tokens, context, chunks)`` for the busiest
+    attention rank of a replica (``chunks``: ``(prefix_tokens, new_tokens)`` each)."""
+
+    def step_time_s(self, decode_tokens: int, context: int, chunks: Sequence[tuple[int, int]]) -> float: ...
+
+
+class TransferNetwork(Protocol):
+    """The network KV transfers go through (:class:`cosim.network.live.LiveNetwork`)."""
+
+    def start(self, src: int, dst: int, size_bytes: float, now_s: float, *, tag: str = "") -> int: ...
+    def next_event_s(self) -> float: ...
+    def advance(self, to_s: float) -> list: ...
+
+
+@dataclass(frozen=True)
+class Requests:
+    """The requests of a run, columnar (``arrival_s`` NaN under a closed loop)."""
+
+    arrival_s: np.ndarray
+    prefix_id: np.ndarray
+    prefix_tokens: np.ndarray
+    input_tokens: np.ndarray
+    output_tokens: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_tokens)
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """How the simulation runs.
+
+    Attributes:
+        concurrency: closed loop of this many users (``None``: open loop on the requests' arrival
+            times).
+        think_time_s: closed loop: pause between a user's response and its next request.
+        ttft: TTFT convention in P/D (see the module docstring).
+        prefix_cache_fraction: share of each rank's KV capacity the prefix cache may hold.
+        router: replica choice for new requests: ``least_loaded`` or ``round_robin``.
+        max_time_s: stop the simulation at this time (requests still running are unfinished).
+    """
+
+    concurrency: int | None = None
+    think_time_s: float = 0.0
+    ttft: TtftConvention = "decode_first_token"
+    prefix_cache_fraction: float = 0.5
+    router: Literal["least_loaded", "round_robin"] = "least_loaded"
+    max_time_s: float = math.inf
+
+    def __post_init__(self) -> None:
+        if self.concurrency is not None and (isinstance(self.concurrency, bool) or self.concurrency < 1):
+            raise ConfigError("<api>", "concurrency", f"expected an integer >= 1, got {self.concurrency!r}")
+        if self.ttft not in ("decode_first_token", "prefill_end"):
+            raise ConfigError("<api>", "ttft", f"expected 'decode_first_token' or 'prefill_end', got {self.ttft!r}")
+        if self.router not in ("least_loaded", "round_robin"):
+            raise ConfigError("<api>", "router", f"expected 'least_loaded' or 'round_robin', got {self.router!r}")
+        if not 0.0 <= self.prefix_cache_fraction < 1.0:
+            raise ConfigError("<api>", "prefix_cache_fraction", f"expected 0 <= f < 1, got {self.prefix_cache_fraction}")
+
+
+@dataclass
+class ServingRun:
+    """What a serving simulation produced: per request (arrays in request order; NaN where a
+    request did not get that far) and per run.
+
+    Attributes:
+        arrival_s, first_token_s, finish_s: times of each request.
+        prefill_end_s, kv_transfer_s: P/D: when its prefill finished, how long its KV move took.
+        prefix_hit_tokens: reused-prefix tokens found in the prefix cache.
+        prefilled_tokens: tokens actually prefilled (new input + missed prefix, recomputation).
+        output_tokens: tokens each request produced.
+        preemptions: times each request was preempted.
+        pool_busy_s: per pool, replica-seconds spent stepping; ``pool_gpus``: GPUs per pool.
+        duration_s: simulated time from the first arrival to the last event.
+        steps: steps simulated per pool; ``wall_s``: the simulation's own cost.
+    """
+
+    requests: Requests
+    arrival_s: np.ndarray
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    prefill_end_s: np.ndarray
+    kv_transfer_s: np.ndarray
+    prefix_hit_tokens: np.ndarray
+    prefilled_tokens: np.ndarray
+    output_tokens_done: np.ndarray
+    preemptions: np.ndarray
+    pool_busy_s: dict[str, float]
+    pool_gpus: dict[str, int]
+    pool_replicas: dict[str, int]
+    steps: dict[str, int]
+    duration_s: float
+    wall_s: float = 0.0
+    kv_transfers: list = field(default_factory=list)
+    link_tx_bytes: np.ndarray | None = None
+
+    @property
+    def num_gpus(self) -> int:
+        return sum(self.pool_gpus.values())
+
+    @property
+    def finished(self) -> np.ndarray:
+        return ~np.isnan(self.finish_s)
+
+
+class _Prefixes:
+    """LRU cache of reused prefixes (ids -> tokens) with a token capacity."""
+
+    def __init__(self, capacity_tokens: int):
+        self.capacity = capacity_tokens
+        self.held: dict[int, int] = {}  # insertion order = recency order
+        self.used = 0
+
+    def lookup(self, prefix_id: int, tokens: int) -> int:
+        if prefix_id < 0 or tokens <= 0:
+            return 0
+        if prefix_id in self.held:
+            self.held[prefix_id] = self.held.pop(prefix_id)
+            return tokens
+        if tokens <= self.capacity:
+            while self.used + tokens > self.capacity and self.held:
+                old = next(iter(self.held))
+                self.used -= self.held.pop(old)
+            self.held[prefix_id] = tokens
+            self.used += tokens
+        return 0
+
+
+class _Rank:
+    """One attention rank: its KV capacity, prefix cache, prefill queue and running decodes."""
+
+    __slots__ = ("gpu_list", "capacity", "kv_used", "prefill_queue", "running", "remaining", "context", "prefixes",
+                 "admitted", "alloc", "need")
+
+    def __init__(self, gpus: tuple[int, ...], capacity: int, prefix_tokens: int):
+        self.gpu_list = gpus
+        self.capacity = capacity                # KV tokens for running requests (the prefix cache has its own)
+        self.kv_used = 0                        # sum of alloc
+        self.prefill_queue: deque[int] = deque()
+        self.running: list[int] = []
+        self.need: dict[int, int] = {}          # queued, not admitted: KV tokens it needs
+        self.remaining: dict[int, int] = {}     # admitted: prefill tokens left
+        self.context: dict[int, int] = {}       # admitted: tokens its attention sees (prefix included)
+        self.alloc: dict[int, int] = {}         # admitted: KV tokens it holds
+        self.prefixes = _Prefixes(prefix_tokens)
+        self.admitted: list[int] = []           # admission order (for preemption)
+
+    def remaining_prefill(self, request: int) -> int:
+        return self.remaining.get(request, 0)
+
+    def load(self) -> int:
+        return self.kv_used + sum(self.need.values())
+
+
+class _Replica:
+    __slots__ = ("pool", "index", "ranks", "busy", "work")
+
+    def __init__(self, pool: PoolSpec, index: int, ranks: list[_Rank]):
+        self.pool, self.index, self.ranks = pool, index, ranks
+        self.busy = False
+        self.work: list[RankWork] = []
+
+
+def _attention_gpus(pool: PoolSpec, gpus: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """GPUs of each attention rank of a replica (DP attention: one each; TP attention: the
+    group; AFD: each instance's)."""
+    if pool.afd is not None:
+        t = pool.afd.attention_tp
+        return [gpus[i * t:(i + 1) * t] for i in range(pool.afd.instances)]
+    par = pool.parallel
+    if par.dp_attention:
+        return [(g,) for g in gpus[:par.tp]]
+    return [tuple(gpus[:par.tp])]
+
+
+def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, StepTimes], *,
+                     kv_capacity_tokens: dict[str, int], kv_bytes_per_token: dict[str, float] | None = None,
+                     network: TransferNetwork | None = None, options: ServingOptions = ServingOptions(),
+                     progress: Callable[[int, int], None] | None = None) -> ServingRun:
+    """Simulate ``requests`` through ``dep`` (see the module docstring).
+
+    ``step_times`` and ``kv_capacity_tokens`` (per attention rank) are keyed by pool name;
+    disaggregated deployments also need ``kv_bytes_per_token`` (per attention GPU, of the prefill
+    pool) and the ``network`` the KV transfers go through.
+    """
+    wall0 = time.perf_counter()
+    n = len(requests)
+    if n == 0:
+        raise ConfigError("<api>", "requests", "no requests to serve")
+    for p in dep.pools:
+        if p.name not in step_times or p.name not in kv_capacity_tokens:
+            raise ConfigError("<api>", "step_times", f"missing step times or KV capacity for pool {p.name!r}")
+        if kv_capacity_tokens[p.name] < 1:
+            raise ConfigError("<api>", "kv_capacity_tokens", f"pool {p.name!r} has no KV capacity")
+    disagg = dep.pools[0].role != "mixed"
+    if disagg and (network is None or kv_bytes_per_token is None):
+        raise ConfigError("<api>", "network", "P/D disaggregation moves KV caches through a network: pass network= "
+                                              "and kv_bytes_per_token=")
+    entry = [p for p in dep.pools if p.role in ("mixed", "prefill")]
+    decode_pools = [p for p in dep.pools if p.role == "decode"]
+    placement = dep.placement()
+    replicas: dict[str, list[_Replica]] = {}
+    for p in dep.pools:
+        cap = kv_capacity_tokens[p.name]
+        cache = int(cap * options.prefix_cache_fraction) if p.role != "decode" else 0
+        replicas[p.name] = [_Replica(p, i, [_Rank(g, cap - cache, cache) for g in _attention_gpus(p, gpus)])
+                            for i, gpus in enumerate(placement[p.name])]
+    entry_replicas = [r for p in entry for r in replicas[p.name]]
+    decode_replicas = [r for p in decode_pools for r in replicas[p.name]]
+
+    arrival = np.full(n, np.nan)
+    first = np.full(n, np.nan)
+    finish = np.full(n, np.nan)
+    prefill_end = np.full(n, np.nan)
+    kv_time = np.full(n, np.nan)
+    hit = np.zeros(n, dtype=np.int64)
+    prefilled = np.zeros(n, dtype=np.int64)
+    produced = np.zeros(n)
+    preempt = np.zeros(n, dtype=np.int64)
+    where: dict[int, tuple[_Replica, _Rank]] = {}
+    busy = {p.name: 0.0 for p in dep.pools}
+    steps = {p.name: 0 for p in dep.pools}
+    out_tokens = requests.output_tokens.astype(np.int64)
+    prompt = (requests.prefix_tokens + requests.input_tokens).astype(np.int64)
+    events: list = []
+    seq = 0
+
+    def push(t: float, kind: str, payload) -> None:
+        nonlocal seq
+        heapq.heappush(events, (t, seq, kind, payload))
+        seq += 1
+
+    # arrivals
+    next_request = 0
+    if options.concurrency is None:
+        order = np.argsort(requests.arrival_s, kind="stable")
+        if np.isnan(requests.arrival_s).any():
+            raise ConfigError("<api>", "requests.arrival_s", "open-loop requests need arrival times (or give "
+                                                             "options.concurrency for a closed loop)")
+        for r in order:
+            push(float(requests.arrival_s[r]), "arrive", int(r))
+        next_request = n
+    else:
+        for _ in range(min(options.concurrency, n)):
+            push(0.0, "arrive", next_request)
+            next_request += 1
+    rr = [0]
+    pending_handoff: deque[int] = deque()  # prefilled requests waiting for decode capacity
+    transfers: dict[int, tuple[int, int, list[int]]] = {}  # transfer id -> (request, parts left, ids)
+    transfer_log: list = []
+    done_count = 0
+    now = 0.0
+
+    def choose(reps: list[_Replica], need: int) -> tuple[_Replica, _Rank] | None:
+        if options.router == "round_robin":
+            rep = reps[rr[0] % len(reps)]
+            rr[0] += 1
+            rank = min(rep.ranks, key=lambda k: k.load())
+            return rep, rank
+        best = min(((k.load(), i, rep, k) for i, rep in enumerate(reps) for k in rep.ranks), key=lambda x: x[:2])
+        return best[2], best[3]
+
+    def kick(rep: _Replica, t: float) -> None:
+        """Start the replica's next step if it is idle and has work."""
+        if rep.busy:
+            return
+        b = rep.pool.batching
+        policy = get_policy(b.policy)
+        works = []
+        for rank in rep.ranks:
+            _admit(rank)
+            works.append(policy(rank, b.token_budget, b.max_batch))
+        if all(w.empty for w in works):
+            return
+        crit = max(range(len(works)), key=lambda i: works[i].tokens)
+        w = works[crit]
+        rank = rep.ranks[crit]
+        ctx = int(round(np.mean([rank.context[r] for r in w.decodes]))) if w.decodes else 0
+        chunks = [(rank.context.get(r, 0), k) for r, k in w.chunks]
+        dt = step_times[rep.pool.name].step_time_s(len(w.decodes), ctx, chunks)
+        rep.busy, rep.work = True, works
+        busy[rep.pool.name] += dt
+        steps[rep.pool.name] += 1
+        push(t + dt, "step", rep)
+
+    def _admit(rank: _Rank) -> None:
+        """Allocate KV for queued requests whose prompt fits, in queue order (the rest wait: no
+        request overtakes the head)."""
+        for r in rank.prefill_queue:
+            if r not in rank.need:
+                continue
+            need = rank.need[r]
+            if rank.kv_used + need > rank.capacity:
+                if not rank.alloc and need > rank.capacity:
+                    raise ConfigError("<api>", "kv_capacity_tokens",
+                                      f"request {r} needs {need} KV tokens, an attention rank holds {rank.capacity}")
+                break
+            del rank.need[r]
+            rank.alloc[r] = need
+            rank.kv_used += need
+            rank.remaining[r] = need
+            rank.context[r] = int(prompt[r]) + int(produced[r]) - need  # reused prefix already cached
+            rank.admitted.append(r)
+
+    def arrive(r: int, t: float) -> None:
+        arrival[r] = t
+        rep, rank = choose(entry_replicas, int(prompt[r]))
+        h = rank.prefixes.lookup(int(requests.prefix_id[r]), int(requests.prefix_tokens[r]))
+        hit[r] = h
+        rank.need[r] = int(prompt[r]) - h
+        rank.prefill_queue.append(r)
+        where[r] = (rep, rank)
+        kick(rep, t)
+
+    def finish_request(r: int, t: float) -> None:
+        nonlocal next_request, done_count
+        finish[r] = t
+        done_count += 1
+        rep, rank = where.pop(r)
+        _release(rank, r)
+        if progress is not None:
+            progress(done_count, n)
+        if options.concurrency is not None and next_request < n:
+            push(t + options.think_time_s, "arrive", next_request)
+            next_request += 1
+
+    def _release(rank: _Rank, r: int) -> None:
+        rank.kv_used -= rank.alloc.pop(r, 0)
+        rank.context.pop(r, None)
+        rank.remaining.pop(r, None)
+        rank.need.pop(r, None)
+        if r in rank.running:
+            rank.running.remove(r)
+        if r in rank.admitted:
+            rank.admitted.remove(r)
+
+    def step_done(rep: _Replica, t: float) -> None:
+        rep.busy = False
+        per_step = rep.pool.tokens_per_decode_step
+        for rank, w in zip(rep.ranks, rep.work):
+            for r, k in w.chunks:
+                rank.remaining[r] -= k
+                rank.context[r] += k
+                prefilled[r] += k
+                if rank.remaining[r] == 0:
+                    del rank.remaining[r]
+                    rank.prefill_queue.remove(r)
+                    if rep.pool.role == "mixed":
+                        if np.isnan(first[r]):  # a recomputed (preempted) request keeps its first token
+                            first[r] = t
+                        produced[r] = max(produced[r], 1.0)
+                        if produced[r] >= out_tokens[r]:
+                            finish_request(r, t)
+                        else:
+                            rank.running.append(r)
+                    else:  # prefill pool: hand over to decode
+                        prefill_end[r] = t
+                        if options.ttft == "prefill_end":
+                            first[r] = t
+                        pending_handoff.append(r)
+            grow = []
+            for r in w.decodes:
+                if r not in rank.context:
+                    continue  # preempted meanwhile
+                produced[r] = min(out_tokens[r], produced[r] + per_step)
+                if produced[r] >= out_tokens[r]:
+                    finish_request(r, t)
+                else:
+                    grow.append(r)
+            for r in grow:
+                rank.context[r] += 1
+                if rep.pool.role == "mixed":  # decode pools reserved the whole request at hand-over
+                    rank.alloc[r] += 1
+                    rank.kv_used += 1
+            while rank.kv_used > rank.capacity and len(rank.admitted) > 1:
+                victim = rank.admitted[-1]  # the most recently admitted: recomputed later
+                preempt[victim] += 1
+                _release(rank, victim)
+                if victim in rank.prefill_queue:
+                    rank.prefill_queue.remove(victim)
+                rank.prefill_queue.appendleft(victim)
+                rank.need[victim] = int(prompt[victim]) + int(produced[victim])
+                hit[victim] = 0
+        rep.work = []
+        if pending_handoff:
+            handoff(t)
+        kick(rep, t)
+
+    def handoff(t: float) -> None:
+        """Move prefilled requests to decode ranks with room, starting their KV transfers."""
+        while pending_handoff:
+            r = pending_handoff[0]
+            need = int(prompt[r]) + int(out_tokens[r])
+            best = None
+            for rep in decode_replicas:
+                for rank in rep.ranks:
+                    if rank.kv_used + need <= rank.capacity and (best is None or rank.load() < best[1].load()):
+                        best = (rep, rank)
+            if best is None:
+                return
+            pending_handoff.popleft()
+            rep, rank = best
+            rank.kv_used += need  # reserved for the whole request
+            rank.alloc[r] = need
+            rank.context[r] = int(prompt[r])
+            rank.admitted.append(r)
+            src_rep, src_rank = where[r]
+            size = float(kv_bytes_per_token[src_rep.pool.name]) * int(prompt[r])
+            ids = []
+            for s_gpu, d_gpu in zip(src_rank.gpu_list, rank.gpu_list):
+                ids.append(network.start(s_gpu, d_gpu, size, t, tag=f"kv{r}"))
+            for i in ids:
+                transfers[i] = (r, len(ids), ids)
+            where[r] = (src_rep, src_rank, rep, rank)  # type: ignore[assignment]
+
+    def transfer_done(c, t: float) -> None:
+        r, parts, ids = transfers.pop(c.id)
+        if any(i in transfers for i in ids):
+            return
+        src_rep, src_rank, rep, rank = where[r]  # type: ignore[misc]
+        _release(src_rank, r)
+        kv_time[r] = t - prefill_end[r]
+        transfer_log.append(c)
+        if options.ttft == "decode_first_token":
+            first[r] = t
+        produced[r] = 1.0
+        where[r] = (rep, rank)
+        if produced[r] >= out_tokens[r]:
+            finish_request(r, t)
+        else:
+            rank.running.append(r)
+            kick(rep, t)
+        kick(src_rep, t)
+        handoff(t)
+
+    t_first = None
+    while events or (network is not None and network.next_event_s() < math.inf):
+        t_event = events[0][0] if events else math.inf
+        t_net = network.next_event_s() if network is not None else math.inf
+        t = min(t_event, t_net)
+        if t > options.max_time_s:
+            break
+        now = t
+        if t_first is None:
+            t_first = t
+        if t_net <= t_event:
+            for c in network.advance(t_net):
+                transfer_done(c, c.finish_s)
+            continue
+        _, _, kind, payload = heapq.heappop(events)
+        if kind == "arrive":
+            arrive(payload, t)
+        else:
+            step_done(payload, t)
+    duration = now - (t_first or 0.0)
+    return ServingRun(requests, arrival, first, finish, prefill_end, kv_time, hit, prefilled, produced, preempt,
+                      busy, {p.name: p.num_gpus for p in dep.pools}, {p.name: p.replicas for p in dep.pools}, steps,
+                      duration, time.perf_counter() - wall0, transfer_log,
+                      getattr(network, "link_tx_bytes", None) if network is not None else None)

@@ -1,0 +1,97 @@
+"""Serving simulation: closed forms with synthetic step times, Little's law, KV capacity."""
+
+import numpy as np
+import pytest
+
+from cosim.errors import ConfigError
+from cosim.models import Parallelism, load_model
+from cosim.serving.deployment import BatchingSpec, Deployment, PoolSpec
+from cosim.serving.metrics import summarize
+from cosim.serving.simulator import Requests, ServingOptions, simulate_serving
+from cosim.topology import load_topology
+
+
+class LinearSteps:
+    """Step time ``fixed + per_token x tokens`` (tokens = decodes + chunk tokens)."""
+
+    def __init__(self, fixed_s=1e-3, per_token_s=1e-6):
+        self.fixed_s, self.per_token_s = fixed_s, per_token_s
+        self.calls = []
+
+    def step_time_s(self, decode_tokens, context, chunks):
+        self.calls.append((decode_tokens, context, tuple(chunks)))
+        return self.fixed_s + self.per_token_s * (decode_tokens + sum(n for _, n in chunks))
+
+
+@pytest.fixture(scope="module")
+def dsv3():
+    return load_model("deepseek-ai/DeepSeek-V3")
+
+
+def mixed_deployment(model, tp=8, budget=512, max_batch=64, replicas=1, topo="h200-hgx-node"):
+    pool = PoolSpec("agg", "mixed", Parallelism(tp=tp, ep=tp, dp_attention=True), replicas,
+                    BatchingSpec("chunked_prefill", budget, max_batch))
+    return Deployment(model, load_topology(topo), (pool,), "h200_sxm")
+
+
+def requests(n, prompt=128, out=32, prefix=0, arrival=None, prefix_ids=None):
+    return Requests(np.full(n, np.nan) if arrival is None else np.asarray(arrival, float),
+                    np.full(n, -1) if prefix_ids is None else np.asarray(prefix_ids),
+                    np.full(n, prefix), np.full(n, prompt), np.full(n, out))
+
+
+def test_one_request_ttft_and_tpot_are_its_steps(dsv3):
+    dep = mixed_deployment(dsv3, budget=512)
+    steps = LinearSteps()
+    run = simulate_serving(dep, requests(1, prompt=1000, out=5, arrival=[0.0]), {"agg": steps},
+                           kv_capacity_tokens={"agg": 100_000})
+    s = summarize(run)
+    # prefill in two chunks (512 + 488), the second step emits the first token; 4 decode steps
+    assert s.ttft.mean_s == pytest.approx((1e-3 + 512e-6) + (1e-3 + 488e-6), rel=1e-12)
+    assert s.tpot.mean_s == pytest.approx(1e-3 + 1e-6, rel=1e-12)
+    assert [c[2] for c in steps.calls[:2]] == [((0, 512),), ((512, 488),)]  # the chunk sees its prefix
+    assert run.output_tokens_done[0] == 5 and run.prefilled_tokens[0] == 1000
+
+
+def test_closed_loop_obeys_littles_law(dsv3):
+    dep = mixed_deployment(dsv3, budget=256, max_batch=32)
+    run = simulate_serving(dep, requests(3000, prompt=200, out=40), {"agg": LinearSteps()},
+                           kv_capacity_tokens={"agg": 100_000}, options=ServingOptions(concurrency=48))
+    s = summarize(run)
+    assert s.finished == 3000
+    throughput = s.finished / s.duration_s
+    assert throughput * s.e2e.mean_s == pytest.approx(48, rel=0.01)
+    assert s.mean_concurrency == pytest.approx(48, rel=0.01)
+
+
+def test_kv_capacity_preempts_and_everyone_finishes(dsv3):
+    dep = mixed_deployment(dsv3, tp=8, budget=4096, max_batch=64)
+    cap = 3000  # per attention rank: a few 600-token requests growing by 300
+    run = simulate_serving(dep, requests(64, prompt=600, out=300, arrival=np.zeros(64)), {"agg": LinearSteps()},
+                           kv_capacity_tokens={"agg": cap}, options=ServingOptions(prefix_cache_fraction=0.0))
+    assert run.finished.all()
+    assert run.preemptions.sum() > 0
+    assert (run.output_tokens_done == 300).all()
+    # a request's prefilled tokens: its prompt, plus prompt + generated tokens per preemption
+    assert (run.prefilled_tokens >= 600).all()
+
+
+def test_prefix_cache_hits_skip_the_prefix(dsv3):
+    dep = mixed_deployment(dsv3, tp=8, budget=8192)
+    n = 400
+    ids = np.arange(n) % 4  # 4 prefixes shared by every request
+    run = simulate_serving(dep, requests(n, prompt=100, out=4, prefix=4000, arrival=np.arange(n) * 0.01,
+                                         prefix_ids=ids), {"agg": LinearSteps()}, kv_capacity_tokens={"agg": 200_000})
+    s = summarize(run)
+    assert s.prefix_hit_rate > 0.9  # 8 ranks x 4 prefixes miss once each
+    assert (run.prefilled_tokens[run.prefix_hit_tokens > 0] == 100).all()
+
+
+def test_bad_inputs_are_clear_errors(dsv3):
+    dep = mixed_deployment(dsv3)
+    with pytest.raises(ConfigError, match="arrival times"):
+        simulate_serving(dep, requests(4), {"agg": LinearSteps()}, kv_capacity_tokens={"agg": 1000})
+    with pytest.raises(ConfigError, match="missing step times"):
+        simulate_serving(dep, requests(4, arrival=np.zeros(4)), {}, kv_capacity_tokens={"agg": 1000})
+    with pytest.raises(ConfigError, match="needs 2 GPUs|only .* left"):
+        mixed_deployment(dsv3, tp=8, replicas=2)

@@ -95,3 +95,42 @@ def test_bad_inputs_are_clear_errors(dsv3):
         simulate_serving(dep, requests(4, arrival=np.zeros(4)), {}, kv_capacity_tokens={"agg": 1000})
     with pytest.raises(ConfigError, match="needs 2 GPUs|only .* left"):
         mixed_deployment(dsv3, tp=8, replicas=2)
+
+
+def _pd(model, decode_gpus=(8, 16)):
+    pre = PoolSpec("pre", "prefill", Parallelism(tp=1), 1, BatchingSpec("prefill_only", 16384, 8), gpus=(0,))
+    dec = PoolSpec("dec", "decode", Parallelism(tp=len(decode_gpus), ep=len(decode_gpus), dp_attention=True), 1,
+                   BatchingSpec("decode_only", 8192, 8), gpus=tuple(decode_gpus))
+    return Deployment(model, load_topology("h100-hgx-4node"), (pre, dec), "h100_sxm")
+
+
+def _pd_run(model, n, decode_gpus=(8, 16)):
+    from cosim.network.live import LiveNetwork
+
+    dep = _pd(model, decode_gpus)
+    kv = 70_000.0  # bytes per token on one attention GPU
+    return simulate_serving(dep, requests(n, prompt=4096, out=8, arrival=np.zeros(n)),
+                            {"pre": LinearSteps(), "dec": LinearSteps()},
+                            kv_capacity_tokens={"pre": 100_000, "dec": 100_000}, kv_bytes_per_token={"pre": kv, "dec": kv},
+                            network=LiveNetwork(dep.topology))
+
+
+def test_kv_transfers_sharing_a_nic_take_twice_as_long_and_ttft_grows(dsv3):
+    """P/D: one prefill GPU on node 0 hands two requests at once to decode GPUs 8 and 16 (local
+    index 0 on nodes 1 and 2, same rail): both KV transfers leave through GPU 0's NIC (50 GB/s)
+    and take twice one alone. (To GPUs 8 and 9 they would not: PXN sends the second over NVLink
+    to GPU 1 and its own NIC.)"""
+    alone = _pd_run(dsv3, 1)
+    both = _pd_run(dsv3, 2)
+    t1 = alone.kv_transfer_s[0]
+    size = 70_000.0 * 4096
+    assert t1 == pytest.approx(size / 50e9, rel=0.05)  # one flow: the NIC's rate (+ headers, latency)
+    assert both.kv_transfer_s == pytest.approx([2 * t1, 2 * t1], rel=0.02)
+    ttft_alone = summarize(alone).ttft.mean_s
+    ttft_both = summarize(both).ttft.mean_s
+    # both prefill in one step (4096 more tokens at 1 us each), then each waits t1 more for its KV
+    assert ttft_both - ttft_alone == pytest.approx(4096e-6 + t1, rel=0.02)
+    assert (both.first_token_s >= both.prefill_end_s + both.kv_transfer_s - 1e-12).all()
+    # inside one node (NVLink, 450 GB/s) the same move is ~9x faster
+    local = _pd_run(dsv3, 1, decode_gpus=(1, 2))
+    assert local.kv_transfer_s[0] < t1 / 5

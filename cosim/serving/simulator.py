@@ -360,7 +360,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         rank.need[r] = int(prompt[r]) - h
         rank.prefill_queue.append(r)
         where[r] = (rep, rank)
-        kick(rep, t)
+        push(t, "kick", rep)  # after the other arrivals of this instant: they batch together
 
     def finish_request(r: int, t: float) -> None:
         nonlocal next_request, done_count
@@ -458,7 +458,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             size = float(kv_bytes_per_token[src_rep.pool.name]) * int(prompt[r])
             ids = []
             for s_gpu, d_gpu in zip(src_rank.gpu_list, rank.gpu_list):
-                ids.append(network.start(s_gpu, d_gpu, size, t, tag=f"kv{r}"))
+                ids.append(network.start(s_gpu, d_gpu, int(round(size)), t, tag=f"kv{r}"))
             for i in ids:
                 transfers[i] = (r, len(ids), ids)
             where[r] = (src_rep, src_rank, rep, rank)  # type: ignore[assignment]
@@ -500,6 +500,8 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         _, _, kind, payload = heapq.heappop(events)
         if kind == "arrive":
             arrive(payload, t)
+        elif kind == "kick":
+            kick(payload, t)
         else:
             step_done(payload, t)
     duration = now - (t_first or 0.0)

@@ -1,0 +1,152 @@
+"""One call from a deployment and requests to a serving answer: :func:`serve`.
+
+It loads the kernel tables of the deployment's system, sizes every pool's memory (infeasible
+pools end the call with their reason, not a crash), builds or reloads one
+:class:`~cosim.engine.step_model.StepTimeModel` per pool (a grid sized to the pool's batching
+limits and the requests' contexts; saved under ``cache_dir`` and reused across runs and
+processes), opens a :class:`~cosim.network.live.LiveNetwork` on the topology for the P/D KV
+transfers, runs the discrete-event simulation and summarizes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from cosim.engine.simulator import StepSimulator
+from cosim.engine.step_model import StepGrid, StepTimeModel, ladder
+from cosim.errors import ConfigError
+from cosim.serving.deployment import Deployment, PoolMemory, PoolSpec, pool_memory
+from cosim.serving.metrics import ServingSummary, summarize
+from cosim.serving.simulator import Requests, ServingOptions, ServingRun, simulate_serving
+
+
+class ModelStepTimes:
+    """A pool's step times from its :class:`StepTimeModel` (the simulator's ``StepTimes``)."""
+
+    def __init__(self, model: StepTimeModel):
+        self.model = model
+        self.queries = 0
+        self.simulated = 0
+
+    def step_time_s(self, decode_tokens: int, context: int, chunks) -> float:
+        self.queries += 1
+        if not chunks:
+            decode_tokens = max(decode_tokens, self.model.min_batch)
+        answer = self.model.step_time(decode_tokens, context, chunks)
+        self.simulated += answer.source == "simulated"
+        return answer.seconds
+
+
+def pool_grid(pool: PoolSpec, max_context: int) -> StepGrid:
+    """The step-time grid a pool needs: decode batches up to its ``max_batch`` (prefill pools: a
+    token), contexts up to ``max_context`` and, for pools that run prefill chunks, mixed steps up
+    to its token budget."""
+    b = pool.batching
+    contexts = tuple(sorted({0, *[c for c in (512, 2048, 8192, 32768, 131072, 524288) if c < max_context],
+                             max(1, max_context)}))
+    if pool.role == "prefill":
+        batches = (1, 2)
+    else:
+        lo = pool.afd.micro_batches if pool.afd is not None else 1
+        batches = tuple(x for x in ladder(lo, max(lo + 1, b.max_batch), 2))
+    mixed = () if pool.role == "decode" or pool.afd is not None else ladder(2, max(4, b.token_budget + b.max_batch), 2)
+    return StepGrid(decode_batches=batches, contexts=contexts, mixed_tokens=mixed)
+
+
+@dataclass
+class ServeResult:
+    """What :func:`serve` returns: the feasibility of every pool and, when feasible, the run.
+
+    Attributes:
+        memory: per pool, its memory and KV capacity (and reason when infeasible).
+        run / summary: the simulation and its figures (``None`` when infeasible).
+        step_models: per pool, where its step-time model came from (``built`` / ``loaded``) and
+            its cost; ``wall_s``: the whole call.
+    """
+
+    deployment: Deployment
+    memory: dict[str, PoolMemory]
+    run: ServingRun | None = None
+    summary: ServingSummary | None = None
+    step_models: dict[str, dict] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def feasible(self) -> bool:
+        return all(m.feasible for m in self.memory.values())
+
+    @property
+    def reasons(self) -> list[str]:
+        return [m.reason for m in self.memory.values() if m.reason]
+
+
+def _cache_path(cache_dir: Path, fp: dict) -> Path:
+    digest = hashlib.blake2b(json.dumps(fp, sort_keys=True).encode(), digest_size=10).hexdigest()
+    return cache_dir / f"step-model-{digest}.json"
+
+
+def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOptions = ServingOptions(),
+          backend: str = "flow", cache_dir: str | Path | None = None,
+          progress: Callable[[str, int, int], None] | None = None) -> ServeResult:
+    """Serve ``requests`` with ``dep`` (see the module docstring); ``slo`` (``ttft_s``,
+    ``tpot_s``) adds SLO attainment to the summary; ``progress(stage, done, total)``."""
+    from cosim.engine.step_model import fingerprint
+    from cosim.kernels import KernelTables
+    from cosim.network.live import LiveNetwork
+
+    wall0 = time.perf_counter()
+    kernels = KernelTables.load(dep.system, framework=dep.framework)
+    hbm = kernels.system.mem_capacity_bytes
+    memory = {p.name: pool_memory(dep, p, hbm) for p in dep.pools}
+    result = ServeResult(dep, memory)
+    if not result.feasible:
+        result.wall_s = time.perf_counter() - wall0
+        return result
+    max_context = int(np.max(requests.prefix_tokens + requests.input_tokens + requests.output_tokens))
+    sim = StepSimulator(kernels, dep.topology, backend)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    step_times = {}
+    for p in dep.pools:
+        base = dep.step_spec(p)
+        grid = pool_grid(p, max_context)
+        t0 = time.perf_counter()
+        model = None
+        path = None
+        if cache is not None:
+            fp = fingerprint(base, kernels, dep.topology, backend, sim.overheads, grid)
+            path = _cache_path(cache, fp)
+            if path.exists():
+                try:
+                    model = StepTimeModel.load(path, base, kernels, dep.topology, backend, overheads=sim.overheads)
+                except ConfigError:
+                    model = None
+        how = "loaded" if model is not None else "built"
+        if model is None:
+            report = (lambda d, t, name=p.name: progress(f"step model {name}", d, t)) if progress else None
+            model = StepTimeModel.build(base, sim, grid, progress=report)
+            if path is not None:
+                model.save(path)
+        step_times[p.name] = ModelStepTimes(model)
+        result.step_models[p.name] = {"source": how, "wall_s": time.perf_counter() - t0,
+                                      "grid_points": len(grid.decode_batches) * len(grid.contexts)
+                                      + len(grid.mixed_tokens), "path": str(path) if path else None}
+    network = LiveNetwork(dep.topology) if dep.pools[0].role != "mixed" else None
+    kv_bytes = {p.name: memory[p.name].kv_bytes_per_token for p in dep.pools}
+    report = (lambda d, t: progress("requests", d, t)) if progress else None
+    run = simulate_serving(dep, requests, step_times, kv_capacity_tokens={k: m.kv_capacity_tokens
+                                                                          for k, m in memory.items()},
+                           kv_bytes_per_token=kv_bytes, network=network, options=options, progress=report)
+    result.run = run
+    result.summary = summarize(run, slo)
+    for name, st in step_times.items():
+        result.step_models[name].update(queries=st.queries, simulated_answers=st.simulated)
+    result.wall_s = time.perf_counter() - wall0
+    return result
+

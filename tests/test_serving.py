@@ -7,7 +7,8 @@ from cosim.errors import ConfigError
 from cosim.models import Parallelism, load_model
 from cosim.serving.deployment import BatchingSpec, Deployment, PoolSpec
 from cosim.serving.metrics import summarize
-from cosim.serving.simulator import Requests, ServingOptions, simulate_serving
+from cosim.serving.simulator import ServingOptions, simulate_serving
+from cosim.serving.workload import ClosedLoop, Poisson, Requests, preset
 from cosim.topology import load_topology
 
 
@@ -34,10 +35,12 @@ def mixed_deployment(model, tp=8, budget=512, max_batch=64, replicas=1, topo="h2
     return Deployment(model, load_topology(topo), (pool,), "h200_sxm")
 
 
-def requests(n, prompt=128, out=32, prefix=0, arrival=None, prefix_ids=None):
-    return Requests(np.full(n, np.nan) if arrival is None else np.asarray(arrival, float),
+def requests(n, prompt=128, out=32, prefix=0, arrival=None, prefix_ids=None, concurrency=1):
+    """Hand-made requests (arrival None: a closed loop of ``concurrency`` users)."""
+    wl = preset("chat").with_arrival(ClosedLoop(concurrency) if arrival is None else Poisson(1.0))
+    return Requests(np.arange(n), np.full(n, np.nan) if arrival is None else np.asarray(arrival, float),
                     np.full(n, -1) if prefix_ids is None else np.asarray(prefix_ids),
-                    np.full(n, prefix), np.full(n, prompt), np.full(n, out))
+                    np.full(n, prefix), np.full(n, prompt), np.full(n, out), wl)
 
 
 def test_one_request_ttft_and_tpot_are_its_steps(dsv3):
@@ -55,8 +58,8 @@ def test_one_request_ttft_and_tpot_are_its_steps(dsv3):
 
 def test_closed_loop_obeys_littles_law(dsv3):
     dep = mixed_deployment(dsv3, budget=256, max_batch=32)
-    run = simulate_serving(dep, requests(3000, prompt=200, out=40), {"agg": LinearSteps()},
-                           kv_capacity_tokens={"agg": 100_000}, options=ServingOptions(concurrency=48))
+    run = simulate_serving(dep, requests(3000, prompt=200, out=40, concurrency=48), {"agg": LinearSteps()},
+                           kv_capacity_tokens={"agg": 100_000})
     s = summarize(run)
     assert s.finished == 3000
     throughput = s.finished / s.duration_s
@@ -89,8 +92,6 @@ def test_prefix_cache_hits_skip_the_prefix(dsv3):
 
 def test_bad_inputs_are_clear_errors(dsv3):
     dep = mixed_deployment(dsv3)
-    with pytest.raises(ConfigError, match="arrival times"):
-        simulate_serving(dep, requests(4), {"agg": LinearSteps()}, kv_capacity_tokens={"agg": 1000})
     with pytest.raises(ConfigError, match="missing step times"):
         simulate_serving(dep, requests(4, arrival=np.zeros(4)), {}, kv_capacity_tokens={"agg": 1000})
     with pytest.raises(ConfigError, match="needs 2 GPUs|only .* left"):

@@ -24,7 +24,8 @@ from cosim.engine.step_model import StepGrid, StepTimeModel, ladder
 from cosim.errors import ConfigError
 from cosim.serving.deployment import Deployment, PoolMemory, PoolSpec, pool_memory
 from cosim.serving.metrics import ServingSummary, summarize
-from cosim.serving.simulator import Requests, ServingOptions, ServingRun, simulate_serving
+from cosim.serving.simulator import ServingOptions, ServingRun, simulate_serving
+from cosim.serving.workload import Requests
 
 
 class ModelStepTimes:

@@ -43,6 +43,8 @@ import numpy as np
 from cosim.errors import ConfigError
 from cosim.serving.batching import RankWork, get_policy
 from cosim.serving.deployment import Deployment, PoolSpec
+from cosim.serving.prefix_cache import PrefixCache
+from cosim.serving.workload import Requests
 
 TtftConvention = Literal["decode_first_token", "prefill_end"]
 
@@ -63,27 +65,14 @@ class TransferNetwork(Protocol):
 
 
 @dataclass(frozen=True)
-class Requests:
-    """The requests of a run, columnar (``arrival_s`` NaN under a closed loop)."""
-
-    arrival_s: np.ndarray
-    prefix_id: np.ndarray
-    prefix_tokens: np.ndarray
-    input_tokens: np.ndarray
-    output_tokens: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.input_tokens)
-
-
-@dataclass(frozen=True)
 class ServingOptions:
     """How the simulation runs.
 
     Attributes:
-        concurrency: closed loop of this many users (``None``: open loop on the requests' arrival
-            times).
-        think_time_s: closed loop: pause between a user's response and its next request.
+        concurrency: closed loop of this many users (``None``: the requests' own: their workload's
+            closed loop, or open loop on their arrival times).
+        think_time_s: closed loop: pause between a user's response and its next request (``None``:
+            the requests' own).
         ttft: TTFT convention in P/D (see the module docstring).
         prefix_cache_fraction: share of each rank's KV capacity the prefix cache may hold.
         router: replica choice for new requests: ``least_loaded`` or ``round_robin``.
@@ -91,7 +80,7 @@ class ServingOptions:
     """
 
     concurrency: int | None = None
-    think_time_s: float = 0.0
+    think_time_s: float | None = None
     ttft: TtftConvention = "decode_first_token"
     prefix_cache_fraction: float = 0.5
     router: Literal["least_loaded", "round_robin"] = "least_loaded"
@@ -153,29 +142,6 @@ class ServingRun:
         return ~np.isnan(self.finish_s)
 
 
-class _Prefixes:
-    """LRU cache of reused prefixes (ids -> tokens) with a token capacity."""
-
-    def __init__(self, capacity_tokens: int):
-        self.capacity = capacity_tokens
-        self.held: dict[int, int] = {}  # insertion order = recency order
-        self.used = 0
-
-    def lookup(self, prefix_id: int, tokens: int) -> int:
-        if prefix_id < 0 or tokens <= 0:
-            return 0
-        if prefix_id in self.held:
-            self.held[prefix_id] = self.held.pop(prefix_id)
-            return tokens
-        if tokens <= self.capacity:
-            while self.used + tokens > self.capacity and self.held:
-                old = next(iter(self.held))
-                self.used -= self.held.pop(old)
-            self.held[prefix_id] = tokens
-            self.used += tokens
-        return 0
-
-
 class _Rank:
     """One attention rank: its KV capacity, prefix cache, prefill queue and running decodes."""
 
@@ -192,7 +158,7 @@ class _Rank:
         self.remaining: dict[int, int] = {}     # admitted: prefill tokens left
         self.context: dict[int, int] = {}       # admitted: tokens its attention sees (prefix included)
         self.alloc: dict[int, int] = {}         # admitted: KV tokens it holds
-        self.prefixes = _Prefixes(prefix_tokens)
+        self.prefixes = PrefixCache(prefix_tokens)
         self.admitted: list[int] = []           # admission order (for preemption)
 
     def remaining_prefill(self, request: int) -> int:
@@ -282,7 +248,9 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
 
     # arrivals
     next_request = 0
-    if options.concurrency is None:
+    concurrency = options.concurrency if options.concurrency is not None else getattr(requests, "concurrency", None)
+    think_s = options.think_time_s if options.think_time_s is not None else getattr(requests, "think_time_s", 0.0)
+    if concurrency is None:
         order = np.argsort(requests.arrival_s, kind="stable")
         if np.isnan(requests.arrival_s).any():
             raise ConfigError("<api>", "requests.arrival_s", "open-loop requests need arrival times (or give "
@@ -291,7 +259,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             push(float(requests.arrival_s[r]), "arrive", int(r))
         next_request = n
     else:
-        for _ in range(min(options.concurrency, n)):
+        for _ in range(min(concurrency, n)):
             push(0.0, "arrive", next_request)
             next_request += 1
     rr = [0]
@@ -355,7 +323,11 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     def arrive(r: int, t: float) -> None:
         arrival[r] = t
         rep, rank = choose(entry_replicas, int(prompt[r]))
-        h = rank.prefixes.lookup(int(requests.prefix_id[r]), int(requests.prefix_tokens[r]))
+        pid, ptok = int(requests.prefix_id[r]), int(requests.prefix_tokens[r])
+        if pid < 0:  # the request's own prefix, taken as resident (see cosim.serving.workload.Requests)
+            h = ptok
+        else:
+            h = rank.prefixes.lookup(pid, ptok, t) if rank.prefixes.capacity_tokens > 0 else 0
         hit[r] = h
         rank.need[r] = int(prompt[r]) - h
         rank.prefill_queue.append(r)
@@ -370,8 +342,8 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         _release(rank, r)
         if progress is not None:
             progress(done_count, n)
-        if options.concurrency is not None and next_request < n:
-            push(t + options.think_time_s, "arrive", next_request)
+        if concurrency is not None and next_request < n:
+            push(t + think_s, "arrive", next_request)
             next_request += 1
 
     def _release(rank: _Rank, r: int) -> None:

@@ -1096,6 +1096,10 @@ def _read_distribution(parent: Fields, key: str) -> Distribution:
     return _read_kind(raw, DISTRIBUTIONS, parent, key)
 
 
+_TOP_KEYS = ("name", "description", "preset", "trace", "prefix_tokens", "input_tokens", "output_tokens",
+             "num_prefixes", "prefix_zipf_a", "arrival", "slo", "seed")
+
+
 def workload_from_dict(data: Any, source: str = API, base_dir: str | Path | None = None) -> WorkloadSpec:
     """Build a :class:`WorkloadSpec` from a parsed YAML document (schema: ``docs/workloads.md``).
 
@@ -1122,9 +1126,9 @@ def workload_from_dict(data: Any, source: str = API, base_dir: str | Path | None
         try:
             kw["trace"] = load_trace(p)
         except ConfigError as exc:
-            if exc.source == str(p):
+            if exc.field:  # a bad line: the trace file and line say where
                 raise
-            raise top.error("trace", exc.message) from None
+            raise top.error("trace", f"{p}: {exc.message}") from None
         for k in ("prefix_tokens", "input_tokens", "output_tokens", "num_prefixes", "prefix_zipf_a"):
             if k in top.data:
                 raise top.error(k, "a trace supplies the token counts and prefixes; remove this key or 'trace'")
@@ -1145,6 +1149,7 @@ def workload_from_dict(data: Any, source: str = API, base_dir: str | Path | None
         kw["slo"] = _read_params(SLO, Fields(top.get("slo", lambda v: v), source, "slo"),
                                  base.slo if base is not None else None)
     kw["seed"] = top.get("seed", as_int, base.seed if base else 0)
+    top.used.update(_TOP_KEYS)  # keys skipped above (a preset's or a trace's) are still allowed
     top.finish()
     try:
         return dataclasses.replace(base, **kw) if base is not None else WorkloadSpec(**kw)

@@ -350,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--prefill-chunks", default=None,
                       help="mixed step: prefill chunks PREFIX+NEW,... run with the --batch decode requests")
     step.set_defaults(func=_cmd_step)
+
+    from cosim.cli import serve as serve_cmd
+
+    serve_cmd.add_parser(sub)
     return parser
 
 

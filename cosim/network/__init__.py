@@ -2,7 +2,8 @@
 
 from cosim.network.backends import BACKENDS, simulate
 from cosim.network.flows import Flow, FlowSet, RoutedFlows, route_flows
+from cosim.network.live import Completion, LiveNetwork
 from cosim.network.results import LinkCounters, NetworkResult
 
-__all__ = ["BACKENDS", "Flow", "FlowSet", "LinkCounters", "NetworkResult", "RoutedFlows",
-           "route_flows", "simulate"]
+__all__ = ["BACKENDS", "Completion", "Flow", "FlowSet", "LinkCounters", "LiveNetwork", "NetworkResult",
+           "RoutedFlows", "route_flows", "simulate"]

@@ -1,0 +1,94 @@
+"""``cosim serve DEPLOYMENT.yaml --workload chat`` : serve a workload with a deployment and report
+TTFT/TPOT against the SLOs, throughput per GPU and per user, and the pools (the bottleneck first).
+
+Thin command: arguments -> deployment, requests and options -> :func:`cosim.serving.run.serve`
+-> report functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cosim.errors import CosimError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="serve a workload with a deployment (TTFT/TPOT, SLOs, tokens/s per GPU)")
+    p.add_argument("deployment", type=Path, help="deployment YAML file (docs/serving.md)")
+    p.add_argument("--workload", "-w", default="chat",
+                   help="preset (chat, coding, agentic-coding) or workload YAML / JSONL trace (docs/workloads.md)")
+    p.add_argument("--requests", "-n", type=int, default=None, help="number of requests (default 1000)")
+    p.add_argument("--duration", type=float, default=None, help="open loop: requests arriving in this many seconds")
+    load = p.add_mutually_exclusive_group()
+    load.add_argument("--rate", type=float, default=None, help="open loop: Poisson arrivals per second")
+    load.add_argument("--concurrency", type=int, default=None, help="closed loop of N users")
+    p.add_argument("--prefixes", type=int, default=None,
+                   help="shared reusable prefixes (0: each request's prefix is its own and resident)")
+    p.add_argument("--ttft", choices=["decode_first_token", "prefill_end"], default="decode_first_token",
+                   help="P/D TTFT convention (default: the decode side streams the first token after the KV move)")
+    p.add_argument("--backend", "-b", choices=["flow", "packet"], default="flow",
+                   help="network backend of the step simulations")
+    p.add_argument("--cache", type=Path, default=Path(".cosim-cache"),
+                   help="folder of saved step-time models (reused across runs)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the requests (default: the workload's)")
+    p.add_argument("--out", "-o", type=Path, default=None, help="per-request Parquet file")
+    p.add_argument("--json", type=Path, default=None, help="summary as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cosim.cli.main import console
+    from cosim.report import pool_table, summary_table, throughput_lines, write_requests_parquet, write_serving_json
+    from cosim.serving.deployment import load_deployment
+    from cosim.serving.run import serve
+    from cosim.serving.simulator import ServingOptions
+    from cosim.serving.workload import ClosedLoop, Poisson, generate_requests, load_workload
+
+    for opt, path in (("--out", args.out), ("--json", args.json)):
+        if path is not None and not path.parent.exists():
+            raise CosimError(f"{opt}: folder {path.parent} does not exist")
+    dep = load_deployment(args.deployment)
+    workload = load_workload(args.workload)
+    if args.rate is not None:
+        workload = workload.with_arrival(Poisson(args.rate))
+    elif args.concurrency is not None:
+        workload = workload.with_arrival(ClosedLoop(args.concurrency))
+    if args.prefixes is not None:
+        workload = workload.with_prefixes(args.prefixes)
+    n = args.requests if args.requests is not None or args.duration is not None else 1000
+    requests = generate_requests(workload, num_requests=n, duration_s=args.duration, seed=args.seed)
+    console.print(f"serving {len(requests)} {workload.name} requests with [bold]{dep.model.name}[/bold] "
+                  f"({dep.mode}, {len(dep.pools)} pools, {dep.num_gpus} GPUs of {dep.topology.name}, "
+                  f"{dep.system}/{dep.framework}, {args.backend} backend)")
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console,
+                  transient=True, disable=args.quiet) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        result = serve(dep, requests, slo=workload.slo, options=ServingOptions(ttft=args.ttft), backend=args.backend,
+                       cache_dir=args.cache, progress=progress)
+    if not result.feasible:
+        for reason in result.reasons:
+            console.print(f"[bold red]infeasible:[/] {reason}", markup=True, highlight=False)
+        if args.json:
+            write_serving_json(result, args.json)
+        return 1
+    console.print(summary_table(result, workload.slo))
+    for line in throughput_lines(result):
+        console.print(line, highlight=False)
+    console.print(pool_table(result))
+    console.print(f"wall: {result.wall_s:.1f} s (simulation of the requests {result.run.wall_s:.2f} s)")
+    if args.out:
+        console.print(f"per-request results written to {write_requests_parquet(result.run, args.out)}")
+    if args.json:
+        console.print(f"summary written to {write_serving_json(result, args.json)}")
+    return 0

@@ -1,0 +1,117 @@
+"""Serving results as tables and files (``cosim serve``): the summary table against the SLOs, the
+per-pool table, per-request Parquet and a JSON summary. Reads results; never simulates."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.table import Table
+
+
+def _ms(v: float) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * 1e3:.1f} ms"
+
+
+def summary_table(result, slo=None) -> Table:
+    """Latency percentiles (TTFT, TPOT, E2E, KV transfer) against the SLOs, and throughput."""
+    s = result.summary
+    t = Table(title=f"{result.deployment.model.name}: {result.deployment.mode}, {result.deployment.num_gpus} GPUs, "
+                    f"{s.finished}/{s.requests} requests in {s.duration_s:.2f} s simulated")
+    for col in ("metric", "mean", "p50", "p90", "p99", "SLO"):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+    rows = [("TTFT", s.ttft, slo.ttft_s if slo else None), ("TPOT", s.tpot, slo.tpot_s if slo else None),
+            ("end-to-end", s.e2e, None)]
+    if s.kv_transfer.count:
+        rows.append(("KV transfer", s.kv_transfer, None))
+    for name, d, target in rows:
+        t.add_row(name, _ms(d.mean_s), _ms(d.p50_s), _ms(d.p90_s), _ms(d.p99_s), _ms(target) if target else "")
+    return t
+
+
+def throughput_lines(result) -> list[str]:
+    s = result.summary
+    lines = [f"output tokens/s: {s.output_tokens_per_s:,.0f} total, {s.output_tokens_per_s_per_gpu:,.1f} per GPU, "
+             f"{s.output_tokens_per_s_per_user:,.1f} per user; new input tokens/s {s.input_tokens_per_s:,.0f}, "
+             f"reused (cached) tokens/s {s.reused_tokens_per_s:,.0f}"]
+    if s.slo_attainment is not None:
+        lines.append(f"SLO attainment: {s.slo_attainment:.1%}   goodput: {s.goodput_tokens_per_s:,.0f} tokens/s")
+    if not math.isnan(s.prefix_hit_rate):
+        lines.append(f"prefix cache hit rate: {s.prefix_hit_rate:.1%}")
+    lines.append(f"mean concurrency {s.mean_concurrency:.1f}; preemptions {s.preemptions}")
+    return lines
+
+
+def pool_table(result) -> Table:
+    """Per pool: GPUs, memory per GPU, KV capacity, utilization, steps; the busiest pool first
+    (the bottleneck)."""
+    t = Table(title="Pools")
+    for col in ("pool", "role", "GPUs", "weights/GPU", "KV capacity (tokens/rank)", "utilization", "steps",
+                "step model"):
+        t.add_column(col, justify="left" if col in ("pool", "role", "step model") else "right")
+    util = result.summary.pool_utilization if result.summary else {}
+    for p in sorted(result.deployment.pools, key=lambda p: -util.get(p.name, 0.0)):
+        m = result.memory[p.name]
+        sm = result.step_models.get(p.name, {})
+        t.add_row(p.name, p.role, str(p.num_gpus), f"{m.weight_bytes / 2**30:.1f} GiB", f"{m.kv_capacity_tokens:,}",
+                  f"{util.get(p.name, float('nan')):.0%}", str(result.run.steps.get(p.name, 0)) if result.run else "-",
+                  f"{sm.get('source', '-')} ({sm.get('wall_s', 0):.1f} s)" if sm else "-")
+    return t
+
+
+def requests_table(run) -> pa.Table:
+    """One row per request: its columns and what happened to it."""
+    r = run.requests
+    cols = {c: np.asarray(getattr(r, c)) for c in ("request_id", "arrival_s", "prefix_id", "prefix_tokens",
+                                                   "input_tokens", "output_tokens")}
+    cols.update(arrival_s=run.arrival_s, first_token_s=run.first_token_s, finish_s=run.finish_s,
+                prefill_end_s=run.prefill_end_s, kv_transfer_s=run.kv_transfer_s,
+                prefix_hit_tokens=run.prefix_hit_tokens, prefilled_tokens=run.prefilled_tokens,
+                output_tokens_done=run.output_tokens_done, preemptions=run.preemptions)
+    return pa.table(cols)
+
+
+def write_requests_parquet(run, path: str | Path) -> Path:
+    """Per-request Parquet, written to a temporary file and renamed (never a torn file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(requests_table(run), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _plain(obj):
+    if dataclasses.is_dataclass(obj):
+        return {k: _plain(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if hasattr(obj, "item"):
+        return obj.item()
+    return obj
+
+
+def serving_summary(result) -> dict:
+    """A JSON-ready summary of a :class:`cosim.serving.run.ServeResult`."""
+    return {
+        "model": result.deployment.model.name, "mode": result.deployment.mode, "gpus": result.deployment.num_gpus,
+        "feasible": result.feasible, "reasons": result.reasons,
+        "memory": {k: _plain(v) for k, v in result.memory.items()},
+        "summary": _plain(result.summary) if result.summary else None,
+        "step_models": result.step_models, "wall_s": result.wall_s,
+    }
+
+
+def write_serving_json(result, path: str | Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_plain(serving_summary(result)), indent=2, default=str))
+    os.replace(tmp, path)
+    return path

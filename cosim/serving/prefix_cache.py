@@ -114,12 +114,12 @@ class PrefixCache:
     @property
     def hit_rate(self) -> float:
         """Hits / lookups so far (0 before the first lookup)."""
-        return self.hits / self.lookups if self.lookups else 0.0
+        return self.stats().hit_rate
 
     @property
     def token_hit_rate(self) -> float:
         """Hit tokens / looked-up tokens so far."""
-        return self.hit_tokens / self.lookup_tokens if self.lookup_tokens else 0.0
+        return self.stats().token_hit_rate
 
     def stats(self) -> PrefixCacheStats:
         """A frozen copy of the counters."""

@@ -45,7 +45,7 @@ from cosim.topology.loader import _as_int as as_int
 from cosim.topology.loader import _as_str as as_str
 from cosim.topology.loader import _Fields as Fields
 from cosim.topology.strict_yaml import load_yaml_file
-from cosim.units import UnitError, parse_time_s
+from cosim.units import parse_time_s
 
 API = "<api>"
 #: Largest request count one call may generate (guards ``duration_s`` x a huge rate).

@@ -40,10 +40,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import numpy as np
 
 from cosim.errors import ConfigError
-from cosim.topology.loader import _as_float as as_float
-from cosim.topology.loader import _as_int as as_int
-from cosim.topology.loader import _as_str as as_str
-from cosim.topology.loader import _Fields as Fields
+from cosim.topology.loader import Fields, as_float, as_int, as_str
 from cosim.topology.strict_yaml import load_yaml_file
 from cosim.units import parse_time_s
 

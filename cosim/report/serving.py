@@ -115,3 +115,24 @@ def write_serving_json(result, path: str | Path) -> Path:
     tmp.write_text(json.dumps(_plain(serving_summary(result)), indent=2, default=str))
     os.replace(tmp, path)
     return path
+
+
+def kv_links_table(result, top: int = 8) -> Table | None:
+    """The links that carried the P/D KV transfers over the run (the LiveNetwork's counters):
+    bytes and mean utilization over the serving window; ``None`` without transfers."""
+    run = result.run
+    if run is None or run.link_tx_bytes is None or not np.any(run.link_tx_bytes):
+        return None
+    topo = result.deployment.topology
+    tx = np.asarray(run.link_tx_bytes, dtype=float)
+    window = max(result.summary.duration_s, 1e-30)
+    util = tx * 8.0 / topo.directed_bandwidth_bps / window
+    t = Table(title="Links carrying the KV transfers")
+    for col in ("link", "tier", "GB/s", "bytes", "mean util"):
+        t.add_column(col, justify="left" if col in ("link", "tier") else "right")
+    for d in np.argsort(-tx)[:top]:
+        if tx[d] == 0:
+            break
+        t.add_row(topo.describe_link(int(d)), topo.links[d // 2].tier, f"{topo.directed_bandwidth_bps[d] / 8e9:.0f}",
+                  f"{tx[d] / 2**30:.2f} GiB", f"{util[d]:.1%}")
+    return t

@@ -135,3 +135,25 @@ def test_kv_transfers_sharing_a_nic_take_twice_as_long_and_ttft_grows(dsv3):
     # inside one node (NVLink, 450 GB/s) the same move is ~9x faster
     local = _pd_run(dsv3, 1, decode_gpus=(1, 2))
     assert local.kv_transfer_s[0] < t1 / 5
+
+
+def test_layerwise_kv_transfer_hides_behind_the_prefill(dsv3):
+    """Layer-wise: the KV move starts with the last prefill step and lands at the latest of the
+    prefill end and the network's finish; after_prefill: it starts at the prefill end."""
+    from cosim.network.live import LiveNetwork
+
+    def run(mode):
+        dep = _pd(dsv3)
+        kv = 70_000.0
+        return simulate_serving(dep, requests(2, prompt=4096, out=8, arrival=np.zeros(2)),
+                                {"pre": LinearSteps(), "dec": LinearSteps()},
+                                kv_capacity_tokens={"pre": 100_000, "dec": 100_000},
+                                kv_bytes_per_token={"pre": kv, "dec": kv}, network=LiveNetwork(dep.topology),
+                                options=ServingOptions(kv_transfer=mode))
+
+    after, layer = run("after_prefill"), run("layerwise")
+    prefill = 1e-3 + 8192e-6                      # both prompts in one step
+    move = after.kv_transfer_s[0]                 # two moves sharing the NIC
+    assert after.first_token_s == pytest.approx([prefill + move] * 2, rel=1e-6)
+    assert layer.first_token_s == pytest.approx([max(prefill, move)] * 2, rel=1e-6)
+    assert (layer.first_token_s < after.first_token_s).all()

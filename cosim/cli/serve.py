@@ -29,6 +29,8 @@ def add_parser(sub) -> None:
                    help="shared reusable prefixes (0: each request's prefix is its own and resident)")
     p.add_argument("--ttft", choices=["decode_first_token", "prefill_end"], default="decode_first_token",
                    help="P/D TTFT convention (default: the decode side streams the first token after the KV move)")
+    p.add_argument("--kv-transfer", choices=["after_prefill", "layerwise"], default="after_prefill",
+                   help="P/D: move the KV cache after the prefill, or stream it layer by layer during it")
     p.add_argument("--backend", "-b", choices=["flow", "packet"], default="flow",
                    help="network backend of the step simulations")
     p.add_argument("--cache", type=Path, default=Path(".cosim-cache"),
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        result = serve(dep, requests, slo=workload.slo, options=ServingOptions(ttft=args.ttft), backend=args.backend,
+        result = serve(dep, requests, slo=workload.slo, options=ServingOptions(ttft=args.ttft, kv_transfer=args.kv_transfer), backend=args.backend,
                        cache_dir=args.cache, progress=progress)
     if not result.feasible:
         for reason in result.reasons:

@@ -76,6 +76,10 @@ class ServingOptions:
         ttft: TTFT convention in P/D (see the module docstring).
         prefix_cache_fraction: share of each rank's KV capacity the prefix cache may hold.
         router: replica choice for new requests: ``least_loaded`` or ``round_robin``.
+        kv_transfer: P/D: ``after_prefill`` (the KV moves once the prefill has ended) or
+            ``layerwise`` (each layer's KV is sent as soon as it is computed: the move starts with
+            the request's last prefill step and cannot complete before that step ends, so it
+            hides behind the prefill when the network keeps up; Mooncake / SGLang / Dynamo).
         max_time_s: stop the simulation at this time (requests still running are unfinished).
     """
 
@@ -84,6 +88,7 @@ class ServingOptions:
     ttft: TtftConvention = "decode_first_token"
     prefix_cache_fraction: float = 0.5
     router: Literal["least_loaded", "round_robin"] = "least_loaded"
+    kv_transfer: Literal["after_prefill", "layerwise"] = "after_prefill"
     max_time_s: float = math.inf
 
     def __post_init__(self) -> None:
@@ -93,6 +98,8 @@ class ServingOptions:
             raise ConfigError("<api>", "ttft", f"expected 'decode_first_token' or 'prefill_end', got {self.ttft!r}")
         if self.router not in ("least_loaded", "round_robin"):
             raise ConfigError("<api>", "router", f"expected 'least_loaded' or 'round_robin', got {self.router!r}")
+        if self.kv_transfer not in ("after_prefill", "layerwise"):
+            raise ConfigError("<api>", "kv_transfer", f"expected 'after_prefill' or 'layerwise', got {self.kv_transfer!r}")
         if not 0.0 <= self.prefix_cache_fraction < 1.0:
             raise ConfigError("<api>", "prefix_cache_fraction", f"expected 0 <= f < 1, got {self.prefix_cache_fraction}")
 
@@ -104,7 +111,9 @@ class ServingRun:
 
     Attributes:
         arrival_s, first_token_s, finish_s: times of each request.
-        prefill_end_s, kv_transfer_s: P/D: when its prefill finished, how long its KV move took.
+        prefill_end_s, kv_transfer_s: P/D: when its prefill finished; from the start of its KV
+            move to the KV being usable on the decode side (layer-wise: at the earliest its
+            prefill end).
         prefix_hit_tokens: reused-prefix tokens found in the prefix cache.
         prefilled_tokens: tokens actually prefilled (new input + missed prefix, recomputation).
         output_tokens: tokens each request produced.
@@ -263,6 +272,9 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             push(0.0, "arrive", next_request)
             next_request += 1
     rr = [0]
+    early: set[int] = set()    # layer-wise moves started before their prefill ended
+    landed: set[int] = set()   # ... whose transfer arrived before the prefill ended
+    kv_start = np.full(n, np.nan)
     pending_handoff: deque[int] = deque()  # prefilled requests waiting for decode capacity
     transfers: dict[int, tuple[int, int, list[int]]] = {}  # transfer id -> (request, parts left, ids)
     transfer_log: list = []
@@ -297,6 +309,13 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         chunks = [(rank.context.get(r, 0), k) for r, k in w.chunks]
         dt = step_times[rep.pool.name].step_time_s(len(w.decodes), ctx, chunks)
         rep.busy, rep.work = True, works
+        if rep.pool.role == "prefill" and options.kv_transfer == "layerwise":
+            for rank_, w_ in zip(rep.ranks, works):
+                for r, k in w_.chunks:
+                    if k == rank_.remaining[r]:  # its last prefill step: stream the KV as layers finish
+                        pending_handoff.append(r)
+                        early.add(r)
+            handoff(t)
         busy[rep.pool.name] += dt
         steps[rep.pool.name] += 1
         push(t + dt, "step", rep)
@@ -379,7 +398,12 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                         prefill_end[r] = t
                         if options.ttft == "prefill_end":
                             first[r] = t
-                        pending_handoff.append(r)
+                        if r in early:
+                            early.discard(r)
+                            if r in landed:  # its layer-wise move already arrived: done at prefill end
+                                land(r, t)
+                        else:
+                            pending_handoff.append(r)
             grow = []
             for r in w.decodes:
                 if r not in rank.context:
@@ -437,12 +461,21 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
 
     def transfer_done(c, t: float) -> None:
         r, parts, ids = transfers.pop(c.id)
+        transfer_log.append(c)
         if any(i in transfers for i in ids):
             return
+        kv_start[r] = c.start_s
+        if r in early:  # layer-wise: the prefill has not ended yet
+            landed.add(r)
+            return
+        land(r, t)
+
+    def land(r: int, t: float) -> None:
+        """The request's KV is on its decode rank at ``t`` (and its prefill has ended)."""
+        landed.discard(r)
         src_rep, src_rank, rep, rank = where[r]  # type: ignore[misc]
         _release(src_rank, r)
-        kv_time[r] = t - prefill_end[r]
-        transfer_log.append(c)
+        kv_time[r] = t - kv_start[r]
         if options.ttft == "decode_first_token":
             first[r] = t
         produced[r] = 1.0

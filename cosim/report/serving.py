@@ -27,7 +27,7 @@ def summary_table(result, slo=None) -> Table:
     for col in ("metric", "mean", "p50", "p90", "p99", "SLO"):
         t.add_column(col, justify="left" if col == "metric" else "right")
     rows = [("TTFT", s.ttft, slo.ttft_s if slo else None), ("TPOT", s.tpot, slo.tpot_s if slo else None),
-            ("end-to-end", s.e2e, None)]
+            ("inter-token", s.itl, None), ("end-to-end", s.e2e, None)]
     if s.kv_transfer.count:
         rows.append(("KV transfer", s.kv_transfer, None))
     for name, d, target in rows:
@@ -73,7 +73,8 @@ def requests_table(run) -> pa.Table:
     cols.update(arrival_s=run.arrival_s, first_token_s=run.first_token_s, finish_s=run.finish_s,
                 prefill_end_s=run.prefill_end_s, kv_transfer_s=run.kv_transfer_s,
                 prefix_hit_tokens=run.prefix_hit_tokens, prefilled_tokens=run.prefilled_tokens,
-                output_tokens_done=run.output_tokens_done, preemptions=run.preemptions)
+                output_tokens_done=run.output_tokens_done, preemptions=run.preemptions,
+                max_itl_s=run.max_itl_s if run.max_itl_s is not None else np.full(len(r), np.nan))
     return pa.table(cols)
 
 

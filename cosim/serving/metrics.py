@@ -7,6 +7,8 @@ Definitions (``docs/serving.md``):
 - **TPOT**: ``(finish - first token) / (output tokens - 1)`` per request (requests of one output
   token have none); the mean inter-token latency of the request.
 - **E2E**: arrival to the last token.
+- **ITL**: every gap between consecutive output tokens of a request, over all tokens of the run
+  (its tail shows the stalls of decodes behind prefill chunks and preemptions).
 - **Throughput**: output tokens per second over the measured window, per GPU (every GPU of every
   pool, prefill pools included) and per user (``1 / TPOT``); input throughput counts new input
   tokens and reused (prefix-cached) tokens apart.
@@ -70,6 +72,7 @@ class ServingSummary:
     ttft: Distribution
     tpot: Distribution
     e2e: Distribution
+    itl: Distribution
     kv_transfer: Distribution
     output_tokens_per_s: float
     output_tokens_per_s_per_gpu: float
@@ -106,6 +109,7 @@ def summarize(run, slo=None) -> ServingSummary:
     return ServingSummary(
         requests=len(run.requests), finished=int(done.sum()), duration_s=float(window),
         ttft=Distribution.of(ttft_s(run)[done]), tpot=Distribution.of(tp[done]), e2e=Distribution.of(e2e[done]),
+        itl=Distribution.of(run.itl_s if run.itl_s is not None else np.array([])),
         kv_transfer=Distribution.of(run.kv_transfer_s[done]),
         output_tokens_per_s=tokens / window, output_tokens_per_s_per_gpu=tokens / window / run.num_gpus,
         output_tokens_per_s_per_user=float(np.nanmean(1.0 / tp[done])) if np.any(~np.isnan(tp[done])) else float("nan"),

@@ -34,6 +34,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Protocol, Sequence
@@ -118,6 +119,9 @@ class ServingRun:
         prefilled_tokens: tokens actually prefilled (new input + missed prefix, recomputation).
         output_tokens: tokens each request produced.
         preemptions: times each request was preempted.
+        itl_s: every inter-token gap of every request (after its first token), in emission
+            order; ``max_itl_s``: each request's longest gap (stalls behind prefill chunks,
+            preemptions).
         pool_busy_s: per pool, replica-seconds spent stepping; ``pool_gpus``: GPUs per pool.
         duration_s: simulated time from the first arrival to the last event.
         steps: steps simulated per pool; ``wall_s``: the simulation's own cost.
@@ -141,6 +145,8 @@ class ServingRun:
     wall_s: float = 0.0
     kv_transfers: list = field(default_factory=list)
     link_tx_bytes: np.ndarray | None = None
+    itl_s: np.ndarray | None = None
+    max_itl_s: np.ndarray | None = None
 
     @property
     def num_gpus(self) -> int:
@@ -242,6 +248,9 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     prefilled = np.zeros(n, dtype=np.int64)
     produced = np.zeros(n)
     preempt = np.zeros(n, dtype=np.int64)
+    last_token = np.full(n, np.nan)
+    max_gap = np.zeros(n)
+    gaps = array("d")  # every inter-token gap of every request
     where: dict[int, tuple[_Replica, _Rank]] = {}
     busy = {p.name: 0.0 for p in dep.pools}
     steps = {p.name: 0 for p in dep.pools}
@@ -389,6 +398,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                     if rep.pool.role == "mixed":
                         if np.isnan(first[r]):  # a recomputed (preempted) request keeps its first token
                             first[r] = t
+                        last_token[r] = t
                         produced[r] = max(produced[r], 1.0)
                         if produced[r] >= out_tokens[r]:
                             finish_request(r, t)
@@ -409,6 +419,11 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                 if r not in rank.context:
                     continue  # preempted meanwhile
                 produced[r] = min(out_tokens[r], produced[r] + per_step)
+                gap = t - last_token[r]
+                gaps.append(gap)
+                if gap > max_gap[r]:
+                    max_gap[r] = gap
+                last_token[r] = t
                 if produced[r] >= out_tokens[r]:
                     finish_request(r, t)
                 else:
@@ -478,6 +493,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         kv_time[r] = t - kv_start[r]
         if options.ttft == "decode_first_token":
             first[r] = t
+        last_token[r] = first[r]  # the client's previous token (P/D prefill_end: the prefill's)
         produced[r] = 1.0
         where[r] = (rep, rank)
         if produced[r] >= out_tokens[r]:
@@ -513,4 +529,5 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     return ServingRun(requests, arrival, first, finish, prefill_end, kv_time, hit, prefilled, produced, preempt,
                       busy, {p.name: p.num_gpus for p in dep.pools}, {p.name: p.replicas for p in dep.pools}, steps,
                       duration, time.perf_counter() - wall0, transfer_log,
-                      getattr(network, "link_tx_bytes", None) if network is not None else None)
+                      getattr(network, "link_tx_bytes", None) if network is not None else None,
+                      np.frombuffer(gaps, dtype=np.float64).copy(), max_gap)

@@ -120,6 +120,36 @@ def parse_ratio(value: str | int | float) -> float:
     return _positive_finite(a / b, value, "ratio")
 
 
+#: Most GPU ranks one range expression may name (a typo like ``0-100000000`` is refused, not built).
+MAX_GPU_RANKS = 1 << 20
+
+
+def parse_gpu_ranks(value: str) -> list[int]:
+    """``"0-7,16-23"`` -> ``[0..7, 16..23]`` (UnitError otherwise). Order is kept, repeats are
+    refused."""
+    ranks: list[int] = []
+    text = str(value).strip()
+    for part in text.split(","):
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if lo > hi or lo < 0:
+                    raise ValueError
+                if len(ranks) + hi - lo + 1 > MAX_GPU_RANKS:
+                    raise UnitError(f"{text!r} names more than {MAX_GPU_RANKS} GPUs")
+                ranks.extend(range(lo, hi + 1))
+            else:
+                r = int(part)
+                if r < 0:
+                    raise ValueError
+                ranks.append(r)
+        except ValueError:
+            raise UnitError(f"expected GPU ranks like '0-7,16', got {text!r}") from None
+    if len(set(ranks)) != len(ranks):
+        raise UnitError(f"GPU ranks repeat in {text!r}")
+    return ranks
+
+
 def _positive_finite(x: float, raw: object, what: str) -> float:
     if not math.isfinite(x) or x <= 0:
         raise UnitError(f"{what} must be positive and finite, got {raw!r}")

@@ -2,16 +2,17 @@
 
 The chain, with the rank each stage gets here::
 
-    foundations (0)  cosim/__init__.py, cosim/errors.py, cosim/units.py, cosim/ops.py
+    foundations (0)  cosim/__init__.py, cosim/errors.py, cosim/units.py, cosim/ops.py, cosim/registry.py
     topology    (1)
     network     (2)
     models, kernels (3)   one rank: they may import each other (today neither does)
     trace       (4)
     engine      (5)
-    validation  (5.5)     just above engine: it imports engine (engine.step, engine.overheads),
-                          kernels, models, network, trace and topology; today only benchmarks/
-                          use it, later stages may (fitted constants, for example)
     serving     (6)
+    validation  (6.5)     just above serving: it checks the engine's steps and the serving layer's
+                          runs against measurements, so it imports both (and kernels, models,
+                          network, trace, topology); fitted constants live in the stage that uses
+                          them (engine.overheads), so nothing below imports validation
     explore     (7)
     report      (8)
     cli         (9)
@@ -35,11 +36,11 @@ import cosim
 
 PACKAGE_DIR = Path(cosim.__file__).resolve().parent
 ROOT = "<root>"
-FOUNDATIONS = ("errors", "units", "ops")
+FOUNDATIONS = ("errors", "units", "ops", "registry")
 RANK: dict[str, float] = {
     ROOT: 0, **{name: 0 for name in FOUNDATIONS},
     "topology": 1, "network": 2, "models": 3, "kernels": 3, "trace": 4, "engine": 5,
-    "validation": 5.5, "serving": 6, "explore": 7, "report": 8, "cli": 9,
+    "serving": 6, "validation": 6.5, "explore": 7, "report": 8, "cli": 9,
 }
 
 
@@ -165,7 +166,8 @@ def test_detector_finds_synthetic_bad_imports():
     ("from cosim.kernels import KernelTables", "cosim.models.x", False, None),  # same rank
     ("from cosim.validation.comm import run", "cosim.engine.step", False, "validation"),
     ("from cosim.engine.step import simulate_step", "cosim.validation.steps", False, None),
-    ("from cosim.validation import steps", "cosim.serving.sim", False, None),
+    ("from cosim.validation import steps", "cosim.serving.sim", False, "validation"),
+    ("from cosim.serving import serve", "cosim.validation.serving", False, None),
     ("from cosim.cli.main import main", "cosim.report.html", False, "cli"),
 ])
 def test_detector_cases(source, module, is_package, bad_stage):

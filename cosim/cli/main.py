@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cosim.errors import CosimError
-from cosim.units import UnitError, format_bandwidth, format_bytes, format_time, parse_size_bytes
+from cosim.units import UnitError, format_bandwidth, format_bytes, format_time, parse_gpu_ranks, parse_size_bytes
 
 console = Console(width=None if sys.stdout.isatty() else 140)
 
@@ -28,16 +28,10 @@ def _parse_gpus(spec: str | None, num_gpus: int) -> list[int]:
     """``"0-7,16"`` -> [0..7, 16]; ``None`` -> all GPUs."""
     if spec is None:
         return list(range(num_gpus))
-    ranks: list[int] = []
-    for part in spec.split(","):
-        try:
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                ranks.extend(range(lo, hi + 1))
-            else:
-                ranks.append(int(part))
-        except ValueError:
-            raise CosimError(f"--gpus: expected ranks like '0-7,16', got {spec!r}") from None
+    try:
+        ranks = parse_gpu_ranks(spec)
+    except UnitError as exc:
+        raise CosimError(f"--gpus: {exc}") from None
     bad = [r for r in ranks if not 0 <= r < num_gpus]
     if bad:
         raise CosimError(f"--gpus: rank {bad[0]} does not exist (topology has GPUs 0..{num_gpus - 1})")

@@ -38,6 +38,7 @@ from cosim.network import collectives as C
 from cosim.network import deepep as D
 from cosim.network.collectives import Collective
 from cosim.network.flows import FlowSet
+from cosim.registry import Registry
 
 CrossRail = Literal["topology", "direct"]
 
@@ -117,25 +118,19 @@ class CommLibrary:
                                                          if self.algorithms else ""))
 
 
-#: Every communication library by name.
-LIBRARIES: dict[str, CommLibrary] = {}
+#: Every communication library by name (one instance each).
+LIBRARIES = Registry("communication library")
 
 
 def register_library(cls: type[CommLibrary]) -> type[CommLibrary]:
     """Class decorator: add one instance of ``cls`` to :data:`LIBRARIES` under ``cls.name``."""
-    if cls.name in LIBRARIES:
-        raise ValueError(f"communication library {cls.name!r} registered twice")
-    LIBRARIES[cls.name] = cls()
+    LIBRARIES.add(cls.name, cls())
     return cls
 
 
 def get_library(name: str) -> CommLibrary:
     """The registered library ``name``; ConfigError listing the known ones otherwise."""
-    try:
-        return LIBRARIES[name]
-    except KeyError:
-        raise ConfigError("<trace>", "library", f"unknown communication library {name!r}; expected one of "
-                                                f"{sorted(LIBRARIES)}") from None
+    return LIBRARIES.lookup(name, "<trace>", "library")
 
 
 def add_call_flows(fs: FlowSet, call: CommCall, *, after: Iterable[int] = (), tag: str = "",

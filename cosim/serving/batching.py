@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
-from cosim.errors import ConfigError
+from cosim.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -51,25 +51,13 @@ class RankView(Protocol):
 
 Policy = Callable[[RankView, int, int], RankWork]
 #: Batching policies by name: ``policy(rank, token_budget, max_batch) -> RankWork``.
-POLICIES: dict[str, Policy] = {}
-
-
-def register_policy(name: str):
-    """Decorator registering a batching policy."""
-    def deco(fn: Policy) -> Policy:
-        if name in POLICIES:
-            raise ValueError(f"batching policy {name!r} registered twice")
-        POLICIES[name] = fn
-        return fn
-    return deco
+POLICIES = Registry("batching policy")
+#: Decorator registering a batching policy under a name.
+register_policy = POLICIES.register
 
 
 def get_policy(name: str) -> Policy:
-    try:
-        return POLICIES[name]
-    except KeyError:
-        raise ConfigError("<deployment>", "batching.policy", f"unknown batching policy {name!r}; expected one of "
-                                                            f"{sorted(POLICIES)}") from None
+    return POLICIES.lookup(name, "<deployment>", "batching.policy")
 
 
 def _fill_chunks(rank: RankView, budget: int, max_requests: int) -> tuple[tuple[int, int], ...]:

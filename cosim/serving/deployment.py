@@ -45,6 +45,7 @@ from cosim.models.memory import activation_bytes_per_gpu
 from cosim.topology import Topology
 from cosim.topology.loader import Fields, as_float, as_int, as_str
 from cosim.trace.builder import AfdSpec, StepSpec
+from cosim.units import parse_gpu_ranks
 
 Role = Literal["mixed", "prefill", "decode"]
 #: Pool roles.
@@ -326,18 +327,7 @@ def _gpus(v: Any) -> tuple[int, ...]:
     """``[0, 1, 2]`` or ``"0-7,16-23"``."""
     if isinstance(v, list):
         return tuple(as_int(x) for x in v)
-    text = as_str(v)
-    out: list[int] = []
-    for part in text.split(","):
-        try:
-            if "-" in part:
-                lo, hi = (int(x) for x in part.split("-", 1))
-                out.extend(range(lo, hi + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise ValueError(f"expected GPU ranks like '0-7,16' or a list, got {text!r}") from None
-    return tuple(out)
+    return tuple(parse_gpu_ranks(as_str(v)))
 
 
 def _pool(data: Any, source: str, path: str) -> PoolSpec:

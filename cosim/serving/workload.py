@@ -40,6 +40,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import numpy as np
 
 from cosim.errors import ConfigError
+from cosim.registry import Registry
 from cosim.topology.loader import Fields, as_float, as_int, as_str
 from cosim.topology.strict_yaml import load_yaml_file
 from cosim.units import parse_time_s
@@ -58,16 +59,6 @@ class ParameterError(ConfigError):
     def __init__(self, owner: str, param: str, message: str):
         self.param = param
         super().__init__(API, f"{owner}.{param}", message)
-
-
-def _registry(table: dict[str, type]) -> Callable[[str], Callable[[type], type]]:
-    def register(kind: str) -> Callable[[type], type]:
-        def deco(cls: type) -> type:
-            cls.kind = kind
-            table[kind] = cls
-            return cls
-        return deco
-    return register
 
 
 def _is_int(v: Any) -> bool:
@@ -115,9 +106,8 @@ def _need_num(problems: list, name: str, v: Any, low: float, strict: bool = Fals
 # Token-count distributions
 # ---------------------------------------------------------------------------------------------
 
-DISTRIBUTIONS: dict[str, type["Distribution"]] = {}
-register_distribution = _registry(DISTRIBUTIONS)
-register_distribution.__doc__ = "Class decorator adding a token-count distribution to :data:`DISTRIBUTIONS`."
+DISTRIBUTIONS = Registry("token-count distribution", name_attr="kind")
+register_distribution = DISTRIBUTIONS.register
 
 
 class Distribution(_Checked):
@@ -329,9 +319,8 @@ class Zipf(Distribution):
 # Arrival processes
 # ---------------------------------------------------------------------------------------------
 
-ARRIVALS: dict[str, type["ArrivalProcess"]] = {}
-register_arrival = _registry(ARRIVALS)
-register_arrival.__doc__ = "Class decorator adding an arrival process to :data:`ARRIVALS`."
+ARRIVALS = Registry("arrival process", name_attr="kind")
+register_arrival = ARRIVALS.register
 
 
 class ArrivalProcess(_Checked):

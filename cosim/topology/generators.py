@@ -21,23 +21,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 from cosim.topology.model import Link, Node
+from cosim.registry import Registry
 from cosim.units import parse_ratio
 
-GENERATORS: dict[str, type["Generator"]] = {}
-
-
-def register(kind: str) -> Callable[[type], type]:
-    """Class decorator adding a generator to :data:`GENERATORS` under ``kind``."""
-
-    def deco(cls: type) -> type:
-        cls.kind = kind
-        GENERATORS[kind] = cls
-        return cls
-
-    return deco
+#: Topology generators by kind (the class doubles as the YAML schema of its parameters).
+GENERATORS = Registry("topology generator", name_attr="kind")
+#: Class decorator adding a generator to :data:`GENERATORS` under a kind.
+register = GENERATORS.register
 
 
 class _Builder:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -32,6 +32,7 @@ from cosim.models import (
 )
 from cosim.models.layers import HeadOps
 from cosim.ops import AttentionOp, ComputeOp, GemmOp, MemoryOp, MoeOp
+from cosim.registry import Registry
 from cosim.network import deepep as D
 from cosim.network import nvlink_a2a as NV
 from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, RankTrace, StepTrace
@@ -365,17 +366,9 @@ def _split_batch(spec: StepSpec) -> list[int]:
 
 
 #: Step layouts by name: a function ``(spec, kernels) -> StepTrace``. Register with :func:`register_layout`.
-LAYOUTS: dict[str, Callable[[StepSpec, object], StepTrace]] = {}
-
-
-def register_layout(name: str):
-    """Decorator registering a step layout builder under ``name``."""
-    def deco(fn):
-        if name in LAYOUTS:
-            raise ValueError(f"step layout {name!r} registered twice")
-        LAYOUTS[name] = fn
-        return fn
-    return deco
+LAYOUTS = Registry("step layout")
+#: Decorator registering a step layout builder under a name.
+register_layout = LAYOUTS.register
 
 
 def build_step_trace(spec: StepSpec, kernels) -> StepTrace:

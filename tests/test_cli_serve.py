@@ -54,3 +54,21 @@ def test_serve_errors_and_infeasible(tmp_path, capsys):
                    "    parallel: {tp: 1}\n")
     assert main(["serve", str(big), "-q", "--cache", str(tmp_path / "c")]) == 1
     assert "infeasible" in capsys.readouterr().out
+
+
+def test_step_traffic_of_the_run_stays_on_the_replicas_gpus(tmp_path):
+    """Serving estimates each replica's step traffic (dispatch/combine) on its own GPUs' links:
+    a replica on node 1 of two puts none of it on node 0."""
+    from cosim.serving.deployment import deployment_from_dict
+    from cosim.serving.run import serve
+    from cosim.serving.workload import ClosedLoop, generate_requests, preset
+
+    dep = deployment_from_dict({"model": "Qwen/Qwen3-30B-A3B", "topology": "h200-hgx-2node", "pools": [
+        {"name": "agg", "role": "mixed", "parallel": {"tp": 8, "ep": 8, "dp_attention": True}, "gpus": "8-15",
+         "batching": {"policy": "chunked_prefill", "token_budget": 1024, "max_batch": 8}}]})
+    wl = preset("chat").with_arrival(ClosedLoop(16))
+    res = serve(dep, generate_requests(wl, num_requests=32), slo=wl.slo, cache_dir=tmp_path)
+    topo = dep.topology
+    used = {topo.describe_link(int(d)) for d in (res.step_link_tx_bytes > 0).nonzero()[0]}
+    assert used and all("n1." in u for u in used)
+    assert res.run.link_tx_bytes is None  # aggregated: no KV transfers

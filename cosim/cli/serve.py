@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from cosim.cli.main import console
     from cosim.report import pool_table, summary_table, throughput_lines, write_requests_parquet, write_serving_json
-    from cosim.report.serving import kv_links_table
+    from cosim.report.serving import links_table
     from cosim.serving.deployment import load_deployment
     from cosim.serving.run import serve
     from cosim.serving.simulator import ServingOptions
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     for line in throughput_lines(result):
         console.print(line, highlight=False)
     console.print(pool_table(result))
-    links = kv_links_table(result)
+    links = links_table(result)
     if links is not None:
         console.print(links)
     console.print(f"wall: {result.wall_s:.1f} s (simulation of the requests {result.run.wall_s:.2f} s)")

@@ -107,7 +107,24 @@ def serving_summary(result) -> dict:
         "memory": {k: _plain(v) for k, v in result.memory.items()},
         "summary": _plain(result.summary) if result.summary else None,
         "step_models": result.step_models, "wall_s": result.wall_s,
+        "links": _busiest_links(result),
     }
+
+
+def _busiest_links(result, top: int = 20) -> list[dict]:
+    run = result.run
+    if run is None:
+        return []
+    topo = result.deployment.topology
+    n = topo.num_directed_links
+    kv = np.zeros(n) if run.link_tx_bytes is None else np.asarray(run.link_tx_bytes, dtype=float)
+    steps = np.zeros(n) if result.step_link_tx_bytes is None else np.asarray(result.step_link_tx_bytes, dtype=float)
+    tx = kv + steps
+    window = max(result.summary.duration_s, 1e-30)
+    util = tx * 8.0 / topo.directed_bandwidth_bps / window
+    return [{"link": topo.describe_link(int(d)), "tier": topo.links[d // 2].tier, "step_bytes": float(steps[d]),
+             "kv_bytes": float(kv[d]), "mean_utilization": float(util[d])}
+            for d in np.argsort(-util)[:top] if tx[d] > 0]
 
 
 def write_serving_json(result, path: str | Path) -> Path:
@@ -118,22 +135,28 @@ def write_serving_json(result, path: str | Path) -> Path:
     return path
 
 
-def kv_links_table(result, top: int = 8) -> Table | None:
-    """The links that carried the P/D KV transfers over the run (the LiveNetwork's counters):
-    bytes and mean utilization over the serving window; ``None`` without transfers."""
+def links_table(result, top: int = 10) -> Table | None:
+    """The busiest links of the serving run: bytes of the steps' collectives (estimated per
+    replica, :attr:`cosim.serving.run.ServeResult.step_link_tx_bytes`) and of the P/D KV
+    transfers (the LiveNetwork's counters), and the mean utilization over the serving window."""
     run = result.run
-    if run is None or run.link_tx_bytes is None or not np.any(run.link_tx_bytes):
+    if run is None:
         return None
     topo = result.deployment.topology
-    tx = np.asarray(run.link_tx_bytes, dtype=float)
+    n = topo.num_directed_links
+    kv = np.zeros(n) if run.link_tx_bytes is None else np.asarray(run.link_tx_bytes, dtype=float)
+    steps = np.zeros(n) if result.step_link_tx_bytes is None else np.asarray(result.step_link_tx_bytes, dtype=float)
+    tx = kv + steps
+    if not np.any(tx):
+        return None
     window = max(result.summary.duration_s, 1e-30)
     util = tx * 8.0 / topo.directed_bandwidth_bps / window
-    t = Table(title="Links carrying the KV transfers")
-    for col in ("link", "tier", "GB/s", "bytes", "mean util"):
+    t = Table(title="Busiest links over the run (step collectives + KV transfers)")
+    for col in ("link", "tier", "GB/s", "steps", "KV", "mean util"):
         t.add_column(col, justify="left" if col in ("link", "tier") else "right")
-    for d in np.argsort(-tx)[:top]:
+    for d in np.argsort(-util)[:top]:
         if tx[d] == 0:
             break
         t.add_row(topo.describe_link(int(d)), topo.links[d // 2].tier, f"{topo.directed_bandwidth_bps[d] / 8e9:.0f}",
-                  f"{tx[d] / 2**30:.2f} GiB", f"{util[d]:.1%}")
+                  f"{steps[d] / 2**30:.2f} GiB", f"{kv[d] / 2**30:.2f} GiB", f"{util[d]:.1%}")
     return t

@@ -70,6 +70,11 @@ class ServeResult:
         run / summary: the simulation and its figures (``None`` when infeasible).
         step_models: per pool, where its step-time model came from (``built`` / ``loaded``) and
             its cost; ``wall_s``: the whole call.
+        step_link_tx_bytes: estimated bytes of the steps' collectives per directed link over the
+            run: for every replica, its step count times the link bytes of one simulated step at
+            the replica's mean batch (decode tokens, context, chunk tokens of the busiest rank):
+            MoE dispatch/combine and TP all-reduces on the replica's own GPUs. With
+            ``run.link_tx_bytes`` (the KV transfers) it gives the run's per-link load.
     """
 
     deployment: Deployment
@@ -78,6 +83,7 @@ class ServeResult:
     summary: ServingSummary | None = None
     step_models: dict[str, dict] = field(default_factory=dict)
     wall_s: float = 0.0
+    step_link_tx_bytes: np.ndarray | None = None
 
     @property
     def feasible(self) -> bool:
@@ -86,6 +92,34 @@ class ServeResult:
     @property
     def reasons(self) -> list[str]:
         return [m.reason for m in self.memory.values() if m.reason]
+
+
+def step_link_bytes(dep: Deployment, run: ServingRun, sim: StepSimulator) -> np.ndarray:
+    """Bytes per directed link of the run's steps (see :attr:`ServeResult.step_link_tx_bytes`):
+    one representative step simulated per replica, on the same simulator (its network memo)."""
+    import dataclasses
+
+    from cosim.trace.builder import PrefillChunk
+
+    total = np.zeros(dep.topology.num_directed_links)
+    pools = {p.name: p for p in dep.pools}
+    for (name, index), st in run.replica_steps.items():
+        pool = pools[name]
+        base = dep.step_spec(pool, index)
+        batch = int(round(st["decode_tokens"]))
+        chunks = ()
+        if st["chunk_tokens"] >= 1 and pool.afd is None:
+            n = max(1, int(round(st["chunks"])))
+            per = max(1, int(round(st["chunk_tokens"] / n)))
+            chunks = tuple(PrefillChunk(0, per) for _ in range(n))
+        if pool.afd is not None:
+            batch = max(batch, pool.afd.micro_batches)
+        elif not chunks:
+            batch = max(batch, 1)
+        spec = dataclasses.replace(base, batch_per_rank=batch, prefix_tokens=int(round(st["context"])),
+                                   prefill_chunks=chunks)
+        total += st["steps"] * sim.simulate(spec).link_tx_bytes
+    return total
 
 
 def _cache_path(cache_dir: Path, fp: dict) -> Path:
@@ -146,6 +180,7 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
                            kv_bytes_per_token=kv_bytes, network=network, options=options, progress=report)
     result.run = run
     result.summary = summarize(run, slo)
+    result.step_link_tx_bytes = step_link_bytes(dep, run, sim)
     for name, st in step_times.items():
         result.step_models[name].update(queries=st.queries, simulated_answers=st.simulated)
     result.wall_s = time.perf_counter() - wall0

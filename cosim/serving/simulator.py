@@ -122,6 +122,9 @@ class ServingRun:
         itl_s: every inter-token gap of every request (after its first token), in emission
             order; ``max_itl_s``: each request's longest gap (stalls behind prefill chunks,
             preemptions).
+        replica_steps: per ``(pool, replica)``: its steps and the mean busiest-rank batch of a
+            step (``steps``, ``decode_tokens``, ``context``, ``chunk_tokens``, ``chunks``), from
+            which the step traffic of the run is estimated.
         pool_busy_s: per pool, replica-seconds spent stepping; ``pool_gpus``: GPUs per pool.
         duration_s: simulated time from the first arrival to the last event.
         steps: steps simulated per pool; ``wall_s``: the simulation's own cost.
@@ -147,6 +150,7 @@ class ServingRun:
     link_tx_bytes: np.ndarray | None = None
     itl_s: np.ndarray | None = None
     max_itl_s: np.ndarray | None = None
+    replica_steps: dict = field(default_factory=dict)
 
     @property
     def num_gpus(self) -> int:
@@ -253,6 +257,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     gaps = array("d")  # every inter-token gap of every request
     where: dict[int, tuple[_Replica, _Rank]] = {}
     busy = {p.name: 0.0 for p in dep.pools}
+    rep_stats: dict[tuple[str, int], list] = {}
     steps = {p.name: 0 for p in dep.pools}
     out_tokens = requests.output_tokens.astype(np.int64)
     prompt = (requests.prefix_tokens + requests.input_tokens).astype(np.int64)
@@ -327,6 +332,12 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             handoff(t)
         busy[rep.pool.name] += dt
         steps[rep.pool.name] += 1
+        st = rep_stats.setdefault((rep.pool.name, rep.index), [0, 0.0, 0.0, 0.0, 0])
+        st[0] += 1                       # steps
+        st[1] += len(w.decodes)          # decode tokens of the busiest rank
+        st[2] += ctx * len(w.decodes)    # their context (for the mean)
+        st[3] += sum(k for _, k in chunks)
+        st[4] += len(chunks)
         push(t + dt, "step", rep)
 
     def _admit(rank: _Rank) -> None:
@@ -530,4 +541,6 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                       busy, {p.name: p.num_gpus for p in dep.pools}, {p.name: p.replicas for p in dep.pools}, steps,
                       duration, time.perf_counter() - wall0, transfer_log,
                       getattr(network, "link_tx_bytes", None) if network is not None else None,
-                      np.frombuffer(gaps, dtype=np.float64).copy(), max_gap)
+                      np.frombuffer(gaps, dtype=np.float64).copy(), max_gap,
+                      {k: {"steps": v[0], "decode_tokens": v[1] / v[0], "context": v[2] / max(v[1], 1),
+                           "chunk_tokens": v[3] / v[0], "chunks": v[4] / v[0]} for k, v in rep_stats.items()})

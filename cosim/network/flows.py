@@ -142,7 +142,7 @@ def route_flows(topology: Topology, flows: FlowSet, router: Router | None = None
             raise FlowError(f"flow {i}: {name} GPU {column[i]} does not exist; topology "
                             f"{topology.name!r} has GPUs 0..{g - 1}")
     router = router or Router(topology)
-    mtu = np.array([link.mtu_bytes for link in topology.links], dtype=np.int64)
+    mtu = topology.link_mtu_bytes
     routes = [router.route(s, d, k) if s != d else () for s, d, k in zip(flows.src, flows.dst, flows.path_keys)]
     hops = np.fromiter((len(r) for r in routes), dtype=np.int64, count=n)
     route_offsets = np.zeros(n + 1, dtype=np.int64)

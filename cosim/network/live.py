@@ -8,7 +8,9 @@ backend's state between calls instead, with the flow backend's model unchanged:
 - routes come from the topology's :class:`~cosim.topology.Router` (ECMP by path key; a transfer
   over ``channels`` queue pairs is split like :func:`~cosim.network.collectives.point_to_point`),
   and packetization from :func:`~cosim.network.flows.route_flows` (wire bytes = payload plus one
-  header per packet of the route's smallest MTU);
+  header per packet of the route's smallest MTU), computed from per-route constants cached on
+  the first transfer of a (source, destination, path key): the same numbers, without building
+  a flow set per transfer;
 - rates are max-min fair over the directed link bandwidths, solved by the compiled solver (numpy
   fallback) of :mod:`cosim.network.flow_backend` whenever a flow starts, drains or is cancelled;
   only the flows connected to the change through shared links are re-solved (max-min rates
@@ -46,9 +48,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from cosim.errors import FlowError
-from cosim.network.collectives import point_to_point
-from cosim.network.flow_backend import _REL_EPS, _path_latency_s, max_min_rates
-from cosim.network.flows import FlowSet, route_flows
+from cosim.network.flow_backend import _REL_EPS, max_min_rates
 from cosim.network.results import AdaptiveBins, LinkCounters
 from cosim.topology import Router, Topology
 
@@ -146,6 +146,7 @@ class LiveNetwork:
         self.incremental = bool(incremental)
         self._skip_search = 0
         self._link_rate = np.zeros(num_links)
+        self._route_cache: dict[tuple[int, int, int], tuple] = {}
         self._tx_bytes = np.zeros(num_links, dtype=np.int64)
         self._tx_packets = np.zeros(num_links, dtype=np.int64)
         self._payload = np.zeros(num_links, dtype=np.int64)
@@ -259,29 +260,58 @@ class LiveNetwork:
             tr.finish_s, tr.landed = tr.start_s, True
             heapq.heappush(self._landing, (tr.start_s, tid))
         else:
-            fs = FlowSet()
-            point_to_point(fs, tr.src, tr.dst, tr.size_bytes, tag=tr.tag, channels=int(channels))
-            routed = route_flows(self.topology, fs, self.router)
-            lat = _path_latency_s(self.topology, routed) if self.latency else np.zeros(routed.num_flows)
-            k_flows = routed.num_flows
+            parts = self._routed_parts(tr.src, tr.dst, tr.size_bytes, int(channels))
+            k_flows = len(parts)
             first = self._next_flow
             self._next_flow += k_flows
-            for k in range(k_flows):
-                self._flows[first + k] = _Flow(tid, routed.route(k).astype(np.int64), int(routed.wire_bytes[k]),
-                                               int(routed.num_packets[k]), int(routed.size_bytes[k]), float(lat[k]))
+            for k, (route, wire, packets, payload, lat) in enumerate(parts):
+                self._flows[first + k] = _Flow(tid, route, wire, packets, payload, lat if self.latency else 0.0)
             tr.flows = list(range(first, first + k_flows))
             tr.pending = k_flows
-            links = routed.route_links.astype(np.int64)
+            links = np.concatenate([p[0] for p in parts])
+            offsets = np.cumsum([0] + [len(p[0]) for p in parts])
             self._touched[links] = True
             self._dirty = True
             self._e_link = np.concatenate([self._e_link, links])
             self._e_flow = np.concatenate([self._e_flow, len(self._act) + np.repeat(
-                np.arange(k_flows), np.diff(routed.route_offsets))])
+                np.arange(k_flows), np.diff(offsets))])
             self._act = np.concatenate([self._act, np.arange(first, first + k_flows)])
-            self._rem = np.concatenate([self._rem, routed.wire_bytes.astype(np.float64)])
+            self._rem = np.concatenate([self._rem, np.array([float(p[1]) for p in parts])])
             self._rate = np.concatenate([self._rate, np.zeros(k_flows)])
         self._stats["wall_s"] += time.perf_counter() - wall0
         return tid
+
+    def _routed_parts(self, src: int, dst: int, size: int, channels: int) -> list[tuple]:
+        """The flows of one transfer, exactly as ``route_flows`` of a
+        :func:`~cosim.network.collectives.point_to_point` would make them (the same routes,
+        packetization and path latency as the flow backend), from cached per-route constants:
+        ``(route links, wire bytes, packets, payload bytes, path latency)`` per channel."""
+        out = []
+        header = self.topology.transport.header_bytes
+        base, extra = divmod(size, channels)
+        for c in range(channels):
+            part = base + (1 if c < extra else 0)
+            if not part and c:
+                continue
+            key = (src, dst, c)
+            hit = self._route_cache.get(key)
+            if hit is None:
+                links = np.asarray(self.router.route(src, dst, c), dtype=np.int64)
+                und = links // 2
+                mtu = int(self.topology.link_mtu_bytes[und].min()) if len(links) else int(
+                    self.topology.link_mtu_bytes.max())
+                hit = (links, mtu, float(self.topology.link_latency_s[und].sum()),
+                       self.topology.link_bandwidth_bps[und])
+                self._route_cache[key] = hit
+            links, mtu, prop, bw = hit
+            packets = -(-part // mtu)
+            if len(links):
+                ser = (min(mtu, part) + header) * 8.0 / bw
+                lat = prop + float(ser.sum()) - float(ser.max())
+            else:
+                lat = 0.0
+            out.append((links, part + packets * header, packets, part, lat))
+        return out
 
     def advance(self, to_s: float) -> list[Completion]:
         """Simulate up to ``to_s`` (``inf``: until nothing is in flight) and return the transfers

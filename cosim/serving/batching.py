@@ -17,7 +17,8 @@ Admission (KV capacity) and preemption are the simulator's; a policy only orders
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from itertools import islice
+from typing import Callable, Collection, Protocol, Sequence
 
 from cosim.registry import Registry
 
@@ -43,7 +44,7 @@ class RankView(Protocol):
     """What a policy may read of a rank: running decodes (in admission order) and the queue of
     requests being or waiting to be prefilled, with their remaining prefill tokens."""
 
-    running: Sequence[int]
+    running: Collection[int]      # in admission order
     prefill_queue: Sequence[int]
 
     def remaining_prefill(self, request: int) -> int: ...
@@ -75,7 +76,7 @@ def _fill_chunks(rank: RankView, budget: int, max_requests: int) -> tuple[tuple[
 @register_policy("chunked_prefill")
 def chunked_prefill(rank: RankView, token_budget: int, max_batch: int) -> RankWork:
     """Decodes first (one token each, up to ``max_batch``), then prefill chunks filling the budget."""
-    decodes = tuple(rank.running[:min(max_batch, token_budget)])
+    decodes = tuple(islice(rank.running, min(max_batch, token_budget)))
     room = max_batch - len(decodes)
     return RankWork(decodes, _fill_chunks(rank, token_budget - len(decodes), room))
 
@@ -89,4 +90,4 @@ def prefill_only(rank: RankView, token_budget: int, max_batch: int) -> RankWork:
 @register_policy("decode_only")
 def decode_only(rank: RankView, token_budget: int, max_batch: int) -> RankWork:
     """The running decodes, oldest first, up to ``max_batch``."""
-    return RankWork(tuple(rank.running[:max_batch]), ())
+    return RankWork(tuple(islice(rank.running, max_batch)), ())

@@ -162,29 +162,32 @@ class ServingRun:
 
 
 class _Rank:
-    """One attention rank: its KV capacity, prefix cache, prefill queue and running decodes."""
+    """One attention rank: its KV capacity, prefix cache, prefill queue and running decodes.
 
-    __slots__ = ("gpu_list", "capacity", "kv_used", "prefill_queue", "running", "remaining", "context", "prefixes",
-                 "admitted", "alloc", "need")
+    Per-request numbers live in the simulation's arrays (context, KV allocated on this side);
+    a rank keeps the order of its requests (ordered dicts: O(1) removal)."""
 
-    def __init__(self, gpus: tuple[int, ...], capacity: int, prefix_tokens: int):
+    __slots__ = ("gpu_list", "capacity", "kv_used", "prefill_queue", "running", "remaining", "prefixes",
+                 "admitted", "alloc", "need", "need_total")
+
+    def __init__(self, gpus: tuple[int, ...], capacity: int, prefix_tokens: int, alloc: np.ndarray):
         self.gpu_list = gpus
         self.capacity = capacity                # KV tokens for running requests (the prefix cache has its own)
-        self.kv_used = 0                        # sum of alloc
+        self.kv_used = 0                        # sum of alloc over admitted
         self.prefill_queue: deque[int] = deque()
-        self.running: list[int] = []
+        self.running: dict[int, None] = {}      # decoding, in admission order
         self.need: dict[int, int] = {}          # queued, not admitted: KV tokens it needs
+        self.need_total = 0
         self.remaining: dict[int, int] = {}     # admitted: prefill tokens left
-        self.context: dict[int, int] = {}       # admitted: tokens its attention sees (prefix included)
-        self.alloc: dict[int, int] = {}         # admitted: KV tokens it holds
+        self.alloc = alloc                      # the simulation's per-request KV of this side
         self.prefixes = PrefixCache(prefix_tokens)
-        self.admitted: list[int] = []           # admission order (for preemption)
+        self.admitted: dict[int, None] = {}     # admission order (for preemption)
 
     def remaining_prefill(self, request: int) -> int:
         return self.remaining.get(request, 0)
 
     def load(self) -> int:
-        return self.kv_used + sum(self.need.values())
+        return self.kv_used + self.need_total
 
 
 class _Replica:
@@ -235,10 +238,14 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     decode_pools = [p for p in dep.pools if p.role == "decode"]
     placement = dep.placement()
     replicas: dict[str, list[_Replica]] = {}
+    ctx = np.zeros(n, dtype=np.int64)         # tokens a request's attention sees (prefix included)
+    alloc_entry = np.zeros(n, dtype=np.int64)  # KV it holds on its mixed / prefill rank
+    alloc_decode = np.zeros(n, dtype=np.int64)  # KV reserved on its decode rank
     for p in dep.pools:
         cap = kv_capacity_tokens[p.name]
         cache = int(cap * options.prefix_cache_fraction) if p.role != "decode" else 0
-        replicas[p.name] = [_Replica(p, i, [_Rank(g, cap - cache, cache) for g in _attention_gpus(p, gpus)])
+        side = alloc_decode if p.role == "decode" else alloc_entry
+        replicas[p.name] = [_Replica(p, i, [_Rank(g, cap - cache, cache, side) for g in _attention_gpus(p, gpus)])
                             for i, gpus in enumerate(placement[p.name])]
     entry_replicas = [r for p in entry for r in replicas[p.name]]
     decode_replicas = [r for p in decode_pools for r in replicas[p.name]]
@@ -319,9 +326,9 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         crit = max(range(len(works)), key=lambda i: works[i].tokens)
         w = works[crit]
         rank = rep.ranks[crit]
-        ctx = int(round(np.mean([rank.context[r] for r in w.decodes]))) if w.decodes else 0
-        chunks = [(rank.context.get(r, 0), k) for r, k in w.chunks]
-        dt = step_times[rep.pool.name].step_time_s(len(w.decodes), ctx, chunks)
+        mean_ctx = int(round(ctx[list(w.decodes)].mean())) if w.decodes else 0
+        chunks = [(int(ctx[r]), k) for r, k in w.chunks]
+        dt = step_times[rep.pool.name].step_time_s(len(w.decodes), mean_ctx, chunks)
         rep.busy, rep.work = True, works
         if rep.pool.role == "prefill" and options.kv_transfer == "layerwise":
             for rank_, w_ in zip(rep.ranks, works):
@@ -335,7 +342,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         st = rep_stats.setdefault((rep.pool.name, rep.index), [0, 0.0, 0.0, 0.0, 0])
         st[0] += 1                       # steps
         st[1] += len(w.decodes)          # decode tokens of the busiest rank
-        st[2] += ctx * len(w.decodes)    # their context (for the mean)
+        st[2] += mean_ctx * len(w.decodes)  # their context (for the mean)
         st[3] += sum(k for _, k in chunks)
         st[4] += len(chunks)
         push(t + dt, "step", rep)
@@ -348,16 +355,17 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                 continue
             need = rank.need[r]
             if rank.kv_used + need > rank.capacity:
-                if not rank.alloc and need > rank.capacity:
+                if not rank.admitted and need > rank.capacity:
                     raise ConfigError("<api>", "kv_capacity_tokens",
                                       f"request {r} needs {need} KV tokens, an attention rank holds {rank.capacity}")
                 break
             del rank.need[r]
+            rank.need_total -= need
             rank.alloc[r] = need
             rank.kv_used += need
             rank.remaining[r] = need
-            rank.context[r] = int(prompt[r]) + int(produced[r]) - need  # reused prefix already cached
-            rank.admitted.append(r)
+            ctx[r] = int(prompt[r]) + int(produced[r]) - need  # reused prefix already cached
+            rank.admitted[r] = None
 
     def arrive(r: int, t: float) -> None:
         arrival[r] = t
@@ -369,6 +377,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             h = rank.prefixes.lookup(pid, ptok, t) if rank.prefixes.capacity_tokens > 0 else 0
         hit[r] = h
         rank.need[r] = int(prompt[r]) - h
+        rank.need_total += rank.need[r]
         rank.prefill_queue.append(r)
         where[r] = (rep, rank)
         push(t, "kick", rep)  # after the other arrivals of this instant: they batch together
@@ -386,14 +395,12 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             next_request += 1
 
     def _release(rank: _Rank, r: int) -> None:
-        rank.kv_used -= rank.alloc.pop(r, 0)
-        rank.context.pop(r, None)
+        if rank.admitted.pop(r, 0) is None:  # held KV here
+            rank.kv_used -= int(rank.alloc[r])
+            rank.alloc[r] = 0
         rank.remaining.pop(r, None)
-        rank.need.pop(r, None)
-        if r in rank.running:
-            rank.running.remove(r)
-        if r in rank.admitted:
-            rank.admitted.remove(r)
+        rank.need_total -= rank.need.pop(r, 0)
+        rank.running.pop(r, None)
 
     def step_done(rep: _Replica, t: float) -> None:
         rep.busy = False
@@ -401,7 +408,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         for rank, w in zip(rep.ranks, rep.work):
             for r, k in w.chunks:
                 rank.remaining[r] -= k
-                rank.context[r] += k
+                ctx[r] += k
                 prefilled[r] += k
                 if rank.remaining[r] == 0:
                     del rank.remaining[r]
@@ -414,7 +421,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                         if produced[r] >= out_tokens[r]:
                             finish_request(r, t)
                         else:
-                            rank.running.append(r)
+                            rank.running[r] = None
                     else:  # prefill pool: hand over to decode
                         prefill_end[r] = t
                         if options.ttft == "prefill_end":
@@ -425,33 +432,31 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                                 land(r, t)
                         else:
                             pending_handoff.append(r)
-            grow = []
-            for r in w.decodes:
-                if r not in rank.context:
-                    continue  # preempted meanwhile
-                produced[r] = min(out_tokens[r], produced[r] + per_step)
-                gap = t - last_token[r]
-                gaps.append(gap)
-                if gap > max_gap[r]:
-                    max_gap[r] = gap
-                last_token[r] = t
-                if produced[r] >= out_tokens[r]:
-                    finish_request(r, t)
-                else:
-                    grow.append(r)
-            for r in grow:
-                rank.context[r] += 1
+            if w.decodes:  # every decode of the step emits its tokens (vectorized)
+                idx = np.fromiter(w.decodes, dtype=np.int64, count=len(w.decodes))
+                done_now = np.minimum(out_tokens[idx], produced[idx] + per_step)
+                produced[idx] = done_now
+                gap = t - last_token[idx]
+                gaps.frombytes(gap.tobytes())
+                np.maximum.at(max_gap, idx, gap)
+                last_token[idx] = t
+                fin = done_now >= out_tokens[idx]
+                grow = idx[~fin]
+                ctx[grow] += 1
                 if rep.pool.role == "mixed":  # decode pools reserved the whole request at hand-over
-                    rank.alloc[r] += 1
-                    rank.kv_used += 1
+                    rank.alloc[grow] += 1
+                    rank.kv_used += len(grow)
+                for r in idx[fin].tolist():
+                    finish_request(r, t)
             while rank.kv_used > rank.capacity and len(rank.admitted) > 1:
-                victim = rank.admitted[-1]  # the most recently admitted: recomputed later
+                victim = next(reversed(rank.admitted))  # the most recently admitted: recomputed later
                 preempt[victim] += 1
                 _release(rank, victim)
                 if victim in rank.prefill_queue:
                     rank.prefill_queue.remove(victim)
                 rank.prefill_queue.appendleft(victim)
                 rank.need[victim] = int(prompt[victim]) + int(produced[victim])
+                rank.need_total += rank.need[victim]
                 hit[victim] = 0
         rep.work = []
         if pending_handoff:
@@ -474,8 +479,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             rep, rank = best
             rank.kv_used += need  # reserved for the whole request
             rank.alloc[r] = need
-            rank.context[r] = int(prompt[r])
-            rank.admitted.append(r)
+            rank.admitted[r] = None
             src_rep, src_rank = where[r]
             size = float(kv_bytes_per_token[src_rep.pool.name]) * int(prompt[r])
             ids = []
@@ -510,7 +514,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         if produced[r] >= out_tokens[r]:
             finish_request(r, t)
         else:
-            rank.running.append(r)
+            rank.running[r] = None
             kick(rep, t)
         kick(src_rep, t)
         handoff(t)

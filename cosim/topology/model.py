@@ -131,6 +131,11 @@ class Topology:
         return np.array([l.latency_s for l in self.links], dtype=np.float64)
 
     @cached_property
+    def link_mtu_bytes(self) -> np.ndarray:
+        """MTU of every undirected link."""
+        return np.array([l.mtu_bytes for l in self.links], dtype=np.int64)
+
+    @cached_property
     def directed_bandwidth_bps(self) -> np.ndarray:
         """Bandwidth of every directed link (index = directed link id)."""
         return np.repeat(self.link_bandwidth_bps, 2)

@@ -77,9 +77,21 @@ class _Instrument:
         self.queries = 0
         self.networks = []
         self.start_s = 0.0
+        self.link_s = 0.0
 
     def __enter__(self):
         inst = self
+        self._orig_links = getattr(run_mod, "step_link_bytes", None)
+        if self._orig_links is not None:
+            orig_links = self._orig_links
+
+            def step_link_bytes(*a, **k):
+                t0 = time.perf_counter()
+                try:
+                    return orig_links(*a, **k)
+                finally:
+                    inst.link_s += time.perf_counter() - t0
+            run_mod.step_link_bytes = step_link_bytes
         self._orig_step = run_mod.ModelStepTimes.step_time_s
         self._orig_net = live_mod.LiveNetwork
         orig_step = self._orig_step
@@ -111,6 +123,8 @@ class _Instrument:
     def __exit__(self, *exc):
         run_mod.ModelStepTimes.step_time_s = self._orig_step
         live_mod.LiveNetwork = self._orig_net
+        if self._orig_links is not None:
+            run_mod.step_link_bytes = self._orig_links
 
 
 GROUPS = (  # cProfile self time by file
@@ -215,6 +229,7 @@ def main() -> None:
             "live_network": {"wall_s": net_s, "start_wall_s": inst.start_s, "solve_wall_s": st["solve_wall_s"],
                              **{k: st[k] for k in ("transfers", "completed", "events", "re_solves", "solved_flows")}},
             "des_loop_s": sim_s - inst.query_s - net_s,
+            "step_link_bytes_s": inst.link_s,
             "outside_simulation_s": timed_wall - sim_s,
         }
         b = out["breakdown_timers"]
@@ -223,7 +238,8 @@ def main() -> None:
               f"(start {inst.start_s:.2f} s for {st['transfers']} transfers, {st['re_solves']} re-solves of "
               f"{st['solved_flows'] / max(1, st['re_solves']):.1f} flows in {st['solve_wall_s']:.2f} s, "
               f"{st['events']} drain events) + DES loop {b['des_loop_s']:.2f} s; outside the simulation "
-              f"(kernel tables, memory, model load, summary) {b['outside_simulation_s']:.2f} s")
+              f"{b['outside_simulation_s']:.2f} s, of which the per-link step traffic estimate "
+              f"(serve's step_link_bytes: one step simulated per replica) {inst.link_s:.2f} s")
 
         if not args.no_profile:
             prof = cProfile.Profile()

@@ -172,3 +172,42 @@ def test_inter_token_gaps_show_decodes_stalled_behind_a_prefill(dsv3):
     assert s.itl.p50_s == pytest.approx(1e-3 + 1e-6, rel=0.01)       # a decode-only step
     assert run.max_itl_s[0] >= 1e-3 + 4000e-6                         # stalled behind a 4000-token chunk
     assert np.isclose(np.mean(run.itl_s), s.tpot.mean_s, rtol=0.05)
+
+
+def test_an_idle_pool_spreads_requests_over_its_ranks(dsv3):
+    """Sparse open-loop arrivals find every rank idle: ties rotate, so each of the 8 ranks serves
+    8 of 64 requests (they used to pile onto rank 0), with either router; and P/D hand-overs
+    rotate over the decode ranks the same way."""
+    dep = mixed_deployment(dsv3, tp=8, budget=1024)
+    for router in ("least_loaded", "round_robin"):
+        run = simulate_serving(dep, requests(64, prompt=100, out=2, arrival=np.arange(64) * 1.0),
+                               {"agg": LinearSteps()}, kv_capacity_tokens={"agg": 100_000},
+                               options=ServingOptions(router=router))
+        assert run.finished.all()
+        assert np.bincount(run.entry_gpu, minlength=8).tolist() == [8] * 8
+    from cosim.network.live import LiveNetwork
+
+    pd = _pd(dsv3)
+    run = simulate_serving(pd, requests(8, prompt=512, out=2, arrival=np.arange(8) * 1.0),
+                           {"pre": LinearSteps(), "dec": LinearSteps()},
+                           kv_capacity_tokens={"pre": 100_000, "dec": 100_000},
+                           kv_bytes_per_token={"pre": 1000.0, "dec": 1000.0}, network=LiveNetwork(pd.topology))
+    assert sorted(set(run.decode_gpu.tolist())) == [8, 16] and (np.bincount(run.decode_gpu)[[8, 16]] == 4).all()
+
+
+def test_closed_loop_ramp_staggers_the_users(dsv3):
+    dep = mixed_deployment(dsv3, budget=256, max_batch=32)
+    base = simulate_serving(dep, requests(2000, prompt=200, out=40, concurrency=32), {"agg": LinearSteps()},
+                            kv_capacity_tokens={"agg": 100_000})
+    ramp = simulate_serving(dep, requests(2000, prompt=200, out=40, concurrency=32), {"agg": LinearSteps()},
+                            kv_capacity_tokens={"agg": 100_000}, options=ServingOptions(ramp_s=0.05))
+    assert np.nanmin(ramp.arrival_s[:32]) == 0.0 and np.nanmax(ramp.arrival_s[:32]) == pytest.approx(0.05 * 31 / 32)
+    assert summarize(ramp).mean_concurrency == pytest.approx(32, rel=0.02)
+    assert summarize(base).finished == summarize(ramp).finished == 2000
+
+
+def test_aggregated_afd_is_refused_at_load(dsv3):
+    from cosim.trace.builder import AfdSpec
+
+    with pytest.raises(ConfigError, match="aggregated \\+ AFD"):
+        PoolSpec("agg", "mixed", afd=AfdSpec(4, 4))

@@ -29,6 +29,9 @@ def add_parser(sub) -> None:
                    help="shared reusable prefixes (0: each request's prefix is its own and resident)")
     p.add_argument("--ttft", choices=["decode_first_token", "prefill_end"], default="decode_first_token",
                    help="P/D TTFT convention (default: the decode side streams the first token after the KV move)")
+    p.add_argument("--ramp", type=float, default=None,
+                   help="closed loop: spread the users' first requests over this many seconds (default: 1 s "
+                        "x users / 1000, at least 0.1 s)")
     p.add_argument("--kv-transfer", choices=["after_prefill", "layerwise"], default="after_prefill",
                    help="P/D: move the KV cache after the prefill, or stream it layer by layer during it")
     p.add_argument("--backend", "-b", choices=["flow", "packet"], default="flow",
@@ -77,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        result = serve(dep, requests, slo=workload.slo, options=ServingOptions(ttft=args.ttft, kv_transfer=args.kv_transfer), backend=args.backend,
+        users = requests.concurrency or 0
+        ramp = args.ramp if args.ramp is not None else (max(0.1, users / 1000.0) if users else 0.0)
+        options = ServingOptions(ttft=args.ttft, kv_transfer=args.kv_transfer, ramp_s=ramp)
+        result = serve(dep, requests, slo=workload.slo, options=options, backend=args.backend,
                        cache_dir=args.cache, progress=progress)
     if not result.feasible:
         for reason in result.reasons:

@@ -74,7 +74,8 @@ def requests_table(run) -> pa.Table:
                 prefill_end_s=run.prefill_end_s, kv_transfer_s=run.kv_transfer_s,
                 prefix_hit_tokens=run.prefix_hit_tokens, prefilled_tokens=run.prefilled_tokens,
                 output_tokens_done=run.output_tokens_done, preemptions=run.preemptions,
-                max_itl_s=run.max_itl_s if run.max_itl_s is not None else np.full(len(r), np.nan))
+                max_itl_s=run.max_itl_s if run.max_itl_s is not None else np.full(len(r), np.nan),
+                entry_gpu=run.entry_gpu, decode_gpu=run.decode_gpu)
     return pa.table(cols)
 
 

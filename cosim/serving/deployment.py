@@ -117,6 +117,11 @@ class PoolSpec:
             raise ConfigError("<api>", f"pools.{self.name}.replicas", f"expected an integer >= 1, got {self.replicas!r}")
         if self.afd is not None and self.role == "prefill":
             raise ConfigError("<api>", f"pools.{self.name}.afd", "AFD is a decode layout; a prefill pool runs colocated")
+        if self.afd is not None and self.role == "mixed":
+            raise ConfigError("<api>", f"pools.{self.name}.afd", "aggregated + AFD (prefill chunks on the attention "
+                                                                 "group) is not modelled yet: AFD steps carry no "
+                                                                 "prefill chunks; serve it as P/D with a prefill pool "
+                                                                 "and an AFD decode pool")
         if not 0.0 <= self.mtp_acceptance <= 1.0:
             raise ConfigError("<api>", f"pools.{self.name}.mtp_acceptance", f"expected 0..1, got {self.mtp_acceptance!r}")
         if not 0.0 < self.memory_fraction <= 1.0:

@@ -128,10 +128,11 @@ def _cache_path(cache_dir: Path, fp: dict) -> Path:
 
 
 def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOptions = ServingOptions(),
-          backend: str = "flow", cache_dir: str | Path | None = None,
+          backend: str = "flow", cache_dir: str | Path | None = None, link_load: bool = True,
           progress: Callable[[str, int, int], None] | None = None) -> ServeResult:
     """Serve ``requests`` with ``dep`` (see the module docstring); ``slo`` (``ttft_s``,
-    ``tpot_s``) adds SLO attainment to the summary; ``progress(stage, done, total)``."""
+    ``tpot_s``) adds SLO attainment to the summary; ``link_load`` estimates the steps' traffic per
+    link over the run (one step simulated per replica); ``progress(stage, done, total)``."""
     from cosim.engine.step_model import fingerprint
     from cosim.kernels import KernelTables
     from cosim.network.live import LiveNetwork
@@ -180,7 +181,8 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
                            kv_bytes_per_token=kv_bytes, network=network, options=options, progress=report)
     result.run = run
     result.summary = summarize(run, slo)
-    result.step_link_tx_bytes = step_link_bytes(dep, run, sim)
+    if link_load:
+        result.step_link_tx_bytes = step_link_bytes(dep, run, sim)
     for name, st in step_times.items():
         result.step_models[name].update(queries=st.queries, simulated_answers=st.simulated)
     result.wall_s = time.perf_counter() - wall0

@@ -76,7 +76,10 @@ class ServingOptions:
             the requests' own).
         ttft: TTFT convention in P/D (see the module docstring).
         prefix_cache_fraction: share of each rank's KV capacity the prefix cache may hold.
-        router: replica choice for new requests: ``least_loaded`` or ``round_robin``.
+        router: replica choice for new requests: ``least_loaded`` or ``round_robin`` (ties
+            between equally loaded ranks rotate).
+        ramp_s: closed loop: user ``i`` of N sends its first request at ``i x ramp_s / N``, so the
+            users do not stay in phase (0: all at time 0).
         kv_transfer: P/D: ``after_prefill`` (the KV moves once the prefill has ended) or
             ``layerwise`` (each layer's KV is sent as soon as it is computed: the move starts with
             the request's last prefill step and cannot complete before that step ends, so it
@@ -90,6 +93,7 @@ class ServingOptions:
     prefix_cache_fraction: float = 0.5
     router: Literal["least_loaded", "round_robin"] = "least_loaded"
     kv_transfer: Literal["after_prefill", "layerwise"] = "after_prefill"
+    ramp_s: float = 0.0
     max_time_s: float = math.inf
 
     def __post_init__(self) -> None:
@@ -99,6 +103,8 @@ class ServingOptions:
             raise ConfigError("<api>", "ttft", f"expected 'decode_first_token' or 'prefill_end', got {self.ttft!r}")
         if self.router not in ("least_loaded", "round_robin"):
             raise ConfigError("<api>", "router", f"expected 'least_loaded' or 'round_robin', got {self.router!r}")
+        if not (isinstance(self.ramp_s, (int, float)) and 0 <= self.ramp_s < math.inf):
+            raise ConfigError("<api>", "ramp_s", f"expected a finite number of seconds >= 0, got {self.ramp_s!r}")
         if self.kv_transfer not in ("after_prefill", "layerwise"):
             raise ConfigError("<api>", "kv_transfer", f"expected 'after_prefill' or 'layerwise', got {self.kv_transfer!r}")
         if not 0.0 <= self.prefix_cache_fraction < 1.0:
@@ -125,6 +131,8 @@ class ServingRun:
         replica_steps: per ``(pool, replica)``: its steps and the mean busiest-rank batch of a
             step (``steps``, ``decode_tokens``, ``context``, ``chunk_tokens``, ``chunks``), from
             which the step traffic of the run is estimated.
+        entry_gpu / decode_gpu: the first GPU of the attention rank that prefilled (or served)
+            each request, and of its decode rank in P/D (-1: none).
         pool_busy_s: per pool, replica-seconds spent stepping; ``pool_gpus``: GPUs per pool.
         duration_s: simulated time from the first arrival to the last event.
         steps: steps simulated per pool; ``wall_s``: the simulation's own cost.
@@ -151,6 +159,8 @@ class ServingRun:
     itl_s: np.ndarray | None = None
     max_itl_s: np.ndarray | None = None
     replica_steps: dict = field(default_factory=dict)
+    entry_gpu: np.ndarray | None = None
+    decode_gpu: np.ndarray | None = None
 
     @property
     def num_gpus(self) -> int:
@@ -249,6 +259,8 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                             for i, gpus in enumerate(placement[p.name])]
     entry_replicas = [r for p in entry for r in replicas[p.name]]
     decode_replicas = [r for p in decode_pools for r in replicas[p.name]]
+    all_entry_ranks = [(rep, k) for rep in entry_replicas for k in rep.ranks]
+    all_decode_ranks = [(rep, k) for rep in decode_replicas for k in rep.ranks]
 
     arrival = np.full(n, np.nan)
     first = np.full(n, np.nan)
@@ -261,6 +273,8 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     preempt = np.zeros(n, dtype=np.int64)
     last_token = np.full(n, np.nan)
     max_gap = np.zeros(n)
+    entry_gpu = np.full(n, -1, dtype=np.int64)
+    decode_gpu = np.full(n, -1, dtype=np.int64)
     gaps = array("d")  # every inter-token gap of every request
     where: dict[int, tuple[_Replica, _Rank]] = {}
     busy = {p.name: 0.0 for p in dep.pools}
@@ -289,10 +303,12 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             push(float(requests.arrival_s[r]), "arrive", int(r))
         next_request = n
     else:
-        for _ in range(min(concurrency, n)):
-            push(0.0, "arrive", next_request)
+        users = min(concurrency, n)
+        for u in range(users):
+            push(u * options.ramp_s / users, "arrive", next_request)
             next_request += 1
     rr = [0]
+    handoff_turn = [0]
     early: set[int] = set()    # layer-wise moves started before their prefill ended
     landed: set[int] = set()   # ... whose transfer arrived before the prefill ended
     kv_start = np.full(n, np.nan)
@@ -303,13 +319,19 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     now = 0.0
 
     def choose(reps: list[_Replica], need: int) -> tuple[_Replica, _Rank] | None:
+        """Replica and attention rank for a new request; ties (idle ranks) rotate, so an idle pool
+        spreads its requests instead of piling them on its first rank."""
+        turn = rr[0]
+        rr[0] += 1
         if options.router == "round_robin":
-            rep = reps[rr[0] % len(reps)]
-            rr[0] += 1
-            rank = min(rep.ranks, key=lambda k: k.load())
-            return rep, rank
-        best = min(((k.load(), i, rep, k) for i, rep in enumerate(reps) for k in rep.ranks), key=lambda x: x[:2])
-        return best[2], best[3]
+            rep = reps[turn % len(reps)]
+            m = len(rep.ranks)
+            j = min(range(m), key=lambda i: (rep.ranks[i].load(), (i - turn) % m))
+            return rep, rep.ranks[j]
+        flat = all_entry_ranks
+        m = len(flat)
+        j = min(range(m), key=lambda i: (flat[i][1].load(), (i - turn) % m))
+        return flat[j]
 
     def kick(rep: _Replica, t: float) -> None:
         """Start the replica's next step if it is idle and has work."""
@@ -376,6 +398,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         else:
             h = rank.prefixes.lookup(pid, ptok, t) if rank.prefixes.capacity_tokens > 0 else 0
         hit[r] = h
+        entry_gpu[r] = rank.gpu_list[0]
         rank.need[r] = int(prompt[r]) - h
         rank.need_total += rank.need[r]
         rank.prefill_queue.append(r)
@@ -468,13 +491,17 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         while pending_handoff:
             r = pending_handoff[0]
             need = int(prompt[r]) + int(out_tokens[r])
-            best = None
-            for rep in decode_replicas:
-                for rank in rep.ranks:
-                    if rank.kv_used + need <= rank.capacity and (best is None or rank.load() < best[1].load()):
-                        best = (rep, rank)
-            if best is None:
+            m = len(all_decode_ranks)
+            turn = handoff_turn[0]
+            fits = [i for i in range(m) if all_decode_ranks[i][1].kv_used + need <= all_decode_ranks[i][1].capacity]
+            if not fits:
                 return
+            # least KV in use, then fewest running; ties rotate
+            j = min(fits, key=lambda i: (all_decode_ranks[i][1].load(), len(all_decode_ranks[i][1].running),
+                                         (i - turn) % m))
+            handoff_turn[0] += 1
+            best = all_decode_ranks[j]
+            decode_gpu[r] = best[1].gpu_list[0]
             pending_handoff.popleft()
             rep, rank = best
             rank.kv_used += need  # reserved for the whole request
@@ -547,4 +574,5 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                       getattr(network, "link_tx_bytes", None) if network is not None else None,
                       np.frombuffer(gaps, dtype=np.float64).copy(), max_gap,
                       {k: {"steps": v[0], "decode_tokens": v[1] / v[0], "context": v[2] / max(v[1], 1),
-                           "chunk_tokens": v[3] / v[0], "chunks": v[4] / v[0]} for k, v in rep_stats.items()})
+                           "chunk_tokens": v[3] / v[0], "chunks": v[4] / v[0]} for k, v in rep_stats.items()},
+                      entry_gpu, decode_gpu)

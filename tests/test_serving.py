@@ -211,3 +211,18 @@ def test_aggregated_afd_is_refused_at_load(dsv3):
 
     with pytest.raises(ConfigError, match="aggregated \\+ AFD"):
         PoolSpec("agg", "mixed", afd=AfdSpec(4, 4))
+
+
+def test_full_admission_reserves_outputs_and_never_preempts(dsv3):
+    """``admission='full'``: a request enters only when prompt + outputs fit, so the same
+    overloaded rank that preempts under ``prompt`` admission never does, and runs fewer at once."""
+    dep = mixed_deployment(dsv3, tp=8, budget=4096, max_batch=64)
+    args = (dep, requests(64, prompt=600, out=300, arrival=np.zeros(64)), {"agg": LinearSteps()})
+    kw = dict(kv_capacity_tokens={"agg": 3000})
+    lazy = simulate_serving(*args, **kw, options=ServingOptions(prefix_cache_fraction=0.0))
+    full = simulate_serving(*args, **kw, options=ServingOptions(prefix_cache_fraction=0.0, admission="full"))
+    assert lazy.preemptions.sum() > 0 and full.preemptions.sum() == 0
+    assert full.finished.all() and (full.prefilled_tokens == 600).all()
+    # 3000 tokens hold 3 requests of 900 per rank: the first 24 start at once, the others queue
+    first = np.sort(full.first_token_s)
+    assert first[23] < first[24]

@@ -32,6 +32,9 @@ def add_parser(sub) -> None:
     p.add_argument("--ramp", type=float, default=None,
                    help="closed loop: spread the users' first requests over this many seconds (default: 1 s "
                         "x users / 1000, at least 0.1 s)")
+    p.add_argument("--admission", choices=["prompt", "full"], default="prompt",
+                   help="KV admission: the prompt, growing per token with preemption (vLLM/SGLang), or the whole "
+                        "request reserved up front (TensorRT-LLM)")
     p.add_argument("--kv-transfer", choices=["after_prefill", "layerwise"], default="after_prefill",
                    help="P/D: move the KV cache after the prefill, or stream it layer by layer during it")
     p.add_argument("--backend", "-b", choices=["flow", "packet"], default="flow",
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
         users = requests.concurrency or 0
         ramp = args.ramp if args.ramp is not None else (max(0.1, users / 1000.0) if users else 0.0)
-        options = ServingOptions(ttft=args.ttft, kv_transfer=args.kv_transfer, ramp_s=ramp)
+        options = ServingOptions(ttft=args.ttft, kv_transfer=args.kv_transfer, ramp_s=ramp, admission=args.admission)
         result = serve(dep, requests, slo=workload.slo, options=options, backend=args.backend,
                        cache_dir=args.cache, progress=progress)
     if not result.feasible:

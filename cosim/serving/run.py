@@ -129,16 +129,20 @@ def _cache_path(cache_dir: Path, fp: dict) -> Path:
 
 def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOptions = ServingOptions(),
           backend: str = "flow", cache_dir: str | Path | None = None, link_load: bool = True,
+          kernels=None, step_times: dict | None = None,
           progress: Callable[[str, int, int], None] | None = None) -> ServeResult:
     """Serve ``requests`` with ``dep`` (see the module docstring); ``slo`` (``ttft_s``,
     ``tpot_s``) adds SLO attainment to the summary; ``link_load`` estimates the steps' traffic per
-    link over the run (one step simulated per replica); ``progress(stage, done, total)``."""
+    link over the run (one step simulated per replica); ``kernels``: the kernel tables to use
+    (default: the deployment's system and framework); ``step_times``: per pool, a step-time
+    source of the simulator's ``StepTimes`` protocol to use instead of building a
+    :class:`StepTimeModel` (e.g. memoized exact simulations); ``progress(stage, done, total)``."""
     from cosim.engine.step_model import fingerprint
     from cosim.kernels import KernelTables
     from cosim.network.live import LiveNetwork
 
     wall0 = time.perf_counter()
-    kernels = KernelTables.load(dep.system, framework=dep.framework)
+    kernels = kernels if kernels is not None else KernelTables.load(dep.system, framework=dep.framework)
     hbm = kernels.system.mem_capacity_bytes
     memory = {p.name: pool_memory(dep, p, hbm) for p in dep.pools}
     result = ServeResult(dep, memory)
@@ -148,8 +152,13 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
     max_context = int(np.max(requests.prefix_tokens + requests.input_tokens + requests.output_tokens))
     sim = StepSimulator(kernels, dep.topology, backend)
     cache = Path(cache_dir) if cache_dir is not None else None
+    given = dict(step_times or {})
     step_times = {}
     for p in dep.pools:
+        if p.name in given:
+            step_times[p.name] = given[p.name]
+            result.step_models[p.name] = {"source": "given", "wall_s": 0.0}
+            continue
         base = dep.step_spec(p)
         grid = pool_grid(p, max_context)
         t0 = time.perf_counter()
@@ -184,7 +193,8 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
     if link_load:
         result.step_link_tx_bytes = step_link_bytes(dep, run, sim)
     for name, st in step_times.items():
-        result.step_models[name].update(queries=st.queries, simulated_answers=st.simulated)
+        if isinstance(st, ModelStepTimes):
+            result.step_models[name].update(queries=st.queries, simulated_answers=st.simulated)
     result.wall_s = time.perf_counter() - wall0
     return result
 

@@ -80,6 +80,10 @@ class ServingOptions:
             between equally loaded ranks rotate).
         ramp_s: closed loop: user ``i`` of N sends its first request at ``i x ramp_s / N``, so the
             users do not stay in phase (0: all at time 0).
+        admission: ``prompt`` (a request enters when its prompt's KV fits and grows a token a
+            step; overflow preempts: vLLM, SGLang) or ``full`` (it enters only when its prompt and
+            all its output tokens fit, reserved up front: no preemption, TensorRT-LLM's guaranteed
+            no-evict scheduling).
         kv_transfer: P/D: ``after_prefill`` (the KV moves once the prefill has ended) or
             ``layerwise`` (each layer's KV is sent as soon as it is computed: the move starts with
             the request's last prefill step and cannot complete before that step ends, so it
@@ -94,6 +98,7 @@ class ServingOptions:
     router: Literal["least_loaded", "round_robin"] = "least_loaded"
     kv_transfer: Literal["after_prefill", "layerwise"] = "after_prefill"
     ramp_s: float = 0.0
+    admission: Literal["prompt", "full"] = "prompt"
     max_time_s: float = math.inf
 
     def __post_init__(self) -> None:
@@ -103,6 +108,8 @@ class ServingOptions:
             raise ConfigError("<api>", "ttft", f"expected 'decode_first_token' or 'prefill_end', got {self.ttft!r}")
         if self.router not in ("least_loaded", "round_robin"):
             raise ConfigError("<api>", "router", f"expected 'least_loaded' or 'round_robin', got {self.router!r}")
+        if self.admission not in ("prompt", "full"):
+            raise ConfigError("<api>", "admission", f"expected 'prompt' or 'full', got {self.admission!r}")
         if not (isinstance(self.ramp_s, (int, float)) and 0 <= self.ramp_s < math.inf):
             raise ConfigError("<api>", "ramp_s", f"expected a finite number of seconds >= 0, got {self.ramp_s!r}")
         if self.kv_transfer not in ("after_prefill", "layerwise"):
@@ -309,6 +316,13 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             next_request += 1
     rr = [0]
     handoff_turn = [0]
+    full_reserve = options.admission == "full"
+    mixed_entry = dep.pools[0].role == "mixed"
+
+    def full_extra(r: int) -> int:
+        """KV tokens reserved up front for the outputs still to come (``admission='full'``)."""
+        return int(out_tokens[r]) - int(produced[r]) if full_reserve else 0
+
     early: set[int] = set()    # layer-wise moves started before their prefill ended
     landed: set[int] = set()   # ... whose transfer arrived before the prefill ended
     kv_start = np.full(n, np.nan)
@@ -385,8 +399,9 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             rank.need_total -= need
             rank.alloc[r] = need
             rank.kv_used += need
-            rank.remaining[r] = need
-            ctx[r] = int(prompt[r]) + int(produced[r]) - need  # reused prefix already cached
+            reserved = full_extra(r) if full_reserve and rank.alloc is alloc_entry and mixed_entry else 0
+            rank.remaining[r] = need - reserved
+            ctx[r] = int(prompt[r]) + int(produced[r]) - (need - reserved)  # reused prefix already cached
             rank.admitted[r] = None
 
     def arrive(r: int, t: float) -> None:
@@ -399,7 +414,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             h = rank.prefixes.lookup(pid, ptok, t) if rank.prefixes.capacity_tokens > 0 else 0
         hit[r] = h
         entry_gpu[r] = rank.gpu_list[0]
-        rank.need[r] = int(prompt[r]) - h
+        rank.need[r] = int(prompt[r]) - h + (full_extra(r) if rep.pool.role == "mixed" else 0)
         rank.need_total += rank.need[r]
         rank.prefill_queue.append(r)
         where[r] = (rep, rank)
@@ -466,7 +481,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                 fin = done_now >= out_tokens[idx]
                 grow = idx[~fin]
                 ctx[grow] += 1
-                if rep.pool.role == "mixed":  # decode pools reserved the whole request at hand-over
+                if rep.pool.role == "mixed" and not full_reserve:  # else reserved at admission / hand-over
                     rank.alloc[grow] += 1
                     rank.kv_used += len(grow)
                 for r in idx[fin].tolist():
@@ -478,7 +493,8 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                 if victim in rank.prefill_queue:
                     rank.prefill_queue.remove(victim)
                 rank.prefill_queue.appendleft(victim)
-                rank.need[victim] = int(prompt[victim]) + int(produced[victim])
+                rank.need[victim] = int(prompt[victim]) + int(produced[victim]) + (
+                    full_extra(victim) if rep.pool.role == "mixed" else 0)
                 rank.need_total += rank.need[victim]
                 hit[victim] = 0
         rep.work = []

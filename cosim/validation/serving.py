@@ -57,8 +57,8 @@ import numpy as np
 
 from cosim.errors import CosimError
 from cosim.validation.silicon import (
-    AFTER, MAX_ATTENTION_TP, TOPOLOGY_PRESETS, SiliconRow, _cannot_model, _int, checkpoint_model, error_summary,
-    row_precision, row_topology, select_rows, silicon_csv_path,
+    AFTER, MAX_ATTENTION_TP, TOPOLOGY_PRESETS, SiliconRow, _cannot_model, _int, aiconfigurator_per_row,
+    checkpoint_model, error_summary, row_precision, row_topology, select_rows, silicon_csv_path,
 )
 
 #: Token budget per attention rank of agg (chunked-prefill) steps, per framework: TensorRT-LLM's
@@ -552,46 +552,14 @@ def aiconfigurator_estimates(rows: Iterable[ServingRow], time_budget_s: float = 
 
 
 def _aiconfigurator_ttft_ms(rows: list[ServingRow], time_budget_s: float) -> dict[str, float | None]:
-    import logging
-
-    from cosim.models import Precision
-
-    logging.disable(logging.WARNING)
-    try:
-        from aiconfigurator_core.sdk.engine import EngineHandle
-    except ImportError:
-        return {}
-    handles: dict[tuple, object] = {}
-    out: dict[str, float | None] = {}
-    t0 = time.perf_counter()
-    for row in rows:
+    def estimate(h, row: ServingRow) -> float | None:
         r = row.prefill if row.prefill is not None else row.decode
-        if time.perf_counter() - t0 > time_budget_s:
-            out[row.row_id] = None
-            continue
-        kv = Precision.from_checkpoint(checkpoint_model(r)).kv_cache
-        model = "deepseek-ai/DeepSeek-R1" if r.model_path == "nvidia/DeepSeek-R1-NVFP4" else r.model_path
-        key = (model, r.system, r.framework, r.tp, r.attention_dp, r.moe_tp, r.moe_ep, r.pp, r.gemm_quant,
-               r.moe_quant, kv)
-        try:
-            if key not in handles:
-                handles[key] = EngineHandle.compile(
-                    model, r.system, r.framework, tp_size=r.tp, pp_size=r.pp, moe_tp_size=r.moe_tp,
-                    moe_ep_size=r.moe_ep, attention_dp_size=r.attention_dp, gemm_quant_mode=r.gemm_quant,
-                    moe_quant_mode=r.moe_quant, kvcache_quant_mode=kv, fmha_quant_mode="bfloat16",
-                    comm_quant_mode="half")
-            h = handles[key]
-            if h is None:
-                out[row.row_id] = None
-                continue
-            t = float(h.predict_prefill_latency(1, r.isl))
-            factor, overhead = _aic_queueing_factor(row)
-            out[row.row_id] = (t + overhead) * factor if math.isfinite(t) and t > 0 else None
-        except Exception:  # aiconfigurator raises many types for unsupported points
-            handles.setdefault(key, None)
-            out[row.row_id] = None
-    logging.disable(logging.NOTSET)
-    return out
+        t = float(h.predict_prefill_latency(1, r.isl))
+        factor, overhead = _aic_queueing_factor(row)
+        return (t + overhead) * factor if math.isfinite(t) and t > 0 else None
+
+    return aiconfigurator_per_row(rows, estimate, time_budget_s,
+                                  row_of=lambda row: row.prefill if row.prefill is not None else row.decode)
 
 
 def _aic_queueing_factor(row: ServingRow) -> tuple[float, float]:

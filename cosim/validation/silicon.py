@@ -460,43 +460,64 @@ def _simulate_one(row: SiliconRow, rules: KernelRules, kernels: KernelTables, si
 # ---------------------------------------------------------------------- aiconfigurator's estimate
 
 
+def aiconfigurator_handle(handles: dict, row: SiliconRow):
+    """aiconfigurator-core's compiled ``EngineHandle`` for the row's deployment (parallelism,
+    quant labels, the same KV format as cosim), cached in ``handles`` by deployment; ``None``
+    where aiconfigurator cannot compile it (or is not installed)."""
+    try:
+        from aiconfigurator_core.sdk.engine import EngineHandle
+    except ImportError:
+        return None
+    kv = Precision.from_checkpoint(checkpoint_model(row)).kv_cache
+    model = "deepseek-ai/DeepSeek-R1" if row.model_path == "nvidia/DeepSeek-R1-NVFP4" else row.model_path
+    key = (model, row.system, row.framework, row.tp, row.attention_dp, row.moe_tp, row.moe_ep, row.pp,
+           row.gemm_quant, row.moe_quant, kv)
+    if key not in handles:
+        try:
+            handles[key] = EngineHandle.compile(
+                model, row.system, row.framework, tp_size=row.tp, pp_size=row.pp, moe_tp_size=row.moe_tp,
+                moe_ep_size=row.moe_ep, attention_dp_size=row.attention_dp, gemm_quant_mode=row.gemm_quant,
+                moe_quant_mode=row.moe_quant, kvcache_quant_mode=kv, fmha_quant_mode="bfloat16",
+                comm_quant_mode="half")
+        except Exception:  # aiconfigurator raises many types for unsupported points
+            handles[key] = None
+    return handles[key]
+
+
+def aiconfigurator_per_row(rows: Iterable, estimate: Callable[[object, object], float | None],
+                           time_budget_s: float = 240.0, row_of: Callable[[object], SiliconRow] = lambda r: r
+                           ) -> dict[str, float | None]:
+    """``estimate(handle, row)`` for every row with a compiled handle (:func:`aiconfigurator_handle`
+    of ``row_of(row)``), by row id; ``None`` where there is none, where it raises, or past
+    ``time_budget_s``."""
+    import logging
+
+    logging.disable(logging.WARNING)
+    handles: dict[tuple, object] = {}
+    out: dict[str, float | None] = {}
+    t0 = time.perf_counter()
+    try:
+        for row in rows:
+            if time.perf_counter() - t0 > time_budget_s:
+                out[row.row_id] = None
+                continue
+            h = aiconfigurator_handle(handles, row_of(row))
+            try:
+                out[row.row_id] = estimate(h, row) if h is not None else None
+            except Exception:  # unsupported points raise many types
+                out[row.row_id] = None
+    finally:
+        logging.disable(logging.NOTSET)
+    return out
+
+
 def aiconfigurator_tpot_ms(rows: Iterable[SiliconRow], time_budget_s: float = 240.0) -> dict[str, float | None]:
     """aiconfigurator-core's own decode-step estimate per row id (``EngineHandle.compile(...)
     .decode_step_latency(batch, isl, osl)`` with the row's parallelism and quant labels, the same
     KV format as cosim), ``None`` where it produces none. Handles are compiled once per
     deployment; rows past ``time_budget_s`` are skipped (``None``)."""
-    import logging
-
-    logging.disable(logging.WARNING)
-    try:
-        from aiconfigurator_core.sdk.engine import EngineHandle
-    except ImportError:
-        return {}
-    handles: dict[tuple, object] = {}
-    out: dict[str, float | None] = {}
-    t0 = time.perf_counter()
-    for row in rows:
-        if time.perf_counter() - t0 > time_budget_s:
-            out[row.row_id] = None
-            continue
-        kv = Precision.from_checkpoint(checkpoint_model(row)).kv_cache
-        model = "deepseek-ai/DeepSeek-R1" if row.model_path == "nvidia/DeepSeek-R1-NVFP4" else row.model_path
-        key = (model, row.system, row.framework, row.tp, row.attention_dp, row.moe_tp, row.moe_ep, row.pp,
-               row.gemm_quant, row.moe_quant, kv)
-        try:
-            if key not in handles:
-                handles[key] = EngineHandle.compile(
-                    model, row.system, row.framework, tp_size=row.tp, pp_size=row.pp, moe_tp_size=row.moe_tp,
-                    moe_ep_size=row.moe_ep, attention_dp_size=row.attention_dp, gemm_quant_mode=row.gemm_quant,
-                    moe_quant_mode=row.moe_quant, kvcache_quant_mode=kv, fmha_quant_mode="bfloat16",
-                    comm_quant_mode="half")
-            h = handles[key]
-            out[row.row_id] = float(h.decode_step_latency(row.batch_per_rank, row.isl, row.osl)) if h else None
-        except Exception:  # aiconfigurator raises many types for unsupported points
-            handles.setdefault(key, None)
-            out[row.row_id] = None
-    logging.disable(logging.NOTSET)
-    return out
+    return aiconfigurator_per_row(
+        rows, lambda h, row: float(h.decode_step_latency(row.batch_per_rank, row.isl, row.osl)), time_budget_s)
 
 
 # ---------------------------------------------------------------------- summaries

@@ -38,6 +38,7 @@ from cosim.errors import CosimError
 from cosim.serving.deployment import load_deployment
 from cosim.serving.metrics import Distribution, tpot_s, ttft_s
 from cosim.serving.run import serve
+from cosim.serving.simulator import ServingOptions
 from cosim.serving.workload import ClosedLoop, Poisson, generate_requests, load_workload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,7 +88,13 @@ def one_row(label: str, yaml: str, load: str, args) -> dict:
     closed = load == "closed"
     arrival = f"--concurrency {args.users}" if closed else f"--rate {args.rate:g}"
     command = f"cosim serve {rel} --workload chat {arrival} --requests {args.requests}"
-    dep = load_deployment(path)
+    try:
+        dep = load_deployment(path)
+    except CosimError as e:  # e.g. aggregated + AFD, refused when the deployment loads
+        row = {"mode": label, "load": load, "deployment": str(rel), "command": command,
+               "error": f"{type(e).__name__}: {e}", "wall_s": 0.0}
+        print(f"== {label}\n   {command}\n   not servable: {row['error']}", flush=True)
+        return row
     workload = load_workload("chat").with_arrival(ClosedLoop(args.users) if closed else Poisson(args.rate))
     requests = generate_requests(workload, num_requests=args.requests, duration_s=None, seed=None)
     row = {"mode": label, "load": load, "deployment": str(rel), "layout": layout(dep), "gpus": dep.num_gpus,
@@ -95,7 +102,9 @@ def one_row(label: str, yaml: str, load: str, args) -> dict:
     print(f"== {label}: {row['layout']}\n   {command}", flush=True)
     t0 = time.perf_counter()
     try:
-        result = serve(dep, requests, slo=workload.slo, cache_dir=args.cache)
+        # the closed loop's users start spread over max(0.1 s, users / 1000 s), as `cosim serve` does
+        ramp = max(0.1, args.users / 1000.0) if closed else 0.0
+        result = serve(dep, requests, slo=workload.slo, cache_dir=args.cache, options=ServingOptions(ramp_s=ramp))
     except CosimError as e:
         row.update(error=f"{type(e).__name__}: {e}", wall_s=time.perf_counter() - t0)
         print(f"   not servable: {row['error']}", flush=True)
@@ -158,7 +167,7 @@ def markdown(rows: list[dict]) -> str:
            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            out.append(f"| {r['mode']} | {r['layout']} | not servable: {r['error'][:120]} |  |  |  |  |  |  |  |")
+            out.append(f"| {r['mode']} | {r.get('layout', r['deployment'])} | not servable: {r['error'][:120]} |  |  |  |  |  |  |  |")
             continue
         t, p, k = r["ttft_ms"], r["tpot_ms"], r["kv_transfer_ms"]
         kv = f"{k['p50']:.1f} / {k['p99']:.1f}" if r["kv_transfers"] else "none"

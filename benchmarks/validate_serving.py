@@ -32,8 +32,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cosim.validation.serving import (
-    CONTEXT_STEP, DEFAULT_MAX_GPUS, aiconfigurator_estimates, check_memo, default_subset, select_serving_rows,
-    serve_rows, summarize_errors,
+    CLIENT_OVERHEAD_MS, CONTEXT_STEP, DEFAULT_MAX_GPUS, aiconfigurator_estimates, check_memo, default_subset,
+    fit_client_overhead_ms, select_serving_rows, serve_rows, summarize_errors,
 )
 
 OUT = Path(__file__).parent / "results" / "validate_serving.json"
@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--aic-budget-s", type=float, default=240.0)
     ap.add_argument("--check-memo", type=int, default=0,
                     help="also compare the memo's rounded step times with direct simulation on N rows")
+    ap.add_argument("--client-overhead-ms", type=float, default=CLIENT_OVERHEAD_MS,
+                    help="fixed client-side TTFT overhead (fitted on the fit half; 0 to disable)")
+    ap.add_argument("--fit-overhead", action="store_true",
+                    help="after the run, fit the client overhead on the fit half of its rows and print it")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--pickle", type=Path, default=None,
                     help="keep the served rows and estimates in this pickle and reuse them when it exists")
@@ -89,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         t0 = time.perf_counter()
         with console.status("serving") as status:
-            results = serve_rows(rows, progress=lambda i, n, r: status.update(f"serving {i}/{n}: {r.label}"))
+            results = serve_rows(rows, progress=lambda i, n, r: status.update(f"serving {i}/{n}: {r.label}"),
+                                 client_overhead_ms=args.client_overhead_ms)
         serve_s = time.perf_counter() - t0
 
         aic: dict[str, dict] = {}
@@ -189,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         "rows": records, "skipped_rows": sel.skipped,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    doc["client_overhead_ms"] = args.client_overhead_ms
+    if args.fit_overhead:
+        doc["fitted_client_overhead_ms"] = fit_client_overhead_ms(doc["rows"])
+        print(f"client overhead fitted on the fit half: {doc['fitted_client_overhead_ms']:g} ms "
+              f"(run made with {args.client_overhead_ms:g} ms; fit from a run made with 0)")
     args.out.write_text(json.dumps(doc, indent=1, default=_json_default))
     console.print(f"wrote {args.out}")
     return 0

@@ -226,3 +226,13 @@ def test_full_admission_reserves_outputs_and_never_preempts(dsv3):
     # 3000 tokens hold 3 requests of 900 per rank: the first 24 start at once, the others queue
     first = np.sort(full.first_token_s)
     assert first[23] < first[24]
+
+
+def test_client_overhead_shifts_first_token_and_finish(dsv3):
+    dep = mixed_deployment(dsv3)
+    base = simulate_serving(dep, requests(4, prompt=100, out=3, arrival=np.zeros(4)), {"agg": LinearSteps()},
+                            kv_capacity_tokens={"agg": 100_000})
+    late = simulate_serving(dep, requests(4, prompt=100, out=3, arrival=np.zeros(4)), {"agg": LinearSteps()},
+                            kv_capacity_tokens={"agg": 100_000}, options=ServingOptions(client_overhead_s=0.05))
+    assert late.first_token_s == pytest.approx(base.first_token_s + 0.05)
+    assert summarize(late).tpot.mean_s == pytest.approx(summarize(base).tpot.mean_s)

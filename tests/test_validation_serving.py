@@ -106,3 +106,14 @@ def test_helpers():
     assert export_of("source_file=/x/data/h200_sxm/vllm/0.12.0/Qwen.csv") == "gap-analysis h200_sxm/vllm/0.12.0"
     assert split_half("a") == split_half("a") and {split_half(str(i)) for i in range(20)} == {"fit", "held_out"}
     assert token_budget("sglang", 8) == 1024 and token_budget("trtllm", 8) == 8192
+
+
+def test_client_overhead_is_fitted_on_the_fit_half_only():
+    from cosim.validation.serving import fit_client_overhead_ms
+
+    rows = [{"half": "fit", "ttft_ms": 100.0, "measured_ttft_ms": 150.0},
+            {"half": "fit", "ttft_ms": 200.0, "measured_ttft_ms": 250.0},
+            {"half": "fit", "ttft_ms": 300.0, "measured_ttft_ms": 350.0}]
+    assert fit_client_overhead_ms(rows) == 50.0
+    held = [{"half": "held_out", "ttft_ms": 10.0, "measured_ttft_ms": 1000.0}] * 10
+    assert fit_client_overhead_ms(rows + held) == 50.0  # held-out rows never move the constant

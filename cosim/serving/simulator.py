@@ -88,6 +88,10 @@ class ServingOptions:
             ``layerwise`` (each layer's KV is sent as soon as it is computed: the move starts with
             the request's last prefill step and cannot complete before that step ends, so it
             hides behind the prefill when the network keeps up; Mooncake / SGLang / Dynamo).
+        client_overhead_s: fixed latency the client sees on top of the server's (HTTP,
+            tokenization, request admission, streaming of the first token): added to every
+            request's first-token and finish times; a closed-loop user sends its next request
+            after seeing the finish.
         max_time_s: stop the simulation at this time (requests still running are unfinished).
     """
 
@@ -99,6 +103,7 @@ class ServingOptions:
     kv_transfer: Literal["after_prefill", "layerwise"] = "after_prefill"
     ramp_s: float = 0.0
     admission: Literal["prompt", "full"] = "prompt"
+    client_overhead_s: float = 0.0
     max_time_s: float = math.inf
 
     def __post_init__(self) -> None:
@@ -108,6 +113,9 @@ class ServingOptions:
             raise ConfigError("<api>", "ttft", f"expected 'decode_first_token' or 'prefill_end', got {self.ttft!r}")
         if self.router not in ("least_loaded", "round_robin"):
             raise ConfigError("<api>", "router", f"expected 'least_loaded' or 'round_robin', got {self.router!r}")
+        if not (isinstance(self.client_overhead_s, (int, float)) and 0 <= self.client_overhead_s < math.inf):
+            raise ConfigError("<api>", "client_overhead_s",
+                              f"expected a finite number of seconds >= 0, got {self.client_overhead_s!r}")
         if self.admission not in ("prompt", "full"):
             raise ConfigError("<api>", "admission", f"expected 'prompt' or 'full', got {self.admission!r}")
         if not (isinstance(self.ramp_s, (int, float)) and 0 <= self.ramp_s < math.inf):
@@ -429,7 +437,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         if progress is not None:
             progress(done_count, n)
         if concurrency is not None and next_request < n:
-            push(t + think_s, "arrive", next_request)
+            push(t + options.client_overhead_s + think_s, "arrive", next_request)
             next_request += 1
 
     def _release(rank: _Rank, r: int) -> None:
@@ -584,6 +592,9 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         else:
             step_done(payload, t)
     duration = now - (t_first or 0.0)
+    if options.client_overhead_s:  # what the client sees
+        first += options.client_overhead_s
+        finish += options.client_overhead_s
     return ServingRun(requests, arrival, first, finish, prefill_end, kv_time, hit, prefilled, produced, preempt,
                       busy, {p.name: p.num_gpus for p in dep.pools}, {p.name: p.replicas for p in dep.pools}, steps,
                       duration, time.perf_counter() - wall0, transfer_log,

@@ -274,8 +274,7 @@ def pool_memory(dep: Deployment, pool: PoolSpec, hbm_bytes: float) -> PoolMemory
         apar = pool.parallel
         ffn_need = 0.0
     tokens = min(pool.batching.token_budget, 16384)
-    act = activation_bytes_per_gpu(dep.model, apar if pool.afd is None else Parallelism(tp=pool.afd.attention_tp),
-                                   dep.precision, tokens, "context", 0)
+    act = activation_bytes_per_gpu(dep.model, apar, dep.precision, tokens, "context", 0)
     usable = hbm_bytes * pool.memory_fraction
     per_token = kv_cache_bytes_per_token(dep.model, apar, dep.precision)
     free = usable - weights - act - pool.reserve_bytes

@@ -340,7 +340,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     done_count = 0
     now = 0.0
 
-    def choose(reps: list[_Replica], need: int) -> tuple[_Replica, _Rank] | None:
+    def choose(reps: list[_Replica]) -> tuple[_Replica, _Rank]:
         """Replica and attention rank for a new request; ties (idle ranks) rotate, so an idle pool
         spreads its requests instead of piling them on its first rank."""
         turn = rr[0]
@@ -414,7 +414,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
 
     def arrive(r: int, t: float) -> None:
         arrival[r] = t
-        rep, rank = choose(entry_replicas, int(prompt[r]))
+        rep, rank = choose(entry_replicas)
         pid, ptok = int(requests.prefix_id[r]), int(requests.prefix_tokens[r])
         if pid < 0:  # the request's own prefix, taken as resident (see cosim.serving.workload.Requests)
             h = ptok

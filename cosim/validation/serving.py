@@ -57,7 +57,7 @@ import numpy as np
 
 from cosim.errors import ConfigError, CosimError
 from cosim.validation.silicon import (
-    AFTER, MAX_ATTENTION_TP, TOPOLOGY_PRESETS, SiliconRow, _cannot_model, _int, aiconfigurator_per_row,
+    AFTER, TOPOLOGY_PRESETS, SiliconRow, _cannot_model, _int, aiconfigurator_per_row, parallel_problem, read_parallel,
     checkpoint_model, error_summary, row_precision, row_topology, select_rows, silicon_csv_path,
 )
 
@@ -183,18 +183,13 @@ class ServingSelection:
 def _prefill_row(decode: SiliconRow, rec: dict) -> tuple[SiliconRow | None, str]:
     """The prefill worker of a disagg row as a :class:`SiliconRow`, or the reason it is unusable
     (the checks :func:`cosim.validation.silicon.select_rows` applies to the decode side)."""
-    tp, dp = _int(rec.get("prefill_tp_size")), _int(rec.get("prefill_attention_dp_size"), 1)
-    moe_tp, moe_ep = _int(rec.get("prefill_moe_tp_size"), 1), _int(rec.get("prefill_moe_ep_size"))
-    pp = _int(rec.get("prefill_pp_size"), 1)
+    tp, dp, moe_tp, moe_ep, pp = read_parallel(rec, "prefill_")
     workers, batch = _int(rec.get("prefill_num_workers")), _int(rec.get("prefill_batch_size"), 1)
     if tp is None or moe_ep is None or workers is None:
         return None, "prefill: missing parallelism or worker count"
-    if tp * dp != moe_tp * moe_ep:
-        return None, "prefill: attention width != expert width"
-    if tp > MAX_ATTENTION_TP:
-        return None, f"prefill: attention TP > {MAX_ATTENTION_TP}"
-    if tp > 1 and dp > 1:
-        return None, "prefill: attention TP and DP both > 1 (not expressible)"
+    why = parallel_problem(tp, dp, moe_tp, moe_ep)
+    if why:
+        return None, f"prefill: {why}"
     row = dataclasses.replace(decode, tp=tp, attention_dp=dp, moe_tp=moe_tp, moe_ep=moe_ep, pp=pp,
                               batch_per_rank=batch, num_workers=workers)
     why = _cannot_model(row)

@@ -274,6 +274,25 @@ def _column_gpus(rec) -> float | None:
     return None if tp is None else float(tp * dp)
 
 
+def read_parallel(rec: dict, prefix: str = "") -> tuple:
+    """``(tp, attention_dp, moe_tp, moe_ep, pp)`` from a row's ``{prefix}*_size`` columns (``None``
+    where a required one is missing: tp, moe_ep)."""
+    return (_int(rec.get(f"{prefix}tp_size")), _int(rec.get(f"{prefix}attention_dp_size"), 1),
+            _int(rec.get(f"{prefix}moe_tp_size"), 1), _int(rec.get(f"{prefix}moe_ep_size")),
+            _int(rec.get(f"{prefix}pp_size"), 1))
+
+
+def parallel_problem(tp: int, dp: int, moe_tp: int, moe_ep: int) -> str | None:
+    """Why a recorded parallel layout cannot be modelled (``None`` when it can)."""
+    if tp * dp != moe_tp * moe_ep:
+        return "attention width != expert width (tp x attention_dp != moe_tp x moe_ep)"
+    if tp > MAX_ATTENTION_TP:
+        return f"attention TP > {MAX_ATTENTION_TP} (total GPUs written as TP)"
+    if tp > 1 and dp > 1:
+        return "attention TP and DP both > 1 (not expressible)"
+    return None
+
+
 def _decode_row(rec: dict) -> tuple[SiliconRow | None, str]:
     disagg = rec["mode"] == "disagg"
     p = "decode_" if disagg else ""
@@ -281,18 +300,13 @@ def _decode_row(rec: dict) -> tuple[SiliconRow | None, str]:
     workers = _int(rec.get("decode_num_workers")) if disagg else 1
     if batch is None or workers is None:
         return None, "disagg row without decode batch size / workers" if disagg else "agg row without batch size"
-    tp, dp = _int(rec.get(f"{p}tp_size")), _int(rec.get(f"{p}attention_dp_size"), 1)
-    moe_tp, moe_ep = _int(rec.get(f"{p}moe_tp_size"), 1), _int(rec.get(f"{p}moe_ep_size"))
-    pp = _int(rec.get(f"{p}pp_size"), 1)
+    tp, dp, moe_tp, moe_ep, pp = read_parallel(rec, p)
     tpot = _num(rec.get("silicon_tpot_ms"))
     if tp is None or moe_ep is None or tpot is None or tpot <= 0 or batch < 1:
         return None, "missing parallelism or TPOT"
-    if tp * dp != moe_tp * moe_ep:
-        return None, "attention width != expert width (tp x attention_dp != moe_tp x moe_ep)"
-    if tp > MAX_ATTENTION_TP:
-        return None, f"attention TP > {MAX_ATTENTION_TP} (total GPUs written as TP)"
-    if tp > 1 and dp > 1:
-        return None, "attention TP and DP both > 1 (not expressible)"
+    why = parallel_problem(tp, dp, moe_tp, moe_ep)
+    if why:
+        return None, why
     return SiliconRow(
         row_id=str(rec["id"]), model_path=str(rec["model_path"]), system=str(rec["system"]),
         framework=str(rec["backend"]), mode=str(rec["mode"]), precision=str(rec["precision"]),

@@ -72,3 +72,26 @@ def test_step_traffic_of_the_run_stays_on_the_replicas_gpus(tmp_path):
     used = {topo.describe_link(int(d)) for d in (res.step_link_tx_bytes > 0).nonzero()[0]}
     assert used and all("n1." in u for u in used)
     assert res.run.link_tx_bytes is None  # aggregated: no KV transfers
+
+
+def test_aggregated_afd_serves_prefill_chunks_on_the_attention_group(tmp_path):
+    """Aggregated + AFD: mixed steps (prefill chunks with the decodes) on the attention group of
+    4 GPUs, the experts on 4 FFN GPUs; every request finishes, the closed loop keeps its users
+    (Little's law), and the run's step traffic crosses between the two groups on every GPU's link."""
+    from cosim.serving.deployment import deployment_from_dict
+    from cosim.serving.run import serve
+    from cosim.serving.workload import ClosedLoop, generate_requests, preset
+
+    dep = deployment_from_dict({"model": "Qwen/Qwen3-30B-A3B", "topology": "h200-hgx-node", "pools": [
+        {"name": "agg", "role": "mixed", "afd": {"attention_gpus": 4, "ffn_gpus": 4, "micro_batches": 2},
+         "batching": {"policy": "chunked_prefill", "token_budget": 512, "max_batch": 16}}]})
+    assert dep.mode == "aggregated+afd"
+    wl = preset("chat").with_arrival(ClosedLoop(16))
+    res = serve(dep, generate_requests(wl, num_requests=64), slo=wl.slo, cache_dir=tmp_path)
+    assert res.feasible and res.summary.finished == 64
+    assert abs(res.summary.mean_concurrency - 16) / 16 < 0.1
+    # prefill ran in mixed steps of the AFD model (prompts are longer than one step's budget)
+    assert res.step_models["agg"]["queries"] > 64 and res.summary.ttft.p50_s > res.summary.tpot.p50_s
+    topo = dep.topology
+    used = {topo.describe_link(int(d)) for d in (res.step_link_tx_bytes > 0).nonzero()[0]}
+    assert {f"gpu{g} -> nvswitch" for g in range(8)} <= used

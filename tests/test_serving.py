@@ -206,13 +206,6 @@ def test_closed_loop_ramp_staggers_the_users(dsv3):
     assert summarize(base).finished == summarize(ramp).finished == 2000
 
 
-def test_aggregated_afd_is_refused_at_load(dsv3):
-    from cosim.trace.builder import AfdSpec
-
-    with pytest.raises(ConfigError, match="aggregated \\+ AFD"):
-        PoolSpec("agg", "mixed", afd=AfdSpec(4, 4))
-
-
 def test_full_admission_reserves_outputs_and_never_preempts(dsv3):
     """``admission='full'``: a request enters only when prompt + outputs fit, so the same
     overloaded rank that preempts under ``prompt`` admission never does, and runs fewer at once."""

@@ -77,7 +77,7 @@ from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads
 from cosim.engine.simulator import StepSimulator
 from cosim.errors import ConfigError
 from cosim.topology import Topology
-from cosim.trace.afd import attention_parallel, attention_side_ops
+from cosim.trace.afd import MicroBatch, attention_parallel, attention_side_ops, ffn_rank_seconds, partition
 from cosim.trace.builder import (
     PER_REQUEST_OPS, PrefillChunk, StepSpec, decode_batch, head_ops, layer_op_lists, mtp_layer_index,
 )
@@ -346,6 +346,33 @@ class _Work:
             total += self._seconds([*heads.pre_layers, *heads.post_layers], per_request=False)
         return total
 
+    def afd_chunk(self, new_tokens: int, prefix_tokens: int) -> float:
+        """AFD mixed step: the per-request attention-side work of one prefill chunk."""
+        spec = dataclasses.replace(self.spec, batch_per_rank=0, prefix_tokens=0,
+                                   prefill_chunks=(PrefillChunk(prefix_tokens, new_tokens),))
+        return sum(count * self._seconds(list(attention_side_ops(spec, layer, 0).ops), per_request=True)
+                   for layer, count in self._layers)
+
+    def afd_body(self, tokens: int) -> float:
+        """AFD mixed step: the attention side's per-token work of a micro-batch of ``tokens``
+        tokens (every layer and the embedding; not the LM head, which runs per request)."""
+        spec = dataclasses.replace(self.spec, batch_per_rank=tokens, prefix_tokens=0, prefill_chunks=())
+        heads, _ = head_ops(spec, attention_parallel(spec), tokens, 1)
+        return (sum(count * self._seconds(list(attention_side_ops(spec, layer, tokens).ops), per_request=False)
+                    for layer, count in self._layers) + self._seconds(heads.pre_layers, per_request=False))
+
+    def afd_head(self, requests: int) -> float:
+        """AFD: final norm and LM head over ``requests`` requests on an attention rank."""
+        spec = dataclasses.replace(self.spec, batch_per_rank=requests, prefix_tokens=0, prefill_chunks=())
+        heads, _ = head_ops(spec, attention_parallel(spec), requests, 1)
+        return self._seconds(heads.post_layers, per_request=False)
+
+    def afd_ffn(self, tokens: int) -> float:
+        """AFD: the slowest FFN rank's compute for one micro-batch of ``tokens`` tokens per
+        instance through every layer (its expert load from the routing sample, as in the trace)."""
+        mb = MicroBatch(tokens)
+        return sum(count * ffn_rank_seconds(self.spec, layer, mb, self.kernels) for layer, count in self._layers)
+
 
 # ---------------------------------------------------------------------------------------------
 # Interpolation helpers (pure Python for single queries, numpy for batches)
@@ -425,9 +452,10 @@ class StepTimeModel:
 
     @staticmethod
     def supports_mixed(spec: StepSpec) -> bool:
-        """Mixed queries need the colocated layout, no two-batch overlap and no MTP (the
-        decomposition of the module docstring)."""
-        return spec.layout == "colocated" and spec.overlap == "none" and spec.mtp_tokens == 0
+        """Mixed queries need the colocated layout without two-batch overlap and MTP, or the AFD
+        layout (the decompositions of the module docstring)."""
+        return spec.layout == "afd" or (spec.layout == "colocated" and spec.overlap == "none"
+                                        and spec.mtp_tokens == 0)
 
     @classmethod
     def build(cls, base: StepSpec, simulator: StepSimulator, grid: StepGrid | None = None,
@@ -439,10 +467,13 @@ class StepTimeModel:
         if base.phase != "generation":
             raise ConfigError("<api>", "phase", "a StepTimeModel answers decode and mixed (chunked-prefill) steps: "
                                                 "the base spec must have phase 'generation'")
+        lo = cls._min_batch(base)
+        if base.layout == "afd" and grid.mixed_tokens:  # an anchor needs a token per micro-batch
+            kept = tuple(n for n in grid.mixed_tokens if n >= lo)
+            grid = dataclasses.replace(grid, mixed_tokens=kept if len(kept) >= 2 else ())
         mixed = cls.supports_mixed(base) and bool(grid.mixed_tokens)
         if grid.mixed_tokens and not cls.supports_mixed(base):
             grid = dataclasses.replace(grid, mixed_tokens=())
-        lo = cls._min_batch(base)
         if grid.decode_batches[0] < lo:  # AFD: every micro-batch needs a request
             grid = dataclasses.replace(grid, decode_batches=tuple(sorted({lo, *(b for b in grid.decode_batches
                                                                                 if b >= lo)})))
@@ -486,7 +517,13 @@ class StepTimeModel:
                   "w_tokens": w_tok, "decomposed": decomposed, "mixed": mixed}
         if afd:
             tables["afd_micro_batches"] = base.afd.micro_batches
-        if mixed:
+        if mixed and afd:
+            wn, wp, wr = grid.work_chunk_tokens(), grid.work_contexts(), grid.work_requests()
+            tables["w_chunk"] = [[work.afd_chunk(n, p) for p in wp] for n in wn]
+            tables["w_head"] = [work.afd_head(r) for r in wr]
+            tables["w_body"] = [work.afd_body(n) for n in wt]
+            tables["w_ffn"] = [work.afd_ffn(n) for n in wt]
+        elif mixed:
             wn, wp, wr = grid.work_chunk_tokens(), grid.work_contexts(), grid.work_requests()
             tables["w_chunk"] = [[work.chunk(n, p) for p in wp] for n in wn]
             tables["w_head"] = [work.head(r) for r in wr]
@@ -504,11 +541,18 @@ class StepTimeModel:
         return max(grid.decode_batches[-1] * (1 + base.mtp_tokens), grid.mixed_tokens[-1] if grid.mixed_tokens else 1)
 
     @staticmethod
-    def _anchor_spec(base: StepSpec, total_tokens: int) -> StepSpec:
-        """The simulated anchor mixed step of ``total_tokens``: 1 decode request at context 0
-        and one chunk of ``total_tokens - 1`` new tokens without prefix."""
-        return dataclasses.replace(base, batch_per_rank=1, prefix_tokens=0,
-                                   prefill_chunks=(PrefillChunk(0, total_tokens - 1),))
+    def _anchor_decode(base: StepSpec) -> int:
+        """Decode requests of an anchor mixed step: 1 (colocated); AFD: one per micro-batch but
+        the chunk's (``m - 1``), so the chunk's micro-batch carries nothing else."""
+        return base.afd.micro_batches - 1 if base.layout == "afd" else 1
+
+    @classmethod
+    def _anchor_spec(cls, base: StepSpec, total_tokens: int) -> StepSpec:
+        """The simulated anchor mixed step of ``total_tokens``: :meth:`_anchor_decode` decode
+        requests at context 0 and one chunk of the other tokens, without prefix."""
+        d = cls._anchor_decode(base)
+        return dataclasses.replace(base, batch_per_rank=d, prefix_tokens=0,
+                                   prefill_chunks=(PrefillChunk(0, total_tokens - d),))
 
     def _setup(self) -> None:
         g, t = self.grid, self._tables
@@ -544,6 +588,7 @@ class StepTimeModel:
         self.method = "afd" if self._afd_m else "decomposed" if t.get("decomposed") else "opaque"
         self.max_context = g.contexts[-1]
         self.min_context = g.contexts[0]
+        self._anchor_d = self._anchor_decode(self.base)
         if self._mixed:
             self._xn = [float(n) for n in g.mixed_tokens]
             self._wn = [float(n) for n in g.work_chunk_tokens()]
@@ -552,19 +597,31 @@ class StepTimeModel:
             self._w_head = [float(x) for x in t["w_head"]]
             anchors = [float(x) for x in t["anchors"]]
             self._anchor_exact = {n: a for n, a in zip(g.mixed_tokens, anchors)}
+            self.max_mixed_tokens = g.mixed_tokens[-1]
+            self.min_mixed_tokens = g.mixed_tokens[0]
+        if self._mixed and self._afd_m:
+            # x(t): what the chunk micro-batch's path through every layer takes beyond its own
+            # attention-side and FFN-side compute (A2F, F2A, waits), from the anchors
+            self._w_body = [float(x) for x in t["w_body"]]
+            self._w_ffn = [float(x) for x in t["w_ffn"]]
+            d = self._anchor_d
+            self._xt = [float(n - d) for n in g.mixed_tokens]
+            self._afd_x = []
+            for n, a in zip(g.mixed_tokens, anchors):
+                work, ffn = self._afd_mb_work(MicroBatch(0, (PrefillChunk(0, n - d),)), 0.0)
+                self._afd_x.append(a - work - ffn)
+        elif self._mixed:
             # base(N) = T_anchor(N) - H(2) - W_dec(1, 0) - W_pre(N - 1, 0), exact at the anchors
             h2 = _lin(self._wr, self._w_head, 2.0)
             wd10 = _bilin(self._wb, self._wc, self._w_dec, 1.0, 0.0)
             self._base = [a - h2 - wd10 - _bilin(self._wn, self._wc, self._w_chunk, n - 1.0, 0.0)
                           - self._w_tok[wt_index[int(n)]] for n, a in zip(self._xn, anchors)]
-            self.max_mixed_tokens = g.mixed_tokens[-1]
-            self.min_mixed_tokens = g.mixed_tokens[0]
         # numpy copies for batch queries
         self._np = {k: np.asarray(getattr(self, k), dtype=float) for k in
                     ("_xb", "_xc", "_wb", "_wc", "_w_dec", "_residual", "_wt", "_w_tok")}
         if self._afd_m:
             self._np["_afd_q"] = np.asarray(self._afd_q, dtype=float)
-        if self._mixed:
+        if self._mixed and not self._afd_m:
             self._np.update({k: np.asarray(getattr(self, k), dtype=float) for k in
                              ("_xn", "_wn", "_wr", "_w_chunk", "_w_head", "_base")})
 
@@ -580,6 +637,32 @@ class StepTimeModel:
             return m * w_lo, w_lo
         w_hi = _bilin(self._wb, self._wc, self._w_dec, lo + 1, context) + _lin(self._wt, self._w_tok, lo + 1)
         return (m - n_hi) * w_lo + n_hi * w_hi, w_hi
+
+    def _afd_mb_work(self, mb: MicroBatch, context: float) -> tuple[float, float]:
+        """AFD mixed step: a micro-batch's attention-side compute (per-token work, LM head per
+        request, decode attention at ``context``, each chunk's attention) and FFN-side compute."""
+        t = float(mb.tokens)
+        work = _lin(self._wt, self._w_body, t) + _lin(self._wr, self._w_head, float(mb.requests))
+        if mb.decode:
+            work += _bilin(self._wb, self._wc, self._w_dec, float(mb.decode), context)
+        for c in mb.chunks:
+            work += _bilin(self._wn, self._wc, self._w_chunk, float(c.new_tokens), float(c.prefix_tokens))
+        return work, _lin(self._wt, self._w_ffn, t)
+
+    def _afd_mixed_time(self, batch: int, context: float, chunks: Sequence[PrefillChunk]) -> float:
+        """AFD mixed step: the largest of the attention group's busy time, the FFN group's and
+        the slowest micro-batch's path (its compute on both sides plus ``x`` of its tokens,
+        linear between the anchors and held at the end anchors outside them)."""
+        busy_a = busy_f = path = 0.0
+        lo, hi = self._xt[0], self._xt[-1]
+        for mb in partition(batch, chunks, self._afd_m):
+            if not mb.tokens:
+                continue
+            work, ffn = self._afd_mb_work(mb, context)
+            busy_a += work
+            busy_f += ffn
+            path = max(path, work + ffn + _lin(self._xt, self._afd_x, min(max(float(mb.tokens), lo), hi)))
+        return max(busy_a, busy_f, path)
 
     def _afd_time(self, batch: int, context: float) -> float:
         """AFD step time: the pipeline bound (module docstring) plus the interpolated residual."""
@@ -654,12 +737,14 @@ class StepTimeModel:
         if not self.min_mixed_tokens <= total <= self.max_mixed_tokens:
             self._refuse("chunks", f"mixed step of {total} tokens outside the grid "
                                    f"{self.min_mixed_tokens}..{self.max_mixed_tokens}")
-        if batch == 1 and context == 0 and len(chunks) == 1:
+        if batch == self._anchor_d and context == 0 and len(chunks) == 1:
             c = chunks[0]
             p = c.prefix_tokens if isinstance(c, PrefillChunk) else c[0]
             hit = self._anchor_exact.get(total) if p == 0 else None
             if hit is not None:
                 return StepTime(hit, "simulated")
+        if self._afd_m:
+            return StepTime(self._afd_mixed_time(batch, context, [_chunk(c) for c in chunks]), "interpolated")
         seconds = (_lin(self._xn, self._base, total) + _lin(self._wt, self._w_tok, total)
                    + _lin(self._wr, self._w_head, batch + len(chunks)) + work)
         return StepTime(seconds, "interpolated")
@@ -703,7 +788,12 @@ class StepTimeModel:
                 idx = np.flatnonzero(dec)[on]
                 out[idx] = [self._decode_exact[(int(x), int(y))] for x, y in zip(bd[on], cd[on])]
                 simulated[idx] = True
-        if np.any(mixed):
+        if np.any(mixed) and self._afd_m:  # per query: the micro-batch partition differs
+            for i in np.flatnonzero(mixed):
+                st = self.step_time(int(b[i]), int(c[i]), [(int(p), int(n)) for p, n in zip(cp[i], cn[i]) if n > 0])
+                out[i] = st.seconds
+                simulated[i] = st.source == "simulated"
+        elif np.any(mixed):
             if not self._mixed:
                 self._refuse("chunks", "this model has no mixed-step grid")
             bm, cm, nm, pm, km = b[mixed], c[mixed], cn[mixed], cp[mixed], k[mixed]

@@ -3,7 +3,7 @@
 A :class:`Deployment` is a model, a kernel-table system, a topology and one or more
 :class:`PoolSpec`. Each pool has a role (:data:`ROLES`: ``mixed`` serves whole requests with
 chunked prefill, ``prefill`` and ``decode`` split them, P/D disaggregation), a parallel layout of
-one replica (TP/EP/DP-attention, or an AFD layout for a decode pool), a replica count, a
+one replica (TP/EP/DP-attention, or an AFD layout for a decode or mixed pool), a replica count, a
 batching policy (:mod:`cosim.serving.batching`) and, optionally, explicit GPUs. Pools without
 GPUs get the next free GPUs of the topology in order.
 
@@ -117,11 +117,6 @@ class PoolSpec:
             raise ConfigError("<api>", f"pools.{self.name}.replicas", f"expected an integer >= 1, got {self.replicas!r}")
         if self.afd is not None and self.role == "prefill":
             raise ConfigError("<api>", f"pools.{self.name}.afd", "AFD is a decode layout; a prefill pool runs colocated")
-        if self.afd is not None and self.role == "mixed":
-            raise ConfigError("<api>", f"pools.{self.name}.afd", "aggregated + AFD (prefill chunks on the attention "
-                                                                 "group) is not modelled yet: AFD steps carry no "
-                                                                 "prefill chunks; serve it as P/D with a prefill pool "
-                                                                 "and an AFD decode pool")
         if not 0.0 <= self.mtp_acceptance <= 1.0:
             raise ConfigError("<api>", f"pools.{self.name}.mtp_acceptance", f"expected 0..1, got {self.mtp_acceptance!r}")
         if not 0.0 < self.memory_fraction <= 1.0:

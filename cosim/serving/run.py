@@ -57,7 +57,7 @@ def pool_grid(pool: PoolSpec, max_context: int) -> StepGrid:
     else:
         lo = pool.afd.micro_batches if pool.afd is not None else 1
         batches = tuple(x for x in ladder(lo, max(lo + 1, b.max_batch), 2))
-    mixed = () if pool.role == "decode" or pool.afd is not None else ladder(2, max(4, b.token_budget + b.max_batch), 2)
+    mixed = () if pool.role == "decode" else ladder(2, max(4, b.token_budget + b.max_batch), 2)
     return StepGrid(decode_batches=batches, contexts=contexts, mixed_tokens=mixed)
 
 
@@ -108,14 +108,12 @@ def step_link_bytes(dep: Deployment, run: ServingRun, sim: StepSimulator) -> np.
         base = dep.step_spec(pool, index)
         batch = int(round(st["decode_tokens"]))
         chunks = ()
-        if st["chunk_tokens"] >= 1 and pool.afd is None:
+        if st["chunk_tokens"] >= 1:
             n = max(1, int(round(st["chunks"])))
             per = max(1, int(round(st["chunk_tokens"] / n)))
             chunks = tuple(PrefillChunk(0, per) for _ in range(n))
-        if pool.afd is not None:
-            batch = max(batch, pool.afd.micro_batches)
-        elif not chunks:
-            batch = max(batch, 1)
+        if not chunks:
+            batch = max(batch, pool.afd.micro_batches if pool.afd is not None else 1)
         spec = dataclasses.replace(base, batch_per_rank=batch, prefix_tokens=int(round(st["context"])),
                                    prefill_chunks=chunks)
         total += st["steps"] * sim.simulate(spec).link_tx_bytes

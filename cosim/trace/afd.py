@@ -27,6 +27,14 @@ F2A). A2F and F2A are ``bipartite`` collectives through the network:
 With ``attention_tp > 1`` each TP rank of an instance sends ``1 / attention_tp`` of its tokens
 and receives them back, then the instance all-gathers them.
 
+**Mixed steps** (aggregated + AFD: ``prefill_chunks`` on the attention group). Every attention
+instance runs its ``batch_per_rank`` decode requests and the step's prefill chunks. The decode
+requests are split evenly over the micro-batches, then each chunk (whole, in the given order)
+joins the micro-batch with the fewest tokens (:func:`afd_micro_batches`, shared with the
+step-time model); a micro-batch without tokens is not run. Each micro-batch is a mixed step of
+its own (:func:`cosim.trace.builder.layer_op_lists`: attention per request class, everything
+else on its tokens), and its tokens go through A2F / FFN / F2A.
+
 The overlap is not a formula: the attention ranks run the attention of micro-batch ``j + 1``
 while micro-batch ``j`` is in A2F / FFN / F2A, because the schedule (:mod:`cosim.engine.schedule`)
 puts compute and the two transfer directions on separate per-rank streams (A2F on stream 1, F2A
@@ -50,7 +58,7 @@ from cosim.models.memory import (
 from cosim.network import deepep as D
 from cosim.ops import MoeOp
 from cosim.trace.builder import (
-    StepSpec, _as_deps, _expert_ops, _scalar, _TraceWriter, decode_batch, head_ops, layer_op_lists,
+    PrefillChunk, StepSpec, _as_deps, _expert_ops, _scalar, _TraceWriter, decode_batch, head_ops, layer_op_lists,
     register_layout,
 )
 from cosim.trace.model import StepTrace
@@ -65,6 +73,49 @@ A2F_STREAM, F2A_STREAM = 1, 2
 def _split(total: int, parts: int) -> list[int]:
     base, extra = divmod(total, parts)
     return [base + (1 if k < extra else 0) for k in range(parts)]
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """One AFD micro-batch of an attention instance: ``decode`` decode requests and prefill
+    ``chunks``."""
+
+    decode: int
+    chunks: tuple[PrefillChunk, ...] = ()
+
+    @property
+    def tokens(self) -> int:
+        """Tokens through the layers (decode tokens + every chunk's new tokens)."""
+        return self.decode + sum(c.new_tokens for c in self.chunks)
+
+    @property
+    def requests(self) -> int:
+        """Requests whose next token the LM head computes."""
+        return self.decode + len(self.chunks)
+
+
+def afd_micro_batches(spec: StepSpec) -> list[MicroBatch]:
+    """The micro-batches of an AFD step (module docstring), empty ones included."""
+    return partition(decode_batch(spec), spec.prefill_chunks, spec.afd.micro_batches)
+
+
+def partition(decode: int, chunks, micro_batches: int) -> list[MicroBatch]:
+    """``decode`` requests split evenly over ``micro_batches`` (the first ones get one more),
+    then each prefill chunk (:class:`PrefillChunk`, in order) to the micro-batch with the fewest
+    tokens (the first of equals)."""
+    counts = _split(decode, micro_batches)
+    parts: list[list[PrefillChunk]] = [[] for _ in counts]
+    tokens = list(counts)
+    for c in chunks:
+        j = tokens.index(min(tokens))
+        parts[j].append(c)
+        tokens[j] += c.new_tokens
+    return [MicroBatch(d, tuple(cs)) for d, cs in zip(counts, parts)]
+
+
+def micro_batch_spec(spec: StepSpec, mb: MicroBatch) -> StepSpec:
+    """The step spec whose op lists are one micro-batch's (its own chunks, no others)."""
+    return dataclasses.replace(spec, prefill_chunks=mb.chunks) if mb.chunks != spec.prefill_chunks else spec
 
 
 def attention_parallel(spec: StepSpec) -> Parallelism:
@@ -113,9 +164,9 @@ def attention_side_ops(spec: StepSpec, layer_index: int, batch: int) -> Attentio
 
 def _check(spec: StepSpec) -> None:
     afd, model = spec.afd, spec.model
-    if spec.phase != "generation" or spec.prefill_chunks:
-        raise ConfigError("<api>", "layout", "the afd layout is a decode step (phase 'generation', no prefill "
-                                             "chunks); prefill runs colocated on its own pool")
+    if spec.phase != "generation":
+        raise ConfigError("<api>", "layout", "the afd layout is a decode or mixed step (phase 'generation'); "
+                                             "a prefill-only pool runs colocated")
     if spec.overlap != "none":
         raise ConfigError("<api>", "overlap", "AFD overlaps through its micro-batches (afd.micro_batches), not "
                                               "two-batch overlap")
@@ -127,7 +178,7 @@ def _check(spec: StepSpec) -> None:
         raise ConfigError("<api>", "afd.ffn_gpus", f"EP {afd.ffn_ep} exceeds the {model.moe.num_experts} experts")
     if spec.redundant_experts:
         raise ConfigError("<api>", "redundant_experts", "redundant experts with the afd layout are not modelled")
-    if decode_batch(spec) < afd.micro_batches:
+    if not spec.prefill_chunks and decode_batch(spec) < afd.micro_batches:
         raise ConfigError("<api>", "afd.micro_batches", f"{afd.micro_batches} micro-batches need at least as many "
                                                         f"requests per attention instance, got {decode_batch(spec)}")
 
@@ -143,7 +194,8 @@ def build_afd_trace(spec: StepSpec, kernels) -> StepTrace:
     instances = [attn[i * atp:(i + 1) * atp] for i in range(afd.instances)]
     apar = attention_parallel(spec)
     w = _TraceWriter(n_a + n_f, kernels)
-    mbs = _split(decode_batch(spec), afd.micro_batches)
+    mbs = [m for m in afd_micro_batches(spec) if m.tokens]
+    specs = [micro_batch_spec(spec, m) for m in mbs]
     last: list[dict[int, list[int]]] = [{} for _ in mbs]
     gpus = spec.gpu_ranks
     g = spec.gpus_per_node or DEFAULT_GPUS_PER_NODE
@@ -159,8 +211,8 @@ def build_afd_trace(spec: StepSpec, kernels) -> StepTrace:
             out.update(_as_deps(done))
         return out
 
-    for mb, b in enumerate(mbs):
-        heads, hc = head_ops(spec, apar, b, 1)
+    for mb, m in enumerate(mbs):
+        heads, hc = head_ops(specs[mb], apar, m.decode, 1)
         for op in heads.pre_layers:
             last[mb] = _as_deps(w.compute(attn, op, last[mb], -1, mb))
         if atp > 1 and hc.embedding_allreduce_bytes:
@@ -168,8 +220,8 @@ def build_afd_trace(spec: StepSpec, kernels) -> StepTrace:
                                     last[mb], -1, mb)
 
     for layer in model.layers:
-        for mb, b in enumerate(mbs):
-            side = attention_side_ops(spec, layer.index, b)
+        for mb, m in enumerate(mbs):
+            side = attention_side_ops(specs[mb], layer.index, m.decode)
             comm = side.comm
             label = f"L{layer.index}"
             deps = last[mb]
@@ -193,7 +245,7 @@ def build_afd_trace(spec: StepSpec, kernels) -> StepTrace:
                 keep = deps
                 for op in side.alongside:
                     keep = _as_deps(w.compute(attn, op, keep, layer.index, mb))
-            a2f_m, f2a_m, received, ffn_compute = _afd_traffic(spec, layer, side.ffn_block, b, ffn_nodes)
+            a2f_m, f2a_m, received, ffn_compute = _afd_traffic(spec, layer, side.ffn_block, m.tokens, ffn_nodes)
             sent = w.collective(f"{label}.mb{mb}.a2f", "bipartite", "bipartite", attn + ffn, a2f_m, deps,
                                 layer.index, mb, num_senders=n_a, op="a2f", stream=A2F_STREAM)
             fdeps = _as_deps({r: sent[r] for r in ffn})
@@ -203,19 +255,19 @@ def build_afd_trace(spec: StepSpec, kernels) -> StepTrace:
                 else:
                     fdeps = _as_deps(w.compute(ffn, op, fdeps, layer.index, mb))
             if afd.a2f == "broadcast" and n_f > 1:
-                total = afd.instances * b
+                total = afd.instances * m.tokens
                 fdeps = _as_deps(w.collective(f"{label}.mb{mb}.ffn_reduce_scatter", "reduce_scatter", "nccl", ffn,
                                               _scalar(total * model.hidden_size * 2.0), fdeps, layer.index, mb))
             back = w.collective(f"{label}.mb{mb}.f2a", "bipartite", "bipartite", ffn + attn, f2a_m, fdeps,
                                 layer.index, mb, num_senders=n_f, op="f2a", stream=F2A_STREAM)
             deps = {r: [back[r]] + keep.get(r, []) for r in attn}
             if atp > 1:
-                deps = in_instances(f"{label}.mb{mb}.gather", "all_gather", b * model.hidden_size * 2.0, deps,
+                deps = in_instances(f"{label}.mb{mb}.gather", "all_gather", m.tokens * model.hidden_size * 2.0, deps,
                                     layer.index, mb)
             last[mb] = deps
 
-    for mb, b in enumerate(mbs):
-        heads, hc = head_ops(spec, apar, b, 1)
+    for mb, m in enumerate(mbs):
+        heads, hc = head_ops(specs[mb], apar, m.decode, 1)
         for op in heads.post_layers:
             last[mb] = _as_deps(w.compute(attn, op, last[mb], -1, mb))
         if atp > 1 and hc.logits_allgather_bytes:
@@ -245,8 +297,7 @@ def _afd_traffic(spec: StepSpec, layer, ffn_ops, batch: int, ffn_nodes):
         sender = np.array(per_sender, dtype=float)
         a2f = np.tile(sender[:, None] * in_bytes, (1, n_f))
         f2a = np.tile(sender[None, :] * out_bytes / n_f, (n_f, 1))
-        ops = _ffn_ops(spec, layer, total, ffn_ops, expert_ep=afd.ffn_ep, shard=n_f)
-        return _whole(a2f), _whole(f2a), None, ops
+        return _whole(a2f), _whole(f2a), None, _group_ffn_ops(spec, layer, ffn_ops, batch)
     t_max = max(per_sender)
     if layer.ffn == "moe":
         moe = model.moe
@@ -262,8 +313,39 @@ def _afd_traffic(spec: StepSpec, layer, ffn_ops, batch: int, ffn_nodes):
     else:
         in_bytes = D.normal_dispatch_bytes_per_token(hidden, prec.dispatch)
         tokens = np.array(per_sender, dtype=float)[:, None] / n_f * np.ones((1, n_f))
-    ops = _ffn_ops(spec, layer, math.ceil(total / n_f), ffn_ops, expert_ep=afd.ffn_ep, expert_tokens=total)
-    return _whole(tokens * in_bytes), _whole(tokens.T * out_bytes), received, ops
+    return _whole(tokens * in_bytes), _whole(tokens.T * out_bytes), received, _group_ffn_ops(spec, layer, ffn_ops, batch)
+
+
+def _group_ffn_ops(spec: StepSpec, layer, ffn_ops, batch: int) -> list:
+    """An FFN rank's ops for one micro-batch of ``batch`` tokens per instance (routed experts as
+    one ``MoeOp`` over every instance's tokens; the builder then splits it by the routing
+    sample)."""
+    afd = spec.afd
+    total = afd.instances * batch
+    if afd.a2f == "broadcast":
+        return _ffn_ops(spec, layer, total, ffn_ops, expert_ep=afd.ffn_ep, shard=afd.ffn_gpus)
+    return _ffn_ops(spec, layer, math.ceil(total / afd.ffn_gpus), ffn_ops, expert_ep=afd.ffn_ep, expert_tokens=total)
+
+
+def ffn_rank_seconds(spec: StepSpec, layer_index: int, mb: MicroBatch, kernels) -> float:
+    """The slowest FFN rank's compute for micro-batch ``mb`` in layer ``layer_index``, with the
+    per-rank expert loads of the step's routing sample as the builder puts them (0 when the
+    layer's FFN stays on the attention side); the step-time model's FFN-side work."""
+    side = attention_side_ops(micro_batch_spec(spec, mb), layer_index, mb.decode)
+    if not side.leaves:
+        return 0.0
+    ffn = list(range(spec.afd.attention_gpus, spec.afd.num_gpus))
+    gpus = spec.gpu_ranks
+    nodes = D.group_nodes([gpus[r] for r in ffn], spec.gpus_per_node or DEFAULT_GPUS_PER_NODE)
+    *_, received, ops = _afd_traffic(spec, spec.model.layer(layer_index), side.ffn_block, mb.tokens, nodes)
+    per_rank = np.zeros(len(ffn))
+    for op in ops:
+        made = _expert_ops(spec, op, ffn, received) if isinstance(op, MoeOp) else op
+        if isinstance(made, dict):
+            per_rank += [float(kernels.duration(made[r]).seconds) for r in ffn]
+        else:
+            per_rank += float(kernels.duration(made).seconds)
+    return float(per_rank.max())
 
 
 def _sender_tokens(batch: int, atp: int) -> list[range]:

@@ -137,6 +137,37 @@ def test_kv_transfers_sharing_a_nic_take_twice_as_long_and_ttft_grows(dsv3):
     assert local.kv_transfer_s[0] < t1 / 5
 
 
+def test_decode_side_prefix_cache_moves_only_what_the_decode_rank_lacks(dsv3):
+    """With a decode-side prefix cache, a shared prefix the decode rank already holds (and a
+    request's own resident prefix) stays; only the other tokens' KV crosses the network."""
+    from cosim.network.live import LiveNetwork
+    from cosim.serving.metrics import summarize as summary_of
+
+    dep = _pd(dsv3, decode_gpus=(8,))
+    kv = 70_000.0
+
+    def run(fraction, prefix_ids):
+        reqs = requests(3, prompt=1024, out=8, prefix=3072, prefix_ids=prefix_ids)  # one user: one after another
+        return simulate_serving(dep, reqs, {"pre": LinearSteps(), "dec": LinearSteps()},
+                                kv_capacity_tokens={"pre": 100_000, "dec": 100_000},
+                                kv_bytes_per_token={"pre": kv, "dec": kv}, network=LiveNetwork(dep.topology),
+                                options=ServingOptions(decode_prefix_cache_fraction=fraction))
+
+    off, on, own = run(0.0, [0, 0, 0]), run(0.5, [0, 0, 0]), run(0.5, None)
+    full = off.kv_transfer_s[0]
+    assert off.kv_transfer_s == pytest.approx([full] * 3) and off.decode_prefix_hit_tokens is None
+    # the first move misses (4096 tokens); then decode rank holds prefix 0 and 1024 tokens move
+    assert on.decode_prefix_hit_tokens.tolist() == [0, 3072, 3072]
+    assert on.kv_transfer_s[0] == pytest.approx(full)
+    assert on.kv_transfer_s[1:] == pytest.approx([full / 4] * 2, rel=0.05)
+    assert summary_of(on).decode_prefix_hit_rate == pytest.approx(2 / 3)
+    assert own.kv_transfer_s == pytest.approx([full / 4] * 3, rel=0.05)  # own prefixes are resident
+    bytes_on = sum(c.size_bytes for c in on.kv_transfers)
+    assert bytes_on == pytest.approx(kv * (4096 + 2 * 1024), rel=1e-6)
+    with pytest.raises(ConfigError, match="decode_prefix_cache_fraction"):
+        ServingOptions(decode_prefix_cache_fraction=1.0)
+
+
 def test_layerwise_kv_transfer_hides_behind_the_prefill(dsv3):
     """Layer-wise: the KV move starts with the last prefill step and lands at the latest of the
     prefill end and the network's finish; after_prefill: it starts at the prefill end."""

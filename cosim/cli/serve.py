@@ -37,6 +37,9 @@ def add_parser(sub) -> None:
                         "request reserved up front (TensorRT-LLM)")
     p.add_argument("--kv-transfer", choices=["after_prefill", "layerwise"], default="after_prefill",
                    help="P/D: move the KV cache after the prefill, or stream it layer by layer during it")
+    p.add_argument("--decode-prefix-cache", type=float, default=0.0, metavar="FRACTION",
+                   help="P/D: share of each decode rank's KV capacity that caches prefixes, so a prefix the decode "
+                        "rank holds does not move (default 0: the whole prompt's KV moves)")
     p.add_argument("--backend", "-b", choices=["flow", "packet"], default="flow",
                    help="network backend of the step simulations")
     p.add_argument("--cache", type=Path, default=Path(".cosim-cache"),
@@ -85,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
         users = requests.concurrency or 0
         ramp = args.ramp if args.ramp is not None else (max(0.1, users / 1000.0) if users else 0.0)
-        options = ServingOptions(ttft=args.ttft, kv_transfer=args.kv_transfer, ramp_s=ramp, admission=args.admission)
+        options = ServingOptions(ttft=args.ttft, kv_transfer=args.kv_transfer, ramp_s=ramp, admission=args.admission,
+                                 decode_prefix_cache_fraction=args.decode_prefix_cache)
         result = serve(dep, requests, slo=workload.slo, options=options, backend=args.backend,
                        cache_dir=args.cache, progress=progress)
     if not result.feasible:

@@ -44,6 +44,8 @@ def throughput_lines(result) -> list[str]:
         lines.append(f"SLO attainment: {s.slo_attainment:.1%}   goodput: {s.goodput_tokens_per_s:,.0f} tokens/s")
     if not math.isnan(s.prefix_hit_rate):
         lines.append(f"prefix cache hit rate: {s.prefix_hit_rate:.1%}")
+    if not math.isnan(s.decode_prefix_hit_rate):
+        lines.append(f"decode-side prefix hit rate (prefix tokens not moved): {s.decode_prefix_hit_rate:.1%}")
     lines.append(f"mean concurrency {s.mean_concurrency:.1f}; preemptions {s.preemptions}")
     return lines
 
@@ -75,7 +77,9 @@ def requests_table(run) -> pa.Table:
                 prefix_hit_tokens=run.prefix_hit_tokens, prefilled_tokens=run.prefilled_tokens,
                 output_tokens_done=run.output_tokens_done, preemptions=run.preemptions,
                 max_itl_s=run.max_itl_s if run.max_itl_s is not None else np.full(len(r), np.nan),
-                entry_gpu=run.entry_gpu, decode_gpu=run.decode_gpu)
+                entry_gpu=run.entry_gpu, decode_gpu=run.decode_gpu,
+                decode_prefix_hit_tokens=run.decode_prefix_hit_tokens if run.decode_prefix_hit_tokens is not None
+                else np.zeros(len(r), dtype=np.int64))
     return pa.table(cols)
 
 

@@ -80,6 +80,7 @@ class ServingSummary:
     input_tokens_per_s: float
     reused_tokens_per_s: float
     prefix_hit_rate: float
+    decode_prefix_hit_rate: float
     slo_attainment: float | None
     goodput_tokens_per_s: float | None
     mean_concurrency: float
@@ -103,6 +104,7 @@ def summarize(run, slo=None) -> ServingSummary:
         attain = float(ok.sum() / done.sum())
         goodput = float(out[ok].sum() / window)
     prefix = run.requests.prefix_tokens.astype(float)
+    dhit = getattr(run, "decode_prefix_hit_tokens", None)
     reuse = prefix > 0
     util = {name: run.pool_busy_s[name] / (window * run.pool_replicas[name]) for name in run.pool_busy_s}
     e2e = e2e_s(run)
@@ -116,6 +118,8 @@ def summarize(run, slo=None) -> ServingSummary:
         input_tokens_per_s=float(run.requests.input_tokens[done].sum() / window),
         reused_tokens_per_s=float(run.prefix_hit_tokens[done].sum() / window),
         prefix_hit_rate=float(run.prefix_hit_tokens[reuse].sum() / prefix[reuse].sum()) if reuse.any() else float("nan"),
+        decode_prefix_hit_rate=float(dhit[reuse].sum() / prefix[reuse].sum()) if reuse.any() and dhit is not None
+        else float("nan"),
         slo_attainment=attain, goodput_tokens_per_s=goodput,
         mean_concurrency=float(np.nansum(e2e[done]) / window),
         pool_utilization=util, preemptions=int(run.preemptions.sum()), num_gpus=run.num_gpus)

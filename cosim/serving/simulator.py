@@ -15,7 +15,10 @@ their KV cache.
 context (admission waits otherwise); then its KV cache (the model's KV bytes per token on one
 attention GPU x the prefill's tokens) moves from the prefill rank's GPU to the decode rank's GPU
 **through the network** (:class:`cosim.network.live.LiveNetwork`: transfers in flight share
-links max-min), one flow per attention-TP shard. The decode side streams the first token when the
+links max-min), one flow per attention-TP shard. With a decode-side prefix cache
+(``ServingOptions.decode_prefix_cache_fraction > 0``: Mooncake-style reuse) only the tokens the
+decode rank lacks move: a shared prefix the decode rank holds (LRU, as on the prefill side) and a
+request's own resident prefix stay. The decode side streams the first token when the
 KV has arrived (``ttft="decode_first_token"``, as SGLang, Dynamo and TensorRT-LLM do), or the
 clock stops at prefill end (``ttft="prefill_end"``).
 
@@ -75,7 +78,12 @@ class ServingOptions:
         think_time_s: closed loop: pause between a user's response and its next request (``None``:
             the requests' own).
         ttft: TTFT convention in P/D (see the module docstring).
-        prefix_cache_fraction: share of each rank's KV capacity the prefix cache may hold.
+        prefix_cache_fraction: share of each mixed / prefill rank's KV capacity the prefix cache
+            may hold.
+        decode_prefix_cache_fraction: P/D: the same on decode ranks (default 0: no decode-side
+            prefix cache, the whole prompt's KV moves, as SGLang and TensorRT-LLM disaggregated
+            serving do; > 0: a shared prefix the decode rank holds, or a request's own resident
+            prefix, does not move).
         router: replica choice for new requests: ``least_loaded`` or ``round_robin`` (ties
             between equally loaded ranks rotate).
         ramp_s: closed loop: user ``i`` of N sends its first request at ``i x ramp_s / N``, so the
@@ -99,6 +107,7 @@ class ServingOptions:
     think_time_s: float | None = None
     ttft: TtftConvention = "decode_first_token"
     prefix_cache_fraction: float = 0.5
+    decode_prefix_cache_fraction: float = 0.0
     router: Literal["least_loaded", "round_robin"] = "least_loaded"
     kv_transfer: Literal["after_prefill", "layerwise"] = "after_prefill"
     ramp_s: float = 0.0
@@ -122,8 +131,10 @@ class ServingOptions:
             raise ConfigError("<api>", "ramp_s", f"expected a finite number of seconds >= 0, got {self.ramp_s!r}")
         if self.kv_transfer not in ("after_prefill", "layerwise"):
             raise ConfigError("<api>", "kv_transfer", f"expected 'after_prefill' or 'layerwise', got {self.kv_transfer!r}")
-        if not 0.0 <= self.prefix_cache_fraction < 1.0:
-            raise ConfigError("<api>", "prefix_cache_fraction", f"expected 0 <= f < 1, got {self.prefix_cache_fraction}")
+        for name in ("prefix_cache_fraction", "decode_prefix_cache_fraction"):
+            f = getattr(self, name)
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 <= f < 1.0:
+                raise ConfigError("<api>", name, f"expected a number 0 <= f < 1, got {f!r}")
 
 
 @dataclass
@@ -137,6 +148,7 @@ class ServingRun:
             move to the KV being usable on the decode side (layer-wise: at the earliest its
             prefill end).
         prefix_hit_tokens: reused-prefix tokens found in the prefix cache.
+        decode_prefix_hit_tokens: P/D: prompt tokens the decode rank already held (not moved).
         prefilled_tokens: tokens actually prefilled (new input + missed prefix, recomputation).
         output_tokens: tokens each request produced.
         preemptions: times each request was preempted.
@@ -176,6 +188,7 @@ class ServingRun:
     replica_steps: dict = field(default_factory=dict)
     entry_gpu: np.ndarray | None = None
     decode_gpu: np.ndarray | None = None
+    decode_prefix_hit_tokens: np.ndarray | None = None
 
     @property
     def num_gpus(self) -> int:
@@ -268,7 +281,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     alloc_decode = np.zeros(n, dtype=np.int64)  # KV reserved on its decode rank
     for p in dep.pools:
         cap = kv_capacity_tokens[p.name]
-        cache = int(cap * options.prefix_cache_fraction) if p.role != "decode" else 0
+        cache = int(cap * (options.decode_prefix_cache_fraction if p.role == "decode" else options.prefix_cache_fraction))
         side = alloc_decode if p.role == "decode" else alloc_entry
         replicas[p.name] = [_Replica(p, i, [_Rank(g, cap - cache, cache, side) for g in _attention_gpus(p, gpus)])
                             for i, gpus in enumerate(placement[p.name])]
@@ -283,6 +296,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     prefill_end = np.full(n, np.nan)
     kv_time = np.full(n, np.nan)
     hit = np.zeros(n, dtype=np.int64)
+    decode_hit = np.zeros(n, dtype=np.int64)
     prefilled = np.zeros(n, dtype=np.int64)
     produced = np.zeros(n)
     preempt = np.zeros(n, dtype=np.int64)
@@ -532,7 +546,10 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             rank.alloc[r] = need
             rank.admitted[r] = None
             src_rep, src_rank = where[r]
-            size = float(kv_bytes_per_token[src_rep.pool.name]) * int(prompt[r])
+            if rank.prefixes.capacity_tokens > 0:  # decode-side prefix cache: what the rank already holds
+                pid, ptok = int(requests.prefix_id[r]), int(requests.prefix_tokens[r])
+                decode_hit[r] = ptok if pid < 0 else rank.prefixes.lookup(pid, ptok, t)
+            size = float(kv_bytes_per_token[src_rep.pool.name]) * (int(prompt[r]) - int(decode_hit[r]))
             ids = []
             for s_gpu, d_gpu in zip(src_rank.gpu_list, rank.gpu_list):
                 ids.append(network.start(s_gpu, d_gpu, int(round(size)), t, tag=f"kv{r}"))
@@ -602,4 +619,4 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                       np.frombuffer(gaps, dtype=np.float64).copy(), max_gap,
                       {k: {"steps": v[0], "decode_tokens": v[1] / v[0], "context": v[2] / max(v[1], 1),
                            "chunk_tokens": v[3] / v[0], "chunks": v[4] / v[0]} for k, v in rep_stats.items()},
-                      entry_gpu, decode_gpu)
+                      entry_gpu, decode_gpu, decode_hit if disagg and options.decode_prefix_cache_fraction > 0 else None)

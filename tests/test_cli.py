@@ -7,6 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cosim.cli.main import main
+from cosim.trace.chakra_check import check_chakra
 
 from conftest import requires_engine
 
@@ -62,7 +63,27 @@ def test_step_prints_breakdown_memory_and_writes_traces(tmp_path, capsys):
     assert "step time" in out and "comm: dispatch" in out and "compute: moe_experts" in out
     assert "memory per GPU" in out and "141.0 GiB HBM" in out and "does not fit" not in out
     assert (tmp_path / "step.pb").exists() and len(list(tmp_path.glob("*.et"))) == 8
+    assert "breaks" not in out and check_chakra(tmp_path) == []  # the default export runs in ASTRA-sim
     # DeepSeek-V3 on one 80 GB H100 node with TP8 does not hold its weights and a 64 x 4k KV cache.
     assert main(["step", "-m", "deepseek-ai/DeepSeek-V3", "-t", "h100-hgx-node", "--system", "h100_sxm",
                  "--tp", "8", "--batch", "64", "--context", "4096"]) == 0
     assert "does not fit in GPU memory" in capsys.readouterr().out
+
+
+def test_trace_check_verdicts_and_exit_codes(tmp_path, capsys):
+    """``cosim trace check DIR``: 0 and OK on a runnable export, 1 and the broken rule on an
+    uneven all-to-all-v written as one collective, 2 and the path on a missing folder."""
+    from test_trace_io import small_trace
+
+    from cosim.trace.chakra import export_chakra
+
+    export_chakra(small_trace(), tmp_path / "good")
+    assert main(["trace", "check", str(tmp_path / "good")]) == 0
+    out = capsys.readouterr().out
+    assert "OK" in out and "2 ranks" in out and "single-rank-group" in out and "FAIL" not in out
+    export_chakra(small_trace(), tmp_path / "bad", prefix="toy", alltoallv="collective")
+    assert main(["trace", "check", str(tmp_path / "bad"), "--prefix", "toy", "--max", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "[collective]" in out and "toy.1.et node 0" in out
+    assert main(["trace", "check", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such directory" in capsys.readouterr().out

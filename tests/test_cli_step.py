@@ -3,13 +3,15 @@
 import json
 
 from cosim.cli.main import main
+from cosim.trace.chakra_check import Rule, check_chakra
 
 
 def test_step_afd_json(tmp_path, capsys):
     out = tmp_path / "afd.json"
     rc = main(["step", "-m", "Qwen/Qwen3-30B-A3B", "-t", "h200-hgx-2node", "--layout", "afd",
                "--attention-gpus", "4", "--ffn-gpus", "8", "--micro-batches", "2", "--batch", "16",
-               "--context", "1024", "--gpus", "0-3,8-15", "--json", str(out)])
+               "--context", "1024", "--gpus", "0-3,8-15", "--json", str(out),
+               "--trace-out", str(tmp_path / "et"), "--chakra-alltoallv", "collective"])
     assert rc == 0
     data = json.loads(out.read_text())
     assert set(data["groups"]) == {"attention", "ffn"}
@@ -19,6 +21,9 @@ def test_step_afd_json(tmp_path, capsys):
     assert abs(data["tokens_per_s_per_gpu"] - 64 / data["step_time_s"] / 12) < 1e-6 * data["tokens_per_s_per_gpu"]
     text = capsys.readouterr().out
     assert "Per group" in text and "h200_sxm" in text  # the kernel system follows the topology's GPUs
+    # A2F/F2A as one ALL_TO_ALL each (receivers 0 B): the export warns that ASTRA-sim would stall on it.
+    assert "all-to-all-v: collective" in text and "breaks" in text and "cosim trace check" in text
+    assert {v.rule for v in check_chakra(tmp_path / "et")} == {Rule.COLLECTIVE}
 
 
 def test_step_mixed_and_mtp(capsys):

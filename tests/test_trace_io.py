@@ -11,6 +11,7 @@ import pytest
 
 from cosim.ops import AttentionOp, GemmOp, MemoryOp, MoeOp
 from cosim.trace.chakra import _encode_varint, export_chakra, read_chakra, write_chakra
+from cosim.trace.chakra_check import Rule, check_chakra
 from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, RankTrace, StepTrace
 from cosim.trace.proto import cosim_trace_pb2
 from cosim.trace.proto import et_def_pb2 as et
@@ -172,74 +173,114 @@ def test_read_inconsistent_pb_raises_clear_error(tmp_path):
 
 # --- Chakra ------------------------------------------------------------------------------------
 
+def assert_astra_ready(out_dir, prefix=None) -> None:
+    """The export in ``out_dir`` follows every rule of ``cosim trace check``."""
+    assert check_chakra(out_dir, prefix) == []
+
+
 def test_chakra_one_file_per_rank(tmp_path):
     paths = export_chakra(small_trace(), tmp_path / "et")
     assert [p.name for p in paths] == ["cosim.0.et", "cosim.1.et"]
-    groups = json.loads((tmp_path / "et" / "cosim.comm_groups.json").read_text())
-    assert groups == {"1": [0, 1]}
+    # Default (auto): the uneven all-to-all-v is written as sends/receives: no communicator group.
+    assert json.loads((tmp_path / "et" / "cosim.comm_groups.json").read_text()) == {}
     meta, _ = read_chakra(paths[0])
     assert meta.version == "0.0.4"
     assert attrs(meta)["cosim.rank"] == 0 and attrs(meta)["cosim.meta.model"] == "toy"
+    assert attrs(meta)["cosim.alltoallv"] == "auto"
+    assert_astra_ready(tmp_path / "et")
+    export_chakra(small_trace(), tmp_path / "coll", alltoallv="collective")
+    assert json.loads((tmp_path / "coll" / "cosim.comm_groups.json").read_text()) == {"1": [0, 1]}
 
 
 def test_chakra_node_types_sizes_and_deps(tmp_path):
+    """Default export: exact per-peer sends/receives for the uneven all-to-all-v; kernels whose
+    carried share rounds to 0 us are not written and their dependents wait on their parents."""
     trace = small_trace()
     p0, p1 = export_chakra(trace, tmp_path, prefix="toy")
+    assert_astra_ready(tmp_path, "toy")
     _, n0 = read_chakra(p0)
     _, n1 = read_chakra(p1)
-    assert [n.type for n in n0] == [et.COMP_NODE, et.COMP_NODE, et.COMM_COLL_NODE, et.COMP_NODE, et.COMM_SEND_NODE]
-    assert [n.type for n in n1] == [et.COMP_NODE, et.COMM_COLL_NODE, et.COMP_NODE, et.COMM_RECV_NODE]
-    # Ids and data deps follow the cosim DAG one to one.
-    for rt, nodes in ((trace.ranks[0], n0), (trace.ranks[1], n1)):
-        assert [n.id for n in nodes] == [c.id for c in rt.nodes]
-        assert [list(n.data_deps) for n in nodes] == [list(c.deps) for c in rt.nodes]
-    # Stream order: rank 1's gemm (no data deps) follows the rmsnorm on the compute stream.
-    assert list(n1[2].ctrl_deps) == [0] and list(n1[3].ctrl_deps) == []
+    # Rank 0: the 300 ns fmha after the gemm rounded up to 1235 us carries 0 us: not written.
+    assert [n.type for n in n0] == [et.COMP_NODE, et.COMM_SEND_NODE, et.COMM_RECV_NODE, et.COMP_NODE,
+                                    et.COMM_SEND_NODE]
+    assert [attrs(n)["cosim.node_id"] for n in n0] == [0, 2, 2, 3, 4]
+    assert [list(n.data_deps) for n in n0] == [[], [0], [0], [1, 2], [3]]  # dispatch waits on the fmha's parent
+    # Stream order: the experts follow the gemm on the compute stream, the p2p send the dispatch on comm stream 0.
+    assert [list(n.ctrl_deps) for n in n0] == [[], [], [], [0], [1, 2]]
+    # Rank 1: the zero-length rmsnorm is not written; the dispatch then has no dependency.
+    assert [n.type for n in n1] == [et.COMM_SEND_NODE, et.COMM_RECV_NODE, et.COMP_NODE, et.COMM_RECV_NODE]
+    assert [list(n.data_deps) for n in n1] == [[], [], [], [0, 1, 2]]
+    # The sends and receives of one collective run together; the p2p receive follows them on comm stream 0.
+    assert [list(n.ctrl_deps) for n in n1] == [[], [], [], []] and list(n1[3].data_deps)[:2] == [0, 1]
 
     gemm = attrs(n0[0])
     assert n0[0].duration_micros == 1235 and gemm["cosim.duration_ns"] == 1_234_568
     assert gemm["num_ops"] == round(GEMM.flops()) and gemm["tensor_size"] == round(GEMM.bytes_moved())
     assert gemm["is_cpu_op"] is False
-    assert n0[1].duration_micros == 1  # 300 ns rounds to 0: never a zero delay
-    assert n1[0].duration_micros == 1  # zero-duration compute
-    assert attrs(n0[3])["num_ops"] == round(MOE.flops())
-    assert attrs(n1[0])["tensor_size"] == round(MEM.bytes_moved())
+    # Remainder carried: 1234.568 + 0.3 + 25 us = 1259.868 us -> 1260 us in total on rank 0.
+    assert n0[3].duration_micros == 25 and attrs(n0[3])["num_ops"] == round(MOE.flops())
+    assert sum(n.duration_micros for n in n0 if n.type == et.COMP_NODE) == 1260
+    assert n1[2].duration_micros == 4
 
-    a2a0, a2a1 = attrs(n0[2]), attrs(n1[1])
-    assert a2a0["comm_type"] == a2a1["comm_type"] == et.ALL_TO_ALL
-    assert (a2a0["comm_size"], a2a1["comm_size"]) == (400, 250)
-    assert a2a0["pg_name"] == a2a1["pg_name"] == "1"
-    assert a2a0["cosim.peer_bytes"] == [100, 300] and a2a1["cosim.peer_ranks"] == [0, 1]
-
+    sends = [(a["comm_src"], a["comm_dst"], a["comm_size"], a["comm_tag"]) for a in map(attrs, n0[1:3])]
+    assert sends == [(0, 1, 300, 0), (1, 0, 200, 0)]  # no self transfer, exact per-peer bytes
     send, recv = attrs(n0[4]), attrs(n1[3])
     for a in (send, recv):
         assert (a["comm_src"], a["comm_dst"], a["comm_size"], a["comm_tag"]) == (0, 1, 4096, 1)
     assert "pg_name" not in send
 
 
-def test_chakra_ring_collective_comm_types(tmp_path):
+def test_chakra_alltoallv_as_one_collective(tmp_path):
+    """``collective`` mode: one ALL_TO_ALL per rank with the rank's row sum (uneven: the checker
+    flags it); a uniform all-to-all-v is one collective in the default mode too, with n x the
+    per-peer bytes on every rank (ASTRA-sim sends comm_size / n to each peer)."""
+    p0, p1 = export_chakra(small_trace(), tmp_path / "coll", alltoallv="collective")
+    a2a0 = attrs(next(n for n in read_chakra(p0)[1] if n.type == et.COMM_COLL_NODE))
+    a2a1 = attrs(next(n for n in read_chakra(p1)[1] if n.type == et.COMM_COLL_NODE))
+    assert a2a0["comm_type"] == a2a1["comm_type"] == et.ALL_TO_ALL
+    assert (a2a0["comm_size"], a2a1["comm_size"]) == (400, 250)
+    assert a2a0["pg_name"] == a2a1["pg_name"] == "1"
+    assert a2a0["cosim.peer_bytes"] == [100, 300] and a2a1["cosim.peer_ranks"] == [0, 1]
+    assert [v.rule for v in check_chakra(tmp_path / "coll")] == [Rule.COLLECTIVE]
+
     trace = small_trace()
-    for kind in ("all_reduce", "all_gather", "reduce_scatter"):
+    uniform = np.array([[7, 300], [300, 0]], dtype=np.int64)  # the diagonal stays on the rank
+    trace.collectives[0] = dataclasses.replace(trace.collectives[0], bytes_matrix=uniform)
+    for mode in ("auto", "collective"):
+        paths = export_chakra(trace, tmp_path / mode, alltoallv=mode)
+        colls = [attrs(n) for p in paths for n in read_chakra(p)[1] if n.type == et.COMM_COLL_NODE]
+        assert [(a["comm_type"], a["comm_size"], a["pg_name"]) for a in colls] == [(et.ALL_TO_ALL, 600, "1")] * 2
+        assert_astra_ready(tmp_path / mode)
+
+
+def test_chakra_ring_collective_comm_types_and_sizes(tmp_path):
+    """ASTRA-sim's comm_size: all-gather each rank's input (cosim holds the gathered buffer),
+    all-reduce and reduce-scatter the whole buffer."""
+    trace = small_trace()
+    for kind, size in (("all_reduce", 8192), ("all_gather", 4096), ("reduce_scatter", 8192)):
         trace.collectives[0] = CollectiveSpec(0, "ring", kind, "nccl", (1, 0), np.array([[8192]]))
-        _, nodes = read_chakra(export_chakra(trace, tmp_path / kind)[1])
-        a = attrs(nodes[1])
-        assert a["comm_type"] == {"all_reduce": et.ALL_REDUCE, "all_gather": et.ALL_GATHER,
-                                  "reduce_scatter": et.REDUCE_SCATTER}[kind]
-        assert a["comm_size"] == 8192 and a["pg_name"] == "1"
+        paths = export_chakra(trace, tmp_path / kind)
+        assert_astra_ready(tmp_path / kind)
+        for path in paths:
+            a = attrs(next(n for n in read_chakra(path)[1] if n.type == et.COMM_COLL_NODE))
+            assert a["comm_type"] == {"all_reduce": et.ALL_REDUCE, "all_gather": et.ALL_GATHER,
+                                      "reduce_scatter": et.REDUCE_SCATTER}[kind]
+            assert a["comm_size"] == size and a["cosim.buffer_bytes"] == 8192 and a["pg_name"] == "1"
 
 
 def test_chakra_alltoallv_as_p2p(tmp_path):
-    p0, p1 = export_chakra(small_trace(), tmp_path, alltoallv="p2p")
+    trace = small_trace()
+    uniform = np.array([[0, 300], [300, 0]], dtype=np.int64)
+    trace.collectives[0] = dataclasses.replace(trace.collectives[0], bytes_matrix=uniform)
+    p0, p1 = export_chakra(trace, tmp_path, alltoallv="p2p")  # p2p even when uniform
+    assert_astra_ready(tmp_path)
     assert json.loads((tmp_path / "cosim.comm_groups.json").read_text()) == {}
     _, n0 = read_chakra(p0)
     _, n1 = read_chakra(p1)
-    assert [n.type for n in n0] == [et.COMP_NODE, et.COMP_NODE, et.COMM_SEND_NODE, et.COMM_RECV_NODE,
-                                    et.COMP_NODE, et.COMM_SEND_NODE]
-    sizes = [(attrs(n)["comm_src"], attrs(n)["comm_dst"], attrs(n)["comm_size"]) for n in n0[2:4]]
-    assert sizes == [(0, 1, 300), (1, 0, 200)]  # no self transfer
+    assert [n.type for n in n0] == [et.COMP_NODE, et.COMM_SEND_NODE, et.COMM_RECV_NODE, et.COMP_NODE,
+                                    et.COMM_SEND_NODE]
     # The experts wait for both halves of the expanded collective.
-    assert list(n0[4].data_deps) == [2, 3] and attrs(n0[4])["cosim.node_id"] == 3
-    # Matched on the other rank with the same tag.
+    assert list(n0[3].data_deps) == [1, 2] and attrs(n0[3])["cosim.node_id"] == 3
     recv = [attrs(n) for n in n1 if n.type == et.COMM_RECV_NODE and attrs(n)["comm_tag"] == 0]
     assert [(a["comm_src"], a["comm_size"]) for a in recv] == [(0, 300)]
 
@@ -249,19 +290,102 @@ def test_chakra_bipartite(tmp_path):
     trace.collectives[0] = CollectiveSpec(0, "a2f", "bipartite", "nccl", (0, 1), np.array([[700]]), num_senders=1)
     back = read_step_trace(write_step_trace(trace, tmp_path / "b.pb"))
     assert back.collectives[0].bytes_matrix.shape == (1, 1) and back.collectives[0].num_senders == 1
-    p0, p1 = export_chakra(trace, tmp_path / "coll")
-    a0, a1 = attrs(read_chakra(p0)[1][2]), attrs(read_chakra(p1)[1][1])
+    p0, p1 = export_chakra(trace, tmp_path / "coll", alltoallv="collective")
+    a0 = attrs(next(n for n in read_chakra(p0)[1] if n.type == et.COMM_COLL_NODE))
+    a1 = attrs(next(n for n in read_chakra(p1)[1] if n.type == et.COMM_COLL_NODE))
     assert a0["comm_type"] == a1["comm_type"] == et.ALL_TO_ALL
-    assert (a0["comm_size"], a1["comm_size"]) == (700, 0)  # receivers send nothing
-    p0, p1 = export_chakra(trace, tmp_path / "p2p", alltoallv="p2p")
-    send, recv = read_chakra(p0)[1][2], read_chakra(p1)[1][1]
-    assert (send.type, recv.type) == (et.COMM_SEND_NODE, et.COMM_RECV_NODE)
-    assert attrs(send)["comm_size"] == attrs(recv)["comm_size"] == 700
+    assert (a0["comm_size"], a1["comm_size"]) == (700, 0)  # receivers send nothing: ASTRA-sim stalls
+    assert {v.rule for v in check_chakra(tmp_path / "coll")} == {Rule.COLLECTIVE}
+    # Default and p2p: one send, one receive (a bipartite transfer is never one ALL_TO_ALL by default:
+    # that would also move bytes from the receivers and between ranks of one side).
+    for mode in ("auto", "p2p"):
+        p0, p1 = export_chakra(trace, tmp_path / mode, alltoallv=mode)
+        assert_astra_ready(tmp_path / mode)
+        send = next(n for n in read_chakra(p0)[1] if attrs(n).get("cosim.collective_id") == 0)
+        recv = next(n for n in read_chakra(p1)[1] if attrs(n).get("cosim.collective_id") == 0)
+        assert (send.type, recv.type) == (et.COMM_SEND_NODE, et.COMM_RECV_NODE)
+        assert attrs(send)["comm_size"] == attrs(recv)["comm_size"] == 700
+
+
+def test_chakra_compute_durations_keep_each_ranks_sum(tmp_path):
+    """Each rank's written microseconds add up to its exact total rounded once; every written
+    kernel lasts at least 1 us and ends within half a microsecond of its exact end."""
+    rng = np.random.default_rng(7)
+    ranks = []
+    for r in range(2):
+        nodes, prev = [], ()
+        for i in range(400):
+            seconds = float(rng.choice([0.0, 1e-7, 4.99e-7, 5e-7, 1.5e-6, 2.4999e-6]) + rng.uniform(0, 3e-6))
+            if i % 50 == 25:
+                nodes.append(CommNode(i, f"ar{i}", i // 50, prev))
+            else:
+                nodes.append(ComputeNode(i, f"k{i}", MEM, seconds, "roofline", prev))
+            prev = (i,)
+        ranks.append(RankTrace(r, nodes))
+    colls = [CollectiveSpec(k, f"ar{50 * k + 25}", "all_reduce", "nccl", (0, 1), np.array([[4096]]))
+             for k in range(8)]
+    trace = StepTrace(ranks, colls)
+    export_chakra(trace, tmp_path)
+    assert_astra_ready(tmp_path)
+    for rt in trace.ranks:
+        _, nodes = read_chakra(tmp_path / f"cosim.{rt.rank}.et")
+        exact = [round(n.duration_s * 1e9) for n in rt.nodes if isinstance(n, ComputeNode)]
+        comp = [n for n in nodes if n.type == et.COMP_NODE]
+        assert sum(n.duration_micros for n in comp) == (sum(exact) + 500) // 1000
+        assert min(n.duration_micros for n in comp) >= 1 and len(comp) < len(exact)  # some kernels carried 0 us
+        end_of = {}
+        total = 0
+        for n in rt.nodes:
+            if isinstance(n, ComputeNode):
+                total += round(n.duration_s * 1e9)
+                end_of[n.id] = total
+        written = 0
+        for n in comp:
+            written += n.duration_micros
+            assert abs(written * 1000 - end_of[attrs(n)["cosim.node_id"]]) <= 500
+
+
+def test_chakra_memory_only_kernel_has_one_op(tmp_path):
+    """num_ops = 0 hangs ASTRA-sim's roofline mode: a kernel without arithmetic gets 1."""
+    trace = small_trace()
+    copy = MemoryOp("kv_copy", bytes=65536.0)
+    assert copy.flops() == 0
+    trace.ranks[1].nodes[2] = dataclasses.replace(trace.ranks[1].nodes[2], op=copy)
+    _, nodes = read_chakra(export_chakra(trace, tmp_path)[1])
+    a = attrs(next(n for n in nodes if attrs(n)["cosim.node_id"] == 2))
+    assert a["num_ops"] == 1 and a["tensor_size"] == 65536
+    assert_astra_ready(tmp_path)
+
+
+def test_chakra_drops_single_rank_collectives(tmp_path):
+    """A collective on one rank never completes in ASTRA-sim: it is not written, its dependents
+    wait on its parents, and its group is not in the comm-groups file."""
+    trace = small_trace()
+    gather = CollectiveSpec(2, "solo.allgather", "all_gather", "nccl", (1,), np.array([[8192]]))
+    nodes = trace.ranks[1].nodes
+    trace.ranks[1].nodes = nodes[:2] + [CommNode(2, "solo.allgather", 2, (1,)),
+                                        dataclasses.replace(nodes[2], id=3, deps=(2,)),
+                                        dataclasses.replace(nodes[3], id=4, deps=(1, 3))]
+    trace.collectives.append(gather)
+    for mode in ("auto", "collective", "p2p"):
+        _, n1 = read_chakra(export_chakra(trace, tmp_path / mode, alltoallv=mode)[1])
+        assert "solo.allgather" not in [n.name for n in n1]
+        gemm = next(n for n in n1 if attrs(n)["cosim.node_id"] == 3)
+        dispatch = [n.id for n in n1 if attrs(n).get("cosim.collective_id") == 0]
+        assert list(gemm.data_deps) == dispatch  # the gather's parent
+        assert [1] not in json.loads((tmp_path / mode / "cosim.comm_groups.json").read_text()).values()
+        if mode != "collective":
+            assert_astra_ready(tmp_path / mode)
+
+
+def test_chakra_rejects_unknown_mode(tmp_path):
+    with pytest.raises(ValueError, match="auto, collective, p2p"):
+        export_chakra(small_trace(), tmp_path, alltoallv="uniform")
 
 
 def test_chakra_gzip_and_varint(tmp_path):
     assert _encode_varint(0) == b"\x00" and _encode_varint(300) == b"\xac\x02"
-    path = export_chakra(small_trace(), tmp_path)[0]
+    path = export_chakra(small_trace(), tmp_path / "et")[0]
     gz = tmp_path / "gz.0.et"
     gz.write_bytes(gzip.compress(path.read_bytes()))
     assert read_chakra(gz)[1] == read_chakra(path)[1]

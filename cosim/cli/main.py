@@ -5,6 +5,7 @@ Examples::
     cosim topology list
     cosim topology show h100-hgx-2node
     cosim net --topology h100-hgx-2node --collective all_to_all --size 1MiB --backend packet
+    cosim trace check out/            # a Chakra ET export against ASTRA-sim's rules
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ def _cmd_step(args: argparse.Namespace) -> int:
                       format_bytes(result.link_peak_queue_bytes[d]) if args.backend == "packet" else "-")
     console.print(links)
     if args.trace_out:
-        _write_traces(result, args.trace_out)
+        _write_traces(result, args.trace_out, args.chakra_alltoallv)
     if args.json:
         console.print(f"step summary written to {write_step_json(result, args.json, args.top)}")
     return 0
@@ -254,22 +255,28 @@ def _ranges(values) -> str:
     return ",".join(out)
 
 
-def _write_traces(result, out_dir: Path) -> None:
-    """Write the step trace as cosim protobuf and Chakra ET files."""
+def _write_traces(result, out_dir: Path, alltoallv: str) -> None:
+    """Write the step trace as cosim protobuf and Chakra ET files, and check the Chakra export."""
     try:
         from cosim.trace.chakra import export_chakra
+        from cosim.trace.chakra_check import check_chakra
         from cosim.trace.serialize import write_step_trace
     except ImportError as exc:  # pragma: no cover - trace I/O not installed
         raise CosimError(f"trace export unavailable: {exc}") from None
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "step.pb"
     write_step_trace(result.trace, path)
-    files = export_chakra(result.trace, out_dir)
-    console.print(f"trace written to {path} and {len(files)} Chakra ET files in {out_dir}")
+    files = export_chakra(result.trace, out_dir, alltoallv=alltoallv)
+    console.print(f"trace written to {path} and {len(files)} Chakra ET files in {out_dir} (all-to-all-v: {alltoallv})")
+    broken = check_chakra(out_dir, "cosim")
+    if broken:
+        console.print(f"[bold yellow]warning:[/] the Chakra export breaks {len(broken)} ASTRA-sim rule instance(s) "
+                      f"(first: {broken[0]}); see cosim trace check {out_dir}", highlight=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from cosim.network.libraries import COLLECTIVES
+    from cosim.trace.chakra import ALLTOALLV_MODES
 
     parser = argparse.ArgumentParser(prog="cosim", description="Network-centric co-simulator for MoE LLM serving.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -325,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--backend", "-b", default="flow", choices=["packet", "flow"])
     step.add_argument("--top", type=int, default=8, help="number of hottest links to show")
     step.add_argument("--trace-out", type=Path, default=None, help="write protobuf and Chakra traces to this folder")
+    step.add_argument("--chakra-alltoallv", choices=list(ALLTOALLV_MODES), default="auto",
+                      help="Chakra export of all-to-all-v and bipartite collectives: auto (one ALL_TO_ALL when "
+                           "uniform, matched sends/receives otherwise), collective (always ALL_TO_ALL: lossy, "
+                           "ASTRA-sim stalls on uneven ones) or p2p (always sends/receives)")
     step.add_argument("--json", type=Path, default=None, help="write the step summary (time, breakdown, groups, "
                                                                "memory, tokens/s per GPU, hottest links) as JSON")
     step.add_argument("--gpus", "-g", default=None, help="topology GPUs the step runs on, e.g. '64-127' or "
@@ -348,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cosim.cli import serve as serve_cmd
 
     serve_cmd.add_parser(sub)
+
+    from cosim.cli import trace as trace_cmd
+
+    trace_cmd.add_parser(sub)
     return parser
 
 

@@ -5,13 +5,21 @@ One file per rank, ``{prefix}.{rank}.et``: a stream of protobuf messages of the 
 first a ``GlobalMetadata``, then the ``Node`` messages. Beside them ``{prefix}.comm_groups.json``
 maps each ``pg_name`` to its ranks (the communicator groups ASTRA-sim is given).
 
-Mapping (see ``docs/traces.md`` for the full table and what does not map):
+Mapping (see ``docs/traces.md`` for the full table and what does not map). The default export
+runs to completion in ASTRA-sim 2.0; :mod:`cosim.trace.chakra_check` checks the rules below.
 
-- :class:`ComputeNode` -> ``COMP_NODE``: ``duration_micros`` rounded to whole microseconds and never
-  below 1 (ASTRA-sim aborts on zero delays); ``num_ops`` = FLOPs, ``tensor_size`` = bytes moved.
-- :class:`CommNode` of a collective -> ``COMM_COLL_NODE`` with ``comm_type``, ``comm_size`` (bytes
-  this rank sends) and ``pg_name``; of a ``p2p`` collective -> ``COMM_SEND_NODE`` on the sender,
-  ``COMM_RECV_NODE`` on the receiver, matched by ``comm_src``/``comm_dst``/``comm_tag``.
+- :class:`ComputeNode` -> ``COMP_NODE``: ``duration_micros`` in whole microseconds, rounded with
+  the remainder carried along the rank's compute stream (each rank's written total is its exact
+  total rounded once); a kernel whose carried share is 0 µs is not written (ASTRA-sim aborts on
+  zero delays) and its dependents wait on its parents. ``num_ops`` = FLOPs (at least 1),
+  ``tensor_size`` = bytes moved.
+- :class:`CommNode` of a ring collective -> ``COMM_COLL_NODE`` with ``comm_type``, ``pg_name``
+  and ASTRA-sim's ``comm_size``: each rank's input for all-gather, the whole buffer for
+  all-reduce and reduce-scatter. All-to-all-v and bipartite collectives: ``alltoallv`` (default
+  ``auto``: one ``ALL_TO_ALL`` when the matrix is uniform, matched send/receive nodes otherwise).
+  ``p2p`` collectives -> ``COMM_SEND_NODE`` on the sender, ``COMM_RECV_NODE`` on the receiver,
+  matched by ``comm_src``/``comm_dst``/``comm_tag``. Collectives of one rank are not written
+  (they never complete in ASTRA-sim); their dependents wait on their parents.
 - ``deps`` -> ``data_deps``; the in-order compute and communication streams of cosim's scheduler
   (one per ``CommNode.stream``: AFD's A2F and F2A have their own) -> ``ctrl_deps`` on the
   previous node of the same stream.
@@ -19,7 +27,8 @@ Mapping (see ``docs/traces.md`` for the full table and what does not map):
 Attributes named ``cosim.*`` carry what Chakra has no field for (exact nanoseconds, per-peer bytes
 of an all-to-all-v, layer, micro-batch ...); Chakra consumers ignore them.
 
-Public API: :func:`export_chakra`, :func:`read_chakra`, :func:`write_chakra`, :func:`comm_groups`.
+Public API: :func:`export_chakra`, :func:`read_chakra`, :func:`write_chakra`, :func:`comm_groups`,
+:func:`lowering`, :func:`comm_size`, :func:`uniform_peer_bytes`, :data:`ALLTOALLV_MODES`.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Callable, Iterable, Literal, get_args
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -50,13 +59,44 @@ COMM_TYPES: dict[str, int] = {
 _PEER_KINDS = ("all_to_all_v", "bipartite")
 _MAX_VARINT32 = (1 << 32) - 1
 
-AllToAllMode = Literal["collective", "p2p"]
+#: How all-to-all-v and bipartite collectives are written (see :data:`ALLTOALLV_MODES`).
+AllToAllMode = Literal["auto", "collective", "p2p"]
+#: How a collective is written: one ``COMM_COLL_NODE`` per rank, matched sends and receives, or
+#: not at all (a group of one rank).
+Lowering = Literal["collective", "p2p", "drop"]
+
+
+def uniform_peer_bytes(spec: CollectiveSpec) -> int | None:
+    """Bytes every rank of an all-to-all-v sends to every other rank, if that is one positive
+    number (the diagonal, which stays on the rank, is not looked at); ``None`` otherwise and for
+    other kinds. Bipartite collectives are never uniform in Chakra's sense: an ``ALL_TO_ALL`` over
+    senders and receivers would also move bytes from receivers and between ranks of one side."""
+    if spec.kind != "all_to_all_v" or len(spec.ranks) < 2:
+        return None
+    m = np.asarray(spec.bytes_matrix)
+    off = m[~np.eye(len(m), dtype=bool)]
+    return int(off[0]) if off[0] > 0 and np.all(off == off[0]) else None
+
+
+#: ``alltoallv`` mode -> whether an all-to-all-v / bipartite collective becomes matched sends and
+#: receives (otherwise one ``ALL_TO_ALL`` node per rank). ``auto`` (the default) writes a uniform
+#: all-to-all-v as a collective, which ASTRA-sim runs with its own algorithm, and anything uneven
+#: as sends/receives: ASTRA-sim pairs a collective's ranks only when their ``comm_size`` match,
+#: so an uneven ``ALL_TO_ALL`` never completes. ``collective`` always writes a collective (an
+#: uneven one with each rank's row sum as ``comm_size``: lossy, and ASTRA-sim stalls on it);
+#: ``p2p`` always writes sends/receives.
+ALLTOALLV_MODES: dict[str, Callable[[CollectiveSpec], bool]] = {
+    "auto": lambda spec: uniform_peer_bytes(spec) is None,
+    "collective": lambda spec: False,
+    "p2p": lambda spec: True,
+}
+assert tuple(ALLTOALLV_MODES) == get_args(AllToAllMode)
 
 
 # --- public API --------------------------------------------------------------------------------
 
 def export_chakra(trace: StepTrace, out_dir: str | Path, prefix: str = "cosim", *,
-                  alltoallv: AllToAllMode = "collective", stream_order: bool = True,
+                  alltoallv: AllToAllMode = "auto", stream_order: bool = True,
                   version: str = CHAKRA_VERSION) -> list[Path]:
     """Write ``trace`` as Chakra ET files ``{out_dir}/{prefix}.{rank}.et``, one per rank.
 
@@ -64,10 +104,13 @@ def export_chakra(trace: StepTrace, out_dir: str | Path, prefix: str = "cosim", 
         trace: the step trace; its ranks must be numbered 0..N-1 (ASTRA-sim's NPU ids).
         out_dir: directory, created if missing.
         prefix: file name prefix (ASTRA-sim is given ``{out_dir}/{prefix}``).
-        alltoallv: ``collective`` writes all-to-all-v and bipartite collectives as one
-            ``ALL_TO_ALL`` node per rank (uniform in ASTRA-sim: per-peer bytes only in ``cosim.*``
-            attributes); ``p2p`` writes them as matched send/receive nodes, one per peer with
-            traffic, which keeps the exact per-peer bytes.
+        alltoallv: how all-to-all-v and bipartite collectives are written (:data:`ALLTOALLV_MODES`):
+            ``auto`` (default) writes a uniform all-to-all-v as one ``ALL_TO_ALL`` node per rank
+            with the same ``comm_size`` on every rank, and uneven ones and bipartite transfers as
+            matched send/receive nodes, one per peer with traffic (exact per-peer bytes);
+            ``collective`` writes every one as an ``ALL_TO_ALL`` (uneven: each rank's row sum,
+            which ASTRA-sim does not run to completion; per-peer bytes only in ``cosim.*``
+            attributes); ``p2p`` writes every one as sends/receives.
         stream_order: add ``ctrl_deps`` that keep each rank's compute and communication streams
             in order, as cosim's scheduler runs them.
         version: ``GlobalMetadata.version`` string.
@@ -76,8 +119,8 @@ def export_chakra(trace: StepTrace, out_dir: str | Path, prefix: str = "cosim", 
         The ``.et`` paths in rank order. ``{prefix}.comm_groups.json`` (``pg_name`` -> ranks) is
         written beside them.
     """
-    if alltoallv not in ("collective", "p2p"):
-        raise ValueError(f"alltoallv must be 'collective' or 'p2p', got {alltoallv!r}")
+    if alltoallv not in ALLTOALLV_MODES:
+        raise ValueError(f"alltoallv must be one of {', '.join(ALLTOALLV_MODES)}, got {alltoallv!r}")
     ranks = sorted(trace.ranks, key=lambda rt: rt.rank)
     if [rt.rank for rt in ranks] != list(range(len(ranks))):
         raise ValueError(f"Chakra needs ranks 0..N-1, the trace has {[rt.rank for rt in ranks]}")
@@ -85,12 +128,13 @@ def export_chakra(trace: StepTrace, out_dir: str | Path, prefix: str = "cosim", 
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = comm_groups(trace, alltoallv)
     name_of = {tuple(members): name for name, members in groups.items()}
-    pg_of = {spec.id: name_of[_group_key(spec)] for spec in trace.collectives if _is_collective_node(spec, alltoallv)}
+    pg_of = {spec.id: name_of[_group_key(spec)] for spec in trace.collectives
+             if lowering(spec, alltoallv) == "collective"}
     paths = []
     for rt in ranks:
         nodes = rank_nodes(trace, rt, pg_of, alltoallv=alltoallv, stream_order=stream_order)
         path = out_dir / f"{prefix}.{rt.rank}.et"
-        write_chakra(path, global_metadata(trace, rt.rank, version), nodes)
+        write_chakra(path, global_metadata(trace, rt.rank, version, alltoallv), nodes)
         paths.append(path)
     (out_dir / f"{prefix}.comm_groups.json").write_text(json.dumps(groups, indent=1) + "\n")
     return paths
@@ -129,38 +173,57 @@ def write_chakra(path: str | Path, metadata: et.GlobalMetadata, nodes: Iterable[
     return path
 
 
-def comm_groups(trace: StepTrace, alltoallv: AllToAllMode = "collective") -> dict[str, list[int]]:
+def comm_groups(trace: StepTrace, alltoallv: AllToAllMode = "auto") -> dict[str, list[int]]:
     """Communicator groups of the collectives written as ``COMM_COLL_NODE``: ``pg_name`` -> ranks.
 
     One group per distinct rank set (sorted), named ``"1"``, ``"2"`` ... in order of first use.
     """
     groups: dict[tuple[int, ...], str] = {}
     for spec in trace.collectives:
-        if _is_collective_node(spec, alltoallv):
+        if lowering(spec, alltoallv) == "collective":
             groups.setdefault(_group_key(spec), str(len(groups) + 1))
     return {name: list(key) for key, name in groups.items()}
 
 
-def global_metadata(trace: StepTrace, rank: int, version: str = CHAKRA_VERSION) -> et.GlobalMetadata:
-    """The ``GlobalMetadata`` of one rank's file: version, rank, and the trace's metadata."""
+def lowering(spec: CollectiveSpec, alltoallv: AllToAllMode = "auto") -> Lowering:
+    """How ``spec`` is written: ``drop`` for a group of one rank (ASTRA-sim never completes a
+    collective on one rank, and it moves nothing), ``p2p`` for point-to-point transfers and the
+    all-to-all-v / bipartite collectives the mode expands, ``collective`` otherwise."""
+    if len(set(spec.ranks)) < 2:
+        return "drop"
+    if spec.kind == "p2p" or (spec.kind in _PEER_KINDS and ALLTOALLV_MODES[alltoallv](spec)):
+        return "p2p"
+    return "collective"
+
+
+def global_metadata(trace: StepTrace, rank: int, version: str = CHAKRA_VERSION,
+                    alltoallv: AllToAllMode = "auto") -> et.GlobalMetadata:
+    """The ``GlobalMetadata`` of one rank's file: version, rank, export mode and the trace's metadata."""
     meta = et.GlobalMetadata(version=version)
     meta.attr.extend([_attr("cosim.producer", string_val="cosim"), _attr("cosim.rank", int64_val=rank),
-                      _attr("cosim.num_ranks", int64_val=len(trace.ranks))])
+                      _attr("cosim.num_ranks", int64_val=len(trace.ranks)),
+                      _attr("cosim.alltoallv", string_val=alltoallv)])
     meta.attr.extend(_attr(f"cosim.meta.{k}", string_val=str(v)) for k, v in sorted(trace.metadata.items()))
     return meta
 
 
 def rank_nodes(trace: StepTrace, rt: RankTrace, pg_of: dict[int, str], *,
-               alltoallv: AllToAllMode = "collective", stream_order: bool = True) -> list[et.Node]:
-    """The Chakra nodes of one rank, ids 0.. in order; ``pg_of`` maps collective id -> ``pg_name``."""
+               alltoallv: AllToAllMode = "auto", stream_order: bool = True) -> list[et.Node]:
+    """The Chakra nodes of one rank, ids 0.. in order; ``pg_of`` maps collective id -> ``pg_name``.
+
+    A cosim node written as no Chakra node (a kernel of 0 carried µs, a collective of one rank,
+    an all-to-all-v in which this rank neither sends nor receives) passes its dependencies on:
+    its dependents depend on its parents instead.
+    """
     out: list[et.Node] = []
     ends: dict[int, list[int]] = {}         # cosim node id -> Chakra ids a dependent must wait for
     tail: dict[object, list[int]] = {}     # last Chakra ids of each stream (compute, comm 0, 1 ...)
+    clock = _MicrosClock()
     for node in rt.nodes:
         data = _unique(i for d in node.deps for i in ends[d])
         stream = "compute" if isinstance(node, ComputeNode) else ("comm", node.stream)
         ctrl = [i for i in tail.get(stream, []) if i not in data] if stream_order else []
-        made = _convert(trace, rt.rank, node, pg_of, alltoallv)
+        made = _convert(trace, rt.rank, node, pg_of, alltoallv, clock)
         for n in made:
             n.id = len(out)
             n.data_deps.extend(data)
@@ -173,16 +236,40 @@ def rank_nodes(trace: StepTrace, rt: RankTrace, pg_of: dict[int, str], *,
     return out
 
 
+class _MicrosClock:
+    """Whole-microsecond durations of one rank's kernels, in stream order, with the rounding
+    remainder carried: after each kernel the written total is the exact total (integer ns)
+    rounded half up to µs, so a rank's written sum is its exact sum rounded once and each kernel
+    ends within 0.5 µs of its exact end. A kernel's share can be 0 µs (a short kernel after one
+    rounded up)."""
+
+    def __init__(self) -> None:
+        self.exact_ns = 0
+        self.written_us = 0
+
+    def advance(self, ns: int) -> int:
+        """Add a kernel of ``ns`` nanoseconds; return its whole microseconds."""
+        self.exact_ns += ns
+        total_us = (self.exact_ns + 500) // 1000
+        step, self.written_us = total_us - self.written_us, total_us
+        return step
+
+
 # --- node conversion ---------------------------------------------------------------------------
 
 def _convert(trace: StepTrace, rank: int, node: TraceNode, pg_of: dict[int, str],
-             alltoallv: AllToAllMode) -> list[et.Node]:
+             alltoallv: AllToAllMode, clock: _MicrosClock) -> list[et.Node]:
     if isinstance(node, ComputeNode):
-        return [_compute_node(node)]
+        ns = duration_ns(node.duration_s)
+        micros = clock.advance(ns)
+        return [_compute_node(node, ns, micros)] if micros else []
     spec = trace.collectives[node.collective_id]
     if rank not in spec.ranks:
         raise ValueError(f"rank {rank} node {node.id} ({node.name!r}) is not a member of collective {spec.name!r}")
-    if spec.kind == "p2p" or (spec.kind in _PEER_KINDS and alltoallv == "p2p"):
+    how = lowering(spec, alltoallv)
+    if how == "drop":
+        return []
+    if how == "p2p":
         made = [_p2p_node(node, spec, kind, src, dst, size) for kind, src, dst, size in _transfers(spec, rank)]
     else:
         made = [_collective_node(node, spec, rank, pg_of[spec.id])]
@@ -192,12 +279,15 @@ def _convert(trace: StepTrace, rank: int, node: TraceNode, pg_of: dict[int, str]
     return made
 
 
-def _compute_node(node: ComputeNode) -> et.Node:
-    ns = duration_ns(node.duration_s)
-    n = et.Node(name=node.name, type=et.COMP_NODE, duration_micros=max(1, round(ns / 1000)))
+def _compute_node(node: ComputeNode, ns: int, micros: int) -> et.Node:
+    n = et.Node(name=node.name, type=et.COMP_NODE, duration_micros=micros)
     n.attr.extend([
         _attr("is_cpu_op", bool_val=False),
-        _attr("num_ops", int64_val=int(round(node.op.flops()))),
+        # ASTRA-sim's roofline mode times a kernel as num_ops / perf(num_ops / tensor_size): with
+        # num_ops = 0 (memory-only kernels: copies, norms ...) that is 0 / 0 and the rank hangs.
+        # One operation makes it tensor_size / memory bandwidth, the memory-bound time such a
+        # kernel takes, and changes nothing for any kernel that does arithmetic.
+        _attr("num_ops", int64_val=max(1, int(round(node.op.flops())))),
         _attr("tensor_size", uint64_val=int(round(node.op.bytes_moved()))),
         _attr("cosim.duration_ns", uint64_val=ns),
         _attr("cosim.op_kind", string_val=type(node.op).__name__),
@@ -211,20 +301,58 @@ def _compute_node(node: ComputeNode) -> et.Node:
 def _collective_node(node: CommNode, spec: CollectiveSpec, rank: int, pg_name: str) -> et.Node:
     if spec.kind not in COMM_TYPES:
         raise ValueError(f"collective {spec.name!r}: kind {spec.kind!r} has no Chakra collective type")
-    peers, sent = _peer_bytes(spec, rank)
     n = et.Node(name=node.name, type=et.COMM_COLL_NODE)
     n.attr.extend([
         _attr("is_cpu_op", bool_val=False),
         _attr("comm_type", int64_val=COMM_TYPES[spec.kind]),
-        _attr("comm_size", int64_val=int(sum(sent))),
+        _attr("comm_size", int64_val=comm_size(spec, rank)),
         _attr("pg_name", string_val=pg_name),
         _attr("cosim.collective_kind", string_val=spec.kind),
         _attr("cosim.library", string_val=spec.library),
     ])
     if spec.kind in _PEER_KINDS:
+        peers, sent = _peer_bytes(spec, rank)
         n.attr.extend([_attr("cosim.peer_ranks", int64_list=et.Int64List(values=peers)),
                        _attr("cosim.peer_bytes", int64_list=et.Int64List(values=sent))])
+    else:
+        n.attr.append(_attr("cosim.buffer_bytes", int64_val=_buffer(spec)))
     return n
+
+
+def comm_size(spec: CollectiveSpec, rank: int) -> int:
+    """``comm_size`` of ``rank``'s ``COMM_COLL_NODE`` of ``spec``, in ASTRA-sim's convention.
+
+    ASTRA-sim's collectives take the size of each rank's input: an all-reduce and a reduce-scatter
+    the whole buffer (a reduce-scatter leaves comm_size / n on each rank), an all-gather the
+    part each rank contributes (it ends with n x comm_size), an all-to-all the whole send buffer
+    (comm_size / n to each peer, the rank's own part included). cosim's 1x1 matrix of an
+    all-gather holds the gathered buffer, so it is divided by the group size. A uniform
+    all-to-all-v is n x its per-peer bytes on every rank; an uneven one (``collective`` mode
+    only) the rank's row sum, and a bipartite collective's receivers write 0: sizes that differ
+    between ranks, which ASTRA-sim does not run.
+    """
+    return _COMM_SIZE[spec.kind](spec, rank)
+
+
+def _buffer(spec: CollectiveSpec) -> int:
+    """Buffer of a ring collective: its 1x1 matrix."""
+    return int(np.asarray(spec.bytes_matrix)[0, 0])
+
+
+def _all_to_all_size(spec: CollectiveSpec, rank: int) -> int:
+    peer = uniform_peer_bytes(spec)
+    return peer * len(spec.ranks) if peer is not None else int(sum(_peer_bytes(spec, rank)[1]))
+
+
+#: collective kind -> ``comm_size`` of a rank (see :func:`comm_size`).
+_COMM_SIZE: dict[str, Callable[[CollectiveSpec, int], int]] = {
+    "all_reduce": lambda spec, rank: _buffer(spec),
+    "reduce_scatter": lambda spec, rank: _buffer(spec),
+    "all_gather": lambda spec, rank: int(round(_buffer(spec) / len(spec.ranks))),
+    "all_to_all_v": _all_to_all_size,
+    "bipartite": _all_to_all_size,
+}
+assert set(_COMM_SIZE) == set(COMM_TYPES)
 
 
 def _p2p_node(node: CommNode, spec: CollectiveSpec, kind: int, src: int, dst: int, size: int) -> et.Node:
@@ -254,10 +382,6 @@ def _attr(name: str, **value) -> et.AttributeProto:
 
 # --- collective geometry -----------------------------------------------------------------------
 
-def _is_collective_node(spec: CollectiveSpec, alltoallv: AllToAllMode) -> bool:
-    return spec.kind != "p2p" and not (spec.kind in _PEER_KINDS and alltoallv == "p2p")
-
-
 def _group_key(spec: CollectiveSpec) -> tuple[int, ...]:
     return tuple(sorted(int(r) for r in spec.ranks))
 
@@ -273,8 +397,6 @@ def _senders_receivers(spec: CollectiveSpec) -> tuple[list[int], list[int]]:
 def _peer_bytes(spec: CollectiveSpec, rank: int) -> tuple[list[int], list[int]]:
     """Peers this rank sends to and the bytes to each (its row of the matrix; empty if none)."""
     m = np.asarray(spec.bytes_matrix)
-    if spec.kind not in _PEER_KINDS:
-        return [], [int(m[0, 0])]  # ring collectives: a 1x1 matrix holding the buffer size
     senders, receivers = _senders_receivers(spec)
     if rank not in senders:
         return [], []

@@ -161,7 +161,11 @@ def test_afd_trace_round_trips_with_placement_groups_and_streams(qwen, tmp_path)
     assert [n.stream for n in back.ranks[0].nodes if hasattr(n, "stream")] == \
         [n.stream for n in trace.ranks[0].nodes if hasattr(n, "stream")]
     assert {c.op for c in back.collectives} == {c.op for c in trace.collectives} >= {"a2f", "f2a"}
-    files = export_chakra(trace, tmp_path / "et")
+    from cosim.trace.chakra_check import check_chakra
+
+    assert len(export_chakra(trace, tmp_path / "default")) == 6
+    assert check_chakra(tmp_path / "default") == []  # the default export: ASTRA-sim's rules hold
+    files = export_chakra(trace, tmp_path / "et", alltoallv="collective")  # one node per A2F / F2A
     assert len(files) == 6
     _, nodes = read_chakra(files[0])  # attention rank: A2F and F2A each ordered on their own stream
     comm = [n for n in nodes if n.name.endswith(("a2f", "f2a"))]

@@ -95,3 +95,29 @@ def test_aggregated_afd_serves_prefill_chunks_on_the_attention_group(tmp_path):
     topo = dep.topology
     used = {topo.describe_link(int(d)) for d in (res.step_link_tx_bytes > 0).nonzero()[0]}
     assert {f"gpu{g} -> nvswitch" for g in range(8)} <= used
+
+
+def test_a_replica_placed_differently_gets_its_own_step_model(tmp_path):
+    """Two decode-side replicas of 8 GPUs: one inside node 0, one split over nodes 1 and 2 (its
+    MoE all-to-all crosses the NICs). The split one gets its own step-time model, and its steps
+    are slower; a third replica inside node 3 shares replica 0's."""
+    from cosim.serving.deployment import deployment_from_dict
+    from cosim.serving.run import serve
+    from cosim.serving.workload import ClosedLoop, generate_requests, preset
+
+    dep = deployment_from_dict({"model": "Qwen/Qwen3-30B-A3B", "topology": "h200-hgx-4node", "pools": [
+        {"name": "agg", "role": "mixed", "replicas": 3, "parallel": {"tp": 8, "ep": 8, "dp_attention": True},
+         "gpus": "0-7,8-11,16-19,24-31", "batching": {"policy": "chunked_prefill", "token_budget": 512,
+                                                       "max_batch": 8}}]})
+    wl = preset("chat").with_arrival(ClosedLoop(24))
+    res = serve(dep, generate_requests(wl, num_requests=48), slo=wl.slo, cache_dir=tmp_path, link_load=False)
+    assert set(res.step_models) == {"agg", "agg[replica 1]"} and res.summary.finished == 48
+    from cosim.engine.step_model import StepTimeModel
+    from cosim.kernels import KernelTables
+
+    kernels = KernelTables.load(dep.system, framework=dep.framework)
+    inside = StepTimeModel.load(res.step_models["agg"]["path"], dep.step_spec(dep.pools[0], 0), kernels,
+                                dep.topology)
+    split = StepTimeModel.load(res.step_models["agg[replica 1]"]["path"], dep.step_spec(dep.pools[0], 1), kernels,
+                               dep.topology)
+    assert split.step_time(8, 2048).seconds > 1.1 * inside.step_time(8, 2048).seconds  # 8.4 against 6.9 ms

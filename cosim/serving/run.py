@@ -2,7 +2,8 @@
 
 It loads the kernel tables of the deployment's system, sizes every pool's memory (infeasible
 pools end the call with their reason, not a crash), builds or reloads one
-:class:`~cosim.engine.step_model.StepTimeModel` per pool (a grid sized to the pool's batching
+:class:`~cosim.engine.step_model.StepTimeModel` per pool and distinct replica placement
+(:func:`cosim.topology.placement.placement_signature`; a grid sized to the pool's batching
 limits and the requests' contexts; saved under ``cache_dir`` and reused across runs and
 processes), opens a :class:`~cosim.network.live.LiveNetwork` on the topology for the P/D KV
 transfers, runs the discrete-event simulation and summarizes it.
@@ -26,13 +27,16 @@ from cosim.serving.deployment import Deployment, PoolMemory, PoolSpec, pool_memo
 from cosim.serving.metrics import ServingSummary, summarize
 from cosim.serving.simulator import ServingOptions, ServingRun, simulate_serving
 from cosim.serving.workload import Requests
+from cosim.topology import Router
+from cosim.topology.placement import placement_signature
 
 
 class ModelStepTimes:
     """A pool's step times from its :class:`StepTimeModel` (the simulator's ``StepTimes``)."""
 
-    def __init__(self, model: StepTimeModel):
+    def __init__(self, model: StepTimeModel, label: str = ""):
         self.model = model
+        self.label = label
         self.queries = 0
         self.simulated = 0
 
@@ -125,6 +129,36 @@ def _cache_path(cache_dir: Path, fp: dict) -> Path:
     return cache_dir / f"step-model-{digest}.json"
 
 
+def _pool_model(dep: Deployment, p: PoolSpec, replica: int, sim: StepSimulator, kernels, backend: str,
+                max_context: int, cache: Path | None, progress, label: str) -> tuple[ModelStepTimes, dict]:
+    """The step-time model of ``replica``'s placement of pool ``p``: loaded from ``cache`` when a
+    saved one matches, else built (and saved)."""
+    from cosim.engine.step_model import fingerprint
+
+    base = dep.step_spec(p, replica)
+    grid = pool_grid(p, max_context)
+    t0 = time.perf_counter()
+    model = None
+    path = None
+    if cache is not None:
+        path = _cache_path(cache, fingerprint(base, kernels, dep.topology, backend, sim.overheads, grid))
+        if path.exists():
+            try:
+                model = StepTimeModel.load(path, base, kernels, dep.topology, backend, overheads=sim.overheads)
+            except ConfigError:
+                model = None
+    how = "loaded" if model is not None else "built"
+    if model is None:
+        report = (lambda d, t: progress(f"step model {label}", d, t)) if progress else None
+        model = StepTimeModel.build(base, sim, grid, progress=report)
+        if path is not None:
+            model.save(path)
+    info = {"source": how, "wall_s": time.perf_counter() - t0, "replica": replica,
+            "grid_points": len(grid.decode_batches) * len(grid.contexts) + len(grid.mixed_tokens),
+            "path": str(path) if path else None}
+    return ModelStepTimes(model, label), info
+
+
 def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOptions = ServingOptions(),
           backend: str = "flow", cache_dir: str | Path | None = None, link_load: bool = True,
           kernels=None, step_times: dict | None = None,
@@ -135,7 +169,6 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
     (default: the deployment's system and framework); ``step_times``: per pool, a step-time
     source of the simulator's ``StepTimes`` protocol to use instead of building a
     :class:`StepTimeModel` (e.g. memoized exact simulations); ``progress(stage, done, total)``."""
-    from cosim.engine.step_model import fingerprint
     from cosim.kernels import KernelTables
     from cosim.network.live import LiveNetwork
 
@@ -152,34 +185,25 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
     cache = Path(cache_dir) if cache_dir is not None else None
     given = dict(step_times or {})
     step_times = {}
+    router = Router(dep.topology)
+    placement = dep.placement()
     for p in dep.pools:
         if p.name in given:
             step_times[p.name] = given[p.name]
             result.step_models[p.name] = {"source": "given", "wall_s": 0.0}
             continue
-        base = dep.step_spec(p)
-        grid = pool_grid(p, max_context)
-        t0 = time.perf_counter()
-        model = None
-        path = None
-        if cache is not None:
-            fp = fingerprint(base, kernels, dep.topology, backend, sim.overheads, grid)
-            path = _cache_path(cache, fp)
-            if path.exists():
-                try:
-                    model = StepTimeModel.load(path, base, kernels, dep.topology, backend, overheads=sim.overheads)
-                except ConfigError:
-                    model = None
-        how = "loaded" if model is not None else "built"
-        if model is None:
-            report = (lambda d, t, name=p.name: progress(f"step model {name}", d, t)) if progress else None
-            model = StepTimeModel.build(base, sim, grid, progress=report)
-            if path is not None:
-                model.save(path)
-        step_times[p.name] = ModelStepTimes(model)
-        result.step_models[p.name] = {"source": how, "wall_s": time.perf_counter() - t0,
-                                      "grid_points": len(grid.decode_batches) * len(grid.contexts)
-                                      + len(grid.mixed_tokens), "path": str(path) if path else None}
+        # one model per distinct placement (cosim.topology.placement): replica 0's serves the pool,
+        # another class's serves its replicas, keyed (pool, replica)
+        classes: dict[str, int] = {}
+        for i, gpus in enumerate(placement[p.name]):
+            first = classes.setdefault(placement_signature(dep.topology, gpus, router), i)
+            if first == i:
+                label = p.name if i == 0 else f"{p.name}[replica {i}]"
+                model, info = _pool_model(dep, p, i, sim, kernels, backend, max_context, cache, progress, label)
+                step_times[p.name if i == 0 else (p.name, i)] = model
+                result.step_models[label] = info
+            elif first != 0:
+                step_times[(p.name, i)] = step_times[(p.name, first)]
     network = LiveNetwork(dep.topology) if dep.pools[0].role != "mixed" else None
     kv_bytes = {p.name: memory[p.name].kv_bytes_per_token for p in dep.pools}
     report = (lambda d, t: progress("requests", d, t)) if progress else None
@@ -190,9 +214,9 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
     result.summary = summarize(run, slo)
     if link_load:
         result.step_link_tx_bytes = step_link_bytes(dep, run, sim)
-    for name, st in step_times.items():
+    for key, st in step_times.items():
         if isinstance(st, ModelStepTimes):
-            result.step_models[name].update(queries=st.queries, simulated_answers=st.simulated)
+            result.step_models[st.label].update(queries=st.queries, simulated_answers=st.simulated)
     result.wall_s = time.perf_counter() - wall0
     return result
 

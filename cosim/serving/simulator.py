@@ -229,10 +229,10 @@ class _Rank:
 
 
 class _Replica:
-    __slots__ = ("pool", "index", "ranks", "busy", "work")
+    __slots__ = ("pool", "index", "ranks", "busy", "work", "steps")
 
-    def __init__(self, pool: PoolSpec, index: int, ranks: list[_Rank]):
-        self.pool, self.index, self.ranks = pool, index, ranks
+    def __init__(self, pool: PoolSpec, index: int, ranks: list[_Rank], steps: StepTimes):
+        self.pool, self.index, self.ranks, self.steps = pool, index, ranks, steps
         self.busy = False
         self.work: list[RankWork] = []
 
@@ -255,7 +255,8 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                      progress: Callable[[int, int], None] | None = None) -> ServingRun:
     """Simulate ``requests`` through ``dep`` (see the module docstring).
 
-    ``step_times`` and ``kv_capacity_tokens`` (per attention rank) are keyed by pool name;
+    ``step_times`` and ``kv_capacity_tokens`` (per attention rank) are keyed by pool name
+    (``step_times`` may also hold ``(pool name, replica index)`` keys: that replica's own);
     disaggregated deployments also need ``kv_bytes_per_token`` (per attention GPU, of the prefill
     pool) and the ``network`` the KV transfers go through.
     """
@@ -283,7 +284,8 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         cap = kv_capacity_tokens[p.name]
         cache = int(cap * (options.decode_prefix_cache_fraction if p.role == "decode" else options.prefix_cache_fraction))
         side = alloc_decode if p.role == "decode" else alloc_entry
-        replicas[p.name] = [_Replica(p, i, [_Rank(g, cap - cache, cache, side) for g in _attention_gpus(p, gpus)])
+        replicas[p.name] = [_Replica(p, i, [_Rank(g, cap - cache, cache, side) for g in _attention_gpus(p, gpus)],
+                                     step_times.get((p.name, i), step_times[p.name]))
                             for i, gpus in enumerate(placement[p.name])]
     entry_replicas = [r for p in entry for r in replicas[p.name]]
     decode_replicas = [r for p in decode_pools for r in replicas[p.name]]
@@ -386,7 +388,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         rank = rep.ranks[crit]
         mean_ctx = int(round(ctx[list(w.decodes)].mean())) if w.decodes else 0
         chunks = [(int(ctx[r]), k) for r, k in w.chunks]
-        dt = step_times[rep.pool.name].step_time_s(len(w.decodes), mean_ctx, chunks)
+        dt = rep.steps.step_time_s(len(w.decodes), mean_ctx, chunks)
         rep.busy, rep.work = True, works
         if rep.pool.role == "prefill" and options.kv_transfer == "layerwise":
             for rank_, w_ in zip(rep.ranks, works):

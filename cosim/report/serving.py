@@ -60,10 +60,13 @@ def pool_table(result) -> Table:
     util = result.summary.pool_utilization if result.summary else {}
     for p in sorted(result.deployment.pools, key=lambda p: -util.get(p.name, 0.0)):
         m = result.memory[p.name]
-        sm = result.step_models.get(p.name, {})
+        models = [v for k, v in result.step_models.items() if k == p.name or k.startswith(f"{p.name}[replica ")]
+        how = ", ".join(f"{v.get('source', '-')} ({v.get('wall_s', 0):.1f} s)" for v in models)
+        if len(models) > 1:
+            how = f"{len(models)} placements: {how}"
         t.add_row(p.name, p.role, str(p.num_gpus), f"{m.weight_bytes / 2**30:.1f} GiB", f"{m.kv_capacity_tokens:,}",
                   f"{util.get(p.name, float('nan')):.0%}", str(result.run.steps.get(p.name, 0)) if result.run else "-",
-                  f"{sm.get('source', '-')} ({sm.get('wall_s', 0):.1f} s)" if sm else "-")
+                  how or "-")
     return t
 
 

@@ -121,3 +121,23 @@ def test_a_replica_placed_differently_gets_its_own_step_model(tmp_path):
     split = StepTimeModel.load(res.step_models["agg[replica 1]"]["path"], dep.step_spec(dep.pools[0], 1), kernels,
                                dep.topology)
     assert split.step_time(8, 2048).seconds > 1.1 * inside.step_time(8, 2048).seconds  # 8.4 against 6.9 ms
+
+
+def test_exact_steps_agree_with_the_step_model(tmp_path):
+    """``steps='exact'`` simulates every distinct step; the interpolated step-time model serves
+    the same run to within 1 % (P/D, closed loop of 16 chat users)."""
+    from cosim.serving.deployment import deployment_from_dict
+    from cosim.serving.run import serve
+    from cosim.serving.workload import ClosedLoop, generate_requests, preset
+    import yaml
+
+    dep = deployment_from_dict(yaml.safe_load(DEPLOYMENT))
+    wl = preset("chat").with_arrival(ClosedLoop(16))
+    reqs = generate_requests(wl, num_requests=48)
+    model = serve(dep, reqs, slo=wl.slo, cache_dir=tmp_path, link_load=False)
+    exact = serve(dep, reqs, slo=wl.slo, steps="exact", link_load=False)
+    assert {v["source"] for v in exact.step_models.values()} == {"exact"}
+    assert all(v["simulations"] >= 1 for v in exact.step_models.values())
+    for name in ("ttft", "tpot"):
+        a, b = getattr(model.summary, name).mean_s, getattr(exact.summary, name).mean_s
+        assert abs(a / b - 1) < 0.01, (name, a, b)

@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--decode-prefix-cache", type=float, default=0.0, metavar="FRACTION",
                    help="P/D: share of each decode rank's KV capacity that caches prefixes, so a prefix the decode "
                         "rank holds does not move (default 0: the whole prompt's KV moves)")
+    p.add_argument("--steps", choices=["model", "exact"], default="model",
+                   help="step times from the step-time model (interpolated grid, default) or every distinct step "
+                        "simulated (exact, slower)")
     p.add_argument("--backend", "-b", choices=["flow", "packet"], default="flow",
                    help="network backend of the step simulations")
     p.add_argument("--cache", type=Path, default=Path(".cosim-cache"),
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         options = ServingOptions(ttft=args.ttft, kv_transfer=args.kv_transfer, ramp_s=ramp, admission=args.admission,
                                  decode_prefix_cache_fraction=args.decode_prefix_cache)
         result = serve(dep, requests, slo=workload.slo, options=options, backend=args.backend,
-                       cache_dir=args.cache, progress=progress)
+                       cache_dir=args.cache, steps=args.steps, progress=progress)
     if not result.feasible:
         for reason in result.reasons:
             console.print(f"[bold red]infeasible:[/] {reason}", markup=True, highlight=False)

@@ -20,6 +20,7 @@ from typing import Callable
 
 import numpy as np
 
+from cosim.engine.memo import MemoStepTimes
 from cosim.engine.simulator import StepSimulator
 from cosim.engine.step_model import StepGrid, StepTimeModel, ladder
 from cosim.errors import ConfigError
@@ -34,9 +35,8 @@ from cosim.topology.placement import placement_signature
 class ModelStepTimes:
     """A pool's step times from its :class:`StepTimeModel` (the simulator's ``StepTimes``)."""
 
-    def __init__(self, model: StepTimeModel, label: str = ""):
+    def __init__(self, model: StepTimeModel):
         self.model = model
-        self.label = label
         self.queries = 0
         self.simulated = 0
 
@@ -156,19 +156,23 @@ def _pool_model(dep: Deployment, p: PoolSpec, replica: int, sim: StepSimulator, 
     info = {"source": how, "wall_s": time.perf_counter() - t0, "replica": replica,
             "grid_points": len(grid.decode_batches) * len(grid.contexts) + len(grid.mixed_tokens),
             "path": str(path) if path else None}
-    return ModelStepTimes(model, label), info
+    return ModelStepTimes(model), info
 
 
 def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOptions = ServingOptions(),
           backend: str = "flow", cache_dir: str | Path | None = None, link_load: bool = True,
-          kernels=None, step_times: dict | None = None,
+          kernels=None, step_times: dict | None = None, steps: str = "model",
           progress: Callable[[str, int, int], None] | None = None) -> ServeResult:
     """Serve ``requests`` with ``dep`` (see the module docstring); ``slo`` (``ttft_s``,
     ``tpot_s``) adds SLO attainment to the summary; ``link_load`` estimates the steps' traffic per
     link over the run (one step simulated per replica); ``kernels``: the kernel tables to use
     (default: the deployment's system and framework); ``step_times``: per pool, a step-time
     source of the simulator's ``StepTimes`` protocol to use instead of building a
-    :class:`StepTimeModel` (e.g. memoized exact simulations); ``progress(stage, done, total)``."""
+    :class:`StepTimeModel`; ``steps``: ``model`` (a :class:`StepTimeModel` per pool and placement,
+    interpolated) or ``exact`` (:class:`~cosim.engine.memo.MemoStepTimes`: every distinct step
+    simulated, slower); ``progress(stage, done, total)``."""
+    if steps not in ("model", "exact"):
+        raise ConfigError("<api>", "steps", f"expected 'model' or 'exact', got {steps!r}")
     from cosim.kernels import KernelTables
     from cosim.network.live import LiveNetwork
 
@@ -187,6 +191,7 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
     step_times = {}
     router = Router(dep.topology)
     placement = dep.placement()
+    labels: dict[int, str] = {}
     for p in dep.pools:
         if p.name in given:
             step_times[p.name] = given[p.name]
@@ -199,8 +204,13 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
             first = classes.setdefault(placement_signature(dep.topology, gpus, router), i)
             if first == i:
                 label = p.name if i == 0 else f"{p.name}[replica {i}]"
-                model, info = _pool_model(dep, p, i, sim, kernels, backend, max_context, cache, progress, label)
+                if steps == "exact":
+                    model, info = MemoStepTimes(sim, dep.step_spec(p, i)), {"source": "exact", "wall_s": 0.0,
+                                                                           "replica": i}
+                else:
+                    model, info = _pool_model(dep, p, i, sim, kernels, backend, max_context, cache, progress, label)
                 step_times[p.name if i == 0 else (p.name, i)] = model
+                labels[id(model)] = label
                 result.step_models[label] = info
             elif first != 0:
                 step_times[(p.name, i)] = step_times[(p.name, first)]
@@ -214,9 +224,12 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
     result.summary = summarize(run, slo)
     if link_load:
         result.step_link_tx_bytes = step_link_bytes(dep, run, sim)
-    for key, st in step_times.items():
+    for st in step_times.values():
         if isinstance(st, ModelStepTimes):
-            result.step_models[st.label].update(queries=st.queries, simulated_answers=st.simulated)
+            result.step_models[labels[id(st)]].update(queries=st.queries, simulated_answers=st.simulated)
+        elif isinstance(st, MemoStepTimes):
+            result.step_models[labels[id(st)]].update(queries=st.queries, simulated_answers=st.queries,
+                                                      simulations=st.simulations, wall_s=st.simulate_wall_s)
     result.wall_s = time.perf_counter() - wall0
     return result
 

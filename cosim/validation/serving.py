@@ -34,7 +34,7 @@ Rules (all deterministic):
   variants. TTFT: arrival to the first token at the client; in P/D the decode side streams the
   first token after the KV transfer (``ttft="decode_first_token"``), as the SGLang / Dynamo /
   TensorRT-LLM disaggregated benchmarks measure it. TPOT: ``(finish - first token) / (osl - 1)``.
-* **Step times** (:class:`MemoStepTimes`): every distinct step the simulator asks for is
+* **Step times** (:class:`cosim.engine.memo.MemoStepTimes`): every distinct step the simulator asks for is
   simulated once with one :class:`~cosim.engine.simulator.StepSimulator` per pool (exact, not
   interpolated), after rounding the decode context and the chunks' prefixes to multiples of
   :data:`CONTEXT_STEP` tokens (chunk lengths and batch sizes as given). Rows sharing a deployment
@@ -55,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cosim.engine.memo import CONTEXT_STEP, MemoStepTimes
 from cosim.errors import ConfigError, CosimError
 from cosim.validation.silicon import (
     AFTER, TOPOLOGY_PRESETS, SiliconRow, _cannot_model, _int, aiconfigurator_per_row, parallel_problem, read_parallel,
@@ -76,8 +77,6 @@ MIN_TOKEN_BUDGET = 256
 #: short measured TTFTs overshoot while low-concurrency rows improve), so it is not used
 #: (docs/validation-serving.md).
 CLIENT_OVERHEAD_MS = 0.0
-#: Context rounding of the step-time memo (tokens).
-CONTEXT_STEP = 256
 #: Requests per row: ``max(REQUESTS_PER_USER x concurrency, MIN_REQUESTS)``, at most MAX_REQUESTS.
 REQUESTS_PER_USER = 4
 MIN_REQUESTS = 64
@@ -310,49 +309,6 @@ def row_requests(row: ServingRow, num_requests: int | None = None):
 
 
 # ---------------------------------------------------------------------------------------- step times
-
-
-def _round_context(c: int, step: int) -> int:
-    return 0 if c <= 0 else max(1, int(round(c / step)) * step)
-
-
-class MemoStepTimes:
-    """Exact step times of one pool (the serving simulator's ``StepTimes``): each distinct query
-    ``(decode requests, context rounded to step, chunks with rounded prefixes)`` is simulated once
-    by ``sim`` (:meth:`StepSimulator.simulate` of the pool's base spec) and memoized."""
-
-    def __init__(self, sim, base, context_step: int = CONTEXT_STEP):
-        self.sim, self.base, self.context_step = sim, base, int(context_step)
-        self.memo: dict[tuple, float] = {}
-        self.queries = 0
-        self.simulate_wall_s = 0.0
-        self.raw: dict[tuple, tuple] = {}  # memo key -> the last unrounded query that hit it
-
-    def spec(self, decode_tokens: int, context: int, chunks: Sequence[tuple[int, int]]):
-        from cosim.trace.builder import PrefillChunk
-
-        return dataclasses.replace(self.base, batch_per_rank=int(decode_tokens), prefix_tokens=int(context),
-                                   prefill_chunks=tuple(PrefillChunk(int(p), int(n)) for p, n in chunks))
-
-    def key(self, decode_tokens: int, context: int, chunks: Sequence[tuple[int, int]]) -> tuple:
-        s = self.context_step
-        ctx = _round_context(context, s) if decode_tokens else 0
-        return int(decode_tokens), ctx, tuple((_round_context(p, s), int(n)) for p, n in chunks)
-
-    def step_time_s(self, decode_tokens: int, context: int, chunks: Sequence[tuple[int, int]]) -> float:
-        self.queries += 1
-        k = self.key(decode_tokens, context, chunks)
-        self.raw[k] = (int(decode_tokens), int(context), tuple((int(p), int(n)) for p, n in chunks))
-        t = self.memo.get(k)
-        if t is None:
-            t0 = time.perf_counter()
-            t = self.memo[k] = float(self.sim.simulate(self.spec(*k)).step_time_s)
-            self.simulate_wall_s += time.perf_counter() - t0
-        return t
-
-    @property
-    def simulations(self) -> int:
-        return len(self.memo)
 
 
 # ---------------------------------------------------------------------------------------- serving

@@ -235,3 +235,20 @@ def test_afd_save_load_round_trip(afd_setup, tmp_path):
     assert again.method == "afd"
     for q in ((2, 4096), (5, 5000), (33, 60000)):
         assert again.step_time(*q) == m.step_time(*q)
+
+
+def test_saved_model_serves_an_equivalent_placement_and_not_another(setup, tmp_path):
+    """The fingerprint knows GPUs by their path profile: the model of node 0 loads for node 1 of
+    a two-node cluster (same hops), not for a replica split over both nodes."""
+    base, kernels, _, _, m = setup
+    topo = load_topology("h200-hgx-2node")
+    sim = StepSimulator(kernels, topo)
+    small = StepGrid(decode_batches=(1, 8), contexts=(0, 1024), mixed_tokens=())
+    node0 = dataclasses.replace(base, gpus=tuple(range(8)))
+    path = StepTimeModel.build(node0, sim, small).save(tmp_path / "node0.json")
+    node1 = StepTimeModel.load(path, dataclasses.replace(base, gpus=tuple(range(8, 16))), kernels, topo)
+    direct = sim.simulate(dataclasses.replace(base, gpus=tuple(range(8, 16)), batch_per_rank=8,
+                                              prefix_tokens=1024)).step_time_s
+    assert node1.step_time(8, 1024).seconds == pytest.approx(direct, rel=1e-9)
+    with pytest.raises(ConfigError, match="placement"):
+        StepTimeModel.load(path, dataclasses.replace(base, gpus=(0, 1, 2, 3, 8, 9, 10, 11)), kernels, topo)

@@ -53,7 +53,8 @@ a :class:`ConfigError` naming the limit: build the model with a wider :class:`St
 is extrapolated or clipped.
 
 **Reuse.** :meth:`StepTimeModel.save` writes JSON with a fingerprint of the deployment (base
-spec without the query fields), kernel tables, topology, backend, overheads and grid;
+spec without the query fields and GPU numbers), its placement's path profile, kernel tables,
+topology, backend, overheads and grid;
 :meth:`StepTimeModel.load` recomputes it from the objects it is given and refuses a file made for
 anything else (``ConfigError`` naming the parts that differ).
 """
@@ -77,6 +78,7 @@ from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads
 from cosim.engine.simulator import StepSimulator
 from cosim.errors import ConfigError
 from cosim.topology import Topology
+from cosim.topology.placement import placement_signature
 from cosim.trace.afd import MicroBatch, attention_parallel, attention_side_ops, ffn_rank_seconds, partition
 from cosim.trace.builder import (
     PER_REQUEST_OPS, PrefillChunk, StepSpec, decode_batch, head_ops, layer_op_lists, mtp_layer_index,
@@ -238,9 +240,12 @@ def query_neutral_spec(spec: StepSpec) -> StepSpec:
 
 def fingerprint(spec: StepSpec, kernels, topology: Topology, backend: str, overheads: CommOverheads,
                 grid: StepGrid) -> dict[str, str]:
-    """Digest of every input a :class:`StepTimeModel` depends on, per part."""
+    """Digest of every input a :class:`StepTimeModel` depends on, per part. The GPUs enter by
+    their path profile (:func:`cosim.topology.placement.placement_signature`), not by number:
+    a model built on one HGX node serves every other node of the cluster."""
     return {
-        "deployment": _digest(query_neutral_spec(spec)),
+        "deployment": _digest(dataclasses.replace(query_neutral_spec(spec), gpus=None)),
+        "placement": placement_signature(topology, spec.gpu_ranks),
         "kernels": _digest(_kernels_identity(kernels)),
         "topology": _digest(topology),
         "backend": backend,

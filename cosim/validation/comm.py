@@ -82,6 +82,50 @@ TOPOLOGY_PRESETS = {1: "h200-hgx-node", 2: "h200-hgx-2node", 4: "h200-hgx-4node"
 #: sglang folders: 0.5.12 (single node), 0.5.6.post2 (single node LL, multi-node normal and LL).
 SINGLE_NODE_VERSION = "0.5.12"
 MULTI_NODE_VERSION = "0.5.6.post2"
+
+
+@dataclass(frozen=True)
+class CommSystem:
+    """A GPU system whose measured communication tables are validated.
+
+    Attributes:
+        name: aiconfigurator-core system folder (``h200_sxm`` ...).
+        topologies: topology preset per DeepEP node count (node_num 1: one scale-up node).
+        gpus_per_node: GPUs of one DeepEP "node" (a host: 8 on HGX, 4 on a GB200 compute tray),
+            i.e. the EP size of a node_num-1 row.
+        deepep_versions: sglang folders with DeepEP tables used (the multi-node 0.5.6.post2 rows
+            exist only on h200: the h100 file of that folder is a copy of the h200 one with the
+            device relabelled, not a measurement of its own, and is not used).
+    """
+
+    name: str
+    topologies: dict[int, str]
+    gpus_per_node: int
+    deepep_versions: tuple[str, ...] = (SINGLE_NODE_VERSION,)
+
+
+#: Systems with measured communication tables (the fit system first).
+COMM_SYSTEMS: dict[str, CommSystem] = {s.name: s for s in (
+    CommSystem(SYSTEM, TOPOLOGY_PRESETS, GPUS_PER_NODE, (SINGLE_NODE_VERSION, MULTI_NODE_VERSION)),
+    CommSystem("h100_sxm", {1: "h100-hgx-node"}, 8),
+    CommSystem("b200_sxm", {1: "b200-hgx-node"}, 8),
+    CommSystem("gb200", {1: "gb200-nvl72"}, 4),
+)}
+
+
+def comm_system(name: str) -> CommSystem:
+    """The :class:`CommSystem` called ``name`` (ValueError listing the known ones otherwise)."""
+    try:
+        return COMM_SYSTEMS[name]
+    except KeyError:
+        raise ValueError(f"no communication validation for system {name!r}; expected one of "
+                         f"{', '.join(COMM_SYSTEMS)}") from None
+
+
+def _row_system(row) -> str:
+    """System of a measured row (rows made before systems were a column are h200_sxm)."""
+    s = getattr(row, "system", SYSTEM)
+    return SYSTEM if s is None or (isinstance(s, float) and np.isnan(s)) else str(s)
 #: Tokens per rank actually sampled when drawing routing; larger counts are scaled up.
 MAX_SAMPLED_TOKENS = 2048
 #: NCCL ring chunk (as cosim.network.collectives), raised for huge buffers to bound flow counts.
@@ -94,35 +138,39 @@ NCCL_OPS = {"all_reduce": "all_reduce", "all_gather": "all_gather", "reduce_scat
 
 
 def nccl_rows(ops: Iterable[str] | None = None, num_gpus: Iterable[int] = (2, 4, 8),
-              dtypes: Iterable[str] = ("half", "int8")) -> pd.DataFrame:
-    """Measured nccl-tests rows of h200_sxm (the folder the system YAML names), one per
+              dtypes: Iterable[str] = ("half", "int8"), system: str = SYSTEM) -> pd.DataFrame:
+    """Measured nccl-tests rows of ``system`` (the folder the system YAML names), one per
     (op, dtype, GPUs, size); ``op`` uses cosim's names (``all_to_all`` for nccl's ``alltoall``).
-    Only measured rows: nothing beyond one 8-GPU node exists in the table and none is made up."""
+    Only measured rows: nothing beyond one node (8 GPUs, 4 on gb200) exists in the table and
+    none is made up."""
     from cosim.kernels.comm_tables import nccl_records, to_dataframe
 
-    df = to_dataframe(nccl_records(SYSTEM))
+    df = to_dataframe(nccl_records(comm_system(system).name))
     df = df[df.num_gpus.isin(list(num_gpus)) & df.dtype.isin(list(dtypes))].copy()
     df["op"] = df.op.map(NCCL_OPS)
     if ops is not None:
         df = df[df.op.isin(list(ops))]
     out = pd.DataFrame({
-        "table": "nccl", "op": df.op, "version": df.nccl_version, "node_num": 1, "num_gpus": df.num_gpus,
+        "system": system, "table": "nccl", "op": df.op, "version": df.nccl_version, "node_num": 1, "num_gpus": df.num_gpus,
         "dtype": df.dtype, "message_bytes": df.message_bytes, "measured_s": df.latency_s,
     })
     return out.sort_values(["op", "num_gpus", "dtype", "message_bytes"]).reset_index(drop=True)
 
 
-def deepep_normal_rows(shapes: str = "all") -> pd.DataFrame:
+def deepep_normal_rows(shapes: str = "all", system: str = SYSTEM) -> pd.DataFrame:
     """DeepEP normal-mode rows, one per (version, node_num, shape, tokens, dispatch|combine): the
     **best time over the SM counts** of that shape (dispatch and combine chosen separately).
     ``measured_s`` is the kernel time (``*_transmit_us``); ``notify_s`` the separately timed notify
     kernel at the chosen SM count (0 in 0.5.12, where it is not recorded). Single node: sglang
     0.5.12 (H200); multi-node: 0.5.6.post2 node_num 2/4/8 (its node_num 1 rows are H100 and are
-    dropped). ``shapes='dsv3'`` keeps hidden 7168 / top-8 / 256 experts only."""
+    dropped). ``shapes='dsv3'`` keeps hidden 7168 / top-8 / 256 experts only. Other systems:
+    their 0.5.12 single-node rows (EP = the system's GPUs per node)."""
     from cosim.kernels.comm_tables import deepep_normal_records, to_dataframe
 
-    parts = [to_dataframe(deepep_normal_records(SYSTEM, SINGLE_NODE_VERSION, node_num=1)),
-             to_dataframe(deepep_normal_records(SYSTEM, MULTI_NODE_VERSION))]
+    spec = comm_system(system)
+    parts = [to_dataframe(deepep_normal_records(spec.name, SINGLE_NODE_VERSION, node_num=1))]
+    if MULTI_NODE_VERSION in spec.deepep_versions:
+        parts.append(to_dataframe(deepep_normal_records(spec.name, MULTI_NODE_VERSION)))
     df = pd.concat(parts, ignore_index=True)
     df = df[(df.node_num > 1) | (df.sglang_version == SINGLE_NODE_VERSION)]
     if shapes == "dsv3":
@@ -132,8 +180,8 @@ def deepep_normal_rows(shapes: str = "all") -> pd.DataFrame:
     for op in ("dispatch", "combine"):
         best = df.loc[df.groupby(keys)[f"{op}_transmit_s"].idxmin()]
         rows.append(pd.DataFrame({
-            "table": "deepep_normal", "op": op, "version": best.sglang_version, "node_num": best.node_num,
-            "num_gpus": best.node_num * GPUS_PER_NODE, "hidden": best.hidden_size, "topk": best.topk,
+            "system": system, "table": "deepep_normal", "op": op, "version": best.sglang_version,
+            "node_num": best.node_num, "num_gpus": best.node_num * spec.gpus_per_node, "hidden": best.hidden_size, "topk": best.topk,
             "num_experts": best.num_experts, "num_tokens": best.num_tokens, "sms": best[f"{op}_sms"],
             "measured_s": best[f"{op}_transmit_s"], "notify_s": best[f"{op}_notify_s"],
         }))
@@ -153,28 +201,28 @@ def normal_dispatch_bytes_per_token(hidden: int) -> int:
     return int(D.normal_dispatch_bytes_per_token(hidden, "fp8"))
 
 
-def deepep_ll_rows(shapes: str = "all") -> pd.DataFrame:
+def deepep_ll_rows(shapes: str = "all", system: str = SYSTEM) -> pd.DataFrame:
     """DeepEP low-latency rows (sglang 0.5.12 node_num 1; 0.5.6.post2 node_num 1/2/4/8), one per
     (version, node_num, shape, tokens, dispatch|combine). ``selections`` (per rank) is the row's own
     byte count ``dispatch bandwidth x dispatch time / bytes per selection``: DeepEP's test masks a
     few random selections, which matters at 1-4 tokens."""
     from cosim.kernels.comm_tables import deepep_ll_records, to_dataframe
 
-    df = pd.concat([to_dataframe(deepep_ll_records(SYSTEM, v)) for v in (SINGLE_NODE_VERSION, MULTI_NODE_VERSION)],
-                   ignore_index=True)
+    spec = comm_system(system)
+    df = pd.concat([to_dataframe(deepep_ll_records(spec.name, v)) for v in spec.deepep_versions], ignore_index=True)
     if shapes == "dsv3":
         df = df[(df.hidden_size == 7168) & (df.topk == 8) & df.num_experts.isin([256, 288])]
     # DeepEP needs num_experts divisible by the EP size; the 288-expert rows at node_num 8 (EP64)
     # cannot be placed (their times equal the 256-expert rows' within 3 %) and are left out.
-    df = df[df.num_experts % (df.node_num * GPUS_PER_NODE) == 0]
+    df = df[df.num_experts % (df.node_num * spec.gpus_per_node) == 0]
     per_sel = df.hidden_size.map(ll_dispatch_bytes_per_selection)
     selections = np.rint(df.dispatch_bandwidth_bytes_per_s * df.dispatch_s / per_sel).astype(int)
     selections = np.clip(selections, 0, df.num_tokens * df.topk)
     rows = []
     for op in ("dispatch", "combine"):
         rows.append(pd.DataFrame({
-            "table": "deepep_ll", "op": op, "version": df.sglang_version, "node_num": df.node_num,
-            "num_gpus": df.node_num * GPUS_PER_NODE, "hidden": df.hidden_size, "topk": df.topk,
+            "system": system, "table": "deepep_ll", "op": op, "version": df.sglang_version,
+            "node_num": df.node_num, "num_gpus": df.node_num * spec.gpus_per_node, "hidden": df.hidden_size, "topk": df.topk,
             "num_experts": df.num_experts, "num_tokens": df.num_tokens, "selections": selections,
             "measured_s": df[f"{op}_s"],
         }))
@@ -186,23 +234,24 @@ def deepep_ll_rows(shapes: str = "all") -> pd.DataFrame:
 CUSTOM_ALLREDUCE_FRAMEWORK = "trtllm"
 
 
-def custom_allreduce_rows(framework: str = CUSTOM_ALLREDUCE_FRAMEWORK) -> pd.DataFrame:
-    """Measured custom all-reduce rows of h200_sxm (bf16, 2/4/8 GPUs of one node, CUDA graphs),
+def custom_allreduce_rows(framework: str = CUSTOM_ALLREDUCE_FRAMEWORK, system: str = SYSTEM) -> pd.DataFrame:
+    """Measured custom all-reduce rows of ``system`` (bf16, 2/4/8 GPUs of one node, CUDA graphs),
     newest folder of ``framework``; ``message_bytes`` is the buffer in bytes."""
     from cosim.kernels.comm_tables import custom_allreduce_records, to_dataframe
 
-    df = to_dataframe(custom_allreduce_records(SYSTEM, framework))
+    df = to_dataframe(custom_allreduce_records(comm_system(system).name, framework))
     out = pd.DataFrame({
-        "table": "custom_allreduce", "op": "all_reduce", "version": df.version, "node_num": 1,
+        "system": system, "table": "custom_allreduce", "op": "all_reduce", "version": df.version, "node_num": 1,
         "num_gpus": df.num_gpus, "dtype": df.dtype, "message_bytes": df.message_bytes, "measured_s": df.latency_s,
     })
     return out.sort_values(["num_gpus", "message_bytes"]).reset_index(drop=True)
 
 
-def load_rows(shapes: str = "all") -> pd.DataFrame:
-    """All measured rows (NCCL, custom all-reduce, DeepEP normal, DeepEP low-latency) in one table."""
-    return pd.concat([nccl_rows(), custom_allreduce_rows(), deepep_normal_rows(shapes), deepep_ll_rows(shapes)],
-                     ignore_index=True)
+def load_rows(shapes: str = "all", system: str = SYSTEM) -> pd.DataFrame:
+    """All measured rows of ``system`` (NCCL, custom all-reduce, DeepEP normal, DeepEP
+    low-latency) in one table."""
+    return pd.concat([nccl_rows(system=system), custom_allreduce_rows(system=system),
+                      deepep_normal_rows(shapes, system), deepep_ll_rows(shapes, system)], ignore_index=True)
 
 
 def subsample(rows: pd.DataFrame, nccl_sizes: Sequence[int] | None = None,
@@ -251,10 +300,10 @@ def sampled_routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int
 
 
 @lru_cache(maxsize=None)
-def topology_for(node_num: int, cross_rail: str = "pxn") -> Topology:
-    """The h200 HGX preset for ``node_num`` nodes; ``cross_rail='direct'`` rebuilds it from the
-    same generator with direct cross-rail routing (each GPU uses its own NIC)."""
-    name = TOPOLOGY_PRESETS[node_num]
+def topology_for(node_num: int, cross_rail: str = "pxn", system: str = SYSTEM) -> Topology:
+    """The preset of ``system`` (default h200 HGX) for ``node_num`` nodes; ``cross_rail='direct'``
+    rebuilds it from the same generator with direct cross-rail routing (each GPU uses its own NIC)."""
+    name = comm_system(system).topologies[node_num]
     if cross_rail == "pxn" or node_num == 1:
         return load_topology(name)
     path = resolve_topology_path(name)
@@ -265,14 +314,16 @@ def topology_for(node_num: int, cross_rail: str = "pxn") -> Topology:
 
 
 @lru_cache(maxsize=None)
-def _router(node_num: int, cross_rail: str) -> Router:
-    return Router(topology_for(node_num, cross_rail))
+def _router(node_num: int, cross_rail: str, system: str = SYSTEM) -> Router:
+    return Router(topology_for(node_num, cross_rail, system))
 
 
 @lru_cache(maxsize=None)
-def gpus_per_node(node_num: int) -> int:
-    """GPUs per node of the h200 preset for ``node_num`` nodes (from its GPU domains)."""
-    return D.topology_gpus_per_node(topology_for(node_num))
+def gpus_per_node(node_num: int, system: str = SYSTEM) -> int:
+    """GPUs per DeepEP node of ``system``'s preset for ``node_num`` nodes: the topology's GPUs
+    per scale-up domain, but at most the system's GPUs per host (a GB200 NVL72 rack is one
+    NVLink domain of 72 GPUs; DeepEP's single-node rows run on one 4-GPU tray)."""
+    return min(D.topology_gpus_per_node(topology_for(node_num, system=system)), comm_system(system).gpus_per_node)
 
 
 def _flows(call: CommCall, opts: BuildOptions = BuildOptions(), tag: str = "") -> FlowSet:
@@ -295,11 +346,12 @@ def nccl_flows(row) -> FlowSet:
     else:
         matrix = np.array([[size]], dtype=np.int64)
     chunk = max(NCCL_CHUNK_BYTES, ceil(size / n / NCCL_MAX_CHUNKS_PER_SEGMENT))
-    return _flows(CommCall("nccl", row.op, ranks, matrix), BuildOptions(GPUS_PER_NODE, chunk_bytes=chunk), row.op)
+    return _flows(CommCall("nccl", row.op, ranks, matrix),
+                  BuildOptions(gpus_per_node(1, _row_system(row)), chunk_bytes=chunk), row.op)
 
 
 def _deepep_counts(row, mode: str, traffic: str) -> RoutingCounts:
-    ep, g = int(row.num_gpus), gpus_per_node(int(row.node_num))
+    ep, g = int(row.num_gpus), gpus_per_node(int(row.node_num), _row_system(row))
     if mode == "ll":
         sel = getattr(row, "selections", None)
         sel = None if sel is None or pd.isna(sel) else int(sel)
@@ -318,7 +370,7 @@ def deepep_ll_flows(row, traffic: str = "expected") -> FlowSet:
                else D.ll_combine_bytes_per_selection(hidden))
     call = CommCall("deepep_ll", row.op, tuple(range(ep)), D.ll_bytes_matrix(counts.selections, per_sel, row.op),
                     qps_per_peer=D.ll_qps_per_peer(int(row.num_experts), ep))
-    return _flows(call, BuildOptions(gpus_per_node(int(row.node_num))), f"ll_{row.op}")
+    return _flows(call, BuildOptions(gpus_per_node(int(row.node_num), _row_system(row))), f"ll_{row.op}")
 
 
 def deepep_normal_flows(row, variant: str = "hierarchical", traffic: str = "expected") -> FlowSet:
@@ -336,7 +388,7 @@ def deepep_normal_flows(row, variant: str = "hierarchical", traffic: str = "expe
     ep, hidden = int(row.num_gpus), int(row.hidden)
     per_token = (D.normal_dispatch_bytes_per_token(hidden, "fp8") if row.op == "dispatch"
                  else D.normal_combine_bytes_per_token(hidden))
-    g = gpus_per_node(int(row.node_num))
+    g = gpus_per_node(int(row.node_num), _row_system(row))
     if variant == "per_rank":
         matrix = np.rint(counts.tokens * per_token).astype(np.int64)
         np.fill_diagonal(matrix, 0)
@@ -372,7 +424,7 @@ def row_remote_fraction(row) -> float:
     """Mean share of a rank's peers on other nodes for the row's group (0 for NCCL, one node)."""
     if row.table == "nccl" or int(row.node_num) == 1:
         return 0.0
-    g = gpus_per_node(int(row.node_num))
+    g = gpus_per_node(int(row.node_num), _row_system(row))
     return remote_fraction(D.group_nodes(range(int(row.num_gpus)), g))
 
 
@@ -387,7 +439,7 @@ def custom_flows(row, algorithm: str) -> FlowSet:
     (the ``custom_allreduce`` library)."""
     call = CommCall("custom_allreduce", "all_reduce", tuple(range(int(row.num_gpus))),
                     np.array([[int(row.message_bytes)]], dtype=np.int64))
-    return _flows(call, BuildOptions(GPUS_PER_NODE, algorithm=algorithm), "custom_all_reduce")
+    return _flows(call, BuildOptions(gpus_per_node(1, _row_system(row)), algorithm=algorithm), "custom_all_reduce")
 
 
 def simulate_rows(rows: pd.DataFrame, backend: str = "flow", normal_variant: str = "hierarchical",
@@ -401,18 +453,20 @@ def simulate_rows(rows: pd.DataFrame, backend: str = "flow", normal_variant: str
     per_algorithm: dict[str, list[float]] = {a: [] for a in get_library("custom_allreduce").algorithms}
     for i, row in enumerate(rows.itertuples(index=False)):
         t0 = time.perf_counter()
+        system = _row_system(row)
         if row.table == "custom_allreduce":
             for a in get_library("custom_allreduce").algorithms:
                 fs = custom_flows(row, a)
-                per_algorithm[a].append(
-                    simulate(topology_for(1), fs, backend, router=_router(1, "pxn")).completion_time_s)
+                per_algorithm[a].append(simulate(topology_for(1, system=system), fs, backend,
+                                                 router=_router(1, "pxn", system)).completion_time_s)
             network.append(min(times[-1] for times in per_algorithm.values()))
         else:
             for a in per_algorithm:
                 per_algorithm[a].append(np.nan)
             fs, node_num, cross_rail = build_flows(row, normal_variant, traffic)
-            network.append(simulate(topology_for(node_num, cross_rail), fs, backend,
-                                    router=_router(node_num, cross_rail)).completion_time_s if len(fs) else 0.0)
+            network.append(simulate(topology_for(node_num, cross_rail, system), fs, backend,
+                                    router=_router(node_num, cross_rail, system)).completion_time_s
+                           if len(fs) else 0.0)
         gpu_bytes.append(max_gpu_bytes(fs))
         nflows.append(len(fs))
         wall.append(time.perf_counter() - t0)
@@ -749,3 +803,83 @@ def run_validation(rows: pd.DataFrame | None = None, *, packet: bool = True, var
         timings["sampled_s"] = time.perf_counter() - t0
     return CommValidation(sim, overheads, summary, summary_plain, summary_network, summary_strict, packet_rows,
                           variant_rows, sampled_rows, timings)
+
+
+# ----------------------------------------------------------------------------- across systems
+
+#: Tables reported per system (``nvlink_a2a``: TensorRT-LLM's NVLink all-to-all, gb200 only).
+CROSS_SYSTEM_TABLES = ("nccl", "custom_allreduce", "deepep_normal", "deepep_ll", "nvlink_a2a")
+#: NVLink all-to-all rows the engine's constants model: dispatch in bf16 / fp8 and combine (bf16
+#: on the wire whatever the dispatch dtype). nvfp4 dispatch and ``combine_low_precision`` are bound
+#: by quantization work, which no overhead model here has (docs/validation-comm.md section 9).
+NVLINK_A2A_ROWS = (("dispatch", "bfloat16"), ("dispatch", "fp8"), ("combine", "bfloat16"), ("combine", "fp8"),
+                   ("combine", "nvfp4"))
+
+
+def nvlink_a2a_rows(system: str = "gb200") -> pd.DataFrame:
+    """The NVLink all-to-all rows of :data:`NVLINK_A2A_ROWS` (TensorRT-LLM two-sided kernel, EP 2-64
+    in one NVL72 rack) in this module's columns (``table='nvlink_a2a'``, ``node_num`` 1: one
+    NVLink domain); empty for systems without the table."""
+    from cosim.validation import nvlink_a2a as N
+
+    if system != N.SYSTEM:
+        return pd.DataFrame()
+    df = N.load_rows()
+    keep = pd.Series(list(zip(df.phase, df.dtype))).isin(NVLINK_A2A_ROWS).to_numpy()
+    df = df[keep]
+    return pd.DataFrame({
+        "system": system, "table": "nvlink_a2a", "op": df.phase, "version": df.version, "node_num": 1,
+        "num_gpus": df.ep_size, "dtype": df.dtype, "hidden": df.hidden_size, "topk": df.topk,
+        "num_experts": df.num_experts, "num_tokens": df.num_tokens, "measured_s": df.measured_s,
+    }).reset_index(drop=True)
+
+
+def simulate_nvlink_a2a_rows(rows: pd.DataFrame, backend: str = "flow") -> pd.DataFrame:
+    """``network_s`` / ``gpu_bytes`` of NVLink all-to-all rows (:mod:`cosim.validation.nvlink_a2a`'s
+    traffic on the ``gb200-nvl72`` rack)."""
+    from cosim.validation import nvlink_a2a as N
+
+    native = rows.rename(columns={"op": "phase", "num_gpus": "ep_size", "hidden": "hidden_size"})
+    sim = N.simulate_rows(native, backend)
+    out = rows.copy()
+    out["network_s"] = sim.network_s.to_numpy()
+    out["gpu_bytes"] = sim.gpu_bytes.to_numpy()
+    out["remote_fraction"] = 0.0
+    out["backend"] = backend
+    return out
+
+
+def system_rows(system: str, nccl_sizes: Sequence[int] | None = None,
+                deepep_tokens: Sequence[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Measured single-node rows of ``system`` for the cross-system table: NCCL, custom
+    all-reduce, DeepEP normal and low-latency (node_num 1), and on gb200 the NVLink all-to-all
+    (second frame); optionally subsampled (:func:`subsample`; the NVLink all-to-all rows by
+    ``deepep_tokens``)."""
+    rows = load_rows(system=system)
+    rows = subsample(rows[rows.node_num == 1], nccl_sizes, deepep_tokens)
+    a2a = nvlink_a2a_rows(system)
+    if len(a2a) and deepep_tokens is not None:
+        a2a = a2a[a2a.num_tokens.isin(list(deepep_tokens))]
+    return rows, a2a.reset_index(drop=True)
+
+
+def simulate_system(system: str, nccl_sizes: Sequence[int] | None = None,
+                    deepep_tokens: Sequence[int] | None = None, backend: str = "flow") -> pd.DataFrame:
+    """Every (optionally subsampled) single-node row of ``system``, simulated on its topology."""
+    rows, a2a = system_rows(system, nccl_sizes, deepep_tokens)
+    parts = [simulate_rows(rows, backend)]
+    if len(a2a):
+        parts.append(simulate_nvlink_a2a_rows(a2a, backend))
+    return pd.concat(parts, ignore_index=True)
+
+
+def cross_system_summary(rows: pd.DataFrame, by: Sequence[str] = ("system", "table", "op"),
+                         column: str = "error_pct") -> pd.DataFrame:
+    """Median and 90th-percentile absolute % error (and median signed error) per group."""
+    g = rows.assign(_abs=rows[column].abs()).groupby(list(by), sort=False)
+    return pd.DataFrame({
+        "rows": g.size(),
+        "median_abs_pct": g._abs.median(),
+        "p90_abs_pct": g._abs.quantile(0.9),
+        "median_signed_pct": g[column].median(),
+    }).reset_index()

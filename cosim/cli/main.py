@@ -363,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cosim.cli import trace as trace_cmd
 
     trace_cmd.add_parser(sub)
+
+    from cosim.cli import explore as explore_cmd
+
+    explore_cmd.add_parser(sub)
     return parser
 
 

@@ -845,10 +845,15 @@ class StepTimeModel:
                 "tables": self._tables, "fill": dataclasses.asdict(self.fill)}
 
     def save(self, path: str | Path) -> Path:
-        """Write the model as JSON (floats round-trip exactly)."""
+        """Write the model as JSON (floats round-trip exactly), to a temporary name renamed into
+        place: processes sharing a cache never read a torn file."""
+        import os
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict()))
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_dict()))
+        os.replace(tmp, path)
         return path
 
     @classmethod

@@ -129,20 +129,25 @@ def _cache_path(cache_dir: Path, fp: dict) -> Path:
     return cache_dir / f"step-model-{digest}.json"
 
 
+#: Models this process already loaded or built, by cache file (the file name is the digest of the
+#: model's fingerprint, so a hit is the same model): a sweep serving many points reads each once.
+_LOADED: dict[Path, StepTimeModel] = {}
+
+
 def _pool_model(dep: Deployment, p: PoolSpec, replica: int, sim: StepSimulator, kernels, backend: str,
-                max_context: int, cache: Path | None, progress, label: str) -> tuple[ModelStepTimes, dict]:
+                grid: StepGrid, cache: Path | None, progress, label: str) -> tuple[ModelStepTimes, dict]:
     """The step-time model of ``replica``'s placement of pool ``p``: loaded from ``cache`` when a
     saved one matches, else built (and saved)."""
     from cosim.engine.step_model import fingerprint
 
     base = dep.step_spec(p, replica)
-    grid = pool_grid(p, max_context)
     t0 = time.perf_counter()
     model = None
     path = None
     if cache is not None:
         path = _cache_path(cache, fingerprint(base, kernels, dep.topology, backend, sim.overheads, grid))
-        if path.exists():
+        model = _LOADED.get(path)
+        if model is None and path.exists():
             try:
                 model = StepTimeModel.load(path, base, kernels, dep.topology, backend, overheads=sim.overheads)
             except ConfigError:
@@ -153,6 +158,8 @@ def _pool_model(dep: Deployment, p: PoolSpec, replica: int, sim: StepSimulator, 
         model = StepTimeModel.build(base, sim, grid, progress=report)
         if path is not None:
             model.save(path)
+    if path is not None:
+        _LOADED[path] = model
     info = {"source": how, "wall_s": time.perf_counter() - t0, "replica": replica,
             "grid_points": len(grid.decode_batches) * len(grid.contexts) + len(grid.mixed_tokens),
             "path": str(path) if path else None}
@@ -162,6 +169,7 @@ def _pool_model(dep: Deployment, p: PoolSpec, replica: int, sim: StepSimulator, 
 def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOptions = ServingOptions(),
           backend: str = "flow", cache_dir: str | Path | None = None, link_load: bool = True,
           kernels=None, step_times: dict | None = None, steps: str = "model",
+          grid: Callable[[PoolSpec, int], StepGrid] | None = None,
           progress: Callable[[str, int, int], None] | None = None) -> ServeResult:
     """Serve ``requests`` with ``dep`` (see the module docstring); ``slo`` (``ttft_s``,
     ``tpot_s``) adds SLO attainment to the summary; ``link_load`` estimates the steps' traffic per
@@ -170,7 +178,9 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
     source of the simulator's ``StepTimes`` protocol to use instead of building a
     :class:`StepTimeModel`; ``steps``: ``model`` (a :class:`StepTimeModel` per pool and placement,
     interpolated) or ``exact`` (:class:`~cosim.engine.memo.MemoStepTimes`: every distinct step
-    simulated, slower); ``progress(stage, done, total)``."""
+    simulated, slower); ``grid(pool, max_context)``: the step-time grid of a pool (default
+    :func:`pool_grid`; a sweep passes one sized to its whole space so that points differing only
+    in batch limits share models); ``progress(stage, done, total)``."""
     if steps not in ("model", "exact"):
         raise ConfigError("<api>", "steps", f"expected 'model' or 'exact', got {steps!r}")
     from cosim.kernels import KernelTables
@@ -208,7 +218,8 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
                     model, info = MemoStepTimes(sim, dep.step_spec(p, i)), {"source": "exact", "wall_s": 0.0,
                                                                            "replica": i}
                 else:
-                    model, info = _pool_model(dep, p, i, sim, kernels, backend, max_context, cache, progress, label)
+                    model, info = _pool_model(dep, p, i, sim, kernels, backend, (grid or pool_grid)(p, max_context),
+                                              cache, progress, label)
                 step_times[p.name if i == 0 else (p.name, i)] = model
                 labels[id(model)] = label
                 result.step_models[label] = info

@@ -1,0 +1,55 @@
+"""``cosim explore EXPERIMENT.yaml`` : sweep a design space under SLOs and print the best
+deployment per mode and the Pareto fronts; results (one Parquet row per point) in ``--out``.
+
+Thin command: arguments -> :func:`cosim.explore.load_experiment` -> :func:`cosim.explore.explore`
+-> report tables. A run interrupted at any moment resumes from ``--out`` without redoing or
+duplicating a finished point.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("explore", help="sweep deployments under SLOs: best per mode, Pareto fronts (docs/experiments.md)")
+    p.add_argument("experiment", type=Path, help="experiment YAML file (docs/experiments.md)")
+    p.add_argument("--out", "-o", type=Path, default=None,
+                   help="result folder (default: results/<experiment name>); an existing one is resumed")
+    p.add_argument("--workers", "-j", type=int, default=None, help="local worker processes (default: the file's, 2)")
+    p.add_argument("--ray", default=None, metavar="ADDRESS", help="run the points on the Ray cluster at ADDRESS")
+    p.add_argument("--fronts", action="store_true", help="also print the Pareto front of every workload")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cosim.cli.main import console
+    from cosim.errors import CosimError
+    from cosim.explore import explore, load_experiment
+    from cosim.report.explore import best_table, front_table
+
+    spec = load_experiment(args.experiment)
+    if args.workers is not None and args.workers < 1:
+        raise CosimError(f"--workers: expected >= 1, got {args.workers}")
+    out = args.out or Path("results") / spec.name
+    runner = "ray" if args.ray else None
+    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True, disable=args.quiet) as bar:
+        task = bar.add_task(f"{spec.name}: points", total=None)
+        result = explore(spec, out, runner=runner, address=args.ray, workers=args.workers,
+                         progress=lambda done, total: bar.update(task, completed=done, total=total))
+    enum = result.enumeration
+    skipped = sum(enum.skipped.values())
+    console.print(f"{spec.name}: {len(enum.points)} points ({result.reused} reused from {out}, {result.evaluated} "
+                  f"evaluated in {result.wall_s:.0f} s, {result.points_per_s:.2f} points/s); {skipped} combinations "
+                  f"left out", highlight=False)
+    console.print(best_table(result.best))
+    if args.fronts:
+        for group, front in result.fronts.items():
+            console.print(front_table(group, front))
+    console.print(f"results: {out / 'results.parquet'}", highlight=False)
+    return 0

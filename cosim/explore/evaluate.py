@@ -1,0 +1,139 @@
+"""Evaluation of one design point: feasibility, then the best load that meets the SLOs.
+
+:func:`evaluate_point` builds the point's deployment, checks every pool's memory (an infeasible
+point is recorded with its reason and costs no simulation), then serves closed loops of the
+workload at growing user counts with :func:`cosim.serving.run.serve` and keeps the largest count
+whose SLO attainment reaches the experiment's target: it serves the low end, the high end, then
+bisects (geometrically, on integers) for ``load.steps`` more runs. The row holds the figures of
+that run (tokens/s per GPU and per user, TTFT / TPOT percentiles, attainment, pool utilization)
+or, when even the lowest load misses the SLOs, the lowest load's figures with status
+``slo_unmet``. Step-time models are shared through ``cache_dir`` by every point and process
+(their grids are sized to the whole space, so points that differ only in batch limits share
+them). Deterministic: the same point, spec and seed give the same row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from cosim.errors import CosimError
+from cosim.explore.space import DesignPoint, workload_of
+from cosim.explore.spec import ExperimentSpec
+from cosim.serving.deployment import BatchingSpec, PoolSpec, deployment_from_dict, pool_memory
+from cosim.serving.run import pool_grid, serve
+from cosim.serving.simulator import ServingOptions
+from cosim.serving.workload import ClosedLoop, generate_requests
+
+#: Row statuses: evaluated and meeting the SLOs at some load; evaluated but missing them even at
+#: the lowest load; pruned before simulation (memory); a deployment cosim refuses (its error).
+STATUSES = ("ok", "slo_unmet", "infeasible", "invalid")
+
+
+@lru_cache(maxsize=8)
+def _kernels(system: str, framework: str):
+    from cosim.kernels import KernelTables
+
+    return KernelTables.load(system, framework=framework)
+
+
+def _grid_for(spec: ExperimentSpec):
+    """Step-time grids sized to the space's largest batch limits (shared across its points)."""
+    budget, batch = max(spec.space.token_budget), max(spec.space.max_batch)
+
+    def grid(pool: PoolSpec, max_context: int):
+        wide = dataclasses.replace(pool, batching=BatchingSpec(pool.batching.policy, max(budget, 1), max(batch, 1)))
+        return pool_grid(wide, max_context)
+
+    return grid
+
+
+def _figures(summary, users: int) -> dict[str, Any]:
+    ms = 1e3
+    return {
+        "concurrency": users, "slo_attainment": summary.slo_attainment,
+        "tokens_per_s": summary.output_tokens_per_s, "tokens_per_s_per_gpu": summary.output_tokens_per_s_per_gpu,
+        "tokens_per_s_per_user": summary.output_tokens_per_s_per_user,
+        "ttft_p50_ms": summary.ttft.p50_s * ms, "ttft_p90_ms": summary.ttft.p90_s * ms,
+        "ttft_p99_ms": summary.ttft.p99_s * ms, "tpot_p50_ms": summary.tpot.p50_s * ms,
+        "tpot_p90_ms": summary.tpot.p90_s * ms, "tpot_p99_ms": summary.tpot.p99_s * ms,
+        "kv_transfer_p50_ms": summary.kv_transfer.p50_s * ms if summary.kv_transfer.count else math.nan,
+        "preemptions": summary.preemptions, "utilization": json.dumps(summary.pool_utilization, sort_keys=True),
+    }
+
+
+def base_row(point: DesignPoint) -> dict[str, Any]:
+    """The columns every row has: identity, labels, the deployment document."""
+    row = {"key": point.key, "model": point.model, "topology": point.topology, "workload": point.workload,
+           "mode": point.mode, "deployment": point.deployment}
+    row.update({f"label_{k}": v for k, v in point.labels})
+    return row
+
+
+def evaluate_point(spec: ExperimentSpec, point: DesignPoint, cache_dir: str | Path | None) -> dict[str, Any]:
+    """The result row of ``point`` (module docstring). Never raises for a bad point: cosim's
+    errors become status ``invalid`` with the message."""
+    t0 = time.perf_counter()
+    row = base_row(point)
+    row.update(status="invalid", reason="", gpus=0, evaluations=0)
+    try:
+        dep = deployment_from_dict(point.deployment_dict(), f"point {point.key}")
+        row["gpus"] = dep.num_gpus
+        kernels = _kernels(dep.system, dep.framework)
+        memory = [pool_memory(dep, p, kernels.system.mem_capacity_bytes) for p in dep.pools]
+        reasons = [m.reason for m in memory if m.reason]
+        if reasons:
+            row.update(status="infeasible", reason="; ".join(reasons))
+            return _done(row, t0)
+        wl = workload_of(spec, point)
+        grid = _grid_for(spec)
+        runs: dict[int, Any] = {}
+
+        def run(users: int):
+            if users not in runs:
+                w = wl.spec.with_arrival(ClosedLoop(users))
+                n = max(spec.load.requests_per_user * users, spec.load.min_requests)
+                reqs = generate_requests(w, num_requests=n, seed=spec.seed)
+                options = ServingOptions(ramp_s=max(0.1, users / 1000.0))
+                res = serve(dep, reqs, slo=wl.slo, options=options, cache_dir=cache_dir, link_load=False,
+                            kernels=kernels, grid=grid)
+                runs[users] = res.summary
+            return runs[users]
+
+        def meets(users: int) -> bool:
+            a = run(users).slo_attainment
+            return a is not None and a >= spec.load.attainment
+
+        lo, hi = spec.load.concurrency
+        if not meets(lo):
+            row.update(status="slo_unmet", reason=f"SLO attainment {run(lo).slo_attainment:.0%} at {lo} users, "
+                                                  f"below {spec.load.attainment:.0%}", **_figures(run(lo), lo))
+        else:
+            best = lo
+            if meets(hi):
+                best = hi
+            else:
+                bad = hi
+                for _ in range(spec.load.steps):
+                    mid = int(round(math.sqrt(best * bad)))
+                    if mid <= best or mid >= bad:
+                        break
+                    if meets(mid):
+                        best = mid
+                    else:
+                        bad = mid
+            row.update(status="ok", **_figures(run(best), best))
+        row["evaluations"] = len(runs)
+    except CosimError as exc:
+        row.update(status="invalid", reason=str(exc)[:500])
+    return _done(row, t0)
+
+
+def _done(row: dict, t0: float) -> dict:
+    row["wall_s"] = time.perf_counter() - t0
+    return row

@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
                    help="result folder (default: results/<experiment name>); an existing one is resumed")
     p.add_argument("--workers", "-j", type=int, default=None, help="local worker processes (default: the file's, 2)")
     p.add_argument("--ray", default=None, metavar="ADDRESS", help="run the points on the Ray cluster at ADDRESS")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="folder of shared step-time models (default: OUT/step-models)")
     p.add_argument("--fronts", action="store_true", help="also print the Pareto front of every workload")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -40,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True, disable=args.quiet) as bar:
         task = bar.add_task(f"{spec.name}: points", total=None)
-        result = explore(spec, out, runner=runner, address=args.ray, workers=args.workers,
+        result = explore(spec, out, runner=runner, address=args.ray, workers=args.workers, cache_dir=args.cache,
                          progress=lambda done, total: bar.update(task, completed=done, total=total))
     enum = result.enumeration
     skipped = sum(enum.skipped.values())

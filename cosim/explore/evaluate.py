@@ -114,7 +114,7 @@ def evaluate_point(spec: ExperimentSpec, point: DesignPoint, cache_dir: str | Pa
             row.update(status="slo_unmet", reason=f"SLO attainment {run(lo).slo_attainment:.0%} at {lo} users, "
                                                   f"below {spec.load.attainment:.0%}", **_figures(run(lo), lo))
         else:
-            best = lo
+            best, bad = lo, None
             if meets(hi):
                 best = hi
             else:
@@ -128,6 +128,7 @@ def evaluate_point(spec: ExperimentSpec, point: DesignPoint, cache_dir: str | Pa
                     else:
                         bad = mid
             row.update(status="ok", **_figures(run(best), best))
+            row["failing_concurrency"] = bad  # the smallest load tried that missed the SLOs (None: none did)
         row["evaluations"] = len(runs)
     except CosimError as exc:
         row.update(status="invalid", reason=str(exc)[:500])

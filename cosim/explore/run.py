@@ -50,9 +50,11 @@ class ExploreResult:
 
 
 def explore(spec: ExperimentSpec, out_dir: str | Path, *, runner: str | None = None, address: str | None = None,
-            workers: int | None = None, progress: Callable[[int, int], None] | None = None) -> ExploreResult:
+            workers: int | None = None, cache_dir: str | Path | None = None,
+            progress: Callable[[int, int], None] | None = None) -> ExploreResult:
     """Run ``spec`` into ``out_dir`` (module docstring); ``runner`` / ``address`` / ``workers``
-    override the spec's; ``progress(done, total)`` after each point."""
+    override the spec's; ``cache_dir``: where step-time models are shared (default
+    ``OUT/step-models``); ``progress(done, total)`` after each point."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     store = ResultStore(out)
@@ -75,7 +77,8 @@ def explore(spec: ExperimentSpec, out_dir: str | Path, *, runner: str | None = N
             progress(count, total)
 
     name = runner or spec.runner
-    RUNNERS[name](spec, todo, out / "step-models", record, workers=workers or spec.workers,
+    RUNNERS[name](spec, todo, Path(cache_dir) if cache_dir is not None else out / "step-models", record,
+                  workers=workers or spec.workers,
                   address=address or spec.ray_address)
     store.consolidate()
     rows = [r for r in store.rows() if r["key"] in keys]

@@ -243,6 +243,8 @@ def experiment_from_dict(data: Any, source: str = "<dict>", base_dir: Path | Non
         topologies = tuple(str(base_dir / t) if (base_dir / t).exists() else t for t in (topologies or (topology,)))
     raw_wl = f.get("workloads", lambda v: v if isinstance(v, list) and v else (_ for _ in ()).throw(
         ValueError("expected a non-empty list of workloads (presets chat, coding, agentic-coding or files)")))
+    space_raw = f.get("space", lambda v: v, None)
+    load_raw = f.get("load", lambda v: v, None)
     runner_raw = f.get("runner", lambda v: v, "local")
     runner, ray_address = "local", None
     if isinstance(runner_raw, dict):
@@ -256,8 +258,8 @@ def experiment_from_dict(data: Any, source: str = "<dict>", base_dir: Path | Non
         name=name, models=models or (model,), topologies=topologies or (topology,),
         gpus=f.get("gpus", as_int),
         workloads=tuple(_workload(w, source, f"workloads[{i}]", base_dir) for i, w in enumerate(raw_wl)),
-        space=f.get("space", lambda v: _space(v, source), Space()),
-        load=f.get("load", lambda v: _load(v, source), LoadSearch()),
+        space=_space(space_raw, source) if space_raw is not None else Space(),
+        load=_load(load_raw, source) if load_raw is not None else LoadSearch(),
         system=f.get("system", as_str, None), framework=f.get("framework", as_str, "trtllm"),
         seed=f.get("seed", as_int, 0), runner=runner, ray_address=ray_address,
         workers=f.get("workers", as_int, 2), source=source)

@@ -125,6 +125,30 @@ def test_identical_moe_layers_cost_one_network_simulation_each_way():
     assert result.link_tx_bytes.sum() > 0
 
 
+def test_link_series_conserves_bytes_and_puts_them_where_the_collectives_ran():
+    """``StepResult.link_series``: the bins sum to each link's step bytes, and a bin holds bytes
+    only while some collective was scheduled (none during the compute-only head of the step)."""
+    from cosim.models import Parallelism, Precision, load_model
+    from cosim.trace.builder import StepSpec
+
+    model = load_model("Qwen/Qwen3-30B-A3B")
+    spec = StepSpec(model, Parallelism(tp=8, ep=8, dp_attention=True), Precision.from_checkpoint(model, dispatch="fp8"),
+                    "generation", batch_per_rank=16, prefix_tokens=1024)
+    result = simulate_step(spec, ConstantKernels(), star(8, bandwidth="400Gbps"), "flow", overheads=ZERO)
+    edges, series = result.link_series(200)
+    assert series.shape == (len(result.link_tx_bytes), 200) and edges[-1] == pytest.approx(result.step_time_s)
+    assert series.sum(axis=1) == pytest.approx(result.link_tx_bytes, rel=1e-9)
+    sched = result.schedule
+    centres = (edges[:-1] + edges[1:]) / 2
+    busy = np.zeros(200, dtype=bool)
+    for s_, f_ in zip(sched.collective_start_s, sched.collective_finish_s):
+        busy |= (edges[1:] > s_) & (edges[:-1] < f_)
+    assert series[:, ~busy].sum() == 0 and series[:, busy].sum() > 0
+    assert centres[busy][0] > 0  # the first collective (dispatch of layer 0) waits for compute
+    with pytest.raises(ConfigError, match="num_bins"):
+        result.link_series(0)
+
+
 def test_two_batch_overlap_hides_communication():
     from cosim.models import Parallelism, Precision, load_model
     from cosim.trace.builder import StepSpec

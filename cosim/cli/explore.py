@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--ray", default=None, metavar="ADDRESS", help="run the points on the Ray cluster at ADDRESS")
     p.add_argument("--cache", type=Path, default=None,
                    help="folder of shared step-time models (default: OUT/step-models)")
+    p.add_argument("--no-finalists", action="store_true",
+                   help="skip the close look at the finalists (their steps on both backends, breakdown, links)")
+    p.add_argument("--no-packet", action="store_true", help="finalists: no packet-backend re-check")
     p.add_argument("--fronts", action="store_true", help="also print the Pareto front of every workload")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from cosim.cli.main import console
     from cosim.errors import CosimError
     from cosim.explore import explore, load_experiment
-    from cosim.report.explore import best_table, front_table
+    from cosim.report.explore import best_table, front_table, recheck_table
 
     spec = load_experiment(args.experiment)
     if args.workers is not None and args.workers < 1:
@@ -42,8 +45,17 @@ def run(args: argparse.Namespace) -> int:
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True, disable=args.quiet) as bar:
         task = bar.add_task(f"{spec.name}: points", total=None)
+        fin: list = []
+
+        def finalist_progress(done: int, total: int) -> None:
+            if not fin:
+                fin.append(bar.add_task("finalists (flow + packet steps)", total=total))
+            bar.update(fin[0], completed=done, total=total)
+
         result = explore(spec, out, runner=runner, address=args.ray, workers=args.workers, cache_dir=args.cache,
-                         progress=lambda done, total: bar.update(task, completed=done, total=total))
+                         finalists=not args.no_finalists, packet=not args.no_packet,
+                         progress=lambda done, total: bar.update(task, completed=done, total=total),
+                         finalist_progress=finalist_progress)
     enum = result.enumeration
     skipped = sum(enum.skipped.values())
     console.print(f"{spec.name}: {len(enum.points)} points ({result.reused} reused from {out}, {result.evaluated} "
@@ -53,5 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.fronts:
         for group, front in result.fronts.items():
             console.print(front_table(group, front))
+    if result.finalists:
+        console.print(recheck_table(result.finalists))
     console.print(f"results: {out / 'results.parquet'}", highlight=False)
     return 0

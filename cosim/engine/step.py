@@ -210,6 +210,7 @@ class StepResult:
     memory: StepMemory | None = None
     groups: dict[str, GroupResult] = field(default_factory=dict)
     tokens_per_step: int = 0
+    collective_link_bytes: list = field(default_factory=list, repr=False)
 
     @property
     def step_time_s(self) -> float:
@@ -254,6 +255,30 @@ class StepResult:
         """Mean utilization of every directed link over the step."""
         bw = self.topology.directed_bandwidth_bps
         return self.link_tx_bytes * 8.0 / bw / max(self.step_time_s, 1e-30)
+
+    def link_series(self, num_bins: int = 100) -> tuple[np.ndarray, np.ndarray]:
+        """Bytes per directed link per time bin over the step: ``(edges_s, bytes)`` with
+        ``num_bins + 1`` edges from 0 to the step time and ``bytes`` of shape links x bins. Each
+        collective's link bytes (its own network simulation) are spread evenly over its
+        scheduled interval, so a bin shows which collectives were on the wire then; the sum over
+        bins is :attr:`link_tx_bytes`. Utilization: ``bytes * 8 / (bandwidth x bin width)``."""
+        if not isinstance(num_bins, int) or num_bins < 1:
+            raise ConfigError("<api>", "num_bins", f"expected an integer >= 1, got {num_bins!r}")
+        edges = np.linspace(0.0, max(self.step_time_s, 1e-30), num_bins + 1)
+        out = np.zeros((len(self.link_tx_bytes), num_bins))
+        starts, finishes = self.schedule.collective_start_s, self.schedule.collective_finish_s
+        for c, link_bytes in enumerate(self.collective_link_bytes):
+            nz = np.flatnonzero(link_bytes)
+            if not nz.size:
+                continue
+            s, f = float(starts[c]), float(finishes[c])
+            if f > s:
+                w = np.clip(np.minimum(edges[1:], f) - np.maximum(edges[:-1], s), 0.0, None) / (f - s)
+            else:
+                w = np.zeros(num_bins)
+                w[min(int(np.searchsorted(edges, s, side="right")) - 1, num_bins - 1)] = 1.0
+            out[nz] += np.outer(link_bytes[nz], w)
+        return edges, out
 
 
 def collective_duration_s(overheads: CommOverheads, spec: CollectiveSpec, network_s: float,
@@ -385,10 +410,12 @@ def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", 
     # Link bytes do not depend on timing: add every collective's own simulation.
     tx = np.zeros(topology.num_directed_links)
     peak = np.zeros(topology.num_directed_links)
+    per_collective = []  # the memoized arrays themselves: no copy per collective
     for c in colls:
         run = net.run([c], [0.0])
         tx += run.tx_bytes
         peak = np.maximum(peak, run.peak_queue_bytes)
+        per_collective.append(run.tx_bytes)
     ends = [float(np.nanmax(f)) if len(f) else 0.0 for f in sched.node_finish_s]
     critical = int(np.argmax(ends))
     compute, comm, exposed, overlap = _breakdown(trace, sched, critical)
@@ -405,7 +432,7 @@ def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", 
             sources[node.source] += 1
     return StepResult(None, trace, sched, durations, critical, compute, comm, exposed, overlap, dict(sources),
                       tx, peak, net.simulations - sims0, net.wall_s - wall_net0, iterations, time.perf_counter() - wall0,
-                      topology, backend, groups=groups)
+                      topology, backend, groups=groups, collective_link_bytes=per_collective)
 
 
 def _concurrent_clusters(colls: list[CollectiveSpec], sched: Schedule) -> list[list[int]]:

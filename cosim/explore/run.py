@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cosim.explore.analysis import best_per_mode, pareto_fronts
+from cosim.explore.finalists import examine_finalists
 from cosim.explore.runners import RUNNERS
 from cosim.explore.space import Enumeration, enumerate_points
 from cosim.explore.spec import ExperimentSpec
@@ -32,6 +33,8 @@ class ExploreResult:
         reused / evaluated: points found in the folder and points evaluated by this call.
         fronts / best: :func:`~cosim.explore.analysis.pareto_fronts` and
             :func:`~cosim.explore.analysis.best_per_mode` of ``rows``.
+        finalists: :func:`~cosim.explore.finalists.examine_finalists` records (packet re-check,
+            step breakdown, link series of each finalist's representative steps).
         wall_s: the call's wall time.
     """
 
@@ -42,6 +45,7 @@ class ExploreResult:
     evaluated: int
     fronts: dict = field(default_factory=dict)
     best: list = field(default_factory=list)
+    finalists: list = field(default_factory=list)
     wall_s: float = 0.0
 
     @property
@@ -50,11 +54,14 @@ class ExploreResult:
 
 
 def explore(spec: ExperimentSpec, out_dir: str | Path, *, runner: str | None = None, address: str | None = None,
-            workers: int | None = None, cache_dir: str | Path | None = None,
-            progress: Callable[[int, int], None] | None = None) -> ExploreResult:
+            workers: int | None = None, cache_dir: str | Path | None = None, finalists: bool = True,
+            packet: bool = True, progress: Callable[[int, int], None] | None = None,
+            finalist_progress: Callable[[int, int], None] | None = None) -> ExploreResult:
     """Run ``spec`` into ``out_dir`` (module docstring); ``runner`` / ``address`` / ``workers``
     override the spec's; ``cache_dir``: where step-time models are shared (default
-    ``OUT/step-models``); ``progress(done, total)`` after each point."""
+    ``OUT/step-models``); ``finalists``: examine the finalists (``packet``: re-check their steps
+    on the packet backend); ``progress(done, total)`` after each point, ``finalist_progress``
+    after each finalist."""
     t0 = time.perf_counter()
     out = Path(out_dir)
     store = ResultStore(out)
@@ -77,10 +84,12 @@ def explore(spec: ExperimentSpec, out_dir: str | Path, *, runner: str | None = N
             progress(count, total)
 
     name = runner or spec.runner
-    RUNNERS[name](spec, todo, Path(cache_dir) if cache_dir is not None else out / "step-models", record,
-                  workers=workers or spec.workers,
-                  address=address or spec.ray_address)
+    cache = Path(cache_dir) if cache_dir is not None else out / "step-models"
+    RUNNERS[name](spec, todo, cache, record, workers=workers or spec.workers, address=address or spec.ray_address)
     store.consolidate()
     rows = [r for r in store.rows() if r["key"] in keys]
-    return ExploreResult(out, rows, enum, len(done), len(todo), pareto_fronts(rows), best_per_mode(rows),
-                         time.perf_counter() - t0)
+    result = ExploreResult(out, rows, enum, len(done), len(todo), pareto_fronts(rows), best_per_mode(rows))
+    if finalists:
+        result.finalists = examine_finalists(spec, enum.points, rows, out, cache, packet, finalist_progress)
+    result.wall_s = time.perf_counter() - t0
+    return result

@@ -51,3 +51,21 @@ def front_table(group: tuple, front: list[dict]) -> Table:
         t.add_row(_num(r["tokens_per_s_per_user"]), _num(r["tokens_per_s_per_gpu"]), r["mode"],
                   r.get("label_pools", ""), str(r.get("concurrency", "-")), str(r.get("gpus", "-")))
     return t
+
+
+def recheck_table(finalists: list[dict]) -> Table:
+    """The finalists' representative steps on the flow backend (what the sweep used) and on the
+    packet backend (ns-3), per pool."""
+    t = Table(title="Finalists: representative steps, flow vs packet backend")
+    for col in ("mode", "deployment", "pool", "step (decode / context / chunks)", "flow ms", "packet ms", "diff"):
+        t.add_column(col, justify="left" if col in ("mode", "deployment", "pool", "step (decode / context / chunks)")
+                     else "right", overflow="fold")
+    for f in finalists:
+        for name, p in f["pools"].items():
+            chunks = "+".join(str(n) for _, n in p["chunks"]) or "-"
+            diff = p.get("packet_vs_flow")
+            t.add_row(f["mode"], f["pools_label"], name, f"{p['decode_tokens']} / {p['context']} / {chunks}",
+                      f"{p['flow_step_s'] * 1e3:.2f}",
+                      "-" if p.get("packet_step_s") is None else f"{p['packet_step_s'] * 1e3:.2f}",
+                      "-" if diff is None else f"{diff:+.1%}")
+    return t

@@ -228,3 +228,33 @@ def test_ray_runner_on_a_local_head_gives_the_local_runners_rows(tiny_run, ray_h
     result = explore(spec, base / "ray", runner="ray", address=ray_head, cache_dir=base / "cache")
     assert result.evaluated == 4 and not ray.is_initialized()  # the runner disconnected
     assert _stable(result.rows) == _stable(clean.rows)
+
+
+def _with_topologies(topologies, **kw):
+    d = {k: v for k, v in TINY.items() if k != "topology"}
+    return {**d, "topologies": topologies, **kw}
+
+
+def test_topology_sweep_expands_generator_parameters():
+    """``{base, sweep}`` topologies: one variant per value, embedded in the points' deployment
+    documents (so the key follows the content), with the swept NIC bandwidth."""
+    from cosim.serving.deployment import deployment_from_dict
+
+    spec = experiment_from_dict(_with_topologies([
+        "h200-hgx-2node", {"base": "h200-hgx-2node", "sweep": {"nic_bandwidth": ["200Gbps", "800Gbps"]}}], gpus=16))
+    assert spec.topologies == ("h200-hgx-2node", "h200-hgx-2node nic_bandwidth=200Gbps",
+                               "h200-hgx-2node nic_bandwidth=800Gbps")
+    points = enumerate_points(spec).points
+    nic = {}
+    for p in points:
+        topo = deployment_from_dict(p.deployment_dict()).topology
+        nic[p.topology] = max(l.bandwidth_bps for l in topo.links if l.tier == "rail")
+    assert nic == {"h200-hgx-2node": 400e9, "h200-hgx-2node nic_bandwidth=200Gbps": 200e9,
+                   "h200-hgx-2node nic_bandwidth=800Gbps": 800e9}
+    assert len({p.key for p in points}) == len(points)
+    with pytest.raises(ConfigError, match="topologies\\[0\\].sweep.*nic_bandwith"):
+        experiment_from_dict(_with_topologies([{"base": "h200-hgx-2node", "sweep": {"nic_bandwith": ["200Gbps"]}}]),
+                             "x.yaml")
+    with pytest.raises(ConfigError, match="has no generator"):
+        experiment_from_dict(_with_topologies([{"base": "example-explicit", "sweep": {"nic_bandwidth": ["200Gbps"]}}]),
+                             "x.yaml")

@@ -225,7 +225,7 @@ def enumerate_points(spec: ExperimentSpec) -> Enumeration:
                 skipped[made] = skipped.get(made, 0) + 1
                 continue
             pools, labels = made
-            doc = {"model": model, "topology": topo, "framework": spec.framework, "pools": pools}
+            doc = {"model": model, "topology": spec.topology_ref(topo), "framework": spec.framework, "pools": pools}
             if spec.system:
                 doc["system"] = spec.system
             wl_identity = json.dumps([wl.spec.to_dict(), wl.slo.ttft_s, wl.slo.tpot_s,

@@ -125,6 +125,12 @@ class ExperimentSpec:
     ray_address: str | None = None
     workers: int = 2
     source: str = field(default="<api>", compare=False)
+    #: label -> what a deployment's ``topology:`` gets: the preset / file, or a variant document
+    topology_refs: dict = field(default_factory=dict, compare=False)
+
+    def topology_ref(self, label: str):
+        """The deployment document's ``topology`` value of a topology label."""
+        return self.topology_refs.get(label, label)
 
     def identity(self) -> str:
         """What the results of a point depend on besides the point (load search, seed): part of
@@ -227,6 +233,49 @@ def _workload(data: Any, source: str, path: str, base_dir: Path | None) -> Workl
     return WorkloadEntry(Path(name).stem if name.endswith((".yaml", ".yml", ".jsonl")) else name, spec, slo)
 
 
+def _topology_entries(raw: list, source: str, base_dir: Path | None) -> dict[str, Any]:
+    """Topology labels -> references: a preset or file as given, or, for ``{base: NAME, sweep:
+    {PARAM: [v1, v2]}}``, one variant document per combination of generator parameter values,
+    labelled ``NAME PARAM=v1 ...`` (checked by loading each)."""
+    import itertools
+
+    from cosim.topology import read_topology_file, topology_from_dict
+
+    out: dict[str, Any] = {}
+    for i, entry in enumerate(raw):
+        path = f"topologies[{i}]"
+        if isinstance(entry, str):
+            ref = str(base_dir / entry) if base_dir is not None and (base_dir / entry).exists() else entry
+            out[entry] = ref
+            continue
+        f = Fields(entry, source, path)
+        base = f.get("base", as_str)
+        sweep = f.get("sweep", lambda v: v if isinstance(v, dict) and v else (_ for _ in ()).throw(
+            ValueError("expected a mapping of generator parameters to lists of values")))
+        f.finish()
+        ref = str(base_dir / base) if base_dir is not None and (base_dir / base).exists() else base
+        try:
+            doc = read_topology_file(ref)
+        except ConfigError as exc:
+            raise ConfigError(source, f"{path}.base", exc.message) from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("generator"), dict):
+            raise ConfigError(source, f"{path}.base", f"{base!r} has no generator: only generated topologies "
+                                                       "can sweep their parameters")
+        names = list(sweep)
+        values = [v if isinstance(v, list) and v else [v] for v in sweep.values()]
+        for combo in itertools.product(*values):
+            variant = dict(doc)
+            variant["generator"] = {**doc["generator"], **dict(zip(names, combo))}
+            label = f"{doc.get('name', base)} " + " ".join(f"{k}={v}" for k, v in zip(names, combo))
+            variant["name"] = label.replace(" ", "_")
+            try:
+                topology_from_dict(variant, source=f"{source}: {path} ({label})")
+            except ConfigError as exc:
+                raise ConfigError(source, f"{path}.sweep", f"{label}: {exc}") from None
+            out[label] = variant
+    return out
+
+
 def experiment_from_dict(data: Any, source: str = "<dict>", base_dir: Path | None = None) -> ExperimentSpec:
     """An :class:`ExperimentSpec` from its YAML document (strict; see the module docstring)."""
     f = Fields(data, source, "")
@@ -235,12 +284,12 @@ def experiment_from_dict(data: Any, source: str = "<dict>", base_dir: Path | Non
     model = f.get("model", as_str, None)
     if (models is None) == (model is None):
         raise f.error("model", "give model (one) or models (a list), not both")
-    topologies = f.get("topologies", _str_list, None)
+    topologies = f.get("topologies", lambda v: v if isinstance(v, list) and v else (_ for _ in ()).throw(
+        ValueError("expected a non-empty list of presets, files or {base, sweep} entries")), None)
     topology = f.get("topology", as_str, None)
     if (topologies is None) == (topology is None):
         raise f.error("topology", "give topology (one) or topologies (a list), not both")
-    if base_dir is not None:
-        topologies = tuple(str(base_dir / t) if (base_dir / t).exists() else t for t in (topologies or (topology,)))
+    refs = _topology_entries(topologies or [topology], source, base_dir)
     raw_wl = f.get("workloads", lambda v: v if isinstance(v, list) and v else (_ for _ in ()).throw(
         ValueError("expected a non-empty list of workloads (presets chat, coding, agentic-coding or files)")))
     space_raw = f.get("space", lambda v: v, None)
@@ -255,7 +304,7 @@ def experiment_from_dict(data: Any, source: str = "<dict>", base_dir: Path | Non
     elif runner_raw != "local":
         raise f.error("runner", f"expected 'local' or {{ray: ADDRESS}}, got {runner_raw!r}")
     spec = ExperimentSpec(
-        name=name, models=models or (model,), topologies=topologies or (topology,),
+        name=name, models=models or (model,), topologies=tuple(refs), topology_refs=refs,
         gpus=f.get("gpus", as_int),
         workloads=tuple(_workload(w, source, f"workloads[{i}]", base_dir) for i, w in enumerate(raw_wl)),
         space=_space(space_raw, source) if space_raw is not None else Space(),

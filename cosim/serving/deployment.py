@@ -358,11 +358,10 @@ def deployment_from_dict(data: Any, source: str = "<dict>") -> Deployment:
     """A :class:`Deployment` from its YAML document (strict: unknown keys and bad values are
     ConfigErrors naming the file and field)."""
     from cosim.models import load_model
-    from cosim.topology import load_topology
 
     f = Fields(data, source, "")
     model = load_model(f.get("model", as_str))
-    topo = load_topology(f.get("topology", as_str))
+    topo = _topology(f.get("topology", lambda v: v), source)
     system = f.get("system", as_str, None) or topo.gpu_system or "h200_sxm"
     framework = f.get("framework", as_str, "trtllm")
     raw = f.get("pools", lambda v: v if isinstance(v, list) and v else (_ for _ in ()).throw(
@@ -371,6 +370,18 @@ def deployment_from_dict(data: Any, source: str = "<dict>") -> Deployment:
     f.finish()
     pools = tuple(_pool(p, source, f"pools[{i}]") for i, p in enumerate(raw))
     return Deployment(model, topo, pools, system, framework, precision, source)
+
+
+def _topology(ref: Any, source: str) -> Topology:
+    """``topology:`` is a preset name, a file, or an inline topology document (what a sweep over
+    topology parameters writes)."""
+    from cosim.topology import load_topology, topology_from_dict
+
+    if isinstance(ref, str) and ref:
+        return load_topology(ref)
+    if isinstance(ref, dict):
+        return topology_from_dict(ref, source=f"{source}: topology")
+    raise ConfigError(source, "topology", f"expected a preset name, a file or a topology document, got {ref!r}")
 
 
 def _precision(model: ModelSpec, data: Any, source: str) -> Precision:

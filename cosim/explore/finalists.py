@@ -9,9 +9,9 @@ backends (flow and ns-3 packet). It records:
 
 - per pool, the step time on each backend and their relative difference (the re-check: the whole
   exploration ran on the flow backend);
-- the step breakdown (:func:`cosim.report.step.step_summary` of the flow step: compute by op
+- the step breakdown (:func:`cosim.engine.summary.step_summary` of the flow step: compute by op
   class, exposed communication by collective, AFD group busy/idle time);
-- the per-link utilization of the step over time (:meth:`cosim.engine.step.StepResult.link_series`,
+- the per-link utilization of the step over time (:func:`cosim.engine.summary.step_link_series`,
   links with traffic only) and its hottest links.
 
 Written as ``OUT/finalists/<key>.json`` (atomic); a resumed run skips finalists already written.
@@ -65,25 +65,11 @@ def _representative(dep, pool, index: int, st: dict):
                                prefill_chunks=chunks)
 
 
-def _links(result, top: int = 10) -> dict[str, Any]:
-    topo = result.topology
-    edges, series = result.link_series(LINK_BINS)
-    used = np.flatnonzero(result.link_tx_bytes > 0)
-    width = np.diff(edges)
-    util = series[used] * 8.0 / (topo.directed_bandwidth_bps[used, None] * width[None, :])
-    order = np.argsort(-result.link_tx_bytes[used])
-    mean = result.link_utilization()[used]
-    return {"names": [topo.describe_link(int(d)) for d in used], "tiers": [topo.links[d // 2].tier for d in used],
-            "bin_s": float(width[0]) if len(width) else 0.0, "utilization": np.round(util, 5).tolist(),
-            "bytes": result.link_tx_bytes[used].tolist(), "mean_utilization": mean.tolist(),
-            "hottest": [int(i) for i in order[:top]]}
-
-
 def examine_finalist(spec: ExperimentSpec, point: DesignPoint, row: dict, cache_dir: str | Path | None,
                      packet: bool = True) -> dict[str, Any]:
     """The close look at one finalist (module docstring) as a JSON-ready dict."""
     from cosim.engine.step import simulate_step
-    from cosim.report.step import step_summary
+    from cosim.engine.summary import step_link_series, step_summary
 
     t0 = time.perf_counter()
     dep = deployment_from_dict(point.deployment_dict(), f"point {point.key}")
@@ -105,7 +91,8 @@ def examine_finalist(spec: ExperimentSpec, point: DesignPoint, row: dict, cache_
         entry = {"decode_tokens": step.batch_per_rank, "context": step.prefix_tokens,
                  "chunks": [[c.prefix_tokens, c.new_tokens] for c in step.prefill_chunks],
                  "steps": st["steps"], "flow_step_s": flow.step_time_s, "packet_step_s": None,
-                 "packet_vs_flow": None, "summary": step_summary(flow), "links": _links(flow)}
+                 "packet_vs_flow": None, "summary": step_summary(flow),
+                 "links": step_link_series(flow, LINK_BINS).to_dict()}
         if packet:
             from cosim.network.packet_backend import engine_available
 

@@ -261,3 +261,98 @@ class Nvl72Cluster(Generator):
         if self.oversubscription < 1.0:
             problems.append(("oversubscription", f"must be >= 1 (1 = non-blocking), got {self.oversubscription}"))
         return problems
+
+
+@register("fat_tree")
+@dataclass
+class FatTree(Generator):
+    """A 3-tier fat-tree (leaf / spine / core) of nodes with ``gpus_per_node`` GPUs each,
+    rail-optimized inside every pod.
+
+    Nodes are grouped into pods of ``nodes_per_pod``; inside a pod, GPU ``g`` of every node has a
+    NIC on rail ``g``, and each rail has one leaf per ``nodes_per_leaf`` nodes. Every leaf of a pod
+    joins every spine of the pod; spine ``s`` of every pod joins the cores ``s, s + spines_per_pod,
+    s + 2 spines_per_pod ...`` (a core tier only when there are several pods). A leaf's uplinks carry
+    its downlink bandwidth divided by ``oversubscription``, split evenly over the pod's spines; a
+    spine's uplinks carry its downlink bandwidth divided by ``core_oversubscription``, split evenly
+    over its cores. With ``gpus_per_node`` 1 there is no NVLink: each GPU is its own node.
+    """
+
+    num_nodes: int = 64
+    gpus_per_node: int = 8
+    nvlink_bandwidth_bps: float = 450e9 * 8
+    nvlink_latency_s: float = 0.35e-6
+    nic_bandwidth_bps: float = 400e9
+    pcie_bandwidth_bps: float = 64e9 * 8
+    pcie_latency_s: float = 0.5e-6
+    fabric_latency_s: float = 0.5e-6
+    nodes_per_leaf: int = 4
+    nodes_per_pod: int = 32
+    spines_per_pod: int = 8
+    cores: int = 16
+    oversubscription: float = field(default=1.0, metadata={"parse": parse_ratio})
+    core_oversubscription: float = field(default=1.0, metadata={"parse": parse_ratio})
+    mtu_bytes: int = 4096
+
+    @property
+    def num_pods(self) -> int:
+        return math.ceil(self.num_nodes / self.nodes_per_pod)
+
+    def check(self) -> list[tuple[str, str]]:
+        problems = super().check()
+        if problems:
+            return problems
+        if self.nodes_per_pod % self.nodes_per_leaf:
+            problems.append(("nodes_per_pod", f"must be a multiple of nodes_per_leaf ({self.nodes_per_leaf}), "
+                                              f"got {self.nodes_per_pod}"))
+        if self.num_pods > 1 and self.cores % self.spines_per_pod:
+            problems.append(("cores", f"must be a multiple of spines_per_pod ({self.spines_per_pod}) so that "
+                                      f"every spine reaches the same number of cores, got {self.cores}"))
+        for name in ("oversubscription", "core_oversubscription"):
+            if getattr(self, name) < 1.0:
+                problems.append((name, f"must be >= 1 (1 = non-blocking), got {getattr(self, name)}"))
+        return problems
+
+    def build(self) -> tuple[list[Node], list[Link]]:
+        b = _Builder()
+        g_per = self.gpus_per_node
+        nodes = []
+        for n in range(self.num_nodes):
+            if g_per > 1:
+                nodes.append(_nvlink_domain(b, n, f"n{n}.", g_per, self.nvlink_bandwidth_bps, self.nvlink_latency_s,
+                                            self.mtu_bytes, f"n{n}.nvswitch"))
+            else:
+                nodes.append([b.node(f"n{n}.gpu0", "gpu", domain=n, rail=0)])
+        nic_bps, lat, mtu = self.nic_bandwidth_bps, self.fabric_latency_s, self.mtu_bytes
+        leaves_per_rail = self.nodes_per_pod // self.nodes_per_leaf
+        cores = [b.node(f"core{c}", "switch") for c in range(self.cores)] if self.num_pods > 1 else []
+        for p in range(self.num_pods):
+            pod_nodes = range(p * self.nodes_per_pod, min((p + 1) * self.nodes_per_pod, self.num_nodes))
+            leaves: list[tuple[int, int]] = []  # (leaf node, NICs on it)
+            for g in range(g_per):
+                for k in range(leaves_per_rail):
+                    members = [n for n in pod_nodes if (n - p * self.nodes_per_pod) // self.nodes_per_leaf == k]
+                    if not members:
+                        continue
+                    leaf = b.node(f"p{p}.leaf{g}.{k}", "switch")
+                    leaves.append((leaf, len(members)))
+                    for n in members:
+                        nic = b.node(f"n{n}.nic{g}", "nic")
+                        b.link(nodes[n][g], nic, self.pcie_bandwidth_bps, self.pcie_latency_s, mtu, "pcie")
+                        b.link(nic, leaf, nic_bps, lat, mtu, "rail")
+            if len(leaves) == 1 and not cores:
+                continue
+            spines = [b.node(f"p{p}.spine{s}", "switch") for s in range(self.spines_per_pod)]
+            spine_down_bps = 0.0
+            for leaf, nics in leaves:
+                uplink_bps = nics * nic_bps / self.oversubscription / self.spines_per_pod
+                spine_down_bps += uplink_bps
+                for s in spines:
+                    b.link(leaf, s, uplink_bps, lat, mtu, "spine")
+            if cores:
+                per_spine = self.cores // self.spines_per_pod
+                core_bps = spine_down_bps / self.core_oversubscription / per_spine
+                for si, s in enumerate(spines):
+                    for c in range(si, self.cores, self.spines_per_pod):
+                        b.link(s, cores[c], core_bps, lat, mtu, "core")
+        return b.nodes, b.links

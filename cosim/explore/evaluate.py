@@ -3,8 +3,11 @@
 :func:`evaluate_point` builds the point's deployment, checks every pool's memory (an infeasible
 point is recorded with its reason and costs no simulation), then serves closed loops of the
 workload at growing user counts with :func:`cosim.serving.run.serve` and keeps the largest count
-whose SLO attainment reaches the experiment's target: it serves the low end, the high end, then
-bisects (geometrically, on integers) for ``load.steps`` more runs. The row holds the figures of
+whose SLO attainment (over the steady-state requests: :func:`steady_attainment`) reaches the
+experiment's target: it serves the low end, then multiplies the
+load by ``load.growth`` until a run misses the SLOs or the high end is reached (small, cheap runs
+first: the cost of a run grows with its users), then bisects (geometrically, on integers) between
+the last load that met them and the first that did not for ``load.steps`` more runs. The row holds the figures of
 that run (tokens/s per GPU and per user, TTFT / TPOT percentiles, attainment, pool utilization)
 or, when even the lowest load misses the SLOs, the lowest load's figures with status
 ``slo_unmet``. Step-time models are shared through ``cache_dir`` by every point and process
@@ -21,6 +24,8 @@ import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from cosim.errors import CosimError
 from cosim.explore.space import DesignPoint, workload_of
@@ -67,6 +72,38 @@ def _figures(summary, users: int) -> dict[str, Any]:
     }
 
 
+def _steady(run, users: int) -> np.ndarray:
+    """The steady-state requests: finished, after the first ``users`` (the first round arrives
+    together, a start-up burst no steady load has); all finished ones when none is left."""
+    done = run.finished
+    steady = done.copy()
+    steady[:users] = False
+    return steady if steady.any() else done
+
+
+def steady_attainment(run, slo, users: int) -> float | None:
+    """Share of the steady-state requests (:func:`_steady`) that finished within both SLOs."""
+    from cosim.serving.metrics import tpot_s, ttft_s
+
+    steady = _steady(run, users)
+    if not steady.any():
+        return None
+    tp = tpot_s(run)[steady]
+    ok = (ttft_s(run)[steady] <= slo.ttft_s) & ((tp <= slo.tpot_s) | np.isnan(tp))
+    return float(ok.mean())
+
+
+def steady_summary(run, summary, slo, users: int):
+    """``summary`` with its attainment and latency distributions over the steady-state requests
+    (throughputs stay the run's)."""
+    from cosim.serving.metrics import Distribution, tpot_s, ttft_s
+
+    steady = _steady(run, users)
+    return dataclasses.replace(summary, slo_attainment=steady_attainment(run, slo, users),
+                               ttft=Distribution.of(ttft_s(run)[steady]), tpot=Distribution.of(tpot_s(run)[steady]),
+                               kv_transfer=Distribution.of(run.kv_transfer_s[steady]))
+
+
 def base_row(point: DesignPoint) -> dict[str, Any]:
     """The columns every row has: identity, labels, the deployment document."""
     row = {"key": point.key, "model": point.model, "topology": point.topology, "workload": point.workload,
@@ -102,7 +139,7 @@ def evaluate_point(spec: ExperimentSpec, point: DesignPoint, cache_dir: str | Pa
                 options = ServingOptions(ramp_s=max(0.1, users / 1000.0))
                 res = serve(dep, reqs, slo=wl.slo, options=options, cache_dir=cache_dir, link_load=False,
                             kernels=kernels, grid=grid)
-                runs[users] = res.summary
+                runs[users] = steady_summary(res.run, res.summary, wl.slo, users)
             return runs[users]
 
         def meets(users: int) -> bool:
@@ -114,11 +151,16 @@ def evaluate_point(spec: ExperimentSpec, point: DesignPoint, cache_dir: str | Pa
             row.update(status="slo_unmet", reason=f"SLO attainment {run(lo).slo_attainment:.0%} at {lo} users, "
                                                   f"below {spec.load.attainment:.0%}", **_figures(run(lo), lo))
         else:
+            # grow the load geometrically from the low end (cheap runs first), then bisect
             best, bad = lo, None
-            if meets(hi):
-                best = hi
-            else:
-                bad = hi
+            while best < hi:
+                nxt = min(hi, best * spec.load.growth)
+                if meets(nxt):
+                    best = nxt
+                else:
+                    bad = nxt
+                    break
+            if bad is not None:
                 for _ in range(spec.load.steps):
                     mid = int(round(math.sqrt(best * bad)))
                     if mid <= best or mid >= bad:

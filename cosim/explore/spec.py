@@ -88,12 +88,14 @@ class Space:
 @dataclass(frozen=True)
 class LoadSearch:
     """How a point's load is chosen: the largest closed-loop concurrency in ``concurrency``
-    whose SLO attainment is at least ``attainment`` (bisection in ``steps`` serving runs after
-    the two ends), each run ``max(requests_per_user x users, min_requests)`` requests."""
+    whose SLO attainment is at least ``attainment``: from the low end the load grows by
+    ``growth`` per run until the SLOs are missed, then ``steps`` bisection runs; each run
+    ``max(requests_per_user x users, min_requests)`` requests."""
 
     concurrency: tuple[int, int] = (1, 256)
     attainment: float = 0.9
-    steps: int = 6
+    steps: int = 3
+    growth: int = 4
     requests_per_user: int = 4
     min_requests: int = 64
 
@@ -136,8 +138,8 @@ class ExperimentSpec:
         """What the results of a point depend on besides the point (load search, seed): part of
         every point key, so a changed search never reuses old results."""
         load = self.load
-        return json.dumps({"load": [list(load.concurrency), load.attainment, load.steps, load.requests_per_user,
-                                    load.min_requests], "seed": self.seed, "framework": self.framework,
+        return json.dumps({"load": [list(load.concurrency), load.attainment, load.steps, load.growth,
+                                    load.requests_per_user, load.min_requests], "seed": self.seed, "framework": self.framework,
                            "system": self.system}, sort_keys=True)
 
 
@@ -200,13 +202,15 @@ def _load(data: Any, source: str) -> LoadSearch:
     load = LoadSearch(concurrency=f.get("concurrency", pair, LoadSearch.concurrency),
                       attainment=f.get("attainment", as_float, LoadSearch.attainment),
                       steps=f.get("steps", as_int, LoadSearch.steps),
+                      growth=f.get("growth", as_int, LoadSearch.growth),
                       requests_per_user=f.get("requests_per_user", as_int, LoadSearch.requests_per_user),
                       min_requests=f.get("min_requests", as_int, LoadSearch.min_requests))
     f.finish()
     if not 0.0 < load.attainment <= 1.0:
         raise ConfigError(source, "load.attainment", f"expected a fraction in (0, 1], got {load.attainment}")
-    if load.steps < 0 or load.requests_per_user < 1 or load.min_requests < 1:
-        raise ConfigError(source, "load", "steps >= 0, requests_per_user >= 1 and min_requests >= 1 expected")
+    if load.steps < 0 or load.requests_per_user < 1 or load.min_requests < 1 or load.growth < 2:
+        raise ConfigError(source, "load", "steps >= 0, growth >= 2, requests_per_user >= 1 and min_requests >= 1 "
+                                          "expected")
     return load
 
 

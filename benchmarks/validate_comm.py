@@ -56,12 +56,18 @@ def _columnar(df, columns):
 
 def _overheads_dict(o):
     def one(x):
-        return {"fixed_us": x.fixed_s * 1e6, "bandwidth_efficiency": x.bandwidth_efficiency,
-                "kernel_rate_GBps": None if x.kernel_rate_bytes_per_s is None else x.kernel_rate_bytes_per_s / 1e9,
-                "cross_node_fixed_us": x.cross_node_fixed_s * 1e6, "rdma_efficiency": x.rdma_efficiency}
+        d = {"fixed_us": x.fixed_s * 1e6, "bandwidth_efficiency": x.bandwidth_efficiency,
+             "kernel_rate_GBps": None if x.kernel_rate_bytes_per_s is None else x.kernel_rate_bytes_per_s / 1e9,
+             "cross_node_fixed_us": x.cross_node_fixed_s * 1e6, "rdma_efficiency": x.rdma_efficiency}
+        if x.wire_bytes_factor != 1:
+            d["wire_bytes_factor"] = x.wire_bytes_factor
+        if x.alternatives:
+            d["alternatives"] = [one(a) for a in x.alternatives]
+        return d
     d = {lib: one(getattr(o, lib)) for lib in ("nccl", "deepep_normal", "deepep_ll", "p2p")}
     d["custom_allreduce"] = None if o.custom_allreduce is None else one(o.custom_allreduce)
     d["ops"] = {k: one(v) for k, v in sorted(o.ops.items())}
+    d["link_efficiency"] = {"nvlink": o.links.nvlink, "rdma": o.links.rdma, "pcie": o.links.pcie}
     return d
 
 
@@ -71,16 +77,20 @@ def print_tables(res, console):
     from cosim.validation import comm as V
 
     o = res.overheads
-    t = Table(title="Fitted overheads (single-node rows; cross-node terms on 2-node rows)")
-    for col in ("constants", "fixed us", "bandwidth efficiency", "kernel rate GB/s", "cross-node fixed us",
-                "RDMA efficiency"):
+    console.print(f"Link efficiency (achievable / line rate, every library): NVLink {o.links.nvlink:.3f} "
+                  f"(single-node rows), RDMA {o.links.rdma:.3f} (2-node low-latency rows), PCIe {o.links.pcie:.3f} "
+                  "(no PCIe-bound row: not fitted)")
+    t = Table(title="Fitted kernel-side constants (single-node rows; cross-node terms on 2-node rows)")
+    for col in ("constants", "fixed us", "LL protocol fixed us", "bandwidth efficiency", "kernel rate GB/s",
+                "cross-node fixed us", "RDMA efficiency"):
         t.add_column(col, justify="right" if col != "constants" else "left")
     entries = [(lib, getattr(o, lib)) for lib in ("nccl", "custom_allreduce", "deepep_normal", "deepep_ll")
                if getattr(o, lib) is not None] + sorted(o.ops.items())
     for name, x in entries:
         rate = "-" if x.kernel_rate_bytes_per_s is None else f"{x.kernel_rate_bytes_per_s / 1e9:.0f}"
         cross = name.startswith("deepep")
-        t.add_row(name, f"{x.fixed_s * 1e6:.1f}", f"{x.bandwidth_efficiency:.3f}", rate,
+        ll = ", ".join(f"{a.fixed_s * 1e6:.1f}" for a in x.alternatives) or "-"
+        t.add_row(name, f"{x.fixed_s * 1e6:.1f}", ll, f"{x.bandwidth_efficiency:.3f}", rate,
                   f"{x.cross_node_fixed_s * 1e6:.1f}" if cross else "-", f"{x.rdma_efficiency:.3f}" if cross else "-")
     console.print(t)
 

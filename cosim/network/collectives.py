@@ -270,19 +270,41 @@ def two_shot_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *, a
     return coll
 
 
-#: Algorithms of the frameworks' custom all-reduce kernels (:func:`custom_all_reduce`).
-CUSTOM_ALLREDUCE_ALGORITHMS = ("one_shot", "two_shot")
+def nvls_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *, after: Iterable[int] = (),
+                    tag: str = "nvls_all_reduce") -> Collective:
+    """NVLink SHARP all-reduce (NVLS: the NVSwitch reduces and multicasts) as GPU-to-GPU flows
+    with the same bytes on every GPU's NVLink port.
+
+    Rank ``i`` owns slice ``i`` (``size/n``): the switch reads slice ``i`` from every GPU and
+    delivers the sum to rank ``i`` (``multimem.ld_reduce``), which then stores it once to the
+    switch, which writes it to every GPU (``multimem.st``). Pipelined, each GPU's port carries
+    ``(1 + 1/n) x size`` each way (a ring all-reduce: ``2(n-1)/n x size``). Flows cannot reduce
+    or replicate in the switch, so the same port load is laid out as a uniform all-to-all of
+    ``(n+1) / (n(n-1)) x size`` per pair: one switch hop, ``(1 + 1/n) x size`` out of and into
+    every GPU. Only meaningful inside one NVSwitch domain."""
+    ranks = _check_ranks(ranks, tag)
+    n = len(ranks)
+    per_pair = -(-int(size_bytes) * (n + 1) // (n * (n - 1)))
+    return all_to_all(fs, ranks, per_pair, after=after, tag=tag)
+
+
+#: Algorithms of the frameworks' custom all-reduce kernels (:func:`custom_all_reduce`):
+#: one-shot, two-shot and NVLink SHARP (TensorRT-LLM's AUTO strategy also hands large buffers to
+#: NCCL, which runs NVLS on NVSwitch systems).
+CUSTOM_ALLREDUCE_ALGORITHMS = ("one_shot", "two_shot", "nvls")
 
 
 def custom_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, algorithm: str, *,
                       after: Iterable[int] = (), tag: str = "custom_all_reduce") -> Collective:
     """A framework's custom all-reduce (TensorRT-LLM / sglang / vLLM kernels inside one NVLink
-    domain) with ``algorithm`` ``one_shot`` or ``two_shot``. Which one a call uses is decided by
+    domain) with ``algorithm`` ``one_shot``, ``two_shot`` or ``nvls``. Which one a call uses is decided by
     the caller (the step engine takes the one with the shorter predicted duration, as the kernels'
     AUTO strategy aims to: one-shot has less fixed cost, two-shot moves fewer bytes)."""
     if algorithm == "one_shot":
         return one_shot_all_reduce(fs, ranks, size_bytes, after=after, tag=tag)
     if algorithm == "two_shot":
         return two_shot_all_reduce(fs, ranks, size_bytes, after=after, tag=tag)
+    if algorithm == "nvls":
+        return nvls_all_reduce(fs, ranks, size_bytes, after=after, tag=tag)
     raise FlowError(f"{tag}: unknown custom all-reduce algorithm {algorithm!r}; "
                     f"expected one of {CUSTOM_ALLREDUCE_ALGORITHMS}")

@@ -15,9 +15,10 @@ Registered libraries and their operations:
 library                   operations                      flows
 ========================  ==============================  ===========================================
 ``nccl``                  all_reduce, all_gather,          ring (one ring per rail across nodes, like
-                          reduce_scatter, all_to_all       NCCL's channels) or tree all-reduce;
+                          reduce_scatter, all_to_all       NCCL's channels), tree or NVLS all-reduce;
                                                            all-to-all-v
-``custom_allreduce``      all_reduce                       one-shot / two-shot (TRT-LLM, sglang, vLLM)
+``custom_allreduce``      all_reduce                       one-shot / two-shot / NVLS (TRT-LLM, sglang,
+                                                           vLLM)
 ``deepep_ll``             dispatch, combine                per-selection messages, own NIC
 ``deepep_normal``         dispatch, combine                hierarchical RDMA + NVLink forwarding
 ``nvlink_a2a``            dispatch, combine                direct all-to-all-v in one NVLink domain
@@ -98,7 +99,8 @@ class CommLibrary:
     cross_rail: ClassVar[CrossRail] = "topology"
     #: MoE dispatch/combine libraries.
     moe: ClassVar[bool] = False
-    #: The overhead model has cross-node terms (DeepEP: scaled by the group's remote fraction).
+    #: The overhead model needs the group's remote fraction: it selects the link tier whose
+    #: efficiency applies (RDMA across nodes) and scales the cross-node terms (DeepEP).
     cross_node_terms: ClassVar[bool] = False
     #: The engine simulates every algorithm and takes the one with the shorter predicted duration
     #: (the custom all-reduce kernels' AUTO strategy); otherwise the default algorithm is used.
@@ -162,7 +164,8 @@ class Nccl(CommLibrary):
 
     name = "nccl"
     ops = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all")
-    algorithms = ("ring", "tree")
+    algorithms = ("ring", "tree", "nvls")
+    cross_node_terms = True
 
     def build(self, fs, call, after, tag, opts):
         ranks, m = list(call.ranks), call.bytes_matrix
@@ -170,6 +173,11 @@ class Nccl(CommLibrary):
             return C.all_to_all_v(fs, ranks, m, after=after, tag=tag)
         if call.op == "all_reduce" and opts.algorithm == "tree":
             return C.tree_all_reduce(fs, ranks, _size(call), chunk_bytes=opts.chunk_bytes, after=after, tag=tag)
+        if call.op == "all_reduce" and opts.algorithm == "nvls":
+            if len(set(D.group_nodes(ranks, opts.gpus_per_node))) > 1:
+                raise ConfigError("<trace>", "algorithm", f"{tag}: NVLS all-reduce runs inside one NVSwitch "
+                                                          f"domain; ranks {ranks} span several")
+            return C.nvls_all_reduce(fs, ranks, _size(call), after=after, tag=tag)
         ring = {"all_reduce": C.ring_all_reduce, "all_gather": C.ring_all_gather,
                 "reduce_scatter": C.ring_reduce_scatter}[call.op]
         channels = rail_rings(ranks, opts.gpus_per_node)
@@ -202,8 +210,8 @@ def rail_rings(ranks: list[int], gpus_per_node: int) -> list[list[int]]:
 
 @register_library
 class CustomAllReduce(CommLibrary):
-    """The frameworks' custom all-reduce kernels inside one NVLink domain (one-shot, two-shot;
-    default two-shot)."""
+    """The frameworks' custom all-reduce kernels inside one NVLink domain (one-shot, two-shot,
+    NVLS; default two-shot)."""
 
     name = "custom_allreduce"
     ops = ("all_reduce",)
@@ -277,6 +285,8 @@ class PointToPoint(CommLibrary):
     name = "p2p"
     ops = ("send",)
 
+    cross_node_terms = True
+
     def build(self, fs, call, after, tag, opts):
         return C.point_to_point(fs, call.ranks[0], call.ranks[1], int(call.bytes_matrix[0, 1]), after=after, tag=tag)
 
@@ -289,6 +299,8 @@ class Bipartite(CommLibrary):
 
     name = "bipartite"
     ops = ("a2f", "f2a", "transfer")
+
+    cross_node_terms = True
 
     def build(self, fs, call, after, tag, opts):
         k = call.num_senders
@@ -343,6 +355,8 @@ COLLECTIVES: dict[str, NamedCollective] = {
     "all_reduce": NamedCollective("NCCL ring all-reduce of a --size buffer (one ring per rail across nodes)",
                                   "nccl", "all_reduce", "ring"),
     "tree_all_reduce": NamedCollective("binary-tree all-reduce of a --size buffer", "nccl", "all_reduce", "tree"),
+    "nvls_all_reduce": NamedCollective("NVLink SHARP all-reduce of a --size buffer (in-switch reduction, one "
+                                       "NVSwitch domain)", "nccl", "all_reduce", "nvls"),
     "one_shot_all_reduce": NamedCollective("one-shot all-reduce of a --size buffer (every rank sends it to every "
                                            "other)", "custom_allreduce", "all_reduce", "one_shot"),
     "two_shot_all_reduce": NamedCollective("two-shot all-reduce of a --size buffer (direct reduce-scatter + "

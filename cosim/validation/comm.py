@@ -62,9 +62,10 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from cosim.engine.overheads import CommOverheads, LibraryOverhead, custom_allreduce_choice, remote_fraction
+from cosim.engine.overheads import CommOverheads, LibraryOverhead, LinkEfficiency, remote_fraction
 from cosim.network import FlowSet, simulate
 from cosim.network import deepep as D
+from cosim.network.collectives import CUSTOM_ALLREDUCE_ALGORITHMS as C_ALGORITHMS
 from cosim.network.libraries import BuildOptions, CommCall, add_call_flows, get_library
 from cosim.network.deepep import (  # noqa: F401  (re-exported: the validated per-token bytes)
     LL_HEADER_BYTES, MAX_CHUNKS, MAX_TOPK_NODES, MIN_CHUNK_BYTES, gpu_bytes_sent,
@@ -157,9 +158,11 @@ def nccl_rows(ops: Iterable[str] | None = None, num_gpus: Iterable[int] = (2, 4,
     return out.sort_values(["op", "num_gpus", "dtype", "message_bytes"]).reset_index(drop=True)
 
 
-def deepep_normal_rows(shapes: str = "all", system: str = SYSTEM) -> pd.DataFrame:
+def deepep_normal_rows(shapes: str = "all", system: str = SYSTEM, sms: str = "best") -> pd.DataFrame:
     """DeepEP normal-mode rows, one per (version, node_num, shape, tokens, dispatch|combine): the
-    **best time over the SM counts** of that shape (dispatch and combine chosen separately).
+    **best time over the SM counts** of that shape (dispatch and combine chosen separately;
+    ``sms='all'``: one row per SM count instead, the data that separates the kernels' SM-bound
+    rate from the link).
     ``measured_s`` is the kernel time (``*_transmit_us``); ``notify_s`` the separately timed notify
     kernel at the chosen SM count (0 in 0.5.12, where it is not recorded). Single node: sglang
     0.5.12 (H200); multi-node: 0.5.6.post2 node_num 2/4/8 (its node_num 1 rows are H100 and are
@@ -178,7 +181,7 @@ def deepep_normal_rows(shapes: str = "all", system: str = SYSTEM) -> pd.DataFram
     keys = ["sglang_version", "node_num", "hidden_size", "topk", "num_experts", "num_tokens"]
     rows = []
     for op in ("dispatch", "combine"):
-        best = df.loc[df.groupby(keys)[f"{op}_transmit_s"].idxmin()]
+        best = df.loc[df.groupby(keys)[f"{op}_transmit_s"].idxmin()] if sms == "best" else df
         rows.append(pd.DataFrame({
             "system": system, "table": "deepep_normal", "op": op, "version": best.sglang_version,
             "node_num": best.node_num, "num_gpus": best.node_num * spec.gpus_per_node, "hidden": best.hidden_size, "topk": best.topk,
@@ -186,7 +189,27 @@ def deepep_normal_rows(shapes: str = "all", system: str = SYSTEM) -> pd.DataFram
             "measured_s": best[f"{op}_transmit_s"], "notify_s": best[f"{op}_notify_s"],
         }))
     return pd.concat(rows, ignore_index=True).sort_values(
-        ["node_num", "op", "hidden", "topk", "num_experts", "num_tokens"]).reset_index(drop=True)
+        ["node_num", "op", "hidden", "topk", "num_experts", "num_tokens", "sms"]).reset_index(drop=True)
+
+
+def with_network_of(rows: pd.DataFrame, simulated: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` (e.g. every SM count of a normal-mode shape) with the simulated columns of the
+    ``simulated`` row of the same traffic (system, table, op, node_num, shape, tokens)."""
+    keys = ["system", "table", "op", "node_num", "hidden", "topk", "num_experts", "num_tokens"]
+    cols = ["network_s", "gpu_bytes", "scale_up_bytes_per_s", "remote_fraction"]
+    sim = simulated.drop_duplicates(keys)[keys + cols]
+    return rows.drop(columns=[c for c in cols if c in rows], errors="ignore").merge(sim, on=keys, how="inner")
+
+
+def normal_sm_rows(simulated: pd.DataFrame) -> pd.DataFrame:
+    """Every SM count of the single-node DeepEP normal-mode rows in ``simulated`` (the same traffic
+    on fewer SMs: :func:`with_network_of`), for :func:`fit_overheads`."""
+    sims = simulated[(simulated.table == "deepep_normal") & (simulated.node_num == 1)]
+    if sims.empty:
+        return sims
+    parts = [deepep_normal_rows(system=s, sms="all") for s in sims.system.unique()]
+    every = pd.concat(parts, ignore_index=True)
+    return with_network_of(every[every.node_num == 1], sims)
 
 
 def ll_dispatch_bytes_per_selection(hidden: int) -> int:
@@ -442,40 +465,73 @@ def custom_flows(row, algorithm: str) -> FlowSet:
     return _flows(call, BuildOptions(gpus_per_node(1, _row_system(row)), algorithm=algorithm), "custom_all_reduce")
 
 
+#: Algorithms simulated for a row besides its library's default, per table (the prediction takes
+#: the one with the shorter predicted duration, as the kernels' AUTO strategy / NCCL's tuner):
+#: custom all-reduce one-shot / two-shot / NVLS; NCCL all-reduce ring / NVLS.
+ROW_ALGORITHMS = {"custom_allreduce": C_ALGORITHMS, "nccl": ("nvls",)}
+
+
+def nccl_nvls_flows(row) -> FlowSet:
+    """NCCL's NVLS all-reduce of one row (:func:`cosim.network.collectives.nvls_all_reduce`)."""
+    n = int(row.num_gpus)
+    call = CommCall("nccl", "all_reduce", tuple(range(n)), np.array([[int(row.message_bytes)]], dtype=np.int64))
+    return _flows(call, BuildOptions(gpus_per_node(1, _row_system(row)), algorithm="nvls"), "nvls_all_reduce")
+
+
+def _row_algorithms(row) -> tuple[str, ...]:
+    if row.table == "nccl":
+        return ROW_ALGORITHMS["nccl"] if row.op == "all_reduce" else ()
+    return ROW_ALGORITHMS.get(row.table, ())
+
+
 def simulate_rows(rows: pd.DataFrame, backend: str = "flow", normal_variant: str = "hierarchical",
                   traffic: str = "expected", progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
     """Simulate every row; adds ``network_s`` (completion of the traffic on the topology),
-    ``gpu_bytes`` (most bytes one GPU emits), ``flows`` and ``sim_wall_s``. Custom all-reduce rows
-    are simulated with both algorithms (``network_one_shot_s``, ``network_two_shot_s``;
-    ``network_s`` is the faster); :func:`predict` picks one with the fitted overheads."""
+    ``gpu_bytes`` (most bytes one GPU emits), ``scale_up_bytes_per_s`` (NVLink bandwidth of the
+    topology's GPUs), ``flows`` and ``sim_wall_s``. Rows with several algorithms
+    (:data:`ROW_ALGORITHMS`) also get ``network_<alg>_s`` and ``gpu_bytes_<alg>`` for each
+    (custom all-reduce: ``network_s`` is the fastest of them; NCCL all-reduce: the ring's);
+    :func:`predict` picks one with the fitted overheads."""
+    from cosim.engine.overheads import topology_scale_up_bytes_per_s
+
     out = rows.copy()
-    network, gpu_bytes, nflows, wall = [], [], [], []
-    per_algorithm: dict[str, list[float]] = {a: [] for a in get_library("custom_allreduce").algorithms}
+    network, gpu_bytes, nflows, wall, scale_up = [], [], [], [], []
+    algs = sorted({a for v in ROW_ALGORITHMS.values() for a in v})
+    per_algorithm: dict[str, list[float]] = {a: [] for a in algs}
+    per_algorithm_bytes: dict[str, list[float]] = {a: [] for a in algs}
     for i, row in enumerate(rows.itertuples(index=False)):
         t0 = time.perf_counter()
         system = _row_system(row)
-        if row.table == "custom_allreduce":
-            for a in get_library("custom_allreduce").algorithms:
-                fs = custom_flows(row, a)
-                per_algorithm[a].append(simulate(topology_for(1, system=system), fs, backend,
-                                                 router=_router(1, "pxn", system)).completion_time_s)
-            network.append(min(times[-1] for times in per_algorithm.values()))
-        else:
-            for a in per_algorithm:
+        own = _row_algorithms(row)
+        node_num = 1
+        for a in algs:
+            if a not in own:
                 per_algorithm[a].append(np.nan)
+                per_algorithm_bytes[a].append(np.nan)
+                continue
+            fs = custom_flows(row, a) if row.table == "custom_allreduce" else nccl_nvls_flows(row)
+            per_algorithm[a].append(simulate(topology_for(1, system=system), fs, backend,
+                                             router=_router(1, "pxn", system)).completion_time_s)
+            per_algorithm_bytes[a].append(max_gpu_bytes(fs))
+        if row.table == "custom_allreduce":
+            network.append(min(per_algorithm[a][-1] for a in own))
+        else:
             fs, node_num, cross_rail = build_flows(row, normal_variant, traffic)
             network.append(simulate(topology_for(node_num, cross_rail, system), fs, backend,
                                     router=_router(node_num, cross_rail, system)).completion_time_s
                            if len(fs) else 0.0)
         gpu_bytes.append(max_gpu_bytes(fs))
+        scale_up.append(topology_scale_up_bytes_per_s(topology_for(node_num, system=system)))
         nflows.append(len(fs))
         wall.append(time.perf_counter() - t0)
         if progress is not None:
             progress(i + 1, len(rows))
     out["network_s"] = network
-    for a, values in per_algorithm.items():
-        out[f"network_{a}_s"] = values
+    for a in algs:
+        out[f"network_{a}_s"] = per_algorithm[a]
+        out[f"gpu_bytes_{a}"] = per_algorithm_bytes[a]
     out["gpu_bytes"] = gpu_bytes
+    out["scale_up_bytes_per_s"] = scale_up
     out["remote_fraction"] = [row_remote_fraction(row) for row in rows.itertuples(index=False)]
     out["flows"] = nflows
     out["sim_wall_s"] = wall
@@ -522,68 +578,230 @@ def _fit_fixed_plus(measured: np.ndarray, term: Callable[[float], np.ndarray], l
     return fixed, p, loss
 
 
-def fit_plain(rows: pd.DataFrame) -> LibraryOverhead:
-    """``fixed + network / efficiency`` on ``rows`` (columns measured_s, network_s)."""
-    m, net = rows.measured_s.to_numpy(), rows.network_s.to_numpy()
-    fixed, eff, _ = _fit_fixed_plus(m, lambda e: net / e, 0.05, 3.0)
+def _mare(pred: np.ndarray, measured: np.ndarray) -> float:
+    """Mean absolute relative error."""
+    return float(np.mean(np.abs(pred / measured - 1.0)))
+
+
+def _nelder_mead(loss: Callable[[np.ndarray], float], starts: Sequence[Sequence[float]]) -> np.ndarray:
+    """Best of Nelder-Mead runs from ``starts`` (scipy comes with aiconfigurator-core)."""
+    from scipy.optimize import minimize
+
+    best = None
+    for x0 in starts:
+        r = minimize(loss, np.asarray(x0, dtype=float), method="Nelder-Mead",
+                     options=dict(maxiter=4000, xatol=1e-4, fatol=1e-8))
+        if best is None or r.fun < best.fun:
+            best = r
+    return best.x
+
+
+def _cols(rows: pd.DataFrame, *names: str) -> list[np.ndarray]:
+    return [rows[n].to_numpy(dtype=float) for n in names]
+
+
+def fit_plain(rows: pd.DataFrame, link_efficiency: float = 1.0) -> LibraryOverhead:
+    """``fixed + network / (link_efficiency x efficiency)`` on ``rows`` (columns measured_s,
+    network_s); returns the kernel-side constants (``bandwidth_efficiency`` relative to the
+    achievable link)."""
+    m, net = _cols(rows, "measured_s", "network_s")
+    fixed, eff, _ = _fit_fixed_plus(m, lambda e: net / (link_efficiency * e), 0.05, 3.0)
     return LibraryOverhead(fixed, eff)
 
 
-def fit_kernel_rate(rows: pd.DataFrame) -> LibraryOverhead:
-    """``fixed + max(network, gpu_bytes / rate)`` on ``rows``; ``bandwidth_efficiency`` is then fitted
-    with the same fixed term (the plain model's fallback when ``gpu_bytes`` is unknown)."""
-    m, net, gb = rows.measured_s.to_numpy(), rows.network_s.to_numpy(), rows.gpu_bytes.to_numpy()
-    fixed, rate, _ = _fit_fixed_plus(m, lambda r: np.maximum(net, gb / r), 1e9, 2e12)
+#: SM budget DeepEP normal mode's kernel rate refers to (the largest of the measured tables, where
+#: tuned deployments run); a row timed on ``sms`` SMs has ``rate x sms / 24``.
+NORMAL_KERNEL_SMS = 24
+
+
+def _sm_scale(rows: pd.DataFrame) -> np.ndarray:
+    if "sms" not in rows or rows.table.ne("deepep_normal").all():
+        return np.ones(len(rows))
+    sms = rows.sms.to_numpy(dtype=float)
+    return np.where(np.isfinite(sms) & (sms > 0), sms / NORMAL_KERNEL_SMS, 1.0)
+
+
+def fit_kernel_rate(rows: pd.DataFrame, link_efficiency: float = 1.0) -> LibraryOverhead:
+    """``fixed + max(network / link_efficiency, gpu_bytes / rate)`` on ``rows`` (DeepEP normal
+    rows: the rate at :data:`NORMAL_KERNEL_SMS` SMs, scaled by each row's SM count);
+    ``bandwidth_efficiency`` is then fitted with the same fixed term (the plain model's fallback
+    when ``gpu_bytes`` is unknown)."""
+    m, net, gb = _cols(rows, "measured_s", "network_s", "gpu_bytes")
+    link = net / link_efficiency
+    scale = _sm_scale(rows)
+    fixed, rate, _ = _fit_fixed_plus(m, lambda r: np.maximum(link, gb / (r * scale)), 1e9, 2e12)
     w = 1.0 / m
     grid = np.geomspace(0.05, 3.0, 400)
-    eff = float(grid[np.argmin([np.mean(np.abs(fixed + net / e - m) * w) for e in grid])])
+    eff = float(grid[np.argmin([np.mean(np.abs(fixed + link / e - m) * w) for e in grid])])
     return LibraryOverhead(fixed, eff, rate)
 
 
-def fit_overheads(rows: pd.DataFrame) -> CommOverheads:
-    """Fit :class:`CommOverheads` on simulated **single-node** rows (NCCL <= 8 GPUs, DeepEP
-    node_num 1); multi-node rows in ``rows`` are refused rather than silently used."""
-    if (rows.node_num != 1).any():
-        raise ValueError("fit_overheads: only single-node rows may be used for fitting")
+#: NCCL's LL protocol: 8-byte words of 4 data bytes and a 4-byte flag (twice the wire bytes).
+NCCL_LL_WIRE_FACTOR = 2.0
+
+
+def _nccl_ring_terms(rows: pd.DataFrame, eta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Simple and LL network terms of ring rows (as :meth:`LibraryOverhead.duration_s`)."""
+    net, gb, up = _cols(rows, "network_s", "gpu_bytes", "scale_up_bytes_per_s")
+    simple = net / eta
+    return simple, simple + (NCCL_LL_WIRE_FACTOR - 1) * gb / (eta * up)
+
+
+def _nvls_term(rows: pd.DataFrame, eta: float) -> np.ndarray:
+    return rows.network_nvls_s.to_numpy(dtype=float) / eta
+
+
+def _grid_two_fixed(m: np.ndarray, a: np.ndarray, b: np.ndarray, hi_a: float, hi_b: float) -> tuple[float, float]:
+    """Best ``(fa, fb)`` of ``min(fa + a, fb + b) ~ m`` on a grid (least mean absolute relative error)."""
+    fa = np.linspace(0.0, hi_a, 121)[:, None, None]
+    fb = np.linspace(0.0, hi_b, 121)[None, :, None]
+    loss = np.mean(np.abs(np.minimum(fa + a, fb + b) / m - 1.0), axis=2)
+    i, j = np.unravel_index(int(np.argmin(loss)), loss.shape)
+    return float(fa[i, 0, 0]), float(fb[0, j, 0])
+
+
+def fit_nccl(rows: pd.DataFrame, eta: float) -> dict[str, LibraryOverhead]:
+    """NCCL constants of one operation's rows on links of NVLink efficiency ``eta``: the Simple
+    protocol (``fixed_S + network / eta``) with the LL protocol as alternative (``fixed_LL +
+    network / eta`` plus its flags, :data:`NCCL_LL_WIRE_FACTOR`), the faster taken per call; no
+    kernel-side bandwidth factor (NCCL fills the achievable link). With NVLS rows
+    (``network_nvls_s``), also ``nvls``: ``fixed_N + network_nvls / (eta x efficiency_N)``, the
+    switch's reduction efficiency ``efficiency_N``. Returns ``{"ring": ..., "nvls": ...}``."""
+    m = rows.measured_s.to_numpy(dtype=float)
+    simple, ll = _nccl_ring_terms(rows, eta)
+    f_s, f_ll = _grid_two_fixed(m, simple, ll, 80e-6, 30e-6)
+    has_nvls = "network_nvls_s" in rows and rows.network_nvls_s.notna().any()
+    if not has_nvls:
+        x = _nelder_mead(lambda x: _mare(np.minimum(abs(x[0]) * 1e-6 + simple, abs(x[1]) * 1e-6 + ll), m) * 1e2,
+                         [[f_s * 1e6, f_ll * 1e6]]) * 1e-6
+        ring = LibraryOverhead(abs(x[0]), alternatives=(LibraryOverhead(abs(x[1]), wire_bytes_factor=NCCL_LL_WIRE_FACTOR),))
+        return {"ring": ring}
+    nv = _nvls_term(rows, 1.0)
+    nv = np.where(np.isfinite(nv), nv, np.inf)
+
+    def pred(x):
+        ring_t = np.minimum(abs(x[0]) * 1e-6 + simple, abs(x[1]) * 1e-6 + ll)
+        return np.minimum(ring_t, abs(x[2]) * 1e-6 + nv / (eta * abs(x[3])))
+
+    starts = [[f_s * 1e6, f_ll * 1e6, fn, k] for fn in (10.0, 40.0, 80.0) for k in (0.6, 1.0)]
+    x = _nelder_mead(lambda x: _mare(pred(x), m) * 1e2, starts)
+    ring = LibraryOverhead(abs(x[0]) * 1e-6,
+                           alternatives=(LibraryOverhead(abs(x[1]) * 1e-6, wire_bytes_factor=NCCL_LL_WIRE_FACTOR),))
+    return {"ring": ring, "nvls": LibraryOverhead(abs(x[2]) * 1e-6, abs(x[3]))}
+
+
+def fit_custom_allreduce(rows: pd.DataFrame, eta: float = 1.0) -> dict[str, LibraryOverhead]:
+    """Custom all-reduce: ``min(fixed_one + one_shot / eta, fixed_two + two_shot / eta, fixed_N +
+    nvls / (eta x efficiency_N))`` (the kernels take the fastest algorithm: one-shot has the
+    least fixed cost, two-shot fewer bytes, NVLS -- TensorRT-LLM hands large buffers to NCCL,
+    which reduces in the NVSwitch -- the fewest bytes per port), least mean absolute relative
+    error. One-shot and two-shot fill the achievable link (no kernel-side factor). Returns the
+    constants per algorithm (``nvls`` only when the rows have ``network_nvls_s``)."""
+    m = rows.measured_s.to_numpy(dtype=float)
+    one = rows.network_one_shot_s.to_numpy(dtype=float) / eta
+    two = rows.network_two_shot_s.to_numpy(dtype=float) / eta
+    f1, f2 = _grid_two_fixed(m, one, two, 8e-6, 40e-6)
+    if "network_nvls_s" not in rows or rows.network_nvls_s.isna().all():
+        return {"one_shot": LibraryOverhead(f1), "two_shot": LibraryOverhead(f2)}
+    nv = rows.network_nvls_s.to_numpy(dtype=float) / eta
+
+    def pred(x):
+        return np.minimum(np.minimum(abs(x[0]) * 1e-6 + one, abs(x[1]) * 1e-6 + two),
+                          abs(x[2]) * 1e-6 + nv / abs(x[3]))
+
+    starts = [[f1 * 1e6, f2 * 1e6, fn, k] for fn in (10.0, 40.0, 80.0) for k in (0.6, 1.0)]
+    x = _nelder_mead(lambda x: _mare(pred(x), m) * 1e2, starts)
+    return {"one_shot": LibraryOverhead(abs(x[0]) * 1e-6), "two_shot": LibraryOverhead(abs(x[1]) * 1e-6),
+            "nvls": LibraryOverhead(abs(x[2]) * 1e-6, abs(x[3]))}
+
+
+def _single_node_fits(rows: pd.DataFrame, normal: pd.DataFrame, eta: float) -> tuple[dict, dict[str, float]]:
+    """Every single-node library fit on links of NVLink efficiency ``eta``: (constants by key,
+    mean absolute relative error by (table, op) group)."""
     ops: dict[str, LibraryOverhead] = {}
-    custom = rows[rows.table == "custom_allreduce"]
+    losses: dict[str, float] = {}
     nccl = rows[rows.table == "nccl"]
-    nccl_all = fit_plain(nccl)
     for op, part in nccl.groupby("op"):
-        ops[f"nccl.{op}"] = fit_plain(part)
-    libs = {}
-    for lib in ("deepep_normal", "deepep_ll"):
-        part = rows[rows.table == lib]
-        libs[lib] = fit_kernel_rate(part)
-        for op, sub in part.groupby("op"):
-            ops[f"{lib}.{op}"] = fit_kernel_rate(sub)
-    custom_all = None
+        fits = fit_nccl(part, eta)
+        ops[f"nccl.{op}"] = fits["ring"]
+        if "nvls" in fits:
+            ops["nccl.nvls"] = fits["nvls"]
+    if len(nccl):
+        ops["nccl"] = fit_nccl(nccl.assign(network_nvls_s=np.nan), eta)["ring"]
+    custom = rows[rows.table == "custom_allreduce"]
     if len(custom):
-        one, two = fit_custom_allreduce(custom)
-        ops["custom_allreduce.one_shot"], ops["custom_allreduce.two_shot"] = one, two
-        custom_all = one
-    return CommOverheads(nccl=nccl_all, deepep_normal=libs["deepep_normal"], deepep_ll=libs["deepep_ll"],
-                         p2p=nccl_all, ops=ops, custom_allreduce=custom_all)
+        for a, o in fit_custom_allreduce(custom, eta).items():
+            ops[f"custom_allreduce.{a}"] = o
+    for lib, part, fit in (("deepep_normal", normal, fit_kernel_rate),
+                           ("deepep_ll", rows[rows.table == "deepep_ll"], _fit_ll)):
+        if part.empty:
+            continue
+        ops[lib] = fit(part, eta)
+        for op, sub in part.groupby("op"):
+            ops[f"{lib}.{op}"] = fit(sub, eta)
+    o = _assemble(ops, LinkEfficiency(nvlink=eta))
+    pred = predict(pd.concat([rows[rows.table.isin(["nccl", "custom_allreduce", "deepep_ll"])], normal],
+                             ignore_index=True), o)
+    for (t, op), g in pred.groupby(["table", "op"]):
+        losses[f"{t}.{op}"] = float(np.mean(np.abs(g.error_pct / 100.0)))
+    return ops, losses
 
 
-def fit_custom_allreduce(rows: pd.DataFrame) -> tuple[LibraryOverhead, LibraryOverhead]:
-    """Custom all-reduce: ``min(fixed_one + network_one_shot / eff, fixed_two + network_two_shot /
-    eff)`` (the kernels take the faster algorithm; one-shot has less fixed cost, two-shot fewer
-    bytes), least mean absolute relative error by grid search. Returns the one-shot and two-shot
-    constants (same efficiency)."""
-    m = rows.measured_s.to_numpy()
-    one, two = rows.network_one_shot_s.to_numpy(), rows.network_two_shot_s.to_numpy()
-    f2 = np.linspace(0.0, 40e-6, 161)[:, None]
-    best = (np.inf, 0.0, 0.0, 1.0)
-    for e in np.linspace(0.3, 1.5, 121):
-        for f1 in np.linspace(0.0, 6e-6, 61):
-            pred = np.minimum(f1 + one / e, f2 + two / e)
-            loss = np.mean(np.abs(pred / m - 1.0), axis=1)
-            k = int(np.argmin(loss))
-            if loss[k] < best[0]:
-                best = (float(loss[k]), float(f1), float(f2[k, 0]), float(e))
-    _, f1, f2_best, e = best
-    return LibraryOverhead(f1, e), LibraryOverhead(f2_best, e)
+def _fit_ll(rows: pd.DataFrame, eta: float) -> LibraryOverhead:
+    """DeepEP low-latency mode: plain within a node (its kernels' rate is a fraction of the
+    achievable NVLink rate, so it scales with the link); across nodes the NIC bounds it."""
+    return fit_plain(rows, eta)
+
+
+def _assemble(ops: dict[str, LibraryOverhead], links: LinkEfficiency) -> CommOverheads:
+    """A :class:`CommOverheads` from fitted constants by key (``'nccl'``, ``'nccl.all_reduce'``,
+    ``'deepep_ll'`` ...)."""
+    ops = dict(ops)
+    nccl = ops.pop("nccl", LibraryOverhead(0.0))
+    libs = {lib: ops.pop(lib, LibraryOverhead(0.0)) for lib in ("deepep_normal", "deepep_ll")}
+    custom = ops.get("custom_allreduce.one_shot")
+    return CommOverheads(nccl=nccl, deepep_normal=libs["deepep_normal"], deepep_ll=libs["deepep_ll"], p2p=nccl,
+                         ops=ops, custom_allreduce=custom, links=links)
+
+
+#: Search interval of the NVLink efficiency (achievable fraction of line rate).
+NVLINK_EFFICIENCY_RANGE = (0.5, 1.0)
+
+
+def fit_overheads(rows: pd.DataFrame, normal_sm_rows: pd.DataFrame | None = None,
+                  nvlink_efficiency: float | None = None) -> CommOverheads:
+    """Fit :class:`CommOverheads` on simulated **single-node** rows (NCCL <= 8 GPUs, custom
+    all-reduce, DeepEP node_num 1) of one system; multi-node rows are refused rather than silently
+    used.
+
+    One link constant, the **NVLink efficiency** (:class:`LinkEfficiency`), is shared by every
+    library: NCCL (Simple / LL protocols, NVLS), the custom all-reduce's one-shot / two-shot and
+    DeepEP normal mode's link bound use the achievable link with no kernel-side bandwidth factor,
+    so the efficiency is what they have in common; it is found by golden-section search on the
+    mean of the per-operation errors, every library's kernel-side constants refitted at each
+    trial value (``nvlink_efficiency`` fixes it instead). DeepEP normal mode is fitted on
+    ``normal_sm_rows`` when given (every SM count: the SM-bound kernel rate and the link bound are
+    then separable), else on its rows in ``rows``."""
+    if (rows.node_num != 1).any() or (normal_sm_rows is not None and (normal_sm_rows.node_num != 1).any()):
+        raise ValueError("fit_overheads: only single-node rows may be used for fitting")
+    normal = rows[rows.table == "deepep_normal"] if normal_sm_rows is None else normal_sm_rows
+    if nvlink_efficiency is None:
+        def loss(eta: float) -> float:
+            return float(np.mean(list(_single_node_fits(rows, normal, eta)[1].values())))
+
+        a, b = NVLINK_EFFICIENCY_RANGE
+        grid = np.linspace(a, b, 11)
+        k = int(np.argmin([loss(e) for e in grid]))
+        lo, hi = grid[max(k - 1, 0)], grid[min(k + 1, len(grid) - 1)]
+        for _ in range(8):
+            x1, x2 = lo + 0.382 * (hi - lo), lo + 0.618 * (hi - lo)
+            if loss(x1) <= loss(x2):
+                hi = x2
+            else:
+                lo = x1
+        nvlink_efficiency = round(float(0.5 * (lo + hi)), 3)
+    ops, _ = _single_node_fits(rows, normal, nvlink_efficiency)
+    return _assemble(ops, LinkEfficiency(nvlink=nvlink_efficiency))
 
 
 #: Node count whose rows calibrate the cross-node terms; the other multi-node rows test them.
@@ -591,80 +809,128 @@ CROSS_NODE_FIT_NODES = 2
 
 
 def fit_cross_node(rows: pd.DataFrame, overheads: CommOverheads) -> CommOverheads:
-    """Add the cross-node terms (``cross_node_fixed_s``, ``rdma_efficiency``) of every DeepEP
-    operation to ``overheads`` (whose single-node constants stay as they are), fitted on simulated
-    **2-node** rows only (least mean absolute relative error; ``rdma_efficiency`` <= 1, the
-    simulated rate being the most the fabric allows). Rows of other node counts are refused: the
-    4- and 8-node rows are the test. Library-wide entries get the pooled fit of their operations."""
+    """Add the RDMA link efficiency and the cross-node terms of every DeepEP operation to
+    ``overheads`` (whose single-node constants stay as they are), fitted on simulated **2-node**
+    rows only (least mean absolute relative error). Rows of other node counts are refused: the
+    4- and 8-node rows are the test.
+
+    The **RDMA efficiency** (:attr:`LinkEfficiency.rdma`, shared by every library) comes from
+    the low-latency rows, whose kernels are not SM-bound (the NIC is their limit), jointly with
+    their ``cross_node_fixed_s``; then each normal-mode operation gets ``cross_node_fixed_s`` and
+    a kernel-side ``rdma_efficiency`` (<= 1: its internode kernels reach less than the achievable
+    RDMA rate when they are SM-bound). Library-wide entries get the pooled fit of their operations."""
     if (rows.node_num != CROSS_NODE_FIT_NODES).any():
         raise ValueError(f"fit_cross_node: only {CROSS_NODE_FIT_NODES}-node rows may be used for fitting")
     ops = dict(overheads.ops)
+    ll = rows[rows.table == "deepep_ll"]
+    links = overheads.links
+    if len(ll):
+        groups = [(None, ll)] + list(ll.groupby("op"))
+
+        def loss(e: float) -> float:
+            trial = dataclasses.replace(overheads, links=dataclasses.replace(links, rdma=float(e)))
+            return float(np.mean([_fit_cross(sub, trial, "deepep_ll", op, rdma=False)[1] for op, sub in groups]))
+
+        best = min(np.linspace(0.5, 1.0, 26), key=loss)
+        fine = min(np.clip(np.linspace(best - 0.02, best + 0.02, 21), 0.05, 1.0), key=loss)
+        links = dataclasses.replace(links, rdma=round(float(fine), 3))
+    out = dataclasses.replace(overheads, links=links)
     libs = {}
     for lib in ("deepep_normal", "deepep_ll"):
         part = rows[rows.table == lib]
         if part.empty:
-            libs[lib] = overheads.overhead(lib)
+            libs[lib] = getattr(overheads, lib)
             continue
-        libs[lib] = _fit_cross(part, overheads.overhead(lib))
+        libs[lib] = _fit_cross(part, out, lib, None, rdma=lib == "deepep_normal")[0]
         for op, sub in part.groupby("op"):
-            ops[f"{lib}.{op}"] = _fit_cross(sub, overheads.overhead(lib, op))
-    return dataclasses.replace(overheads, deepep_normal=libs["deepep_normal"], deepep_ll=libs["deepep_ll"], ops=ops)
+            ops[f"{lib}.{op}"] = _fit_cross(sub, out, lib, op, rdma=lib == "deepep_normal")[0]
+    return dataclasses.replace(out, deepep_normal=libs["deepep_normal"], deepep_ll=libs["deepep_ll"], ops=ops)
 
 
-def _fit_cross(rows: pd.DataFrame, base: LibraryOverhead) -> LibraryOverhead:
-    """Grid search of (cross_node_fixed_s, rdma_efficiency) for one operation, then refinement."""
+def _fit_cross(rows: pd.DataFrame, overheads: CommOverheads, library: str, op: str | None,
+               rdma: bool) -> tuple[LibraryOverhead, float]:
+    """Grid search of ``cross_node_fixed_s`` (and, with ``rdma``, the kernel-side
+    ``rdma_efficiency``) for one operation, then refinement; returns the kernel-side constants
+    and the loss."""
     m = rows.measured_s.to_numpy()
     rf = rows.remote_fraction.to_numpy()
     net = rows.network_s.to_numpy()
     gb = rows.gpu_bytes.to_numpy()
+    scale = _sm_scale(rows)
+    base = overheads._kernel_side(library, op)
+    links = overheads.links
 
     def loss(a: float, e: float) -> float:
         o = dataclasses.replace(base, cross_node_fixed_s=a, rdma_efficiency=e)
-        pred = np.array([o.duration_s(n, g, r) for n, g, r in zip(net, gb, rf)])
+        rated = [dataclasses.replace(o, kernel_rate_bytes_per_s=o.kernel_rate_bytes_per_s * s)
+                 if o.kernel_rate_bytes_per_s is not None and s != 1 else o for s in scale]
+        pred = np.array([x.with_links(links, overheads.scale_up_bytes_per_s).duration_s(n, g, r)
+                         for x, n, g, r in zip(rated, net, gb, rf)])
         return float(np.mean(np.abs(pred / m - 1.0)))
 
-    best = min((loss(a, e), a, e) for a in np.linspace(0.0, 100e-6, 51) for e in np.linspace(0.5, 1.0, 26))
-    _, a0, e0 = best
+    effs = np.linspace(0.5, 1.0, 26) if rdma else [1.0]
+    _, a0, e0 = min((loss(a, e), a, e) for a in np.linspace(0.0, 100e-6, 51) for e in effs)
+    fine_e = np.clip(np.linspace(e0 - 0.02, e0 + 0.02, 21), 0.05, 1.0) if rdma else [1.0]
     fine = min((loss(a, e), a, e) for a in np.clip(np.linspace(a0 - 2e-6, a0 + 2e-6, 21), 0.0, None)
-               for e in np.clip(np.linspace(e0 - 0.02, e0 + 0.02, 21), 0.05, 1.0))
-    return dataclasses.replace(base, cross_node_fixed_s=float(fine[1]), rdma_efficiency=float(fine[2]))
+               for e in fine_e)
+    return dataclasses.replace(base, cross_node_fixed_s=float(fine[1]), rdma_efficiency=float(fine[2])), fine[0]
 
 
 def strip_cross_node(overheads: CommOverheads) -> CommOverheads:
-    """``overheads`` without cross-node terms (the strict single-node-fitted model)."""
+    """``overheads`` without cross-node terms and RDMA efficiency (the strict
+    single-node-fitted model)."""
     def plain(o: LibraryOverhead) -> LibraryOverhead:
         return dataclasses.replace(o, cross_node_fixed_s=0.0, rdma_efficiency=1.0)
 
     return dataclasses.replace(overheads, deepep_normal=plain(overheads.deepep_normal),
                                deepep_ll=plain(overheads.deepep_ll),
-                               ops={k: plain(v) for k, v in overheads.ops.items()})
+                               ops={k: plain(v) for k, v in overheads.ops.items()},
+                               links=dataclasses.replace(overheads.links, rdma=1.0))
+
+
+def _candidates(row) -> dict[str, tuple[str, float, float]]:
+    """Algorithms a row can run: name -> (constants key op, network time, gpu bytes)."""
+    if row.table == "custom_allreduce":
+        return {a: (a, getattr(row, f"network_{a}_s"), getattr(row, f"gpu_bytes_{a}")) for a in C_ALGORITHMS
+                if np.isfinite(getattr(row, f"network_{a}_s", np.nan))}
+    out = {"": (row.op, row.network_s, row.gpu_bytes)}
+    if row.table == "nccl" and np.isfinite(getattr(row, "network_nvls_s", np.nan)):
+        out["nvls"] = ("nvls", row.network_nvls_s, row.gpu_bytes_nvls)
+    return out
 
 
 def predict(rows: pd.DataFrame, overheads: CommOverheads) -> pd.DataFrame:
-    """Adds ``predicted_s`` (kernel-rate model where the library has a rate, else plain),
-    ``predicted_plain_s``, the signed % errors ``error_pct`` / ``error_plain_pct``, the fixed term
-    used (``fixed_s``), ``network_dominated`` (the fixed term is less than half the prediction)
-    and, for normal-mode rows, ``error_vs_total_pct`` against kernel + notify time."""
+    """Adds ``predicted_s`` (kernel-rate model where the library has a rate, else plain; the
+    fastest algorithm where a row has several: custom all-reduce one-shot / two-shot / NVLS, NCCL
+    all-reduce ring / NVLS), ``predicted_plain_s``, the signed % errors ``error_pct`` /
+    ``error_plain_pct``, the algorithm and the fixed term used (``algorithm``, ``fixed_s``),
+    ``network_dominated`` (the fixed term is less than half the prediction) and, for normal-mode
+    rows, ``error_vs_total_pct`` against kernel + notify time. Each row's constants are applied
+    to its topology's NVLink bandwidth (``scale_up_bytes_per_s``; DeepEP normal rows at their SM
+    count, :data:`NORMAL_KERNEL_SMS`)."""
     out = rows.copy()
     pred, plain, fixed = [], [], []
     algorithm = []
-    for row in rows.itertuples(index=False):
-        if row.table == "custom_allreduce":  # the faster algorithm under the fitted constants
-            a = custom_allreduce_choice(overheads, {x: getattr(row, f"network_{x}_s")
-                                                    for x in get_library("custom_allreduce").algorithms})
-            o = overheads.overhead("custom_allreduce", a)
-            d = o.duration_s(getattr(row, f"network_{a}_s"))
-            pred.append(d)
-            plain.append(d)
-            fixed.append(o.fixed_s)
-            algorithm.append(a)
-            continue
-        algorithm.append("")
-        o = overheads.overhead(row.table, row.op)
+    scale = _sm_scale(rows)
+    bound: dict[float, CommOverheads] = {}
+    for row, sm in zip(rows.itertuples(index=False), scale):
+        up = getattr(row, "scale_up_bytes_per_s", None)
+        up = overheads.scale_up_bytes_per_s if up is None or not np.isfinite(up) else float(up)
+        o_all = bound.setdefault(up, dataclasses.replace(overheads, scale_up_bytes_per_s=up))
         rf = float(getattr(row, "remote_fraction", 0.0))
-        pred.append(o.duration_s(row.network_s, row.gpu_bytes, rf))
-        plain.append(o.duration_s(row.network_s, None, rf))
-        fixed.append(o.fixed_s + rf * o.cross_node_fixed_s)
+        best = None
+        for name, (op, net, gb) in _candidates(row).items():
+            o = o_all.overhead(row.table, op)
+            if o.kernel_rate_bytes_per_s is not None and sm != 1:
+                o = dataclasses.replace(o, kernel_rate_bytes_per_s=o.kernel_rate_bytes_per_s * sm)
+            d = o.duration_s(net, gb, rf)
+            if best is None or d < best[0]:
+                best = (d, o.duration_s(net, None, rf) if not o.alternatives else d, name,
+                        o.fixed_s + rf * o.cross_node_fixed_s)
+        pred.append(best[0])
+        plain.append(best[1])
+        algorithm.append(best[2])
+        fixed.append(best[3])
     out["predicted_s"] = pred
     out["predicted_plain_s"] = plain
     out["algorithm"] = algorithm
@@ -762,7 +1028,7 @@ def run_validation(rows: pd.DataFrame | None = None, *, packet: bool = True, var
     t0 = time.perf_counter()
     sim = simulate_rows(rows, "flow", progress=prog("flow"))
     timings["flow_s"] = time.perf_counter() - t0
-    single = fit_overheads(sim[sim.node_num == 1])
+    single = fit_overheads(sim[sim.node_num == 1], normal_sm_rows(sim))
     strict = predict(sim, single)
     overheads = fit_cross_node(strict[strict.node_num == CROSS_NODE_FIT_NODES], single)
     sim = predict(sim, overheads)

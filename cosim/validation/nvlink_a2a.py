@@ -14,9 +14,11 @@ the row's dtype (bf16 ``2 x hidden``, fp8 ``hidden``, nvfp4 ``hidden / 2`` plus 
 partial sums (``2 x hidden``, the same time for every dispatch dtype in the table), and
 ``combine_low_precision`` nvfp4.
 
-Protocol: the kernel-rate model of :mod:`cosim.engine.overheads` (``fixed + max(network,
-gpu_bytes / rate)``) is fitted per (phase, dtype) on the **EP 2 and 4** rows only (one tray) and
-reported on the **EP 8-64** rows (across trays), which were used for nothing. The one-sided kernel
+Protocol: the kernel-rate model of :mod:`cosim.engine.overheads` (``fixed + max(network /
+link_eff, gpu_bytes / rate)``, ``link_eff`` the NVLink efficiency fitted once on h200_sxm) is
+fitted per (phase, dtype) on the **EP 2 and 4** rows only (one tray) and reported on the
+**EP 8-64** rows (across trays), which were used for nothing. No h200 table measures this kernel,
+so its two kernel-side constants are the only communication constants not fitted on h200_sxm. The one-sided kernel
 (nvfp4 only, EP <= 32) and the ``prepare`` phase are not validated.
 
     from cosim.validation.nvlink_a2a import run
@@ -32,7 +34,7 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
-from cosim.engine.overheads import LibraryOverhead
+from cosim.engine.overheads import LibraryOverhead, LinkEfficiency
 from cosim.network import FlowSet, simulate
 from cosim.network.libraries import BuildOptions, CommCall, add_call_flows
 from cosim.network.deepep import gpu_bytes_sent
@@ -92,19 +94,30 @@ def simulate_rows(rows: pd.DataFrame, backend: str = "flow") -> pd.DataFrame:
     return out
 
 
+def links() -> LinkEfficiency:
+    """Link efficiencies the kernel constants sit on: the ones fitted once on h200_sxm
+    (:data:`cosim.engine.overheads.DEFAULT_OVERHEADS`), not refitted here."""
+    from cosim.engine.overheads import DEFAULT_OVERHEADS
+
+    return DEFAULT_OVERHEADS.links
+
+
 def fit(rows: pd.DataFrame) -> dict[tuple[str, str], LibraryOverhead]:
     """Kernel-rate constants per (phase, dtype), fitted on rows with EP in :data:`FIT_EP_SIZES`
-    only (others are refused)."""
+    only (others are refused), on NVLink at the h200-fitted achievable efficiency
+    (``fixed + max(network / link_eff, gpu_bytes / rate)``)."""
     from cosim.validation.comm import fit_kernel_rate
 
     if not rows.ep_size.isin(FIT_EP_SIZES).all():
         raise ValueError(f"fit: only EP {FIT_EP_SIZES} rows may be used for fitting")
-    return {(p, d): fit_kernel_rate(g) for (p, d), g in rows.groupby(["phase", "dtype"])}
+    eta = links().nvlink
+    return {(p, d): fit_kernel_rate(g, eta) for (p, d), g in rows.groupby(["phase", "dtype"])}
 
 
 def predict(rows: pd.DataFrame, constants: dict[tuple[str, str], LibraryOverhead]) -> pd.DataFrame:
     out = rows.copy()
-    out["predicted_s"] = [constants[(r.phase, r.dtype)].duration_s(r.network_s, r.gpu_bytes)
+    on = links()
+    out["predicted_s"] = [constants[(r.phase, r.dtype)].with_links(on, None).duration_s(r.network_s, r.gpu_bytes)
                           for r in rows.itertuples(index=False)]
     out["error_pct"] = (out.predicted_s / out.measured_s - 1.0) * 100.0
     return out

@@ -140,3 +140,59 @@ def test_bad_trace_and_count_files_are_clear_errors(tmp_path):
         read_load_counts(tmp_path / "e.json")
     with pytest.raises(RoutingTraceError, match=".parquet or .csv"):
         write_load_counts(LoadCounts((0,), np.ones((1, 4), dtype=np.int64)), tmp_path / "x.txt")
+
+
+def test_a_routing_trace_written_read_and_replayed_gives_the_models_step_time(tmp_path):
+    """A step routed by a model (each MoE layer its own draw) and the same step replaying the
+    trace of that routing, written to Parquet and read back, take the same time."""
+    import dataclasses
+
+    from cosim.engine.step import simulate_step
+    from cosim.kernels import KernelTables
+    from cosim.models import Parallelism, Precision, load_model
+    from cosim.topology import load_topology
+    from cosim.trace.builder import StepSpec
+    from cosim.trace.expert_routing import StepRouting, step_routing_trace
+
+    model = load_model("Qwen/Qwen3-30B-A3B")
+    kernels = KernelTables.load("h200_sxm", framework="trtllm")
+    topo = load_topology("h200-hgx-node")
+    routing = StepRouting(model=routing_model("power_law", skew=0.8), seed=5)
+    spec = StepSpec(model, Parallelism(tp=8, ep=8, dp_attention=True), Precision.from_checkpoint(model, dispatch="fp8"),
+                    "generation", 32, prefix_tokens=2048, routing=routing)
+    by_model = simulate_step(spec, kernels, topo)
+    moe_layers = [layer.index for layer in model.layers if layer.ffn == "moe"]
+    trace = step_routing_trace(routing, moe_layers, sources=8, tokens=32, num_experts=model.moe.num_experts,
+                               top_k=model.moe.top_k)
+    path = write_routing_trace(trace, tmp_path / "step.parquet")
+    replay = simulate_step(dataclasses.replace(spec, routing=StepRouting.from_trace(path)), kernels, topo)
+    assert replay.step_time_s == by_model.step_time_s
+    assert np.array_equal(replay.link_tx_bytes, by_model.link_tx_bytes)
+    # the layers differ (their own draws), and the skewed routing makes stragglers uniform routing has not
+    uniform = simulate_step(dataclasses.replace(spec, routing=None), kernels, topo)
+    assert by_model.network_simulations > uniform.network_simulations
+    assert by_model.expert_imbalance()[0] > uniform.expert_imbalance()[0]
+    with pytest.raises(ConfigError, match="not both"):
+        StepSpec(model, Parallelism(tp=8, ep=8, dp_attention=True), Precision(), "generation", 4, routing=routing,
+                 routing_skew=1.0)
+
+
+def test_cosim_step_routing_options(tmp_path, capsys):
+    """``cosim step --routing MODEL`` and ``--routing-trace FILE`` of that model's trace agree."""
+    from cosim.cli.main import main
+    from cosim.models import load_model
+    from cosim.trace.expert_routing import StepRouting, parse_routing, step_routing_trace
+
+    model = load_model("Qwen/Qwen3-30B-A3B")
+    layers = [layer.index for layer in model.layers if layer.ffn == "moe"]
+    trace = step_routing_trace(StepRouting(model=parse_routing("power_law:skew=0.6")), layers, 8, 16,
+                               model.moe.num_experts, model.moe.top_k)
+    write_routing_trace(trace, tmp_path / "t.parquet")
+    base = ["step", "-m", "Qwen/Qwen3-30B-A3B", "-t", "h200-hgx-node", "--tp", "8", "--dp-attention", "--batch", "16",
+            "--context", "1024"]
+    assert main(base + ["--routing", "power_law:skew=0.6", "--json", str(tmp_path / "a.json")]) == 0
+    assert main(base + ["--routing-trace", str(tmp_path / "t.parquet"), "--json", str(tmp_path / "b.json")]) == 0
+    a, b = (json.loads((tmp_path / f).read_text())["step_time_s"] for f in ("a.json", "b.json"))
+    assert a == b
+    assert main(base + ["--routing", "power_law:skew"]) == 2
+    assert "param=value" in capsys.readouterr().out

@@ -108,6 +108,12 @@ def _cmd_net(args: argparse.Namespace) -> int:
     if args.out:
         path = write_link_parquet(result, args.out)
         console.print(f"link counters of {topo.num_directed_links} directed links written to {path}")
+    if args.report:
+        from cosim.report.html import write_net_report
+
+        path = write_net_report(result, args.report, f"{args.collective} over {len(ranks)} GPUs of {topo.name}, "
+                                f"message size {format_bytes(size)}: {len(fs)} flows", args.top)
+        console.print(f"report: {path}", highlight=False)
     return 0
 
 
@@ -166,7 +172,8 @@ def _cmd_step(args: argparse.Namespace) -> int:
                     overlap=args.overlap, routing_skew=args.skew, moe_load=args.moe_load,
                     moe_library=args.moe_library, allreduce_library=args.allreduce_library,
                     redundant_experts=args.redundant_experts, gpus=gpus, layout=args.layout, afd=afd,
-                    prefill_chunks=_parse_chunks(args.prefill_chunks), mtp_tokens=args.mtp)
+                    prefill_chunks=_parse_chunks(args.prefill_chunks), mtp_tokens=args.mtp,
+                    routing=_step_routing(args))
     kernels = KernelTables.load(system, framework=args.framework)
     with console.status(f"simulating one {args.phase} step of {model.name} on {topo.name} ({args.backend} backend)"):
         result = simulate_step(spec, kernels, topo, args.backend)
@@ -178,9 +185,10 @@ def _cmd_step(args: argparse.Namespace) -> int:
               f"overlap {args.overlap}")
     extra = (f", {len(spec.prefill_chunks)} prefill chunks" if spec.prefill_chunks else "") + \
         (f", MTP {spec.mtp_tokens} draft tokens" if spec.mtp_tokens else "")
-    console.print(f"[bold]{model.name}[/bold] {args.phase}, {args.batch} requests/{'instance' if afd else 'rank'} x "
-                  f"{spec.new_tokens} new tokens, context {args.context}{extra}, {layout}, {where}, "
-                  f"{kernels.system.name} ({args.framework}), {topo.name}, {args.backend} backend")
+    what = (f"{model.name} {args.phase}, {args.batch} requests/{'instance' if afd else 'rank'} x {spec.new_tokens} new "
+            f"tokens, context {args.context}{extra}, {layout}, {where}, {kernels.system.name} ({args.framework}), "
+            f"{topo.name}, {args.backend} backend")
+    console.print(f"[bold]{model.name}[/bold]{what[len(model.name):]}")
     console.print(f"step time: [bold]{format_time(t)}[/bold]   tokens/s per GPU: "
                   f"[bold]{result.tokens_per_s_per_gpu:,.1f}[/bold]   wall: {result.wall_s:.2f} s "
                   f"({result.network_simulations} network simulations, {result.network_wall_s:.2f} s)")
@@ -239,6 +247,10 @@ def _cmd_step(args: argparse.Namespace) -> int:
         _write_traces(result, args.trace_out, args.chakra_alltoallv)
     if args.json:
         console.print(f"step summary written to {write_step_json(result, args.json, args.top)}")
+    if args.report:
+        from cosim.report.html import write_step_report
+
+        console.print(f"report: {write_step_report(result, args.report, what, args.top)}", highlight=False)
     return 0
 
 
@@ -253,6 +265,19 @@ def _ranges(values) -> str:
         out.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
         i = j + 1
     return ",".join(out)
+
+
+def _step_routing(args):
+    """``--routing MODEL`` / ``--routing-trace FILE`` as a StepRouting (None: ``--skew``)."""
+    from cosim.trace.expert_routing import StepRouting, parse_routing
+
+    if args.routing and args.routing_trace:
+        raise CosimError("--routing and --routing-trace: give one")
+    if args.routing:
+        return StepRouting(model=parse_routing(args.routing))
+    if args.routing_trace:
+        return StepRouting.from_trace(args.routing_trace, phase="decode" if args.phase == "decode" else "prefill")
+    return None
 
 
 def _write_traces(result, out_dir: Path, alltoallv: str) -> None:
@@ -298,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--backend", "-b", default="flow", choices=["packet", "flow"])
     net.add_argument("--top", type=int, default=10, help="number of hottest links to show")
     net.add_argument("--out", "-o", type=Path, default=None, help="write all link counters to this Parquet file")
+    net.add_argument("--report", type=Path, default=None, metavar="DIR",
+                     help="write an HTML report (hottest links, utilization heat map) to DIR/index.html")
     net.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     net.set_defaults(func=_cmd_net)
 
@@ -317,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--context", type=int, default=0, help="tokens already in the KV cache per request")
     step.add_argument("--overlap", choices=["none", "tbo"], default="none", help="two-batch overlap")
     step.add_argument("--skew", type=float, default=0.0, help="routing skew (0 = uniform, 1 = power law)")
+    step.add_argument("--routing", default=None, metavar="MODEL",
+                      help="routing model drawn per MoE layer: uniform, power_law, domain_mixture, request_affinity, "
+                           "with parameters as KIND:skew=0.45,max_nodes=4 (docs/routing.md)")
+    step.add_argument("--routing-trace", type=Path, default=None, metavar="FILE",
+                      help="replay the expert choices of a routing trace (Parquet, docs/routing.md)")
     step.add_argument("--moe-library", choices=["auto", "deepep_normal", "deepep_ll", "nvlink_a2a"], default="auto",
                       help="MoE dispatch/combine: DeepEP (auto: normal in prefill, low-latency in decode) or "
                            "TensorRT-LLM's NVLink all-to-all inside one NVLink domain (NVL72)")
@@ -338,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "ASTRA-sim stalls on uneven ones) or p2p (always sends/receives)")
     step.add_argument("--json", type=Path, default=None, help="write the step summary (time, breakdown, groups, "
                                                                "memory, tokens/s per GPU, hottest links) as JSON")
+    step.add_argument("--report", type=Path, default=None, metavar="DIR",
+                      help="write an HTML report (breakdown, link heat map, hottest links) to DIR/index.html")
     step.add_argument("--gpus", "-g", default=None, help="topology GPUs the step runs on, e.g. '64-127' or "
                                                           "'0-15,72-127' (AFD: attention GPUs first)")
     step.add_argument("--layout", choices=["colocated", "afd"], default="colocated",
@@ -367,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     from cosim.cli import explore as explore_cmd
 
     explore_cmd.add_parser(sub)
+
+    from cosim.cli import report as report_cmd
+
+    report_cmd.add_parser(sub)
     return parser
 
 

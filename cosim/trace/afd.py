@@ -59,10 +59,10 @@ from cosim.network import deepep as D
 from cosim.ops import MoeOp
 from cosim.trace.builder import (
     PrefillChunk, StepSpec, _as_deps, _expert_ops, _scalar, _TraceWriter, decode_batch, head_ops, layer_op_lists,
-    register_layout,
+    register_layout, routing_counts_of,
 )
 from cosim.trace.model import StepTrace
-from cosim.trace.moe_traffic import DEFAULT_GPUS_PER_NODE, sampled_routing_counts
+from cosim.trace.moe_traffic import DEFAULT_GPUS_PER_NODE
 
 #: Top-k expert ids (int32) and weights (fp32) travel with every routed token.
 ROUTING_METADATA_BYTES_PER_TOPK = 8
@@ -245,7 +245,7 @@ def build_afd_trace(spec: StepSpec, kernels) -> StepTrace:
                 keep = deps
                 for op in side.alongside:
                     keep = _as_deps(w.compute(attn, op, keep, layer.index, mb))
-            a2f_m, f2a_m, received, ffn_compute = _afd_traffic(spec, layer, side.ffn_block, m.tokens, ffn_nodes)
+            a2f_m, f2a_m, received, ffn_compute = _afd_traffic(spec, layer, side.ffn_block, m.tokens, ffn_nodes, mb)
             sent = w.collective(f"{label}.mb{mb}.a2f", "bipartite", "bipartite", attn + ffn, a2f_m, deps,
                                 layer.index, mb, num_senders=n_a, op="a2f", stream=A2F_STREAM)
             fdeps = _as_deps({r: sent[r] for r in ffn})
@@ -280,7 +280,7 @@ def build_afd_trace(spec: StepSpec, kernels) -> StepTrace:
     return trace
 
 
-def _afd_traffic(spec: StepSpec, layer, ffn_ops, batch: int, ffn_nodes):
+def _afd_traffic(spec: StepSpec, layer, ffn_ops, batch: int, ffn_nodes, stream: int = 0):
     """A2F ``[n_A x n_F]`` and F2A ``[n_F x n_A]`` byte matrices of one micro-batch of ``batch``
     tokens per instance, the (token, expert) selections each FFN rank computes (``None`` when
     not routed), and the FFN-side ops."""
@@ -302,8 +302,7 @@ def _afd_traffic(spec: StepSpec, layer, ffn_ops, batch: int, ffn_nodes):
     if layer.ffn == "moe":
         moe = model.moe
         in_bytes = D.normal_dispatch_bytes_per_token(hidden, prec.dispatch) + ROUTING_METADATA_BYTES_PER_TOPK * moe.top_k
-        counts = sampled_routing_counts(t_max, moe.num_experts, moe.top_k, afd.ffn_ep, node_of=ffn_nodes,
-                                        skew=spec.routing_skew, seed=spec.seed, num_sources=n_a)
+        counts = routing_counts_of(spec, t_max, afd.ffn_ep, ffn_nodes, layer.index, sources=n_a, stream=stream)
         scale = np.array(per_sender, dtype=float)[:, None] / t_max
         tokens = np.asarray(counts.tokens) * scale
         received = (np.asarray(counts.selections) * scale).sum(axis=0)

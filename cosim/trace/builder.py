@@ -36,7 +36,8 @@ from cosim.registry import Registry
 from cosim.network import deepep as D
 from cosim.network import nvlink_a2a as NV
 from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, RankTrace, StepTrace
-from cosim.trace.moe_traffic import DEFAULT_GPUS_PER_NODE, sampled_routing_counts
+from cosim.trace.expert_routing import StepRouting
+from cosim.trace.moe_traffic import DEFAULT_GPUS_PER_NODE, counts_from_choices, expert_rank, sampled_routing_counts
 
 Overlap = Literal["none", "tbo"]
 A2FStyle = Literal["routed", "broadcast"]
@@ -170,6 +171,9 @@ class StepSpec:
             chunks run together with ``batch_per_rank`` decode requests (which may then be 0) of
             ``prefix_tokens`` context each; ``phase`` must be ``generation``. Attention is costed
             per request class, GEMMs, MoE and dispatch/combine on the total tokens.
+        routing: the MoE routing of every layer from a routing model or a replayed routing
+            trace (:class:`cosim.trace.expert_routing.StepRouting`; each MoE layer its own draw);
+            ``None``: the single sample of ``routing_skew`` / ``seed`` that every layer reuses.
         mtp_tokens: speculative decoding with the model's MTP layers: the decode step verifies
             ``mtp_tokens`` draft tokens per request (``batch x (1 + k)`` tokens through every
             layer; decode attention over ``batch x (1 + k)`` queries, aiconfigurator's convention)
@@ -196,6 +200,7 @@ class StepSpec:
     afd: AfdSpec | None = None
     prefill_chunks: tuple[PrefillChunk, ...] = ()
     mtp_tokens: int = 0
+    routing: StepRouting | None = None
 
     def __post_init__(self) -> None:
         if self.gpus_per_node is not None and self.gpus_per_node < 1:
@@ -222,6 +227,14 @@ class StepSpec:
                 raise ConfigError("<api>", "overlap", "mixed (chunked-prefill) steps run without two-batch overlap")
             if any(not isinstance(c, PrefillChunk) for c in self.prefill_chunks):
                 raise ConfigError("<api>", "prefill_chunks", "expected a tuple of PrefillChunk")
+        if self.routing is not None:
+            if not isinstance(self.routing, StepRouting):
+                raise ConfigError("<api>", "routing", "expected a StepRouting (a routing model or trace)")
+            if self.routing_skew:
+                raise ConfigError("<api>", "routing", "give a routing model / trace or routing_skew, not both")
+            if self.redundant_experts:
+                raise ConfigError("<api>", "routing", "redundant experts with a routing model or trace are not "
+                                                      "modelled yet")
         if isinstance(self.mtp_tokens, bool) or not isinstance(self.mtp_tokens, int) or self.mtp_tokens < 0:
             raise ConfigError("<api>", "mtp_tokens", f"expected an integer >= 0, got {self.mtp_tokens!r}")
         if self.mtp_tokens:
@@ -394,6 +407,7 @@ def base_metadata(spec: StepSpec, kernels) -> dict[str, str]:
         "redundant_experts": str(spec.redundant_experts), "layout": spec.layout,
         "prefill_chunks": ";".join(f"{c.prefix_tokens}+{c.new_tokens}" for c in spec.prefill_chunks),
         "mtp_tokens": str(spec.mtp_tokens),
+        "routing": spec.routing.describe() if spec.routing is not None else "",
         "gpus_per_node": str(spec.gpus_per_node or DEFAULT_GPUS_PER_NODE),
         "kernels": getattr(kernels, "describe", lambda: type(kernels).__name__)(),
     }
@@ -573,7 +587,7 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
         if comm.moe_pattern in ("all_to_all", "allgather_reducescatter"):
             router = next(op for op in ffn_ops if op.name == "router")
             deps = _as_deps(w.compute(ranks, router, deps, layer, mb, label))
-            (dispatch_m, dispatch_x), combine, received = _moe_matrices(spec, comm, ranks)
+            (dispatch_m, dispatch_x), combine, received = _moe_matrices(spec, comm, ranks, layer, mb)
             kind = "all_to_all_v" if comm.moe_pattern == "all_to_all" else "all_gather"
             lib = spec.library if kind == "all_to_all_v" else "nccl"
             sent = w.collective(f"{label}.mb{mb}.dispatch", kind, lib, ranks, dispatch_m, deps, layer, mb,
@@ -638,7 +652,30 @@ def _expert_ops(spec: StepSpec, experts: MoeOp, ranks: list[int],
 _Traffic = tuple[np.ndarray, dict]
 
 
-def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Traffic, np.ndarray | None]:
+def routing_counts_of(spec: StepSpec, tokens: int, ep: int, node_of, layer: int, *, topk_nodes: int = 0,
+                      sources: int | None = None, stream: int = 0):
+    """The routing counts of one MoE layer of a step: its :class:`StepRouting` drawn or replayed
+    for this layer (node-limited to ``topk_nodes`` when the library needs it), or the one cached
+    sample of ``routing_skew`` / ``seed`` shared by every layer."""
+    moe = spec.model.moe
+    if spec.routing is None:
+        return sampled_routing_counts(tokens, moe.num_experts, moe.top_k, ep, topk_nodes=topk_nodes, node_of=node_of,
+                                      skew=spec.routing_skew, seed=spec.seed, redundant_experts=spec.redundant_experts,
+                                      num_sources=sources)
+    routing = spec.routing
+    node = np.asarray(node_of, dtype=np.int64)
+    expert_node = tuple(int(v) for v in node[expert_rank(moe.num_experts, ep)])
+    if routing.model is not None and topk_nodes and len(set(expert_node)) > topk_nodes:
+        limit = min(routing.model.max_nodes or topk_nodes, topk_nodes)
+        if limit != routing.model.max_nodes:
+            routing = dataclasses.replace(routing, model=dataclasses.replace(routing.model, max_nodes=limit))
+    choices = routing.choices(layer, ep if sources is None else sources, int(tokens), moe.num_experts, moe.top_k,
+                              expert_node, stream)
+    return counts_from_choices(choices, moe.num_experts, ep, node_of=node_of)
+
+
+def _moe_matrices(spec: StepSpec, comm, ranks: list[int], layer: int = 0,
+                  micro_batch: int = 0) -> tuple[_Traffic, _Traffic, np.ndarray | None]:
     """Dispatch and combine traffic of one MoE layer: (bytes matrix, extra CollectiveSpec
     fields) each, and the (token, expert) selections every rank receives (None without a
     routing sample).
@@ -678,8 +715,7 @@ def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Tr
         if nodes > 1:
             raise ConfigError("<api>", "moe_library", f"nvlink_a2a needs the EP group in one NVLink domain; its "
                                                       f"{ep} ranks span {nodes} nodes of {spec.gpus_per_node} GPUs")
-        counts = sampled_routing_counts(comm.tokens_per_rank, moe.num_experts, moe.top_k, ep, node_of=node_of,
-                                        skew=spec.routing_skew, seed=spec.seed, redundant_experts=redundant)
+        counts = routing_counts_of(spec, comm.tokens_per_rank, ep, node_of, layer, stream=micro_batch)
         out = []
         for op, dtype in (("dispatch", prec.dispatch), ("combine", prec.combine)):
             per_token = NV.phase_bytes_per_token(op, dtype, hidden, moe.top_k)
@@ -688,8 +724,7 @@ def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Tr
             out.append((m if op == "dispatch" else m.T.copy(), {}))
         return out[0], out[1], counts.expert_tokens
     if spec.library == "deepep_ll":
-        counts = sampled_routing_counts(comm.tokens_per_rank, moe.num_experts, moe.top_k, ep, node_of=node_of,
-                                        skew=spec.routing_skew, seed=spec.seed, redundant_experts=redundant)
+        counts = routing_counts_of(spec, comm.tokens_per_rank, ep, node_of, layer, stream=micro_batch)
         qps = {"qps_per_peer": D.ll_qps_per_peer(moe.num_experts + redundant, ep)}
         dispatch = D.ll_bytes_matrix(counts.selections, D.ll_dispatch_bytes_per_selection(hidden, prec.dispatch),
                                      "dispatch")
@@ -699,9 +734,8 @@ def _moe_matrices(spec: StepSpec, comm, ranks: list[int]) -> tuple[_Traffic, _Tr
     if redundant and nodes > 1:
         raise ConfigError("<api>", "redundant_experts", "redundant experts with DeepEP normal mode across nodes "
                                                         "(node-limited routing) are not modelled")
-    counts = sampled_routing_counts(comm.tokens_per_rank, moe.num_experts, moe.top_k, ep,
-                                    topk_nodes=D.topk_nodes_limit(nodes), node_of=node_of,
-                                    skew=spec.routing_skew, seed=spec.seed, redundant_experts=redundant)
+    counts = routing_counts_of(spec, comm.tokens_per_rank, ep, node_of, layer, topk_nodes=D.topk_nodes_limit(nodes),
+                               stream=micro_batch)
     remote = np.asarray(node_of)[:, None] != np.arange(nodes)[None, :]
     out = []
     for op, per_token in (("dispatch", D.normal_dispatch_bytes_per_token(hidden, prec.dispatch)),

@@ -36,8 +36,10 @@ as Parquet or CSV.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar, Sequence
 
@@ -214,6 +216,21 @@ def routing_model(kind: str, **params) -> RoutingModel:
         return cls(**params)
     except TypeError as exc:
         raise ConfigError("<api>", "routing", f"{kind}: {exc}") from None
+
+
+def parse_routing(text: str) -> RoutingModel:
+    """A routing model from ``KIND`` or ``KIND:param=value,...`` (``power_law:skew=0.6,max_nodes=4``)."""
+    kind, _, rest = str(text).partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError("<cli>", "routing", f"expected param=value in {text!r}, got {item!r}")
+        try:
+            params[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
+        except ValueError:
+            raise ConfigError("<cli>", "routing", f"{key}: expected a number, got {value!r}") from None
+    return routing_model(kind.strip(), **params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,3 +482,96 @@ def read_load_counts(path: str | Path) -> LoadCounts:
     out = np.zeros((len(layers), int(expert.max()) + 1 if len(expert) else 0), dtype=np.int64)
     np.add.at(out, (np.searchsorted(layers, layer), expert), count.astype(np.int64))
     return LoadCounts(layers, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Routing of a step's MoE layers
+
+
+@dataclass(frozen=True)
+class StepRouting:
+    """Where a step's MoE routing comes from (``StepSpec.routing``): a ``model`` drawn for every
+    MoE layer, or a routing trace replayed (``trace_path``, identified by the digest of its
+    content, so a changed file is a different routing).
+
+    In a step, each source rank holds ``tokens`` tokens; with a model every token is a request of
+    its own (domain ``request % domains`` for ``domain_mixture``), drawn in stream
+    ``micro-batch``; a trace gives layer ``L``'s rows of ``phase`` in file order (cycled when the
+    step has more tokens than the trace), the first ``tokens`` to source rank 0, the next to rank
+    1 ... :func:`step_routing_trace` writes down exactly what a model draws for a step, so its
+    replay is the same routing (tested: the same step time)."""
+
+    model: RoutingModel | None = None
+    trace_path: str | None = None
+    trace_digest: str = ""
+    phase: str = "decode"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.model is None) == (self.trace_path is None):
+            raise ConfigError("<api>", "routing", "give a routing model or a routing trace, not both")
+        if self.phase not in PHASES:
+            raise ConfigError("<api>", "routing.phase", f"expected one of {', '.join(PHASES)}, got {self.phase!r}")
+
+    @classmethod
+    def from_trace(cls, path: str | Path, phase: str = "decode") -> StepRouting:
+        """Replay the routing trace at ``path`` (read and checked now)."""
+        path = Path(path)
+        read_routing_trace(path)
+        return cls(trace_path=str(path), trace_digest=hashlib.sha256(path.read_bytes()).hexdigest()[:16], phase=phase)
+
+    def describe(self) -> str:
+        if self.model is not None:
+            params = ",".join(f"{k}={v}" for k, v in self.model.__dict__.items())
+            return f"{self.model.kind}({params})"
+        return f"trace:{self.trace_path}@{self.trace_digest}"
+
+    def choices(self, layer: int, sources: int, tokens: int, num_experts: int, top_k: int,
+                expert_node: tuple[int, ...] | None = None, stream: int = 0) -> list[np.ndarray]:
+        """Per source rank, the ``[tokens, top_k]`` expert ids of layer ``layer`` (class docstring)."""
+        flat = _step_choices(self, int(layer), int(sources), int(tokens), int(num_experts), int(top_k), expert_node,
+                             int(stream))
+        return [flat[s * tokens:(s + 1) * tokens] for s in range(sources)]
+
+
+@lru_cache(maxsize=512)
+def _trace(path: str, digest: str) -> RoutingTrace:
+    return read_routing_trace(path)
+
+
+@lru_cache(maxsize=4096)
+def _step_choices(routing: StepRouting, layer: int, sources: int, tokens: int, num_experts: int, top_k: int,
+                  expert_node: tuple[int, ...] | None, stream: int) -> np.ndarray:
+    n = sources * tokens
+    if routing.model is not None:
+        m = routing.model
+        ids = np.arange(n, dtype=np.int64)
+        domains = ids % m.domains if isinstance(m, DomainMixture) else None
+        out = m.sample(num_experts, top_k, layer, requests=ids, domains=domains, seed=routing.seed, stream=stream,
+                       expert_node=expert_node)
+    else:
+        trace = _trace(routing.trace_path, routing.trace_digest)
+        if trace.num_experts != num_experts or trace.top_k != top_k:
+            raise ConfigError(routing.trace_path, "experts", f"the trace routes top-{trace.top_k} of "
+                                                             f"{trace.num_experts} experts; the model has top-{top_k} "
+                                                             f"of {num_experts}")
+        rows = trace.choices(layer, routing.phase)
+        if not len(rows):
+            raise ConfigError(routing.trace_path, "layer", f"no {routing.phase} routing for MoE layer {layer}")
+        out = rows[np.arange(n) % len(rows)] if n else rows[:0]
+    out = np.ascontiguousarray(out, dtype=np.int32)
+    out.setflags(write=False)
+    return out
+
+
+def step_routing_trace(routing: StepRouting, layers: Sequence[int], sources: int, tokens: int, num_experts: int,
+                       top_k: int, expert_node: tuple[int, ...] | None = None, stream: int = 0) -> RoutingTrace:
+    """The routing a model draws for a step (``sources`` ranks of ``tokens`` tokens, MoE
+    ``layers``) as a routing trace whose replay (:meth:`StepRouting.from_trace`) is the same."""
+    rows = [(layer, np.concatenate(routing.choices(layer, sources, tokens, num_experts, top_k, expert_node, stream)))
+            for layer in layers]
+    n = sources * tokens
+    return RoutingTrace(np.tile(np.arange(n, dtype=np.int64), len(layers)), np.zeros(n * len(layers), dtype=np.int64),
+                        np.full(n * len(layers), routing.phase, dtype=object),
+                        np.repeat(np.asarray(layers, dtype=np.int64), n), np.zeros(n * len(layers), dtype=np.int64),
+                        np.concatenate([r for _, r in rows]).reshape(-1, top_k), num_experts)

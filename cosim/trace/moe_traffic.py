@@ -321,6 +321,38 @@ def _sampled(num_tokens: int, num_experts: int, topk: int, ep: int, topk_nodes: 
     return _freeze(sel, tok, node_tok)
 
 
+def counts_from_choices(choices: Sequence[np.ndarray], num_experts: int, ep: int,
+                        node_of: Sequence[int] | None = None,
+                        gpus_per_node: int = DEFAULT_GPUS_PER_NODE) -> RoutingCounts:
+    """The traffic counts of given expert choices: ``choices[s]`` is the ``[tokens, top_k]``
+    expert ids of the tokens of source rank ``s`` (a routing model's draw or a replayed routing
+    trace), experts placed contiguously on ``ep`` ranks (:func:`expert_rank`), ranks grouped into
+    nodes as in :func:`sampled_routing_counts`."""
+    nodes_of = np.asarray(_node_of(ep, gpus_per_node, node_of), dtype=np.int64)
+    nodes = int(nodes_of.max()) + 1
+    owner = expert_rank(num_experts, ep)
+    sources = len(choices)
+    sel = np.zeros((sources, ep))
+    tok = np.zeros((sources, ep))
+    node_tok = np.zeros((sources, nodes))
+    for s, ch in enumerate(choices):
+        ch = np.asarray(ch, dtype=np.int64)
+        if ch.size == 0:
+            continue
+        if ch.min() < 0 or ch.max() >= num_experts:
+            raise ValueError(f"expert ids must be in 0..{num_experts - 1}")
+        dest = owner[ch]
+        rows = np.broadcast_to(np.arange(len(ch))[:, None], dest.shape)
+        sel[s] = np.bincount(dest.ravel(), minlength=ep)
+        hit = np.zeros((len(ch), ep), dtype=bool)
+        hit[rows, dest] = True
+        tok[s] = hit.sum(axis=0)
+        node_hit = np.zeros((len(ch), nodes), dtype=bool)
+        node_hit[rows, nodes_of[dest]] = True
+        node_tok[s] = node_hit.sum(axis=0)
+    return _freeze(sel, tok, node_tok)
+
+
 # --- per-rank deduplicated helpers (kept for callers of the first routing API) ------------------
 
 

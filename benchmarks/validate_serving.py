@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="fixed client-side TTFT overhead (fitted on the fit half; 0 to disable)")
     ap.add_argument("--fit-overhead", action="store_true",
                     help="after the run, fit the client overhead on the fit half of its rows and print it")
+    ap.add_argument("--kv-cache", default=None, choices=["fp8", "bfloat16"],
+                    help="KV-cache format of every row instead of the checkpoint's (the CSV does not record it)")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--pickle", type=Path, default=None,
                     help="keep the served rows and estimates in this pickle and reuse them when it exists")
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         with console.status("serving") as status:
             results = serve_rows(rows, progress=lambda i, n, r: status.update(f"serving {i}/{n}: {r.label}"),
-                                 client_overhead_ms=args.client_overhead_ms)
+                                 client_overhead_ms=args.client_overhead_ms, kv_cache=args.kv_cache)
         serve_s = time.perf_counter() - t0
 
         aic: dict[str, dict] = {}
@@ -195,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     doc["client_overhead_ms"] = args.client_overhead_ms
+    doc["kv_cache"] = args.kv_cache or "checkpoint"
     if args.fit_overhead:
         doc["fitted_client_overhead_ms"] = fit_client_overhead_ms(doc["rows"])
         print(f"client overhead fitted on the fit half: {doc['fitted_client_overhead_ms']:g} ms "

@@ -277,8 +277,10 @@ def token_budget(framework: str, attention_ranks: int) -> int:
     return total
 
 
-def row_deployment(row: ServingRow):
-    """The cosim :class:`~cosim.serving.deployment.Deployment` of a row (module docstring)."""
+def row_deployment(row: ServingRow, kv_cache: str | None = None):
+    """The cosim :class:`~cosim.serving.deployment.Deployment` of a row (module docstring);
+    ``kv_cache`` overrides the checkpoint's KV-cache format (e.g. ``fp8``: the CSV does not
+    record the engines' ``kv_cache_dtype``)."""
     from cosim.serving.deployment import BatchingSpec, Deployment, PoolSpec
 
     d = row.decode
@@ -295,7 +297,10 @@ def row_deployment(row: ServingRow):
                                        max(1, p.batch_per_rank))),
                  PoolSpec("decode", "decode", d.parallel, d.num_workers,
                           BatchingSpec("decode_only", TOKEN_BUDGET.get(d.framework, 8192), max(1, d.batch_per_rank))))
-    return Deployment(model, topo, pools, d.system, d.framework, row_precision(d, AFTER), source=f"row {row.row_id}")
+    precision = row_precision(d, AFTER)
+    if kv_cache is not None:
+        precision = dataclasses.replace(precision, kv_cache=kv_cache)
+    return Deployment(model, topo, pools, d.system, d.framework, precision, source=f"row {row.row_id}")
 
 
 def row_requests(row: ServingRow, num_requests: int | None = None):
@@ -398,7 +403,7 @@ def fit_client_overhead_ms(results: Iterable[dict], step_ms: float = 5.0, max_ms
 
 
 def serve_row(row: ServingRow, cache: StepTimeCache | None = None, num_requests: int | None = None,
-              client_overhead_ms: float = CLIENT_OVERHEAD_MS) -> RowServing:
+              client_overhead_ms: float = CLIENT_OVERHEAD_MS, kv_cache: str | None = None) -> RowServing:
     """Serve one row (module docstring); a row that cannot be served comes back with its reason."""
     from cosim.network.live import LiveNetwork
     from cosim.serving.deployment import pool_memory
@@ -409,7 +414,7 @@ def serve_row(row: ServingRow, cache: StepTimeCache | None = None, num_requests:
     cache = cache or StepTimeCache()
     out = RowServing(row)
     try:
-        dep = row_deployment(row)
+        dep = row_deployment(row, kv_cache)
         kernels = cache.kernels(dep.system, dep.framework)
         memory = {p.name: pool_memory(dep, p, kernels.system.mem_capacity_bytes) for p in dep.pools}
         out.kv_capacity_tokens = {k: m.kv_capacity_tokens for k, m in memory.items()}
@@ -469,7 +474,8 @@ def serve_row(row: ServingRow, cache: StepTimeCache | None = None, num_requests:
 
 
 def serve_rows(rows: Iterable[ServingRow], progress: Callable[[int, int, ServingRow], None] | None = None,
-               context_step: int = CONTEXT_STEP, client_overhead_ms: float = CLIENT_OVERHEAD_MS) -> list[RowServing]:
+               context_step: int = CONTEXT_STEP, client_overhead_ms: float = CLIENT_OVERHEAD_MS,
+               kv_cache: str | None = None) -> list[RowServing]:
     """Serve every row, grouped by (system, framework) so each kernel-table set is read once;
     results in the rows' order."""
     rows = list(rows)
@@ -477,7 +483,7 @@ def serve_rows(rows: Iterable[ServingRow], progress: Callable[[int, int, Serving
     cache = StepTimeCache(context_step)
     out: dict[int, RowServing] = {}
     for n, i in enumerate(order):
-        out[i] = serve_row(rows[i], cache, client_overhead_ms=client_overhead_ms)
+        out[i] = serve_row(rows[i], cache, client_overhead_ms=client_overhead_ms, kv_cache=kv_cache)
         if progress is not None:
             progress(n + 1, len(rows), rows[i])
     return [out[i] for i in range(len(rows))]

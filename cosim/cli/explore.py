@@ -1,5 +1,6 @@
 """``cosim explore EXPERIMENT.yaml`` : sweep a design space under SLOs and print the best
-deployment per mode and the Pareto fronts; results (one Parquet row per point) in ``--out``.
+deployment per mode and the Pareto fronts; results (one Parquet row per point) in ``--out``, and
+their HTML report in ``OUT/report/`` (:func:`cosim.report.html.write_experiment_report`).
 
 Thin command: arguments -> :func:`cosim.explore.load_experiment` -> :func:`cosim.explore.explore`
 -> report tables. A run interrupted at any moment resumes from ``--out`` without redoing or
@@ -27,6 +28,8 @@ def add_parser(sub) -> None:
                    help="skip the close look at the finalists (their steps on both backends, breakdown, links)")
     p.add_argument("--no-packet", action="store_true", help="finalists: no packet-backend re-check")
     p.add_argument("--fronts", action="store_true", help="also print the Pareto front of every workload")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write the HTML report (OUT/report/index.html; cosim report OUT writes it later)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -68,4 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if result.finalists:
         console.print(recheck_table(result.finalists))
     console.print(f"results: {out / 'results.parquet'}", highlight=False)
+    if not args.no_report:
+        from cosim.report.html import write_experiment_report
+
+        console.print(f"report: {write_experiment_report(out)}", highlight=False)
     return 0

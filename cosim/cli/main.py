@@ -39,6 +39,12 @@ def _parse_gpus(spec: str | None, num_gpus: int) -> list[int]:
     return ranks
 
 
+def check_report_dir(path: Path | None) -> None:
+    """``--report DIR``: refuse a path that is a file before simulating anything."""
+    if path is not None and path.exists() and not path.is_dir():
+        raise CosimError(f"--report: {path} is a file; expected a folder for index.html and its figures")
+
+
 def _cmd_topology_list(args: argparse.Namespace) -> int:
     from cosim.topology import list_presets, load_topology
 
@@ -83,6 +89,7 @@ def _cmd_net(args: argparse.Namespace) -> int:
     from cosim.report import hottest_links_table, write_link_parquet
     from cosim.topology import load_topology
 
+    check_report_dir(args.report)
     topo = load_topology(args.topology)
     ranks = _parse_gpus(args.gpus, topo.num_gpus)
     try:
@@ -148,6 +155,7 @@ def _cmd_step(args: argparse.Namespace) -> int:
         raise CosimError(f"--json: {args.json} is a directory; expected a file path")
     if args.json and not args.json.parent.exists():
         raise CosimError(f"--json: folder {args.json.parent} does not exist")
+    check_report_dir(args.report)
     model = load_model(args.model)
     topo = load_topology(args.topology)
     system = args.system or topo.gpu_system or "h200_sxm"

@@ -50,12 +50,15 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed of the requests (default: the workload's)")
     p.add_argument("--out", "-o", type=Path, default=None, help="per-request Parquet file")
     p.add_argument("--json", type=Path, default=None, help="summary as JSON")
+    p.add_argument("--report", type=Path, default=None, metavar="DIR",
+                   help="write an HTML report (latency distributions, throughput, pools, busiest links) to "
+                        "DIR/index.html")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cosim.cli.main import console
+    from cosim.cli.main import check_report_dir, console
     from cosim.report import pool_table, summary_table, throughput_lines, write_requests_parquet, write_serving_json
     from cosim.report.serving import links_table
     from cosim.serving.deployment import load_deployment
@@ -66,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     for opt, path in (("--out", args.out), ("--json", args.json)):
         if path is not None and not path.parent.exists():
             raise CosimError(f"{opt}: folder {path.parent} does not exist")
+    check_report_dir(args.report)
     dep = load_deployment(args.deployment)
     workload = load_workload(args.workload)
     if args.rate is not None:
@@ -76,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
         workload = workload.with_prefixes(args.prefixes)
     n = args.requests if args.requests is not None or args.duration is not None else 1000
     requests = generate_requests(workload, num_requests=n, duration_s=args.duration, seed=args.seed)
-    console.print(f"serving {len(requests)} {workload.name} requests with [bold]{dep.model.name}[/bold] "
-                  f"({dep.mode}, {len(dep.pools)} pools, {dep.num_gpus} GPUs of {dep.topology.name}, "
-                  f"{dep.system}/{dep.framework}, {args.backend} backend)")
+    what = (f"{len(requests)} {workload.name} requests with {dep.model.name} ({dep.mode}, {len(dep.pools)} pools, "
+            f"{dep.num_gpus} GPUs of {dep.topology.name}, {dep.system}/{dep.framework}, {args.backend} backend)")
+    console.print(f"serving {what}", highlight=False)
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console,
                   transient=True, disable=args.quiet) as bar:
@@ -100,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"[bold red]infeasible:[/] {reason}", markup=True, highlight=False)
         if args.json:
             write_serving_json(result, args.json)
+        if args.report:
+            _report(result, args, workload, f"served {what}")
         return 1
     console.print(summary_table(result, workload.slo))
     for line in throughput_lines(result):
@@ -113,4 +119,13 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"per-request results written to {write_requests_parquet(result.run, args.out)}")
     if args.json:
         console.print(f"summary written to {write_serving_json(result, args.json)}")
+    if args.report:
+        _report(result, args, workload, f"served {what}")
     return 0
+
+
+def _report(result, args: argparse.Namespace, workload, what: str) -> None:
+    from cosim.cli.main import console
+    from cosim.report.html import write_serving_report
+
+    console.print(f"report: {write_serving_report(result, args.report, workload.slo, what)}", highlight=False)

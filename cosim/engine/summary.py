@@ -123,9 +123,10 @@ class LinkSeries:
                    np.asarray(d["mean_utilization"], dtype=float), tuple(int(i) for i in d["hottest"]),
                    None if bw is None else np.asarray(bw, dtype=float))
 
-    def top_by_bytes(self, n: int) -> np.ndarray:
-        """Indices of the ``n`` links with the most bytes, most first."""
-        return np.argsort(-self.bytes, kind="stable")[:n]
+    def top(self, n: int) -> np.ndarray:
+        """Indices of the ``n`` busiest links (highest mean utilization, i.e. bytes over
+        bandwidth; then most bytes), busiest first."""
+        return np.lexsort((-self.bytes, -self.mean_utilization))[:n]
 
 
 def step_link_series(result, bins: int = STEP_LINK_BINS, top: int = 10) -> LinkSeries:

@@ -14,25 +14,30 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.table import Table
 
+from cosim.report.tables import TableData, table_data
+
 
 def _ms(v: float) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v * 1e3:.1f} ms"
 
 
-def summary_table(result, slo=None) -> Table:
+def summary_data(result, slo=None) -> TableData:
     """Latency percentiles (TTFT, TPOT, E2E, KV transfer) against the SLOs, and throughput."""
     s = result.summary
-    t = Table(title=f"{result.deployment.model.name}: {result.deployment.mode}, {result.deployment.num_gpus} GPUs, "
-                    f"{s.finished}/{s.requests} requests in {s.duration_s:.2f} s simulated")
-    for col in ("metric", "mean", "p50", "p90", "p99", "SLO"):
-        t.add_column(col, justify="left" if col == "metric" else "right")
     rows = [("TTFT", s.ttft, slo.ttft_s if slo else None), ("TPOT", s.tpot, slo.tpot_s if slo else None),
             ("inter-token", s.itl, None), ("end-to-end", s.e2e, None)]
     if s.kv_transfer.count:
         rows.append(("KV transfer", s.kv_transfer, None))
-    for name, d, target in rows:
-        t.add_row(name, _ms(d.mean_s), _ms(d.p50_s), _ms(d.p90_s), _ms(d.p99_s), _ms(target) if target else "")
-    return t
+    cells = [(name, _ms(d.mean_s), _ms(d.p50_s), _ms(d.p90_s), _ms(d.p99_s), _ms(target) if target else "")
+             for name, d, target in rows]
+    return table_data(f"{result.deployment.model.name}: {result.deployment.mode}, {result.deployment.num_gpus} GPUs, "
+                      f"{s.finished}/{s.requests} requests in {s.duration_s:.2f} s simulated",
+                      ("metric", "mean", "p50", "p90", "p99", "SLO"), cells, left=("metric",))
+
+
+def summary_table(result, slo=None) -> Table:
+    """:func:`summary_data` for the terminal."""
+    return summary_data(result, slo).rich(overflow=None)
 
 
 def throughput_lines(result) -> list[str]:
@@ -50,24 +55,53 @@ def throughput_lines(result) -> list[str]:
     return lines
 
 
-def pool_table(result) -> Table:
+def pool_data(result) -> TableData:
     """Per pool: GPUs, memory per GPU, KV capacity, utilization, steps; the busiest pool first
     (the bottleneck)."""
-    t = Table(title="Pools")
-    for col in ("pool", "role", "GPUs", "weights/GPU", "KV capacity (tokens/rank)", "utilization", "steps",
-                "step model"):
-        t.add_column(col, justify="left" if col in ("pool", "role", "step model") else "right")
     util = result.summary.pool_utilization if result.summary else {}
+    rows = []
     for p in sorted(result.deployment.pools, key=lambda p: -util.get(p.name, 0.0)):
         m = result.memory[p.name]
         models = [v for k, v in result.step_models.items() if k == p.name or k.startswith(f"{p.name}[replica ")]
         how = ", ".join(f"{v.get('source', '-')} ({v.get('wall_s', 0):.1f} s)" for v in models)
         if len(models) > 1:
             how = f"{len(models)} placements: {how}"
-        t.add_row(p.name, p.role, str(p.num_gpus), f"{m.weight_bytes / 2**30:.1f} GiB", f"{m.kv_capacity_tokens:,}",
-                  f"{util.get(p.name, float('nan')):.0%}", str(result.run.steps.get(p.name, 0)) if result.run else "-",
-                  how or "-")
-    return t
+        rows.append((p.name, p.role, str(p.num_gpus), f"{m.weight_bytes / 2**30:.1f} GiB", f"{m.kv_capacity_tokens:,}",
+                     f"{util.get(p.name, float('nan')):.0%}",
+                     str(result.run.steps.get(p.name, 0)) if result.run else "-", how or "-"))
+    return table_data("Pools", ("pool", "role", "GPUs", "weights/GPU", "KV capacity (tokens/rank)", "utilization",
+                                "steps", "step model"), rows, left=("pool", "role", "step model"))
+
+
+def pool_table(result) -> Table:
+    """:func:`pool_data` for the terminal."""
+    return pool_data(result).rich(overflow=None)
+
+
+def timeline(run, bins: int = 80) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The run over simulated time, in ``bins`` bins from the first arrival to the last finish:
+    bin centres (s), output tokens per second (each finished request's tokens after the first
+    spread evenly from its first token to its last, the first at its first token) and requests
+    in the system (arrived, not finished) at each centre. Empty arrays without finished requests."""
+    done = run.finished
+    if not done.any():
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    arrival = np.asarray(run.arrival_s, dtype=float)
+    first, finish = np.asarray(run.first_token_s, dtype=float)[done], np.asarray(run.finish_s, dtype=float)[done]
+    tokens = np.asarray(run.output_tokens_done, dtype=float)[done]
+    t0, t1 = float(np.nanmin(arrival)), float(np.nanmax(finish))
+    edges = np.linspace(t0, max(t1, t0 + 1e-9), bins + 1)
+    width = edges[1] - edges[0]
+    rest = np.maximum(tokens - 1.0, 0.0)
+    span = np.maximum(finish - first, 1e-30)
+    overlap = np.clip(np.minimum(edges[None, 1:], finish[:, None]) - np.maximum(edges[None, :-1], first[:, None]),
+                      0.0, None)
+    per_bin = (overlap * (rest / span)[:, None]).sum(axis=0)
+    per_bin += np.histogram(first, edges, weights=np.minimum(tokens, 1.0))[0]
+    centres = (edges[:-1] + edges[1:]) / 2
+    end = np.where(np.isnan(run.finish_s), np.inf, run.finish_s)
+    in_flight = ((arrival[None, :] <= centres[:, None]) & (end[None, :] > centres[:, None])).sum(axis=1)
+    return centres - t0, per_bin / width, in_flight.astype(float)
 
 
 def requests_table(run) -> pa.Table:
@@ -120,6 +154,9 @@ def serving_summary(result) -> dict:
 
 
 def _busiest_links(result, top: int = 20) -> list[dict]:
+    """The ``top`` links of the run by mean utilization over the serving window: bytes of the
+    steps' collectives (estimated per replica, :attr:`cosim.serving.run.ServeResult.step_link_tx_bytes`)
+    and of the P/D KV transfers (the LiveNetwork's counters)."""
     run = result.run
     if run is None:
         return []
@@ -130,9 +167,10 @@ def _busiest_links(result, top: int = 20) -> list[dict]:
     tx = kv + steps
     window = max(result.summary.duration_s, 1e-30)
     util = tx * 8.0 / topo.directed_bandwidth_bps / window
-    return [{"link": topo.describe_link(int(d)), "tier": topo.links[d // 2].tier, "step_bytes": float(steps[d]),
+    return [{"link": topo.describe_link(int(d)), "tier": topo.links[d // 2].tier,
+             "bandwidth_gbps": float(topo.directed_bandwidth_bps[d] / 1e9), "step_bytes": float(steps[d]),
              "kv_bytes": float(kv[d]), "mean_utilization": float(util[d])}
-            for d in np.argsort(-util)[:top] if tx[d] > 0]
+            for d in np.argsort(-util, kind="stable")[:top] if tx[d] > 0]
 
 
 def write_serving_json(result, path: str | Path) -> Path:
@@ -143,28 +181,19 @@ def write_serving_json(result, path: str | Path) -> Path:
     return path
 
 
+def links_data(result, top: int = 10) -> TableData | None:
+    """The busiest links of the serving run (:func:`_busiest_links`: step collectives and KV
+    transfers) and their mean utilization over the serving window; ``None`` without traffic."""
+    links = _busiest_links(result, top)
+    if not links:
+        return None
+    rows = [(d["link"], d["tier"], f"{d['bandwidth_gbps'] / 8:.0f}", f"{d['step_bytes'] / 2**30:.2f} GiB",
+             f"{d['kv_bytes'] / 2**30:.2f} GiB", f"{d['mean_utilization']:.1%}") for d in links]
+    return table_data("Busiest links over the run (step collectives + KV transfers)",
+                      ("link", "tier", "GB/s", "steps", "KV", "mean util"), rows, left=("link", "tier"))
+
+
 def links_table(result, top: int = 10) -> Table | None:
-    """The busiest links of the serving run: bytes of the steps' collectives (estimated per
-    replica, :attr:`cosim.serving.run.ServeResult.step_link_tx_bytes`) and of the P/D KV
-    transfers (the LiveNetwork's counters), and the mean utilization over the serving window."""
-    run = result.run
-    if run is None:
-        return None
-    topo = result.deployment.topology
-    n = topo.num_directed_links
-    kv = np.zeros(n) if run.link_tx_bytes is None else np.asarray(run.link_tx_bytes, dtype=float)
-    steps = np.zeros(n) if result.step_link_tx_bytes is None else np.asarray(result.step_link_tx_bytes, dtype=float)
-    tx = kv + steps
-    if not np.any(tx):
-        return None
-    window = max(result.summary.duration_s, 1e-30)
-    util = tx * 8.0 / topo.directed_bandwidth_bps / window
-    t = Table(title="Busiest links over the run (step collectives + KV transfers)")
-    for col in ("link", "tier", "GB/s", "steps", "KV", "mean util"):
-        t.add_column(col, justify="left" if col in ("link", "tier") else "right")
-    for d in np.argsort(-util)[:top]:
-        if tx[d] == 0:
-            break
-        t.add_row(topo.describe_link(int(d)), topo.links[d // 2].tier, f"{topo.directed_bandwidth_bps[d] / 8e9:.0f}",
-                  f"{steps[d] / 2**30:.2f} GiB", f"{kv[d] / 2**30:.2f} GiB", f"{util[d]:.1%}")
-    return t
+    """:func:`links_data` for the terminal."""
+    data = links_data(result, top)
+    return None if data is None else data.rich(overflow=None)

@@ -19,7 +19,6 @@ Written as ``OUT/finalists/<key>.json`` (atomic); a resumed run skips finalists 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -34,10 +33,9 @@ from cosim.explore.evaluate import _grid_for, _kernels
 from cosim.explore.space import DesignPoint, workload_of
 from cosim.explore.spec import ExperimentSpec
 from cosim.serving.deployment import deployment_from_dict
-from cosim.serving.run import serve
+from cosim.serving.run import representative_step, serve
 from cosim.serving.simulator import ServingOptions
 from cosim.serving.workload import ClosedLoop, generate_requests
-from cosim.trace.builder import PrefillChunk
 
 #: Time bins of a finalist step's link series.
 LINK_BINS = 60
@@ -49,20 +47,6 @@ def finalist_keys(rows: list[dict]) -> list[str]:
     keys = {r["key"] for front in pareto_fronts(rows).values() for r in front}
     keys |= {r["key"] for r in best_per_mode(rows) if r.get("status") == "ok"}
     return sorted(keys)
-
-
-def _representative(dep, pool, index: int, st: dict):
-    base = dep.step_spec(pool, index)
-    batch = int(round(st["decode_tokens"]))
-    chunks: tuple = ()
-    if st["chunk_tokens"] >= 1:
-        n = max(1, int(round(st["chunks"])))
-        per = max(1, int(round(st["chunk_tokens"] / n)))
-        chunks = tuple(PrefillChunk(0, per) for _ in range(n))
-    if not chunks:
-        batch = max(batch, pool.afd.micro_batches if pool.afd is not None else 1)
-    return dataclasses.replace(base, batch_per_rank=batch, prefix_tokens=int(round(st["context"])),
-                               prefill_chunks=chunks)
 
 
 def examine_finalist(spec: ExperimentSpec, point: DesignPoint, row: dict, cache_dir: str | Path | None,
@@ -86,7 +70,7 @@ def examine_finalist(spec: ExperimentSpec, point: DesignPoint, row: dict, cache_
         st = res.run.replica_steps.get((pool.name, 0))
         if not st or not st["steps"]:
             continue
-        step = _representative(dep, pool, 0, st)
+        step = representative_step(dep, pool, 0, st)
         flow = simulate_step(step, kernels, dep.topology, "flow")
         entry = {"decode_tokens": step.batch_per_rank, "context": step.prefix_tokens,
                  "chunks": [[c.prefix_tokens, c.new_tokens] for c in step.prefill_chunks],

@@ -98,28 +98,34 @@ class ServeResult:
         return [m.reason for m in self.memory.values() if m.reason]
 
 
-def step_link_bytes(dep: Deployment, run: ServingRun, sim: StepSimulator) -> np.ndarray:
-    """Bytes per directed link of the run's steps (see :attr:`ServeResult.step_link_tx_bytes`):
-    one representative step simulated per replica, on the same simulator (its network memo)."""
+def representative_step(dep: Deployment, pool: PoolSpec, replica: int, stats: dict):
+    """The step a replica typically ran (``ServingRun.replica_steps[(pool, replica)]``): its mean
+    busiest-rank decode requests at their mean context, and its mean prefill chunks (as many as
+    it carried on average, of equal length, without prefix)."""
     import dataclasses
 
     from cosim.trace.builder import PrefillChunk
 
+    batch = int(round(stats["decode_tokens"]))
+    chunks: tuple = ()
+    if stats["chunk_tokens"] >= 1:
+        n = max(1, int(round(stats["chunks"])))
+        per = max(1, int(round(stats["chunk_tokens"] / n)))
+        chunks = tuple(PrefillChunk(0, per) for _ in range(n))
+    if not chunks:
+        batch = max(batch, pool.afd.micro_batches if pool.afd is not None else 1)
+    return dataclasses.replace(dep.step_spec(pool, replica), batch_per_rank=batch,
+                               prefix_tokens=int(round(stats["context"])), prefill_chunks=chunks)
+
+
+def step_link_bytes(dep: Deployment, run: ServingRun, sim: StepSimulator) -> np.ndarray:
+    """Bytes per directed link of the run's steps (see :attr:`ServeResult.step_link_tx_bytes`):
+    one :func:`representative_step` simulated per replica, on the same simulator (its network
+    memo)."""
     total = np.zeros(dep.topology.num_directed_links)
     pools = {p.name: p for p in dep.pools}
     for (name, index), st in run.replica_steps.items():
-        pool = pools[name]
-        base = dep.step_spec(pool, index)
-        batch = int(round(st["decode_tokens"]))
-        chunks = ()
-        if st["chunk_tokens"] >= 1:
-            n = max(1, int(round(st["chunks"])))
-            per = max(1, int(round(st["chunk_tokens"] / n)))
-            chunks = tuple(PrefillChunk(0, per) for _ in range(n))
-        if not chunks:
-            batch = max(batch, pool.afd.micro_batches if pool.afd is not None else 1)
-        spec = dataclasses.replace(base, batch_per_rank=batch, prefix_tokens=int(round(st["context"])),
-                                   prefill_chunks=chunks)
+        spec = representative_step(dep, pools[name], index, st)
         total += st["steps"] * sim.simulate(spec).link_tx_bytes
     return total
 

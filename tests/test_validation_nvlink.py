@@ -18,9 +18,9 @@ from cosim.validation import nvlink_a2a as N  # noqa: E402
 
 TOKENS = (1, 16, 128, 1024, 8192, 65536)
 HELD_OUT_BOUNDS = {  # median |err| % over EP 8-64 on the subsample (measured in comments)
-    "dispatch": 16,                  # 13.7
-    "combine": 20,                   # 17.4
-    "combine_low_precision": 62,     # 58.7  missed: a quantization-bound kernel, not the wire
+    "dispatch": 16,                  # 13.1
+    "combine": 20,                   # 17.1
+    "combine_low_precision": 62,     # 58.4  missed: a quantization-bound kernel, not the wire
 }
 
 
@@ -62,9 +62,9 @@ def test_held_out_ep_sizes_within_stated_bounds(validated):
     for phase, bound in HELD_OUT_BOUNDS.items():
         err = held[held.phase == phase].error_pct.abs().median()
         assert err <= bound, (phase, err, bound)
-    assert held[held.phase != "combine_low_precision"].error_pct.abs().median() <= 16  # 14.4
+    assert held[held.phase != "combine_low_precision"].error_pct.abs().median() <= 16  # 14.6
     fit_rows = pred[pred.ep_size == 4]
-    assert fit_rows.error_pct.abs().median() <= 5  # in sample
+    assert fit_rows.error_pct.abs().median() <= 5  # 0.9, in sample
 
 
 def test_fit_refuses_cross_tray_rows(validated):

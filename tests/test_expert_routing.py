@@ -196,3 +196,36 @@ def test_cosim_step_routing_options(tmp_path, capsys):
     assert a == b
     assert main(base + ["--routing", "power_law:skew"]) == 2
     assert "param=value" in capsys.readouterr().out
+
+
+def test_moe_traffic_splits_the_exchanged_bytes_by_node():
+    """``moe_traffic``: on one node nothing crosses; EP16 over two nodes with uniform routing
+    sends about 8/15 of each rank's bytes to the other node (8 of its 15 peers), and the intra +
+    inter bytes of every layer add up to its collectives' matrices; a skewed routing model moves
+    the straggler factor."""
+    import dataclasses
+
+    from cosim.engine.step import simulate_step
+    from cosim.engine.summary import moe_traffic, moe_traffic_summary
+    from cosim.kernels import KernelTables
+    from cosim.models import Parallelism, Precision, load_model
+    from cosim.topology import load_topology
+    from cosim.trace.builder import StepSpec
+    from cosim.trace.expert_routing import StepRouting
+
+    model = load_model("Qwen/Qwen3-30B-A3B")
+    kernels = KernelTables.load("h200_sxm", framework="trtllm")
+    prec = Precision.from_checkpoint(model, dispatch="fp8")
+    one = simulate_step(StepSpec(model, Parallelism(tp=8, ep=8, dp_attention=True), prec, "generation", 16,
+                                 prefix_tokens=1024), kernels, load_topology("h200-hgx-node"))
+    assert all(t.inter_bytes == 0 and t.intra_bytes > 0 for t in moe_traffic(one))
+    spec = StepSpec(model, Parallelism(tp=16, ep=16, dp_attention=True), prec, "generation", 64, prefix_tokens=1024)
+    two = simulate_step(spec, kernels, load_topology("h200-hgx-2node"))
+    layers = moe_traffic(two)
+    assert {t.op for t in layers} == {"dispatch", "combine"} and len(layers) == 2 * model.num_layers
+    total = sum(float(np.asarray(c.bytes_matrix).sum()) for c in two.trace.collectives if c.op in ("dispatch", "combine"))
+    assert sum(t.intra_bytes + t.inter_bytes for t in layers) == pytest.approx(total)
+    assert all(abs(t.inter_fraction - 8 / 15) < 0.04 for t in layers)
+    skewed = simulate_step(dataclasses.replace(spec, routing=StepRouting(model=routing_model("power_law", skew=1.0))),
+                           kernels, load_topology("h200-hgx-2node"))
+    assert moe_traffic_summary(skewed)["straggler_factor"] > moe_traffic_summary(two)["straggler_factor"] + 0.2

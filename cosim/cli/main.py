@@ -251,6 +251,15 @@ def _cmd_step(args: argparse.Namespace) -> int:
                       format_bytes(result.link_tx_bytes[d]), f"{util[d]:.1%}",
                       format_bytes(result.link_peak_queue_bytes[d]) if args.backend == "packet" else "-")
     console.print(links)
+    from cosim.engine.summary import moe_traffic_summary
+
+    moe = moe_traffic_summary(result)
+    if moe:
+        parts = [f"{op} {o['inter_fraction']:.0%} of {format_bytes(o['intra_bytes'] + o['inter_bytes'])}"
+                 for op, o in moe["by_op"].items()]
+        console.print(f"MoE tokens crossing nodes (over {next(iter(moe['by_op'].values()))['layers']} layers): "
+                      f"{', '.join(parts)}; routed-expert straggler factor {moe['straggler_factor']:.2f} (max / mean "
+                      f"expert time of the ranks, mean over layers)", highlight=False)
     if args.trace_out:
         _write_traces(result, args.trace_out, args.chakra_alltoallv)
     if args.json:

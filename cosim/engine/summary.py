@@ -62,9 +62,84 @@ def step_summary(result, top_links: int = 8) -> dict:
         "memory": _memory(result.memory),
         "duration_sources": dict(result.duration_sources),
         "hottest_links": links,
+        "moe_traffic": moe_traffic_summary(result),
         "network_simulations": result.network_simulations,
         "wall_s": result.wall_s,
     }
+
+
+#: Collective operations that carry the tokens of an MoE layer (DeepEP / NVLink all-to-all, AFD).
+MOE_OPS = ("dispatch", "combine", "a2f", "f2a")
+
+
+@dataclass(frozen=True)
+class MoeLayerTraffic:
+    """Bytes of one MoE layer's token exchanges (``op``: dispatch, combine, a2f or f2a, summed
+    over micro-batches) that stay inside a scale-up domain (NVLink) and that cross domains."""
+
+    layer: int
+    op: str
+    intra_bytes: float
+    inter_bytes: float
+
+    @property
+    def inter_fraction(self) -> float:
+        total = self.intra_bytes + self.inter_bytes
+        return self.inter_bytes / total if total else 0.0
+
+
+def moe_traffic(result) -> list[MoeLayerTraffic]:
+    """Per MoE layer and operation, the bytes that stay inside a node (scale-up domain) and that
+    cross nodes: from each collective's bytes matrix on the step's GPUs (for DeepEP normal mode
+    across nodes, the cross-node part is its per-node deduplicated RDMA matrix, what goes over
+    the NICs). Where the topology has no domains every GPU counts as its own node."""
+    topo, trace = result.topology, result.trace
+    if topo is None:
+        return []
+    domain = [topo.nodes[n].domain for n in topo.gpu_nodes]
+    acc: dict[tuple[int, str], list[float]] = {}
+    for c in trace.collectives:
+        op = c.op or ""
+        if op not in MOE_OPS:
+            continue
+        gpus = [trace.gpu_of(r) for r in c.ranks]
+        node = np.array([domain[g] if domain[g] is not None else -1 - g for g in gpus])
+        m = np.asarray(c.bytes_matrix, dtype=np.float64)
+        if c.kind == "bipartite":
+            src, dst = node[:c.num_senders], node[c.num_senders:]
+        else:
+            src = dst = node
+        same = src[:, None] == dst[None, :]
+        intra = float(m[same].sum())
+        inter = float(m[~same].sum())
+        if c.node_bytes_matrix is not None:
+            inter = float(np.asarray(c.node_bytes_matrix, dtype=np.float64).sum())
+        a = acc.setdefault((c.layer, op), [0.0, 0.0])
+        a[0] += intra
+        a[1] += inter
+    return [MoeLayerTraffic(layer, op, v[0], v[1]) for (layer, op), v in sorted(acc.items())]
+
+
+def moe_traffic_summary(result) -> dict[str, Any] | None:
+    """Totals of :func:`moe_traffic` per operation, the routed-expert imbalance (mean over MoE
+    layers of the max / mean expert time of the ranks, and the slowest rank), JSON-ready;
+    ``None`` for a step without MoE token exchanges."""
+    layers = moe_traffic(result)
+    if not layers:
+        return None
+    ops: dict[str, dict[str, float]] = {}
+    for t in layers:
+        o = ops.setdefault(t.op, {"intra_bytes": 0.0, "inter_bytes": 0.0, "layers": 0})
+        o["intra_bytes"] += t.intra_bytes
+        o["inter_bytes"] += t.inter_bytes
+        o["layers"] += 1
+    for o in ops.values():
+        total = o["intra_bytes"] + o["inter_bytes"]
+        o["inter_fraction"] = o["inter_bytes"] / total if total else 0.0
+    factor, rank, count = result.expert_imbalance()
+    return {"by_op": ops, "straggler_factor": factor, "slowest_rank": rank, "slowest_rank_layers": count,
+            "per_layer": [{"layer": t.layer, "op": t.op, "intra_bytes": t.intra_bytes, "inter_bytes": t.inter_bytes}
+                          for t in layers]}
 
 
 @dataclass(frozen=True, eq=False)

@@ -384,6 +384,7 @@ def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", 
     if network is not None and (network.topology is not topology or network.backend != backend):
         raise ConfigError("<api>", "network", "the CollectiveNetwork belongs to another topology or backend")
     net = network or CollectiveNetwork(topology, backend)
+    overheads = overheads.for_topology(topology)  # the constants on this topology's GPUs (their NVLink rate)
     sims0, wall_net0 = net.simulations, net.wall_s
     colls = [c if trace.gpus is None else dataclasses.replace(c, ranks=tuple(trace.gpus[r] for r in c.ranks))
              for c in trace.collectives]  # on topology GPUs

@@ -15,11 +15,13 @@ from cosim.validation.silicon import silicon_csv_path
 pytest.importorskip("aiconfigurator_core")
 
 #: (row id, TTFT bound, TPOT bound): |error| of the steady-state means measured when the test was
-#: written, in this order, TTFT 50 %, 38 %, 43 %, 82 % and TPOT 6.6 %, 4.9 %, 3.0 %, 4.9 %, plus a
-#: margin. The disagg TTFT (55 ms predicted, 306 ms measured) misses the fixed per-request
-#: overhead of the benchmark that cosim does not model (docs/validation-serving.md).
+#: last updated (fp8 KV cache, the validation's KV_CACHE), in this order, TTFT 45 %, 40 %, 45 %,
+#: 82 % and TPOT 23.6 %, 3.5 %, 3.1 %, 6.2 %, plus a margin (with the checkpoint's bf16 KV the
+#: first row's TPOT is 6.9 %: SGLang's fp8-KV MLA decode kernels are slower in its tables). The
+#: disagg TTFT (55 ms predicted, 306 ms measured) misses the fixed per-request overhead of the
+#: benchmark that cosim does not model (docs/validation-serving.md).
 SUBSET = (
-    ("dsr1_h200_sglang_fp8_agg_1024x1024_c16_cfg81", 0.80, 0.15),
+    ("dsr1_h200_sglang_fp8_agg_1024x1024_c16_cfg81", 0.80, 0.30),
     ("qwen_qwen3_235b_a22b_fp8_qwen_qwen3_235b_a22b_fp8_h100_sxm_trtllm_agg_1024x512_c8_tp4_epnone_15", 0.80, 0.15),
     ("dsr1_b200_trtllm_fp4_agg_8192x1024_c8_cfg82", 0.80, 0.15),
     ("dsr1_gb200_sglang_fp8_disagg_1024x1024_c8_cfg502", 0.95, 0.15),

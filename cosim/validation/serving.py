@@ -277,7 +277,14 @@ def token_budget(framework: str, attention_ranks: int) -> int:
     return total
 
 
-def row_deployment(row: ServingRow, kv_cache: str | None = None):
+#: KV-cache format of every row (the CSV does not record the engines' ``kv_cache_dtype``): fp8,
+#: chosen on the ``fit`` half between the checkpoint's format (bf16 for DeepSeek-R1 FP8) and
+#: fp8 (fit half, median TTFT 52 % -> 42 %, TPOT 19 % -> 18 %; docs/validation-serving.md).
+#: ``None``: the checkpoint's.
+KV_CACHE = "fp8"
+
+
+def row_deployment(row: ServingRow, kv_cache: str | None = KV_CACHE):
     """The cosim :class:`~cosim.serving.deployment.Deployment` of a row (module docstring);
     ``kv_cache`` overrides the checkpoint's KV-cache format (e.g. ``fp8``: the CSV does not
     record the engines' ``kv_cache_dtype``)."""
@@ -403,7 +410,7 @@ def fit_client_overhead_ms(results: Iterable[dict], step_ms: float = 5.0, max_ms
 
 
 def serve_row(row: ServingRow, cache: StepTimeCache | None = None, num_requests: int | None = None,
-              client_overhead_ms: float = CLIENT_OVERHEAD_MS, kv_cache: str | None = None) -> RowServing:
+              client_overhead_ms: float = CLIENT_OVERHEAD_MS, kv_cache: str | None = KV_CACHE) -> RowServing:
     """Serve one row (module docstring); a row that cannot be served comes back with its reason."""
     from cosim.network.live import LiveNetwork
     from cosim.serving.deployment import pool_memory
@@ -475,7 +482,7 @@ def serve_row(row: ServingRow, cache: StepTimeCache | None = None, num_requests:
 
 def serve_rows(rows: Iterable[ServingRow], progress: Callable[[int, int, ServingRow], None] | None = None,
                context_step: int = CONTEXT_STEP, client_overhead_ms: float = CLIENT_OVERHEAD_MS,
-               kv_cache: str | None = None) -> list[RowServing]:
+               kv_cache: str | None = KV_CACHE) -> list[RowServing]:
     """Serve every row, grouped by (system, framework) so each kernel-table set is read once;
     results in the rows' order."""
     rows = list(rows)
@@ -591,7 +598,7 @@ def summarize_errors(results: Sequence[RowServing], aic: dict[str, dict], key: C
     return out
 
 
-__all__ = ["CONTEXT_STEP", "MAX_REQUESTS", "TOKEN_BUDGET", "MemoStepTimes", "RowServing", "ServingRow",
+__all__ = ["CONTEXT_STEP", "KV_CACHE", "MAX_REQUESTS", "TOKEN_BUDGET", "MemoStepTimes", "RowServing", "ServingRow",
            "ServingSelection", "StepTimeCache", "aiconfigurator_estimates", "check_memo", "default_subset", "export_of",
            "row_deployment", "row_requests", "select_serving_rows", "serve_row", "serve_rows", "split_half",
            "summarize_errors", "token_budget"]

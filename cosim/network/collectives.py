@@ -27,11 +27,14 @@ DEFAULT_CHUNK_BYTES = 1 << 20
 
 @dataclass
 class Collective:
-    """Flows of one collective: ``flows`` (all) and ``last`` (completion = latest finish among them)."""
+    """Flows of one collective: ``flows`` (all) and ``last`` (completion = latest finish among them).
+
+    Both are sequences of flow indices: lists, or ranges for collectives added as one block.
+    """
 
     name: str
-    flows: list[int] = field(default_factory=list)
-    last: list[int] = field(default_factory=list)
+    flows: Sequence[int] = field(default_factory=list)
+    last: Sequence[int] = field(default_factory=list)
 
 
 def _check_ranks(ranks: Sequence[int], what: str, minimum: int = 2) -> list[int]:
@@ -71,12 +74,15 @@ def all_to_all_v(fs: FlowSet, ranks: Sequence[int], bytes_matrix, *, after: Iter
     m = np.asarray(bytes_matrix)
     if m.shape != (n, n):
         raise FlowError(f"{tag}: bytes_matrix must be {n}x{n} for {n} ranks, got shape {m.shape}")
-    if (m < 0).any() or not np.all(np.mod(m, 1) == 0):
+    if (m < 0).any() or (m.dtype.kind not in "iub" and not np.all(np.mod(m, 1) == 0)):
         raise FlowError(f"{tag}: bytes_matrix entries must be non-negative integers")
     after = list(after)
     coll = Collective(tag)
-    pairs = ((i, (i + k) % n) for k in range(1, n) for i in range(n))
-    return _rotated_transfers(fs, coll, ranks, ranks, m, pairs, after, tag, channels)
+    i = np.tile(np.arange(n, dtype=np.int32), n - 1)
+    j = np.repeat(np.arange(1, n, dtype=np.int32), n)
+    j += i
+    np.remainder(j, n, out=j)
+    return _rotated_transfers(fs, coll, ranks, ranks, m, (i, j), after, tag, channels)
 
 
 def all_to_all(fs: FlowSet, ranks: Sequence[int], bytes_per_pair: int, **kwargs) -> Collective:
@@ -104,22 +110,41 @@ def bipartite(fs: FlowSet, senders: Sequence[int], receivers: Sequence[int], byt
         raise FlowError(f"{tag}: bytes_matrix entries must be non-negative")
     after = list(after)
     coll = Collective(tag)
-    pairs = ((i, (i + k) % n_) for k in range(n_) for i in range(m_))
-    return _rotated_transfers(fs, coll, senders, receivers, m, pairs, after, tag, channels)
+    i = np.tile(np.arange(m_, dtype=np.int32), n_)
+    j = np.repeat(np.arange(n_, dtype=np.int32), m_)
+    j += i
+    np.remainder(j, n_, out=j)
+    return _rotated_transfers(fs, coll, senders, receivers, m, (i, j), after, tag, channels)
 
 
 def _rotated_transfers(fs: FlowSet, coll: Collective, senders: list[int], receivers: list[int], m,
-                       pairs, after: list[int], tag: str, channels: int) -> Collective:
+                       pairs: tuple[np.ndarray, np.ndarray], after: list[int], tag: str, channels: int) -> Collective:
     """Add ``m[i][j]`` bytes from ``senders[i]`` to ``receivers[j]`` for each (i, j) of ``pairs``
-    (in that order), split over ``channels`` queue pairs; self-transfers and zeros are skipped."""
-    for i, j in pairs:
-        size = int(m[i, j])
-        if size == 0 or senders[i] == receivers[j]:
-            continue
-        for c, part in enumerate(_split(size, channels)):
-            if part:
-                coll.flows.append(fs.add(senders[i], receivers[j], part, after=after, tag=tag, path_key=c))
-    coll.last = list(coll.flows)
+    (index arrays, in that order), split over ``channels`` queue pairs; self-transfers and zeros
+    are skipped. The flows are added as one block (:meth:`FlowSet.add_many`)."""
+    if channels < 1:
+        raise FlowError(f"{tag}: channels must be >= 1, got {channels}")
+    pi, pj = pairs
+    size = np.asarray(m)[pi, pj].astype(np.int64, copy=False)  # floats are truncated, as int() does
+    src = np.asarray(senders, dtype=np.int32)[pi]
+    dst = np.asarray(receivers, dtype=np.int32)[pj]
+    del pi, pj
+    keep = size != 0
+    keep &= src != dst
+    if not keep.all():
+        src, dst, size = src[keep], dst[keep], size[keep]
+    del keep
+    if channels == 1:
+        block = fs.add_many(src, dst, size, after=after, tag=tag)
+    else:
+        base, extra = np.divmod(size, channels)
+        parts = base[:, None] + (np.arange(channels)[None, :] < extra[:, None])
+        nonzero = parts > 0
+        key = np.broadcast_to(np.arange(channels), parts.shape)[nonzero]
+        rows = np.nonzero(nonzero)[0]
+        block = fs.add_many(src[rows], dst[rows], parts[nonzero], after=after, tag=tag, path_key=key)
+    coll.flows = block
+    coll.last = block
     return coll
 
 
@@ -142,34 +167,56 @@ def _ring(fs: FlowSet, ranks: list[int], size_bytes: int, phases: Sequence[str],
     segment ``(i - s) mod n`` during reduce-scatter, ``(i + 1 - s) mod n`` during all-gather. Each
     segment travels in chunks; chunk ``c`` waits for chunk ``c`` of the previous step from rank
     ``i-1`` to be received and for chunk ``c-1`` of its own step to have been sent (same channel).
+    Each step is added as one block of flows (rank-major, then chunk).
     """
     n = len(ranks)
     segments = _split(int(size_bytes), n)
     chunks_per_segment = [_split(s, _num_chunks(s, chunk_bytes)) for s in segments]
-    max_chunks = max(len(c) for c in chunks_per_segment)
-    after = list(after)
+    counts = np.array([len(c) for c in chunks_per_segment], dtype=np.int64)
+    max_chunks = int(counts.max())
+    chunk_size = np.zeros((n, max_chunks), dtype=np.int64)
+    for seg, chunks in enumerate(chunks_per_segment):
+        chunk_size[seg, :len(chunks)] = chunks
+    after = [int(a) for a in after]
     coll = Collective(tag)
-    # prev[i][c]: flow that delivered chunk c to rank i in the previous step.
-    prev: list[list[int | None]] = [[None] * max_chunks for _ in range(n)]
+    first = len(fs)
+    rank = np.asarray(ranks, dtype=np.int64)
+    succ = np.roll(np.arange(n), -1)
+    # prev[i, c]: flow that delivered chunk c to rank i in the previous step (-1: none).
+    prev = np.full((n, max_chunks), -1, dtype=np.int64)
     step = 0
     for phase in phases:
         for s in range(n - 1):
-            current: list[list[int | None]] = [[None] * max_chunks for _ in range(n)]
-            for i in range(n):
-                seg = (i - s) % n if phase == "rs" else (i + 1 - s) % n
-                last_on_link = None
-                for c, chunk in enumerate(chunks_per_segment[seg]):
-                    deps = list(after) if step == 0 else []
-                    if prev[i][c] is not None:
-                        deps.append(prev[i][c])
-                    f = fs.add(ranks[i], ranks[(i + 1) % n], chunk, after=deps, tag=f"{tag}:{phase}{s}",
-                               after_sent=[last_on_link] if last_on_link is not None else [])
-                    coll.flows.append(f)
-                    current[(i + 1) % n][c] = f
-                    last_on_link = f
-            prev = current
+            seg = (np.arange(n) - s) % n if phase == "rs" else (np.arange(n) + 1 - s) % n
+            k = counts[seg]
+            sender = np.repeat(np.arange(n), k)
+            start = np.cumsum(k) - k
+            chunk = np.arange(len(sender)) - np.repeat(start, k)
+            ids = len(fs) + np.arange(len(sender))
+            received = np.full(len(sender), -1, dtype=np.int64) if step == 0 else prev[sender, chunk]
+            sent = np.where(chunk > 0, ids - 1, -1)
+            # per-flow dependencies: `after` (first step), the chunk received, then the chunk sent
+            shared = len(after) if step == 0 else 0
+            per = shared + (received >= 0) + (sent >= 0)
+            offsets = np.zeros(len(sender) + 1, dtype=np.int64)
+            np.cumsum(per, out=offsets[1:])
+            enc = np.empty(int(offsets[-1]), dtype=np.int64)
+            pos = offsets[:-1].copy()
+            for a in after if step == 0 else ():
+                enc[pos] = a
+                pos += 1
+            has = received >= 0
+            enc[pos[has]] = received[has]
+            pos += has
+            has = sent >= 0
+            enc[pos[has]] = -sent[has] - 1
+            block = fs.add_many(rank[sender], rank[succ[sender]], chunk_size[seg[sender], chunk],
+                                tag=f"{tag}:{phase}{s}", deps=(offsets, enc))
+            prev = np.full((n, max_chunks), -1, dtype=np.int64)
+            prev[succ[sender], chunk] = np.arange(block.start, block.stop)
             step += 1
-    coll.last = [f for row in prev for f in row if f is not None]
+    coll.flows = range(first, len(fs))
+    coll.last = prev[prev >= 0].tolist()
     return coll
 
 

@@ -5,6 +5,16 @@ Each flow is a fluid that drains at its max-min fair rate; it is received ``path
 its last byte left the source, where the path latency is the propagation delay plus the
 store-and-forward delay of one frame on every hop but the bottleneck (whose serialization the
 fluid already counts). For a single flow this equals the packet backend's pipeline exactly.
+
+The event loop runs in compiled code (``cosim.network._flow_solver.simulate_flows``) and
+re-solves rates incrementally. Water-filling below a level L0 is the same
+before and after a flow starts or finishes when L0 is at most the finished flows' rates (no link
+of their routes saturated below them) and at most every new flow's smallest fair share
+capacity / flows over its links (no link of its route can saturate below that): the flows slower
+than L0 keep their rates exactly, and only the others are re-solved, on the capacity the kept
+flows leave. The rates are those of a full re-solve up to floating point (``rate_solver="full"``
+re-solves every flow at every change; tests check both against the Python loop). Without the
+compiled module the Python loop below (:func:`_simulate_python`, full re-solves) runs.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import time
 
 import numpy as np
 
+from cosim.errors import ConfigError
 from cosim.network.flows import FlowSet, RoutedFlows
 from cosim.network.results import AdaptiveBins, LinkCounters, NetworkResult
 from cosim.topology import Topology
@@ -25,6 +36,16 @@ try:  # the compiled solver (cosim.network._flow_solver); numpy fallback below
     from cosim.network._flow_solver import max_min_rates as _native_max_min_rates
 except ImportError:  # pragma: no cover - a source tree without the built extension
     _native_max_min_rates = None
+try:
+    from cosim.network._flow_solver import simulate_flows as _native_simulate_flows
+except ImportError:  # pragma: no cover - an extension built before the compiled event loop
+    _native_simulate_flows = None
+
+#: Rate solvers of :func:`simulate_flow_level`: incremental and full re-solves in the compiled
+#: event loop, and the Python loop (full re-solves, the reference).
+RATE_SOLVERS = ("incremental", "full", "python")
+#: Initial width of the link time bins (they double as the run grows past ``max_bins``).
+INITIAL_BIN_S = 1e-6
 
 
 def native_solver_available() -> bool:
@@ -95,8 +116,42 @@ def _path_latency_s(topology: Topology, routed: RoutedFlows) -> np.ndarray:
 
 
 def simulate_flow_level(topology: Topology, flows: FlowSet, routed: RoutedFlows, *,
-                        max_bins: int = 2048, progress=None) -> NetworkResult:
-    """Run ``routed`` with max-min fair sharing; see the module docstring for the model."""
+                        max_bins: int = 2048, progress=None, rate_solver: str = "incremental") -> NetworkResult:
+    """Run ``routed`` with max-min fair sharing; see the module docstring for the model.
+
+    ``rate_solver``: one of :data:`RATE_SOLVERS` (``incremental`` and ``full`` need the compiled
+    module and fall back to ``python`` without it).
+    """
+    if rate_solver not in RATE_SOLVERS:
+        raise ConfigError("<api>", "rate_solver", f"expected one of {', '.join(RATE_SOLVERS)}, got {rate_solver!r}")
+    if rate_solver == "python" or _native_simulate_flows is None:
+        return _simulate_python(topology, flows, routed, max_bins=max_bins, progress=progress)
+    wall0 = time.perf_counter()
+    num_links = topology.num_directed_links
+    bw_bps = topology.directed_bandwidth_bps
+    out = _native_simulate_flows(
+        routed.route_offsets, routed.route_links, bw_bps / 8.0, np.repeat(topology.link_latency_s, 2), bw_bps,
+        routed.size_bytes, routed.wire_bytes, routed.num_packets, routed.payload_per_packet, int(routed.header_bytes),
+        routed.earliest_start_s, routed.dep_offsets, routed.dep_flows, int(max_bins), INITIAL_BIN_S,
+        rate_solver == "incremental", progress)
+    bins = out["bin_bytes"]
+    bin_bytes = np.zeros((num_links, bins.shape[1]))
+    bin_bytes[out["used_links"]] = bins
+    tx_bytes = out["tx_bytes"]
+    counters = LinkCounters(
+        tx_bytes=tx_bytes, tx_packets=out["tx_packets"],
+        busy_s=tx_bytes * 8.0 / bw_bps, peak_queue_bytes=np.full(num_links, np.nan),
+        pause_count=np.zeros(num_links, dtype=np.int64), paused_s=np.zeros(num_links),
+        bin_s=out["bin_s"], bin_bytes=bin_bytes, bandwidth_bps=bw_bps,
+    )
+    return NetworkResult("flow", topology, flows, routed, out["start_s"], out["finish_s"], counters,
+                         time.perf_counter() - wall0, dict(out["stats"], rate_solver=rate_solver))
+
+
+def _simulate_python(topology: Topology, flows: FlowSet, routed: RoutedFlows, *,
+                     max_bins: int = 2048, progress=None) -> NetworkResult:
+    """The event loop in Python with a full max-min re-solve at every change (the reference of
+    the compiled loop, and its fallback)."""
     wall0 = time.perf_counter()
     n = routed.num_flows
     num_links = topology.num_directed_links
@@ -127,7 +182,7 @@ def simulate_flow_level(topology: Topology, flows: FlowSet, routed: RoutedFlows,
     arrivals: list[tuple[float, int]] = [(ready_at[f], f) for f in roots]
     heapq.heapify(arrivals)
 
-    bins = AdaptiveBins(len(used_links), max_bins)
+    bins = AdaptiveBins(len(used_links), max_bins, INITIAL_BIN_S)
     active = np.zeros(0, dtype=np.int64)
     rates = link_rate = np.zeros(0)
     dirty = True
@@ -206,4 +261,4 @@ def simulate_flow_level(topology: Topology, flows: FlowSet, routed: RoutedFlows,
         bin_s=bins.bin_s, bin_bytes=bin_bytes, bandwidth_bps=bw_bps,
     )
     return NetworkResult("flow", topology, flows, routed, start, finish, counters,
-                         time.perf_counter() - wall0, {"rate_updates": rate_updates})
+                         time.perf_counter() - wall0, {"rate_updates": rate_updates, "rate_solver": "python"})

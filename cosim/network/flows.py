@@ -13,7 +13,8 @@ encoded as ``-k - 1``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from collections.abc import Sequence
+from typing import Iterable
 
 import numpy as np
 
@@ -35,8 +36,103 @@ class Flow:
     sent_deps: tuple[int, ...] = ()
 
 
+class _Column:
+    """A growable 1-D numpy array (amortized doubling)."""
+
+    __slots__ = ("data", "n")
+
+    def __init__(self, dtype, capacity: int = 16) -> None:
+        self.data = np.zeros(capacity, dtype=dtype)
+        self.n = 0
+
+    def reserve(self, extra: int) -> None:
+        need = self.n + extra
+        if need > len(self.data):
+            grown = np.zeros(max(need, 2 * len(self.data)), dtype=self.data.dtype)
+            grown[:self.n] = self.data[:self.n]
+            self.data = grown
+
+    def append(self, value) -> None:
+        if self.n == len(self.data):
+            self.reserve(1)
+        self.data[self.n] = value
+        self.n += 1
+
+    def extend(self, values) -> None:
+        values = np.asarray(values)
+        self.reserve(len(values))
+        self.data[self.n:self.n + len(values)] = values
+        self.n += len(values)
+
+    def view(self) -> np.ndarray:
+        return self.data[:self.n]
+
+
+class _DepsView(Sequence):
+    """``fs.deps[i]`` / ``fs.sent_deps[i]``: tuples of flow indices, read from the columnar store."""
+
+    def __init__(self, fs: "FlowSet", sent: bool) -> None:
+        self._fs, self._sent = fs, sent
+
+    def __len__(self) -> int:
+        return len(self._fs)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        fs = self._fs
+        i = range(len(fs))[i]
+        lo, hi = fs._dep_offsets.data[i], fs._dep_offsets.data[i + 1]
+        d = fs._dep_flows.data[lo:hi]
+        return tuple(int(-x - 1) for x in d if x < 0) if self._sent else tuple(int(x) for x in d if x >= 0)
+
+
+class _TagsView(Sequence):
+    """``fs.tags``: the flows' tags (stored as indices into a table of distinct strings)."""
+
+    def __init__(self, fs: "FlowSet") -> None:
+        self._fs = fs
+
+    def __len__(self) -> int:
+        return len(self._fs)
+
+    def __getitem__(self, i):
+        fs = self._fs
+        if isinstance(i, slice):
+            return [fs._tag_names[t] for t in fs._tag_ids.view()[i].tolist()]
+        return fs._tag_names[int(fs._tag_ids.view()[i])]
+
+    def __iter__(self):
+        names = self._fs._tag_names
+        return (names[t] for t in self._fs._tag_ids.view().tolist())
+
+    def __contains__(self, tag) -> bool:
+        fs = self._fs
+        t = fs._tag_index.get(tag)
+        return t is not None and bool(np.any(fs._tag_ids.view() == t))
+
+    def __array__(self, dtype=None, copy=None):
+        names = np.asarray(self._fs._tag_names, dtype=object) if self._fs._tag_names else np.zeros(0, dtype=object)
+        out = names[self._fs._tag_ids.view()] if len(self) else np.zeros(0, dtype=object)
+        return out if dtype is None else out.astype(dtype)
+
+    def __arrow_array__(self, type=None):
+        import pyarrow as pa
+
+        return pa.array(list(self), type=type or pa.string())
+
+    def __eq__(self, other):
+        return list(self) == list(other) if isinstance(other, (list, tuple, _TagsView)) else NotImplemented
+
+
 class FlowSet:
     """A growing, columnar list of flows with dependencies.
+
+    Columns are numpy arrays (``src``, ``dst``, ``size_bytes``, ``earliest_start_s``,
+    ``path_keys``; views of the first ``len(fs)`` entries, writable), ``deps``/``sent_deps``
+    (sequences of tuples) and ``tags`` (a sequence of strings). :meth:`add` appends one flow,
+    :meth:`add_many` a whole block from arrays (how the large collectives build millions of
+    flows without a Python object per flow).
 
     >>> fs = FlowSet()
     >>> a = fs.add(0, 1, 1 << 20)
@@ -46,21 +142,83 @@ class FlowSet:
     """
 
     def __init__(self) -> None:
-        self.src: list[int] = []
-        self.dst: list[int] = []
-        self.size_bytes: list[int] = []
-        self.earliest_start_s: list[float] = []
-        self.deps: list[tuple[int, ...]] = []
-        self.tags: list[str] = []
-        self.path_keys: list[int] = []
-        self.sent_deps: list[tuple[int, ...]] = []
+        self._src = _Column(np.int32)
+        self._dst = _Column(np.int32)
+        self._size = _Column(np.int64)
+        self._start = _Column(np.float64)
+        self._key = _Column(np.int64)
+        self._tag_ids = _Column(np.int32)
+        self._dep_offsets = _Column(np.int64)
+        self._dep_offsets.append(0)
+        self._dep_flows = _Column(np.int32)  # k: after flow k received; -k-1: after flow k sent
+        self._tag_names: list[str] = []
+        self._tag_index: dict[str, int] = {}
 
     def __len__(self) -> int:
-        return len(self.src)
+        return self._src.n
+
+    @property
+    def src(self) -> np.ndarray:
+        """Source GPU rank of every flow (int32 view)."""
+        return self._src.view()
+
+    @property
+    def dst(self) -> np.ndarray:
+        """Destination GPU rank of every flow (int32 view)."""
+        return self._dst.view()
+
+    @property
+    def size_bytes(self) -> np.ndarray:
+        """Bytes of every flow (int64 view)."""
+        return self._size.view()
+
+    @property
+    def earliest_start_s(self) -> np.ndarray:
+        """Earliest start of every flow (float64 view; writable)."""
+        return self._start.view()
+
+    @property
+    def path_keys(self) -> np.ndarray:
+        """Path key (queue pair) of every flow (int64 view)."""
+        return self._key.view()
+
+    @property
+    def deps(self) -> Sequence[tuple[int, ...]]:
+        """Flows each flow waits to be received."""
+        return _DepsView(self, sent=False)
+
+    @property
+    def sent_deps(self) -> Sequence[tuple[int, ...]]:
+        """Flows each flow waits to have been sent."""
+        return _DepsView(self, sent=True)
+
+    @property
+    def tags(self) -> Sequence[str]:
+        """Tag of every flow."""
+        return _TagsView(self)
+
+    @property
+    def dep_offsets(self) -> np.ndarray:
+        """CSR offsets of the dependencies (int64, ``len(fs) + 1``)."""
+        return self._dep_offsets.view()
+
+    @property
+    def dep_flows(self) -> np.ndarray:
+        """Encoded dependencies (int32): ``k`` after flow k is received, ``-k-1`` after it is sent."""
+        return self._dep_flows.view()
+
+    def tag_id(self, tag: str) -> int:
+        t = self._tag_index.get(tag)
+        if t is None:
+            t = self._tag_index[tag] = len(self._tag_names)
+            self._tag_names.append(tag)
+        return t
 
     def __getitem__(self, i: int) -> Flow:
-        return Flow(self.src[i], self.dst[i], self.size_bytes[i], self.earliest_start_s[i],
-                    self.deps[i], self.tags[i], self.path_keys[i], self.sent_deps[i])
+        i = range(len(self))[i]
+        return Flow(int(self._src.data[i]), int(self._dst.data[i]), int(self._size.data[i]),
+                    float(self._start.data[i]), self.deps[i], self.tags[i], int(self._key.data[i]),
+                    self.sent_deps[i])
 
     def add(self, src: int, dst: int, size_bytes: int, *, after: Iterable[int] = (),
             earliest_start_s: float = 0.0, tag: str = "", path_key: int = 0,
@@ -72,7 +230,7 @@ class FlowSet:
         """
         deps = tuple(int(d) for d in after)
         sent_deps = tuple(int(d) for d in after_sent)
-        n = len(self.src)
+        n = len(self)
         for d in deps + sent_deps:
             if not 0 <= d < n:
                 raise FlowError(f"flow {n}: dependency {d} must be the index of an earlier flow (0..{n - 1})")
@@ -82,15 +240,105 @@ class FlowSet:
             raise FlowError(f"flow {n}: earliest_start_s must be finite and >= 0, got {earliest_start_s!r}")
         if src == dst and size_bytes > 0:
             raise FlowError(f"flow {n}: src and dst are both GPU {src}; only 0-byte flows (barriers) may do that")
-        self.src.append(int(src))
-        self.dst.append(int(dst))
-        self.size_bytes.append(int(size_bytes))
-        self.earliest_start_s.append(float(earliest_start_s))
-        self.deps.append(deps)
-        self.tags.append(tag)
-        self.path_keys.append(int(path_key))
-        self.sent_deps.append(sent_deps)
+        _check_int_range(n, "src", src, _INT32)
+        _check_int_range(n, "dst", dst, _INT32)
+        _check_int_range(n, "path_key", path_key, _INT64)
+        self._src.append(int(src))
+        self._dst.append(int(dst))
+        self._size.append(int(size_bytes))
+        self._start.append(float(earliest_start_s))
+        self._key.append(int(path_key))
+        self._tag_ids.append(self.tag_id(tag))
+        for d in deps:
+            self._dep_flows.append(d)
+        for d in sent_deps:
+            self._dep_flows.append(-d - 1)
+        self._dep_offsets.append(self._dep_flows.n)
         return n
+
+    def add_many(self, src, dst, size_bytes, *, after: Iterable[int] = (), after_sent: Iterable[int] = (),
+                 earliest_start_s: float = 0.0, tag: str = "", path_key=0,
+                 deps: tuple[np.ndarray, np.ndarray] | None = None) -> range:
+        """Append a block of flows from arrays (or scalars, broadcast) and return their indices.
+
+        Every flow of the block waits for the same ``after`` / ``after_sent`` flows (earlier
+        than the block), or, with ``deps = (offsets, encoded)``, for its own: flow ``k`` of the
+        block waits for ``encoded[offsets[k]:offsets[k + 1]]`` (``j``: flow j received, ``-j-1``:
+        flow j sent; each an earlier flow, possibly of the same block). Same checks as :meth:`add`.
+        """
+        first = len(self)
+        size = np.asarray(size_bytes)
+        k = int(max(np.size(src), np.size(dst), np.size(size), np.size(path_key)))
+        src = np.broadcast_to(np.asarray(src), (k,))
+        dst = np.broadcast_to(np.asarray(dst), (k,))
+        size = np.broadcast_to(size, (k,))
+        keys = np.broadcast_to(np.asarray(path_key), (k,))
+        if k == 0:
+            return range(first, first)
+        for name, col in (("src", src), ("dst", dst), ("size_bytes", size), ("path_key", keys)):
+            if col.dtype.kind not in "iu":
+                if col.dtype.kind == "f" and name == "size_bytes":
+                    raise FlowError(f"flow {first}: size_bytes must be a non-negative integer, got {col[0]!r}")
+                raise FlowError(f"flows {first}..: {name} must be integers, got dtype {col.dtype}")
+        bad = np.nonzero(size < 0)[0] if len(size) and size.min() < 0 else ()
+        if len(bad):
+            raise FlowError(f"flow {first + int(bad[0])}: size_bytes must be a non-negative integer, "
+                            f"got {int(size[bad[0]])}")
+        same = src == dst
+        bad = np.nonzero(same & (size > 0))[0] if same.any() else ()
+        del same
+        if len(bad):
+            b = int(bad[0])
+            raise FlowError(f"flow {first + b}: src and dst are both GPU {int(src[b])}; only 0-byte flows "
+                            "(barriers) may do that")
+        for name, col, (lo, hi) in (("src", src, _INT32), ("dst", dst, _INT32)):
+            if len(col) and (int(col.min()) < lo or int(col.max()) > hi):
+                raise FlowError(f"flows {first}..: {name} out of range")
+        if not np.isfinite(earliest_start_s) or earliest_start_s < 0:
+            raise FlowError(f"flow {first}: earliest_start_s must be finite and >= 0, got {earliest_start_s!r}")
+        shared = [int(d) for d in after] + [-int(d) - 1 for d in after_sent]
+        for d in shared:
+            j = d if d >= 0 else -d - 1
+            if not 0 <= j < first:
+                raise FlowError(f"flow {first}: dependency {j} must be the index of an earlier flow (0..{first - 1})")
+        if deps is not None:
+            if shared:
+                raise FlowError("add_many: give either shared after/after_sent or per-flow deps, not both")
+            offsets = np.asarray(deps[0], dtype=np.int64)
+            encoded = np.asarray(deps[1], dtype=np.int64)
+            if offsets.shape != (k + 1,) or offsets[0] != 0 or offsets[-1] != len(encoded) or \
+                    np.any(np.diff(offsets) < 0):
+                raise FlowError(f"add_many: deps offsets must be {k + 1} non-decreasing entries from 0 to "
+                                f"{len(encoded)}")
+            if len(encoded):
+                owner = first + np.repeat(np.arange(k, dtype=np.int64), np.diff(offsets))
+                target = np.where(encoded >= 0, encoded, -encoded - 1)
+                bad = np.nonzero((target < 0) | (target >= owner))[0]
+                if len(bad):
+                    b = int(bad[0])
+                    raise FlowError(f"flow {int(owner[b])}: dependency {int(target[b])} must be the index of an "
+                                    f"earlier flow (0..{int(owner[b]) - 1})")
+            self._dep_flows.extend(encoded.astype(np.int32))
+            self._dep_offsets.extend(self._dep_offsets.data[self._dep_offsets.n - 1] + offsets[1:])
+        else:
+            base = int(self._dep_offsets.data[self._dep_offsets.n - 1])
+            if shared:
+                self._dep_flows.extend(np.tile(np.asarray(shared, dtype=np.int32), k))
+            step = len(shared)
+            self._dep_offsets.extend(np.arange(base + step, base + step * k + 1, step, dtype=np.int64) if step
+                                     else np.broadcast_to(np.int64(base), (k,)))
+        self._src.extend(src)
+        self._dst.extend(dst)
+        self._size.extend(size)
+        self._start.reserve(k)
+        self._start.data[self._start.n:self._start.n + k] = float(earliest_start_s)
+        self._start.n += k
+        self._key.extend(keys)
+        t = self.tag_id(tag)
+        self._tag_ids.reserve(k)
+        self._tag_ids.data[self._tag_ids.n:self._tag_ids.n + k] = t
+        self._tag_ids.n += k
+        return range(first, first + k)
 
     def barrier(self, after: Iterable[int], gpu: int = 0, tag: str = "barrier") -> int:
         """A 0-byte flow that finishes when all flows in ``after`` have finished (a join point)."""
@@ -102,7 +350,16 @@ class FlowSet:
                          tag=f.tag, path_key=f.path_key, after_sent=f.sent_deps) for f in flows]
 
     def total_bytes(self) -> int:
-        return int(sum(self.size_bytes))
+        return int(self.size_bytes.sum())
+
+
+_INT32 = (-(1 << 31), (1 << 31) - 1)
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _check_int_range(flow: int, name: str, value, bounds: tuple[int, int]) -> None:
+    if not bounds[0] <= int(value) <= bounds[1]:
+        raise FlowError(f"flow {flow}: {name} {value!r} out of range")
 
 
 @dataclass
@@ -131,47 +388,44 @@ class RoutedFlows:
 
 
 def route_flows(topology: Topology, flows: FlowSet, router: Router | None = None) -> RoutedFlows:
-    """Validate ``flows`` against ``topology`` and compute routes and packetization."""
+    """Validate ``flows`` against ``topology`` and compute routes and packetization (all flows at
+    once, through :meth:`cosim.topology.Router.routes`)."""
     n = len(flows)
     g = topology.num_gpus
-    for name, column in (("src", flows.src), ("dst", flows.dst)):
-        arr = np.asarray(column, dtype=np.int64)
-        bad = np.nonzero((arr < 0) | (arr >= g))[0]
+    src, dst = flows.src, flows.dst
+    for name, column in (("src", src), ("dst", dst)):
+        bad = np.nonzero((column < 0) | (column >= g))[0]
         if len(bad):
             i = int(bad[0])
-            raise FlowError(f"flow {i}: {name} GPU {column[i]} does not exist; topology "
+            raise FlowError(f"flow {i}: {name} GPU {int(column[i])} does not exist; topology "
                             f"{topology.name!r} has GPUs 0..{g - 1}")
     router = router or Router(topology)
+    route_offsets, route_links = router.routes(src, dst, flows.path_keys)
     mtu = topology.link_mtu_bytes
-    routes = [router.route(s, d, k) if s != d else () for s, d, k in zip(flows.src, flows.dst, flows.path_keys)]
-    hops = np.fromiter((len(r) for r in routes), dtype=np.int64, count=n)
-    route_offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(hops, out=route_offsets[1:])
-    route_links = np.fromiter((l for r in routes for l in r), dtype=np.int32, count=int(route_offsets[-1]))
-    link_mtu = mtu[route_links // 2] if len(route_links) else np.zeros(0, dtype=np.int64)
-    payload = np.full(n, int(mtu.max()), dtype=np.int64)
-    if len(route_links):
-        has_route = hops > 0
-        payload[has_route] = np.minimum.reduceat(link_mtu, route_offsets[:-1][has_route])
-    size = np.asarray(flows.size_bytes, dtype=np.int64)
+    hops = np.diff(route_offsets)
+    if len(mtu) and mtu.min() == mtu.max():
+        payload = np.full(n, int(mtu[0]), dtype=np.int32)
+    else:
+        payload = np.full(n, int(mtu.max()) if len(mtu) else 0, dtype=np.int32)
+        if len(route_links):
+            has_route = hops > 0
+            link_mtu = mtu.astype(np.int32)[route_links // 2]
+            payload[has_route] = np.minimum.reduceat(link_mtu, route_offsets[:-1][has_route])
+    size = flows.size_bytes
     num_packets = -(-size // payload)
     header = topology.transport.header_bytes
-    all_deps = [ds + tuple(-d - 1 for d in ss) for ds, ss in zip(flows.deps, flows.sent_deps)]
-    dep_counts = np.fromiter((len(d) for d in all_deps), dtype=np.int64, count=n)
-    dep_offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(dep_counts, out=dep_offsets[1:])
-    dep_flows = np.fromiter((d for ds in all_deps for d in ds), dtype=np.int32, count=int(dep_offsets[-1]))
+    gpu_nodes = np.asarray(topology.gpu_nodes, dtype=np.int32)
     return RoutedFlows(
-        src_node=np.asarray(topology.gpu_nodes, dtype=np.int32)[np.asarray(flows.src, dtype=np.int64)] if n else np.zeros(0, np.int32),
-        dst_node=np.asarray(topology.gpu_nodes, dtype=np.int32)[np.asarray(flows.dst, dtype=np.int64)] if n else np.zeros(0, np.int32),
+        src_node=gpu_nodes[src] if n else np.zeros(0, np.int32),
+        dst_node=gpu_nodes[dst] if n else np.zeros(0, np.int32),
         size_bytes=size,
-        earliest_start_s=np.asarray(flows.earliest_start_s, dtype=np.float64),
-        payload_per_packet=payload.astype(np.int32),
+        earliest_start_s=flows.earliest_start_s,
+        payload_per_packet=payload,
         num_packets=num_packets,
         wire_bytes=size + num_packets * header,
         route_offsets=route_offsets,
         route_links=route_links,
-        dep_offsets=dep_offsets,
-        dep_flows=dep_flows,
+        dep_offsets=flows.dep_offsets,
+        dep_flows=flows.dep_flows,
         header_bytes=header,
     )

@@ -380,4 +380,4 @@ def build_collective(fs: FlowSet, name: str, ranks: Iterable[int], size_bytes: i
     first = len(fs)
     last = add_call_flows(fs, named.call(list(ranks), size_bytes), tag=name,
                           opts=BuildOptions(gpus_per_node, named.algorithm, chunk_bytes))
-    return Collective(name, list(range(first, len(fs))), last)
+    return Collective(name, range(first, len(fs)), last)

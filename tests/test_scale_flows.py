@@ -1,0 +1,267 @@
+"""Flows at scale: columnar flow sets built as arrays, and the compiled flow-level event loop with
+incremental max-min re-solves, against the per-flow Python builders and the Python event loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cosim.errors import FlowError
+from cosim.network import FlowSet, simulate
+from cosim.network import collectives as C
+from cosim.network import flow_backend as FB
+from cosim.network.flows import route_flows
+from cosim.topology import Router, topology_from_dict
+
+from conftest import star
+
+needs_loop = pytest.mark.skipif(FB._native_simulate_flows is None, reason="compiled flow loop not built")
+
+
+def columns(fs: FlowSet) -> dict:
+    return {"src": fs.src.tolist(), "dst": fs.dst.tolist(), "size": fs.size_bytes.tolist(),
+            "start": fs.earliest_start_s.tolist(), "key": fs.path_keys.tolist(), "tags": list(fs.tags),
+            "deps": list(fs.deps), "sent": list(fs.sent_deps)}
+
+
+# ------------------------------------------------------------------ reference builders (per flow)
+
+def reference_rotated(fs, senders, receivers, m, pairs, after, tag, channels):
+    flows = []
+    for i, j in pairs:
+        size = int(m[i, j])
+        if size == 0 or senders[i] == receivers[j]:
+            continue
+        for c, part in enumerate(C._split(size, channels)):
+            if part:
+                flows.append(fs.add(senders[i], receivers[j], part, after=after, tag=tag, path_key=c))
+    return flows
+
+
+def reference_ring(fs, ranks, size_bytes, phases, chunk_bytes, after, tag):
+    n = len(ranks)
+    segments = C._split(int(size_bytes), n)
+    chunks_per_segment = [C._split(s, C._num_chunks(s, chunk_bytes)) for s in segments]
+    max_chunks = max(len(c) for c in chunks_per_segment)
+    prev = [[None] * max_chunks for _ in range(n)]
+    flows, step = [], 0
+    for phase in phases:
+        for s in range(n - 1):
+            current = [[None] * max_chunks for _ in range(n)]
+            for i in range(n):
+                seg = (i - s) % n if phase == "rs" else (i + 1 - s) % n
+                last_on_link = None
+                for c, chunk in enumerate(chunks_per_segment[seg]):
+                    deps = list(after) if step == 0 else []
+                    if prev[i][c] is not None:
+                        deps.append(prev[i][c])
+                    f = fs.add(ranks[i], ranks[(i + 1) % n], chunk, after=deps, tag=f"{tag}:{phase}{s}",
+                               after_sent=[last_on_link] if last_on_link is not None else [])
+                    flows.append(f)
+                    current[(i + 1) % n][c] = f
+                    last_on_link = f
+            prev = current
+            step += 1
+    return flows, [f for row in prev for f in row if f is not None]
+
+
+def with_prefix(fs: FlowSet) -> list[int]:
+    """Two flows before the collective, so it has something to wait for."""
+    return [fs.add(0, 1, 1000, tag="pre"), fs.add(2, 3, 0, earliest_start_s=1e-6, tag="pre")]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_all_to_all_v_block_equals_the_per_flow_builder(channels):
+    rng = np.random.default_rng(0)
+    n = 7
+    m = rng.integers(0, 5000, size=(n, n))
+    m[rng.random((n, n)) < 0.3] = 0
+    m[1, 2] = 2  # fewer bytes than channels: empty channels are skipped
+    ranks = [3, 0, 6, 1, 5, 2, 4]
+    fs, ref = FlowSet(), FlowSet()
+    after, ref_after = with_prefix(fs), with_prefix(ref)
+    coll = C.all_to_all_v(fs, ranks, m, after=after, tag="a2a", channels=channels)
+    flows = reference_rotated(ref, ranks, ranks, m, ((i, (i + k) % n) for k in range(1, n) for i in range(n)),
+                              ref_after, "a2a", channels)
+    assert columns(fs) == columns(ref)
+    assert list(coll.flows) == flows and list(coll.last) == flows
+
+
+def test_bipartite_block_equals_the_per_flow_builder():
+    rng = np.random.default_rng(1)
+    senders, receivers = [0, 1, 2], [3, 4, 1, 5]
+    m = rng.integers(0, 3000, size=(3, 4)).astype(float) + 0.7  # bipartite takes floats (truncated)
+    fs, ref = FlowSet(), FlowSet()
+    coll = C.bipartite(fs, senders, receivers, m, tag="a2f", channels=2)
+    flows = reference_rotated(ref, senders, receivers, m, ((i, (i + k) % 4) for k in range(4) for i in range(3)),
+                              [], "a2f", 2)
+    assert columns(fs) == columns(ref) and list(coll.flows) == flows
+
+
+@pytest.mark.parametrize("n,size,chunk", [(2, 5 << 20, 1 << 20), (3, (5 << 20) + 3, 1 << 20), (5, 7, 2),
+                                          (8, 64 << 20, 1 << 20), (4, 1000, None)])
+@pytest.mark.parametrize("phases", [("rs", "ag"), ("ag",), ("rs",)])
+def test_ring_blocks_equal_the_per_flow_builder(n, size, chunk, phases):
+    ranks = list(range(n))[::-1]
+    fs, ref = FlowSet(), FlowSet()
+    after, ref_after = with_prefix(fs), with_prefix(ref)
+    coll = C._ring(fs, ranks, size, phases, chunk, after, "ar")
+    flows, last = reference_ring(ref, ranks, size, phases, chunk, ref_after, "ar")
+    assert columns(fs) == columns(ref)
+    assert list(coll.flows) == flows and list(coll.last) == last
+
+
+def test_add_many_checks_like_add():
+    fs = FlowSet()
+    fs.add(0, 1, 10)
+    with pytest.raises(FlowError, match="flow 3: src and dst are both GPU 2"):
+        fs.add_many([0, 1, 2], [1, 2, 2], [5, 5, 5])
+    with pytest.raises(FlowError, match="flow 2: size_bytes must be a non-negative integer, got -1"):
+        fs.add_many([0, 1], [1, 2], [5, -1])
+    with pytest.raises(FlowError, match="size_bytes must be a non-negative integer"):
+        fs.add_many([0], [1], [1.5])
+    with pytest.raises(FlowError, match="dependency 4 must be the index of an earlier flow"):
+        fs.add_many([0], [1], [5], after=[4])
+    with pytest.raises(FlowError, match="earliest_start_s"):
+        fs.add_many([0], [1], [5], earliest_start_s=float("nan"))
+    with pytest.raises(FlowError, match="flow 2: dependency 2 must be the index of an earlier flow"):
+        fs.add_many([0, 1], [1, 2], [5, 5], deps=(np.array([0, 0, 1]), np.array([2])))
+    assert len(fs) == 1  # nothing was added by the failed calls
+    block = fs.add_many(np.array([0, 1]), 3, 7, after=[0], tag="x", path_key=[4, 5])
+    assert block == range(1, 3) and fs[2].deps == (0,) and fs[2].path_key == 5 and fs[2].tag == "x"
+    assert "x" in fs.tags and "y" not in fs.tags and np.array(fs.tags).tolist() == ["", "x", "x"]
+
+
+def test_columns_are_writable_views_and_tags_convert():
+    import pyarrow as pa
+
+    fs = FlowSet()
+    b = fs.barrier([], gpu=3)
+    fs.earliest_start_s[b] = 2e-6  # the step engine delays a collective this way
+    fs.add(0, 1, 100, after=[b], tag="t")
+    assert fs[0].earliest_start_s == 2e-6 and fs[1].deps == (0,)
+    assert pa.array(fs.tags).to_pylist() == ["barrier", "t"]
+    assert fs.total_bytes() == 100
+
+
+def test_route_flows_matches_per_flow_routes_and_packetization():
+    topo = topology_from_dict({"name": "mixed-mtu", "nodes": [
+        {"name": f"g{i}", "kind": "gpu", "domain": i // 2, "rail": i % 2} for i in range(4)] + [
+        {"name": "sw0", "kind": "nvswitch"}, {"name": "sw1", "kind": "nvswitch"}, {"name": "core", "kind": "switch"}],
+        "links": [{"a": "g0", "b": "sw0", "bandwidth": "100Gbps", "latency": "1us", "mtu": 9000},
+                  {"a": "g1", "b": "sw0", "bandwidth": "100Gbps", "latency": "1us", "mtu": 9000},
+                  {"a": "g2", "b": "sw1", "bandwidth": "100Gbps", "latency": "1us", "mtu": 1500},
+                  {"a": "g3", "b": "sw1", "bandwidth": "100Gbps", "latency": "1us", "mtu": 9000},
+                  {"a": "sw0", "b": "core", "bandwidth": "100Gbps", "latency": "1us", "mtu": 4096},
+                  {"a": "sw1", "b": "core", "bandwidth": "100Gbps", "latency": "1us", "mtu": 4096}]})
+    fs = FlowSet()
+    for s in range(4):
+        for d in range(4):
+            fs.add(s, d, 0 if s == d else 10000 + s, path_key=s)
+    routed = route_flows(topo, fs)
+    router = Router(topo, engine="python")
+    for f in range(len(fs)):
+        route = router.route(int(fs.src[f]), int(fs.dst[f]), int(fs.path_keys[f])) if fs.src[f] != fs.dst[f] else ()
+        assert tuple(routed.route(f).tolist()) == route
+        mtu = min((topo.links[l // 2].mtu_bytes for l in route), default=int(topo.link_mtu_bytes.max()))
+        assert routed.payload_per_packet[f] == mtu
+        assert routed.num_packets[f] == -(-int(fs.size_bytes[f]) // mtu)
+
+
+# ------------------------------------------------------------------------- compiled event loop
+
+def moe_like(fs: FlowSet, n: int, seed: int, gpus_per_node: int = 8) -> None:
+    """Unequal all-to-alls chained by dependencies, with barriers, sent-dependencies and delays:
+    most completions change rates (the case the incremental re-solve is for)."""
+    rng = np.random.default_rng(seed)
+    m = rng.integers(0, 200_000, size=(n, n))
+    m[rng.random((n, n)) < 0.2] = 0
+    np.fill_diagonal(m, 0)
+    first = C.all_to_all_v(fs, range(n), m, tag="dispatch", channels=2)
+    gate = fs.barrier(list(first.last[: len(first.last) // 2]))
+    start = fs.add(0, 0, 0, earliest_start_s=3e-6, tag="delay")
+    C.all_to_all_v(fs, range(n), m.T // 3, after=[gate, start], tag="combine")
+    C.ring_all_reduce(fs, list(range(0, n, 3)), 3 << 20, chunk_bytes=256 << 10, after=[gate])
+    C.tree_all_reduce(fs, list(range(1, n, 4)), 1 << 20, chunk_bytes=300_000)
+
+
+FABRICS = {
+    "star": lambda: star(24),
+    "rail2": lambda: topology_from_dict({"name": "rail2", "generator": {
+        "kind": "hgx_cluster", "num_nodes": 4, "nodes_per_leaf": 2, "spines": 2, "oversubscription": 2}}),
+    "fattree3": lambda: topology_from_dict({"name": "ft", "generator": {
+        "kind": "fat_tree", "num_nodes": 6, "nodes_per_leaf": 1, "nodes_per_pod": 2, "spines_per_pod": 2,
+        "cores": 2, "core_oversubscription": 3}}),
+}
+
+
+@needs_loop
+@pytest.mark.parametrize("fabric", sorted(FABRICS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_incremental_re_solves_give_the_full_re_solve_and_python_results(fabric, seed):
+    topo = FABRICS[fabric]()
+    fs = FlowSet()
+    moe_like(fs, topo.num_gpus, seed)
+    routed = route_flows(topo, fs)
+    inc = FB.simulate_flow_level(topo, fs, routed, rate_solver="incremental")
+    full = FB.simulate_flow_level(topo, fs, routed, rate_solver="full")
+    py = FB.simulate_flow_level(topo, fs, routed, rate_solver="python")
+    assert inc.stats["incremental_solves"] > 0.5 * inc.stats["rate_updates"] > 0
+    assert full.stats["incremental_solves"] == 0
+    assert inc.stats["resolved_flows"] < 0.5 * full.stats["resolved_flows"]
+    for other in (full, py):
+        np.testing.assert_allclose(inc.flow_start_s, other.flow_start_s, rtol=1e-8, atol=1e-15)
+        np.testing.assert_allclose(inc.flow_finish_s, other.flow_finish_s, rtol=1e-8, atol=1e-15)
+        np.testing.assert_array_equal(inc.links.tx_bytes, other.links.tx_bytes)
+        np.testing.assert_array_equal(inc.links.tx_packets, other.links.tx_packets)
+        assert inc.links.bin_s == other.links.bin_s and inc.links.bin_bytes.shape == other.links.bin_bytes.shape
+        np.testing.assert_allclose(inc.links.bin_bytes, other.links.bin_bytes, rtol=1e-6,
+                                   atol=1e-6 * other.links.bin_bytes.max())
+    # the bins hold every wire byte that was sent
+    assert inc.links.bin_bytes.sum() == pytest.approx(inc.links.tx_bytes.sum(), rel=1e-9)
+    assert np.isfinite(inc.flow_finish_s).all()
+
+
+@needs_loop
+def test_bins_widen_like_the_python_loop():
+    topo = star(4)
+    fs = FlowSet()
+    C.ring_all_reduce(fs, range(4), 64 << 20)
+    routed = route_flows(topo, fs)
+    a = FB.simulate_flow_level(topo, fs, routed, max_bins=100)
+    b = FB.simulate_flow_level(topo, fs, routed, max_bins=100, rate_solver="python")
+    assert a.links.bin_s == b.links.bin_s > 1e-6 and a.links.bin_bytes.shape == b.links.bin_bytes.shape
+    np.testing.assert_allclose(a.links.bin_bytes, b.links.bin_bytes, rtol=1e-9, atol=1e-3)
+
+
+@needs_loop
+def test_progress_is_reported_and_its_exceptions_stop_the_run():
+    topo = star(8)
+    fs = FlowSet()
+    C.all_to_all_v(fs, range(8), np.arange(64).reshape(8, 8) * 1000 + 1)
+    seen = []
+    result = simulate(topo, fs, "flow", progress=lambda done, t: seen.append((done, t)))
+    assert seen[-1][0] == len(fs) and 0 < seen[-1][1] <= result.flow_finish_s.max()  # time of the last byte sent
+
+    def boom(done, t):
+        raise KeyboardInterrupt("stop")
+
+    with pytest.raises(KeyboardInterrupt, match="stop"):
+        simulate(topo, fs, "flow", progress=boom)
+    with pytest.raises(Exception, match="rate_solver"):
+        FB.simulate_flow_level(topo, fs, route_flows(topo, fs), rate_solver="fast")
+
+
+@needs_loop
+def test_large_all_to_all_on_one_switch_matches_the_closed_form():
+    n, per_pair = 256, 1 << 18
+    topo = star(n, header=2)
+    fs = FlowSet()
+    coll = C.all_to_all(fs, range(n), per_pair)
+    assert isinstance(coll.flows, range) and len(fs) == n * (n - 1)
+    result = simulate(topo, fs, "flow")
+    wire = per_pair + 2 * (per_pair // 4096)
+    # every GPU link carries (n-1) flows at 1/(n-1) of 400 Gb/s; one frame of store-and-forward
+    expected = (n - 1) * wire * 8 / 400e9 + 2e-6 + (4096 + 2) * 8 / 400e9
+    assert result.completion_time_s == pytest.approx(expected, rel=1e-9)
+    assert result.stats["rate_updates"] == 1

@@ -40,7 +40,9 @@ fit ``cost ~ N^k`` over the points with N >= 64.
     python benchmarks/scale.py --profile --fabrics switch --sizes 256 --workloads a2a_64MiB
 
 Results go to ``benchmarks/results/scale.json`` (``--out``); ``--merge`` keeps the points of an
-existing file that this run does not measure again.
+existing file that this run does not measure again. ``--baseline FILE`` stores the points of an
+earlier run (e.g. of the code before a change, ``--label before``) under ``baseline`` and prints
+the before/after table of the points both runs measured.
 """
 
 from __future__ import annotations
@@ -254,6 +256,8 @@ def growth_rows(points: list[dict], sizes: list[int]) -> list[dict]:
     for p in points:
         if p["kind"] == "network":
             series.setdefault((p["fabric"], p["workload"], p["backend"]), {})[p["gpus"]] = p
+        elif p["kind"] == "step":  # GPUs = EP
+            series.setdefault((f"step-{p['cluster']}", "dsv3_decode", "flow"), {})[p["ep"]] = p
     rows = []
     for (fabric, workload, backend), by_n in series.items():
         ok = {n: q for n, q in by_n.items() if q.get("status") == "ok"}
@@ -263,7 +267,7 @@ def growth_rows(points: list[dict], sizes: list[int]) -> list[dict]:
             "cells": {n: by_n[n] for n in sizes if n in by_n},
             "time_exponent": fit_exponent(big, [ok[n]["total_s"] for n in big]),
             "memory_exponent": fit_exponent(big, [ok[n]["added_rss_mib"] for n in big]),
-            "flows_exponent": fit_exponent(big, [ok[n]["flows"] for n in big]),
+            "flows_exponent": fit_exponent(big, [ok[n].get("flows", 0) for n in big]),
         })
     return rows
 
@@ -279,14 +283,15 @@ def _cell(q: dict | None) -> str:
 def print_tables(console, points: list[dict], sizes: list[int]) -> list[dict]:
     from rich.table import Table
 
-    rows = growth_rows(points, sizes)
+    rows = growth_rows(points, sorted(set(sizes) | set(STEP_EPS)))
     table = Table(title="Cost growth: wall (build + route + simulate) / peak RSS per point, and fitted "
                         "exponents k of cost ~ N^k (N >= 64)")
-    for col in ("fabric", "workload", "backend", *[f"N={n}" for n in sizes], "k time", "k mem", "k flows"):
+    sizes_shown = sorted(set(sizes) | {n for r in rows for n in r["cells"]})
+    for col in ("fabric", "workload", "backend", *[f"N={n}" for n in sizes_shown], "k time", "k mem", "k flows"):
         table.add_column(col, justify="left" if col in ("fabric", "workload", "backend") else "right")
     fmt = lambda k: "-" if k is None else f"{k:.2f}"  # noqa: E731
     for r in rows:
-        table.add_row(r["fabric"], r["workload"], r["backend"], *[_cell(r["cells"].get(n)) for n in sizes],
+        table.add_row(r["fabric"], r["workload"], r["backend"], *[_cell(r["cells"].get(n)) for n in sizes_shown],
                       fmt(r["time_exponent"]), fmt(r["memory_exponent"]), fmt(r["flows_exponent"]))
     console.print(table)
     detail = Table(title="Points (seconds; memory MiB)")
@@ -314,6 +319,37 @@ def print_tables(console, points: list[dict], sizes: list[int]) -> list[dict]:
                        str(p["network_simulations"]) if ok else "", f"{p['process_wall_s']:.1f}",
                        f"{p['peak_rss_mib']:.0f}" if ok else "", f"{p['step_time_s'] * 1e3:.3f}" if ok else "")
         console.print(st)
+    return rows
+
+
+def print_comparison(console, baseline: list[dict], points: list[dict]) -> list[dict]:
+    """Before/after rows for the points measured (successfully or not) by both runs."""
+    from rich.table import Table
+
+    before = {point_key(p): p for p in baseline}
+    rows = []
+    for p in points:
+        b = before.get(point_key(p))
+        if b is None:
+            continue
+        ok = b.get("status") == "ok" and p.get("status") == "ok"
+        rows.append({"point": point_key(p), "before_status": b.get("status"), "after_status": p.get("status"),
+                     "before_total_s": b.get("total_s"), "after_total_s": p.get("total_s"),
+                     "before_peak_rss_mib": b.get("peak_rss_mib"), "after_peak_rss_mib": p.get("peak_rss_mib"),
+                     "speedup": b["total_s"] / p["total_s"] if ok and p["total_s"] > 0 else None})
+    if not rows:
+        return rows
+    table = Table(title="Before / after (wall of build + route + simulate, or of the step; peak RSS)")
+    for col in ("point", "before s", "after s", "speedup", "before MiB", "after MiB"):
+        table.add_column(col, justify="left" if col == "point" else "right")
+    fmt = lambda v, f: "-" if v is None else f.format(v)  # noqa: E731
+    for r in rows:
+        table.add_row(r["point"],
+                      fmt(r["before_total_s"], "{:.2f}") if r["before_status"] == "ok" else r["before_status"],
+                      fmt(r["after_total_s"], "{:.2f}") if r["after_status"] == "ok" else r["after_status"],
+                      fmt(r["speedup"], "{:.0f}x"), fmt(r["before_peak_rss_mib"], "{:.0f}"),
+                      fmt(r["after_peak_rss_mib"], "{:.0f}"))
+    console.print(table)
     return rows
 
 
@@ -351,6 +387,7 @@ def main() -> None:
                         help="run the points under cProfile and print the top functions")
     parser.add_argument("--label", default="", help="free text stored with the results (e.g. a commit)")
     parser.add_argument("--merge", action="store_true", help="keep other points of an existing --out file")
+    parser.add_argument("--baseline", type=Path, help="results of an earlier run to compare against")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "scale.json")
     args = parser.parse_args()
     if args.point:
@@ -399,7 +436,7 @@ def main() -> None:
         if prof is not None and prof.exists():
             import pstats
             pstats.Stats(str(prof)).sort_stats("tottime").print_stats(15)
-    rows = print_tables(console, points, args.sizes)
+    print_tables(console, points, args.sizes)
     load1 = os.getloadavg()
     console.print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     old = []
@@ -408,6 +445,14 @@ def main() -> None:
         old = [p for p in json.loads(args.out.read_text()).get("points", []) if point_key(p) not in measured]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     all_points = old + points
+    baseline = {}
+    if args.baseline:
+        base = json.loads(args.baseline.read_text())
+        baseline = {"label": base.get("label", ""), "load_average_start": base.get("load_average_start"),
+                    "load_average_end": base.get("load_average_end"), "points": base.get("points", [])}
+    elif args.merge and args.out.exists():
+        baseline = json.loads(args.out.read_text()).get("baseline", {})
+    comparison = print_comparison(console, baseline.get("points", []), all_points) if baseline else []
     args.out.write_text(json.dumps({
         "label": args.label,
         "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
@@ -417,10 +462,12 @@ def main() -> None:
                       "a2a_1MiB": "all-to-all, 1 MiB per ordered pair",
                       "ring": "NCCL ring all-reduce of 64 MiB, 1 MiB chunks, one ring per rail across nodes"},
         "points": all_points,
-        "growth": [{k: v for k, v in r.items() if k != "cells"} for r in growth_rows(all_points, args.sizes)],
+        "growth": [{k: v for k, v in r.items() if k != "cells"}
+                   for r in growth_rows(all_points, sorted(set(args.sizes) | set(STEP_EPS)))],
+        "baseline": baseline,
+        "comparison": comparison,
     }, indent=1, default=str))
     console.print(f"written to {args.out}")
-    del rows
 
 
 if __name__ == "__main__":

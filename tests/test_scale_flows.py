@@ -265,3 +265,38 @@ def test_large_all_to_all_on_one_switch_matches_the_closed_form():
     expected = (n - 1) * wire * 8 / 400e9 + 2e-6 + (4096 + 2) * 8 / 400e9
     assert result.completion_time_s == pytest.approx(expected, rel=1e-9)
     assert result.stats["rate_updates"] == 1
+
+
+@needs_loop
+@pytest.mark.parametrize("seed", range(24))
+def test_random_flow_sets_agree_across_rate_solvers(seed):
+    """Random fabrics (oversubscribed, mixed link speeds) and random flow DAGs: arrivals and
+    completions at many times, chains on receipt and on send, delays, zero-byte barriers."""
+    rng = np.random.default_rng(100 + seed)
+    kind = ["hgx_cluster", "fat_tree", "nvl72_cluster"][seed % 3]
+    gen = {"hgx_cluster": {"num_nodes": 3, "gpus_per_node": 4, "nodes_per_leaf": 1, "spines": 2,
+                           "oversubscription": float(rng.choice([1, 2, 3]))},
+           "fat_tree": {"num_nodes": 6, "gpus_per_node": 2, "nodes_per_leaf": 1, "nodes_per_pod": 2,
+                        "spines_per_pod": 2, "cores": 2, "core_oversubscription": float(rng.choice([1, 4]))},
+           "nvl72_cluster": {"num_racks": 2, "gpus_per_rack": 6, "rails": 2, "spines": 1}}[kind]
+    topo = topology_from_dict({"name": f"rand{seed}", "generator": {"kind": kind, **gen},
+                               "routing": {"cross_rail": str(rng.choice(["pxn", "direct"]))}})
+    g = topo.num_gpus
+    fs = FlowSet()
+    for f in range(600):
+        s, d = rng.integers(0, g, 2)
+        size = 0 if d == s else int(rng.choice([0, 1, 4096, 10_000, 65_536, 1 << 20]) + rng.integers(0, 3000))
+        after = [int(x) for x in rng.integers(0, f, rng.integers(0, 3))] if f and rng.random() < 0.5 else []
+        sent = [int(x) for x in rng.integers(0, f, 1)] if f and rng.random() < 0.2 else []
+        fs.add(int(s), int(d), size, after=after, after_sent=sent, path_key=int(rng.integers(0, 4)),
+               earliest_start_s=float(rng.choice([0.0, 0.0, 1e-6, 3.3e-6, 2e-5])))
+    routed = route_flows(topo, fs)
+    runs = {s: FB.simulate_flow_level(topo, fs, routed, rate_solver=s) for s in ("incremental", "full", "python")}
+    ref = runs["python"]
+    assert runs["incremental"].stats["incremental_solves"] > 0
+    for name in ("incremental", "full"):
+        r = runs[name]
+        np.testing.assert_allclose(r.flow_start_s, ref.flow_start_s, rtol=1e-8, atol=1e-15, err_msg=name)
+        np.testing.assert_allclose(r.flow_finish_s, ref.flow_finish_s, rtol=1e-8, atol=1e-15, err_msg=name)
+        np.testing.assert_allclose(r.links.bin_bytes, ref.links.bin_bytes, rtol=1e-6,
+                                   atol=1e-6 * max(ref.links.bin_bytes.max(), 1), err_msg=name)

@@ -139,6 +139,7 @@ FlowSimulator::BuildLinkSlots()
     m_cnt.assign(numLinks, 0);
     m_subStart.assign(numLinks, 0);
     m_subLen.assign(numLinks, 0);
+    m_subLinkEpoch.assign(numLinks, 0);
 }
 
 void
@@ -385,13 +386,11 @@ FlowSimulator::PushFinish(int64_t f)
 // ------------------------------------------------------------------------------------- rates
 
 void
-FlowSimulator::ResidualSolve(const std::vector<int32_t>& flows)
+FlowSimulator::BuildSubCsr(const std::vector<int32_t>& flows)
 {
-    // Max-min rates of `flows` on the capacity the other active flows leave (m_load holds only
-    // theirs), by bottleneck order: the link with the smallest fair share freezes its flows.
-    // Fair shares only grow as flows freeze, so a min-heap with lazy re-insertion finds the next
-    // bottleneck (the algorithm of MaxMinSolver).
+    // m_touched: the links of `flows`; the flows on link l: m_subFlows[m_subStart[l]..+m_subLen[l])
     ++m_linkEpoch;
+    ++m_subEpoch;
     m_touched.clear();
     for (const int32_t f : flows)
     {
@@ -401,6 +400,7 @@ FlowSimulator::ResidualSolve(const std::vector<int32_t>& flows)
             if (m_linkMark[l] != m_linkEpoch)
             {
                 m_linkMark[l] = m_linkEpoch;
+                m_subLinkEpoch[l] = m_subEpoch;
                 m_touched.push_back(l);
                 m_subLen[l] = 0;
             }
@@ -422,6 +422,23 @@ FlowSimulator::ResidualSolve(const std::vector<int32_t>& flows)
             const int32_t l = m_in.routeLinks[e];
             m_subFlows[m_subStart[l] + m_cnt[l]++] = static_cast<int32_t>(f);
         }
+    }
+}
+
+void
+FlowSimulator::ResidualSolve(const std::vector<int32_t>& flows, bool haveCsr)
+{
+    // Max-min rates of `flows` on the capacity the other active flows leave (m_load holds only
+    // theirs), by bottleneck order: the link with the smallest fair share freezes its flows.
+    // Fair shares only grow as flows freeze, so a min-heap with lazy re-insertion finds the next
+    // bottleneck (the algorithm of MaxMinSolver).
+    if (!haveCsr)
+    {
+        BuildSubCsr(flows);
+    }
+    for (const int32_t l : m_touched)
+    {
+        m_cnt[l] = m_subLen[l];
     }
     using Entry = std::pair<double, int32_t>;
     std::vector<Entry> heap;
@@ -500,6 +517,65 @@ FlowSimulator::Reload(const std::vector<int32_t>& flows)
     }
 }
 
+void
+FlowSimulator::RestrictToChange()
+{
+    // The re-solved flows' problem (water-filling on the capacity the kept flows leave) splits
+    // into connected components of flows sharing links; a component that no finished or new
+    // flow touches has the same problem as before the change, so its rates stay. Keep the
+    // components reached from the links of the flows that finished or started.
+    BuildSubCsr(m_set);
+    const uint32_t flowEpoch = ++m_frozenEpoch;
+    const uint32_t linkEpoch = ++m_linkEpoch;
+    std::vector<int32_t>& stack = m_touched;
+    stack.clear();
+    auto pushLinks = [&](int32_t f) {
+        for (int64_t e = m_in.routeOffsets[f]; e < m_in.routeOffsets[f + 1]; ++e)
+        {
+            const int32_t l = m_in.routeLinks[e];
+            if (m_linkMark[l] != linkEpoch)
+            {
+                m_linkMark[l] = linkEpoch;
+                stack.push_back(l);
+            }
+        }
+    };
+    for (const int32_t f : m_departed)
+    {
+        pushLinks(f);
+    }
+    for (const int32_t f : m_admitted)
+    {
+        pushLinks(f);
+    }
+    const auto before = m_set.size();
+    m_component.clear();
+    m_componentLinks.clear();
+    while (!stack.empty())
+    {
+        const int32_t l = stack.back();
+        stack.pop_back();
+        if (m_subLinkEpoch[l] != m_subEpoch)
+        {
+            continue; // no re-solved flow on this link
+        }
+        m_componentLinks.push_back(l);
+        for (int64_t i = m_subStart[l]; i < m_subStart[l] + m_subLen[l]; ++i)
+        {
+            const int32_t f = m_subFlows[i];
+            if (m_frozen[f] != flowEpoch)
+            {
+                m_frozen[f] = flowEpoch;
+                m_component.push_back(f);
+                pushLinks(f);
+            }
+        }
+    }
+    m_set.swap(m_component);
+    m_touched.swap(m_componentLinks); // the CSR of these links holds exactly the component's flows
+    m_stats.skippedFlows += static_cast<int64_t>(before - m_set.size());
+}
+
 bool
 FlowSimulator::IncrementalSolve(double t)
 {
@@ -536,13 +612,14 @@ FlowSimulator::IncrementalSolve(double t)
         }
     }
     EnsureScratch();
+    RestrictToChange();
     m_oldRate.resize(m_set.size());
     for (size_t i = 0; i < m_set.size(); ++i)
     {
         m_oldRate[i] = m_rate[m_set[i]];
     }
     Unload(m_set, t);
-    ResidualSolve(m_set);
+    ResidualSolve(m_set, true);
     for (size_t i = 0; i < m_set.size(); ++i)
     {
         // a rate that did not change (up to rounding) keeps its value and its projected drain
@@ -559,6 +636,7 @@ FlowSimulator::IncrementalSolve(double t)
     Reload(m_set);
     ++m_stats.incrementalSolves;
     m_stats.resolvedFlows += static_cast<int64_t>(m_set.size());
+    m_stats.incrementalResolved += static_cast<int64_t>(m_set.size());
     return true;
 }
 

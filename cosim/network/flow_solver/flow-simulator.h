@@ -44,6 +44,8 @@ struct FlowStats
     int64_t incrementalSolves = 0;
     int64_t resolvedFlows = 0;     //!< flows whose rate was recomputed, over all solves
     int64_t events = 0;            //!< time advances
+    int64_t incrementalResolved = 0; //!< flows re-solved by incremental solves
+    int64_t skippedFlows = 0;      //!< above the level but not connected to the change
 };
 
 /**
@@ -119,7 +121,9 @@ class FlowSimulator
     bool NextFinish(FinishEntry& entry) const;
     void PopFinish();
     bool IncrementalSolve(double t);
-    void ResidualSolve(const std::vector<int32_t>& flows);
+    void BuildSubCsr(const std::vector<int32_t>& flows);
+    void RestrictToChange();
+    void ResidualSolve(const std::vector<int32_t>& flows, bool haveCsr);
     void Unload(const std::vector<int32_t>& flows, double t);
     void Reload(const std::vector<int32_t>& flows);
     bool HasArrival() const;
@@ -166,6 +170,8 @@ class FlowSimulator
     std::vector<int64_t> m_subStart; //!< flows being solved on link l: m_subFlows[m_subStart[l]..+m_subLen[l])
     std::vector<int32_t> m_subLen;
     std::vector<int32_t> m_subFlows;
+    std::vector<uint32_t> m_subLinkEpoch; //!< links of the last BuildSubCsr carry m_subEpoch
+    uint32_t m_subEpoch = 0;
     std::vector<int32_t> m_touched;
 
     // events
@@ -179,6 +185,7 @@ class FlowSimulator
     std::vector<FinishEntry> m_finishHeap;
     std::vector<int32_t> m_admitted, m_departed, m_active, m_set;
     std::vector<double> m_oldRate;
+    std::vector<int32_t> m_component, m_componentLinks;
     std::vector<int32_t> m_activePos;
     bool m_dirty = false;
     bool m_solvedOnce = false;

@@ -158,6 +158,8 @@ SimulateFlows(const Array<int64_t>& routeOffsets,
     stats["incremental_solves"] = st.incrementalSolves;
     stats["resolved_flows"] = st.resolvedFlows;
     stats["events"] = st.events;
+    stats["skipped_flows"] = st.skippedFlows;
+    stats["incremental_resolved"] = st.incrementalResolved;
     py::dict out;
     out["start_s"] = start;
     out["finish_s"] = finish;

@@ -229,3 +229,43 @@ def test_moe_traffic_splits_the_exchanged_bytes_by_node():
     skewed = simulate_step(dataclasses.replace(spec, routing=StepRouting(model=routing_model("power_law", skew=1.0))),
                            kernels, load_topology("h200-hgx-2node"))
     assert moe_traffic_summary(skewed)["straggler_factor"] > moe_traffic_summary(two)["straggler_factor"] + 0.2
+
+
+def test_placement_policies_keep_experts_per_rank_and_do_what_they_say():
+    """Every policy keeps the contiguous number of experts per rank; ``balanced`` evens the rank
+    loads; ``domain`` puts each domain's hot experts on its node; with grouping, domain
+    placement keeps more of the tokens on their node than contiguous placement."""
+    from cosim.trace.expert_routing import StepRouting
+    from cosim.trace.moe_traffic import counts_from_choices
+    from cosim.trace.placement import PLACEMENTS, LayerStats, place
+
+    dm = routing_model("domain_mixture", domains=2, overlap=0.0, skew=1.0)
+    ids = np.arange(4096)
+    ch = dm.sample(E, K, 0, requests=ids, domains=ids % 2)
+    stats = LayerStats.of(ch, ids % 2, E, 2)
+    rank_node = np.repeat([0, 1], 8)  # EP16 on two nodes
+    loads = {}
+    for name in PLACEMENTS:
+        owner = place(name, stats, 16, rank_node)
+        assert (np.bincount(owner, minlength=16) == E // 16).all()
+        loads[name] = np.bincount(owner, weights=stats.loads, minlength=16)
+    assert imbalance(loads["balanced"]).max_over_mean < imbalance(loads["contiguous"]).max_over_mean
+    dom_owner = place("domain", stats, 16, rank_node)
+    hot0 = np.argsort(-stats.domain_loads[0])[:32]
+    assert (rank_node[dom_owner[hot0]] == 0).mean() > 0.75  # most of domain 0's hot experts on node 0 (half by chance)
+
+    def inter_fraction(placement, grouping):
+        r = StepRouting(model=dm, placement=placement, grouping=grouping)
+        owner = r.owner(0, E, K, 16, tuple(rank_node))
+        choices = r.choices(0, 16, 64, E, K, source_node=tuple(rank_node))
+        c = counts_from_choices(choices, E, 16, node_of=rank_node, owner=owner)
+        same = rank_node[:, None] == rank_node[None, :]
+        sel = np.asarray(c.selections)
+        return sel[~same].sum() / sel.sum()
+
+    assert inter_fraction("domain", True) < inter_fraction("contiguous", True) - 0.2
+    assert inter_fraction("contiguous", False) == pytest.approx(0.5, abs=0.05)
+    with pytest.raises(ConfigError, match="grouping"):
+        StepRouting(model=routing_model("power_law"), grouping=True)
+    with pytest.raises(ConfigError, match="placement"):
+        StepRouting(model=routing_model("power_law"), placement="magic")

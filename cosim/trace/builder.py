@@ -664,14 +664,16 @@ def routing_counts_of(spec: StepSpec, tokens: int, ep: int, node_of, layer: int,
                                       num_sources=sources)
     routing = spec.routing
     node = np.asarray(node_of, dtype=np.int64)
-    expert_node = tuple(int(v) for v in node[expert_rank(moe.num_experts, ep)])
+    owner = routing.owner(layer, moe.num_experts, moe.top_k, ep, tuple(int(v) for v in node))
+    expert_node = tuple(int(v) for v in node[expert_rank(moe.num_experts, ep) if owner is None else owner])
     if routing.model is not None and topk_nodes and len(set(expert_node)) > topk_nodes:
         limit = min(routing.model.max_nodes or topk_nodes, topk_nodes)
         if limit != routing.model.max_nodes:
             routing = dataclasses.replace(routing, model=dataclasses.replace(routing.model, max_nodes=limit))
+    source_node = tuple(int(v) for v in node) if sources is None else None
     choices = routing.choices(layer, ep if sources is None else sources, int(tokens), moe.num_experts, moe.top_k,
-                              expert_node, stream)
-    return counts_from_choices(choices, moe.num_experts, ep, node_of=node_of)
+                              expert_node, stream, source_node)
+    return counts_from_choices(choices, moe.num_experts, ep, node_of=node_of, owner=owner)
 
 
 def _moe_matrices(spec: StepSpec, comm, ranks: list[int], layer: int = 0,

@@ -506,12 +506,22 @@ class StepRouting:
     trace_digest: str = ""
     phase: str = "decode"
     seed: int = 0
+    placement: str = "contiguous"
+    grouping: bool = False
+    stats_tokens: int = 8192
 
     def __post_init__(self) -> None:
+        from cosim.trace.placement import PLACEMENTS
+
         if (self.model is None) == (self.trace_path is None):
             raise ConfigError("<api>", "routing", "give a routing model or a routing trace, not both")
         if self.phase not in PHASES:
             raise ConfigError("<api>", "routing.phase", f"expected one of {', '.join(PHASES)}, got {self.phase!r}")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError("<api>", "routing.placement", f"expected one of {', '.join(PLACEMENTS)}, "
+                                                            f"got {self.placement!r}")
+        if self.grouping and not isinstance(self.model, DomainMixture):
+            raise ConfigError("<api>", "routing.grouping", "domain grouping needs the domain_mixture routing model")
 
     @classmethod
     def from_trace(cls, path: str | Path, phase: str = "decode") -> StepRouting:
@@ -523,15 +533,30 @@ class StepRouting:
     def describe(self) -> str:
         if self.model is not None:
             params = ",".join(f"{k}={v}" for k, v in self.model.__dict__.items())
-            return f"{self.model.kind}({params})"
-        return f"trace:{self.trace_path}@{self.trace_digest}"
+            what = f"{self.model.kind}({params})"
+        else:
+            what = f"trace:{self.trace_path}@{self.trace_digest}"
+        return what + (f"; placement {self.describe_placement()}" if self.placement != "contiguous" or self.grouping
+                       else "")
+
+    def describe_placement(self) -> str:
+        return self.placement + (" + grouping" if self.grouping else "")
 
     def choices(self, layer: int, sources: int, tokens: int, num_experts: int, top_k: int,
-                expert_node: tuple[int, ...] | None = None, stream: int = 0) -> list[np.ndarray]:
-        """Per source rank, the ``[tokens, top_k]`` expert ids of layer ``layer`` (class docstring)."""
+                expert_node: tuple[int, ...] | None = None, stream: int = 0,
+                source_node: tuple[int, ...] | None = None) -> list[np.ndarray]:
+        """Per source rank, the ``[tokens, top_k]`` expert ids of layer ``layer`` (class
+        docstring); ``source_node``: node of every source rank (domain grouping)."""
         flat = _step_choices(self, int(layer), int(sources), int(tokens), int(num_experts), int(top_k), expert_node,
-                             int(stream))
+                             int(stream), source_node if self.grouping else None)
         return [flat[s * tokens:(s + 1) * tokens] for s in range(sources)]
+
+    def owner(self, layer: int, num_experts: int, top_k: int, ep: int, rank_node: tuple[int, ...]) -> np.ndarray | None:
+        """Rank of every expert of ``layer`` under :attr:`placement` (``None``: contiguous), from
+        statistics of the routing itself (:func:`_layer_stats`)."""
+        if self.placement == "contiguous":
+            return None
+        return _owner(self, int(layer), int(num_experts), int(top_k), int(ep), tuple(rank_node))
 
 
 @lru_cache(maxsize=512)
@@ -539,14 +564,48 @@ def _trace(path: str, digest: str) -> RoutingTrace:
     return read_routing_trace(path)
 
 
+def _layer_stats(routing: StepRouting, layer: int, num_experts: int, top_k: int):
+    """Routing statistics of a layer for placement: ``stats_tokens`` tokens drawn from the model
+    (domains evenly, their own stream) or the trace's rows of the layer."""
+    from cosim.trace.placement import LayerStats
+
+    if routing.model is not None:
+        m = routing.model
+        domains = m.domains if isinstance(m, DomainMixture) else 1
+        ids = np.arange(routing.stats_tokens, dtype=np.int64)
+        dom = ids % domains
+        ch = m.sample(num_experts, top_k, layer, requests=ids, domains=dom if domains > 1 else None,
+                      seed=routing.seed, stream=1_000_003)
+        return LayerStats.of(ch, dom, num_experts, domains)
+    trace = _trace(routing.trace_path, routing.trace_digest)
+    mask = trace.layer == layer
+    dom = trace.domain[mask]
+    return LayerStats.of(trace.experts[mask], dom, num_experts, int(dom.max()) + 1 if len(dom) else 1)
+
+
+@lru_cache(maxsize=1024)
+def _owner(routing: StepRouting, layer: int, num_experts: int, top_k: int, ep: int,
+           rank_node: tuple[int, ...]) -> np.ndarray:
+    from cosim.trace.placement import place
+
+    out = place(routing.placement, _layer_stats(routing, layer, num_experts, top_k), ep, rank_node)
+    out.setflags(write=False)
+    return out
+
+
 @lru_cache(maxsize=4096)
 def _step_choices(routing: StepRouting, layer: int, sources: int, tokens: int, num_experts: int, top_k: int,
-                  expert_node: tuple[int, ...] | None, stream: int) -> np.ndarray:
+                  expert_node: tuple[int, ...] | None, stream: int,
+                  source_node: tuple[int, ...] | None = None) -> np.ndarray:
     n = sources * tokens
     if routing.model is not None:
         m = routing.model
         ids = np.arange(n, dtype=np.int64)
-        domains = ids % m.domains if isinstance(m, DomainMixture) else None
+        domains = None
+        if isinstance(m, DomainMixture):
+            # grouping: every token of a source rank belongs to the domain of the rank's node
+            domains = (np.repeat(np.asarray(source_node, dtype=np.int64), tokens) % m.domains
+                       if source_node is not None else ids % m.domains)
         out = m.sample(num_experts, top_k, layer, requests=ids, domains=domains, seed=routing.seed, stream=stream,
                        expert_node=expert_node)
     else:

@@ -323,14 +323,16 @@ def _sampled(num_tokens: int, num_experts: int, topk: int, ep: int, topk_nodes: 
 
 def counts_from_choices(choices: Sequence[np.ndarray], num_experts: int, ep: int,
                         node_of: Sequence[int] | None = None,
-                        gpus_per_node: int = DEFAULT_GPUS_PER_NODE) -> RoutingCounts:
+                        gpus_per_node: int = DEFAULT_GPUS_PER_NODE,
+                        owner: np.ndarray | None = None) -> RoutingCounts:
     """The traffic counts of given expert choices: ``choices[s]`` is the ``[tokens, top_k]``
     expert ids of the tokens of source rank ``s`` (a routing model's draw or a replayed routing
-    trace), experts placed contiguously on ``ep`` ranks (:func:`expert_rank`), ranks grouped into
+    trace), experts on ``ep`` ranks by ``owner`` (rank of every expert; default contiguous,
+    :func:`expert_rank`; :mod:`cosim.trace.placement` for the others), ranks grouped into
     nodes as in :func:`sampled_routing_counts`."""
     nodes_of = np.asarray(_node_of(ep, gpus_per_node, node_of), dtype=np.int64)
     nodes = int(nodes_of.max()) + 1
-    owner = expert_rank(num_experts, ep)
+    owner = expert_rank(num_experts, ep) if owner is None else np.asarray(owner, dtype=np.int64)
     sources = len(choices)
     sel = np.zeros((sources, ep))
     tok = np.zeros((sources, ep))

@@ -291,9 +291,15 @@ def _step_routing(args):
     if args.routing and args.routing_trace:
         raise CosimError("--routing and --routing-trace: give one")
     if args.routing:
-        return StepRouting(model=parse_routing(args.routing))
+        return StepRouting(model=parse_routing(args.routing), placement=args.placement, grouping=args.grouping)
     if args.routing_trace:
-        return StepRouting.from_trace(args.routing_trace, phase="decode" if args.phase == "decode" else "prefill")
+        import dataclasses
+
+        r = StepRouting.from_trace(args.routing_trace, phase="decode" if args.phase == "decode" else "prefill")
+        return dataclasses.replace(r, placement=args.placement, grouping=args.grouping)
+    if args.placement != "contiguous" or args.grouping:
+        raise CosimError("--placement / --grouping need --routing or --routing-trace (their statistics place the "
+                         "experts)")
     return None
 
 
@@ -366,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "with parameters as KIND:skew=0.45,max_nodes=4 (docs/routing.md)")
     step.add_argument("--routing-trace", type=Path, default=None, metavar="FILE",
                       help="replay the expert choices of a routing trace (Parquet, docs/routing.md)")
+    from cosim.trace.placement import PLACEMENTS
+
+    step.add_argument("--placement", choices=sorted(PLACEMENTS), default="contiguous",
+                      help="expert placement from the routing's statistics (docs/routing.md)")
+    step.add_argument("--grouping", action="store_true",
+                      help="domain grouping: each rank's requests of the domain of its node (domain_mixture)")
     step.add_argument("--moe-library", choices=["auto", "deepep_normal", "deepep_ll", "nvlink_a2a"], default="auto",
                       help="MoE dispatch/combine: DeepEP (auto: normal in prefill, low-latency in decode) or "
                            "TensorRT-LLM's NVLink all-to-all inside one NVLink domain (NVL72)")

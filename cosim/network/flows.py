@@ -119,7 +119,9 @@ class _TagsView(Sequence):
     def __arrow_array__(self, type=None):
         import pyarrow as pa
 
-        return pa.array(list(self), type=type or pa.string())
+        fs = self._fs
+        tags = pa.DictionaryArray.from_arrays(pa.array(fs._tag_ids.view()), pa.array(fs._tag_names, pa.string()))
+        return tags.cast(type or pa.string())
 
     def __eq__(self, other):
         return list(self) == list(other) if isinstance(other, (list, tuple, _TagsView)) else NotImplemented

@@ -82,7 +82,10 @@ class NetworkResult:
 
     def finish_s(self, flow_indices) -> float:
         """Latest finish time among ``flow_indices``."""
-        idx = np.asarray(list(flow_indices), dtype=np.int64)
+        if isinstance(flow_indices, range):  # collectives added as one block
+            idx = np.arange(flow_indices.start, flow_indices.stop, flow_indices.step, dtype=np.int64)
+        else:
+            idx = np.asarray(list(flow_indices), dtype=np.int64)
         return float(self.flow_finish_s[idx].max()) if len(idx) else 0.0
 
     def link_table(self) -> pa.Table:

@@ -22,6 +22,8 @@ constexpr double kRelEps = 1e-9; //!< cosim.network.flow_backend._REL_EPS
 constexpr double kInf = std::numeric_limits<double>::infinity();
 //! An incremental solve gives way to a full one when it would re-solve more than this share.
 constexpr double kFullSolveShare = 0.5;
+//! A full solve over at least this many flows keeps their drain times as a sorted run.
+constexpr size_t kSortedRunFlows = size_t(1) << 20;
 
 bool
 ArrivalAfter(const std::pair<double, int32_t>& a, const std::pair<double, int32_t>& b)
@@ -710,21 +712,31 @@ FlowSimulator::FullSolve(double t)
         }
         m_load[l] = sum;
     }
-    // Every projected drain time changes: a new sorted run, an empty heap.
+    // Every projected drain time changes: rebuild the heap; for very many flows (which then tend to
+    // drain in large groups) a sorted run, popped in O(1).
     m_finishHeap.clear();
     m_finishSorted.clear();
     m_nextSorted = 0;
-    m_finishSorted.reserve(m_active.size());
+    auto& entries = m_active.size() >= kSortedRunFlows ? m_finishSorted : m_finishHeap;
+    entries.reserve(m_active.size());
     for (const int32_t f : m_active)
     {
         const uint32_t v = ++m_version[f];
         if (m_rate[f] > 0)
         {
-            m_finishSorted.push_back({m_tUpd[f] + m_rem[f] / m_rate[f], f, v});
+            entries.push_back({m_tUpd[f] + m_rem[f] / m_rate[f], f, v});
         }
     }
-    std::sort(m_finishSorted.begin(), m_finishSorted.end(),
-              [](const FinishEntry& a, const FinishEntry& b) { return a.time < b.time; });
+    if (&entries == &m_finishSorted)
+    {
+        std::sort(entries.begin(), entries.end(),
+                  [](const FinishEntry& a, const FinishEntry& b) { return a.time < b.time; });
+    }
+    else
+    {
+        std::make_heap(entries.begin(), entries.end(),
+                       [](const FinishEntry& a, const FinishEntry& b) { return a.time > b.time; });
+    }
     ++m_stats.fullSolves;
     m_stats.resolvedFlows += static_cast<int64_t>(m_active.size());
 }

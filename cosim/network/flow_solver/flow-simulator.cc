@@ -578,6 +578,27 @@ FlowSimulator::RestrictToChange()
     m_stats.skippedFlows += static_cast<int64_t>(before - m_set.size());
 }
 
+void
+FlowSimulator::BuildRateHeap()
+{
+    if (m_rateVersion.empty())
+    {
+        m_rateVersion.assign(m_in.numFlows, 0);
+    }
+    m_rateHeap.clear();
+    m_rateHeap.reserve(m_active.size());
+    for (const int32_t f : m_active)
+    {
+        if (m_bottleneck[f] >= 0)
+        {
+            m_rateHeap.push_back({m_rate[f], f, ++m_rateVersion[f]});
+        }
+    }
+    std::make_heap(m_rateHeap.begin(), m_rateHeap.end(),
+                   [](const RateEntry& a, const RateEntry& b) { return a.rate < b.rate; });
+    m_rateHeapValid = true;
+}
+
 bool
 FlowSimulator::IncrementalSolve(double t)
 {
@@ -601,18 +622,28 @@ FlowSimulator::IncrementalSolve(double t)
     }
     const double keepBelow = level * (1 - kRelEps);
     const auto limit = static_cast<size_t>(kFullSolveShare * static_cast<double>(m_active.size()));
-    m_set.assign(m_admitted.begin(), m_admitted.end());
-    for (const int32_t f : m_active)
+    // The flows at or above the level, fastest first, from the max-heap of rates.
+    if (!m_rateHeapValid)
     {
-        if (m_rate[f] >= keepBelow && m_bottleneck[f] >= 0)
+        BuildRateHeap();
+    }
+    auto slower = [](const RateEntry& a, const RateEntry& b) { return a.rate < b.rate; };
+    m_set.assign(m_admitted.begin(), m_admitted.end());
+    while (!m_rateHeap.empty() && m_rateHeap.front().rate >= keepBelow)
+    {
+        const RateEntry top = m_rateHeap.front();
+        std::pop_heap(m_rateHeap.begin(), m_rateHeap.end(), slower);
+        m_rateHeap.pop_back();
+        if (m_state[top.flow] == kActive && top.version == m_rateVersion[top.flow])
         {
-            m_set.push_back(f);
+            m_set.push_back(top.flow);
             if (m_set.size() > limit)
             {
-                return false; // a full solve is cheaper
+                return false; // a full solve is cheaper (and rebuilds the heap)
             }
         }
     }
+    m_levelSet.assign(m_set.begin(), m_set.end());
     EnsureScratch();
     RestrictToChange();
     m_oldRate.resize(m_set.size());
@@ -636,6 +667,16 @@ FlowSimulator::IncrementalSolve(double t)
         }
     }
     Reload(m_set);
+    for (const int32_t f : m_levelSet) // back into the heap of rates (popped above), at their rates now
+    {
+        const uint32_t v = ++m_rateVersion[f];
+        m_rateHeap.push_back({m_rate[f], f, v});
+        std::push_heap(m_rateHeap.begin(), m_rateHeap.end(), slower);
+    }
+    if (m_rateHeap.size() > 3 * m_active.size() + 1024)
+    {
+        BuildRateHeap();
+    }
     ++m_stats.incrementalSolves;
     m_stats.resolvedFlows += static_cast<int64_t>(m_set.size());
     m_stats.incrementalResolved += static_cast<int64_t>(m_set.size());
@@ -737,6 +778,7 @@ FlowSimulator::FullSolve(double t)
         std::make_heap(entries.begin(), entries.end(),
                        [](const FinishEntry& a, const FinishEntry& b) { return a.time > b.time; });
     }
+    m_rateHeapValid = false; // rebuilt when an incremental solve needs it
     ++m_stats.fullSolves;
     m_stats.resolvedFlows += static_cast<int64_t>(m_active.size());
 }

@@ -93,6 +93,13 @@ class FlowSimulator
         uint32_t version;
     };
 
+    struct RateEntry
+    {
+        double rate;
+        int32_t flow;
+        uint32_t version;
+    };
+
     enum State : uint8_t
     {
         kWaiting = 0,
@@ -123,6 +130,7 @@ class FlowSimulator
     bool IncrementalSolve(double t);
     void BuildSubCsr(const std::vector<int32_t>& flows);
     void RestrictToChange();
+    void BuildRateHeap();
     void ResidualSolve(const std::vector<int32_t>& flows, bool haveCsr);
     void Unload(const std::vector<int32_t>& flows, double t);
     void Reload(const std::vector<int32_t>& flows);
@@ -185,7 +193,11 @@ class FlowSimulator
     std::vector<FinishEntry> m_finishHeap;
     std::vector<int32_t> m_admitted, m_departed, m_active, m_set;
     std::vector<double> m_oldRate;
-    std::vector<int32_t> m_component, m_componentLinks;
+    std::vector<int32_t> m_component, m_componentLinks, m_levelSet;
+    //! max-heap of the active flows' rates (lazy deletion), for the flows above a level
+    std::vector<RateEntry> m_rateHeap;
+    std::vector<uint32_t> m_rateVersion;
+    bool m_rateHeapValid = false;
     std::vector<int32_t> m_activePos;
     bool m_dirty = false;
     bool m_solvedOnce = false;

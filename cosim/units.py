@@ -21,6 +21,7 @@ import math
 import re
 
 from cosim.errors import CosimError
+from cosim.limits import quote
 
 _NUMBER = r"(?P<num>[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)"
 _SI = {"": 1.0, "K": 1e3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
@@ -31,6 +32,8 @@ _BANDWIDTH_RE = re.compile(
 )
 _TIME_RE = re.compile(_NUMBER + r"\s*(?P<unit>ps|ns|us|µs|ms|s)")
 _SIZE_RE = re.compile(_NUMBER + r"\s*(?P<prefix>Ki|Mi|Gi|Ti|[kKMGT]?)(?P<unit>B)")
+_PLAIN_INT_RE = re.compile(r"[0-9]{1,30}")
+_INT_MANTISSA_RE = re.compile(r"[0-9]{1,30}")
 _TIME_SCALE = {"ps": 1e-12, "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
 
 
@@ -46,12 +49,12 @@ def parse_bandwidth_bps(value: str | int | float) -> float:
     """
     if not isinstance(value, str):
         raise UnitError(
-            f"expected a bandwidth string with a unit such as '400Gbps' or '450GB/s', got {value!r}"
+            f"expected a bandwidth string with a unit such as '400Gbps' or '450GB/s', got {quote(value)}"
         )
     m = _BANDWIDTH_RE.fullmatch(value.strip())
     if not m:
         raise UnitError(
-            f"expected a bandwidth such as '400Gbps', '400Gb/s', '450GB/s' or '50GBps', got {value!r}"
+            f"expected a bandwidth such as '400Gbps', '400Gb/s', '450GB/s' or '50GBps', got {quote(value)}"
         )
     bits = float(m["num"]) * _SI[m["prefix"]]
     if m["unit"] in ("Bps", "B/s"):
@@ -64,35 +67,42 @@ def parse_time_s(value: str | int | float) -> float:
     if not isinstance(value, str):
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
             return 0.0
-        raise UnitError(f"expected a duration with a unit such as '1us' or '500ns', got {value!r}")
+        raise UnitError(f"expected a duration with a unit such as '1us' or '500ns', got {quote(value)}")
     m = _TIME_RE.fullmatch(value.strip())
     if not m:
         raise UnitError(
-            f"expected a duration such as '1us', '500ns', '2.5ms' or '1s', got {value!r}"
+            f"expected a duration such as '1us', '500ns', '2.5ms' or '1s', got {quote(value)}"
         )
     seconds = float(m["num"]) * _TIME_SCALE[m["unit"]]
     if not math.isfinite(seconds):
-        raise UnitError(f"duration must be finite, got {value!r}")
+        raise UnitError(f"duration must be finite, got {quote(value)}")
     return seconds
 
 
 def parse_size_bytes(value: str | int) -> int:
     """Parse a size such as ``4096``, ``"4096B"``, ``"4KiB"``, ``"1MiB"`` or ``"1MB"`` into bytes."""
     if isinstance(value, bool):
-        raise UnitError(f"expected a size in bytes such as 4096 or '4KiB', got {value!r}")
+        raise UnitError(f"expected a size in bytes such as 4096 or '4KiB', got {quote(value)}")
     if isinstance(value, int):
         if value < 0:
-            raise UnitError(f"size must be >= 0, got {value!r}")
+            raise UnitError(f"size must be >= 0, got {quote(value)}")
         return value
     if not isinstance(value, str):
-        raise UnitError(f"expected a size in bytes such as 4096 or '4KiB', got {value!r}")
-    m = _SIZE_RE.fullmatch(value.strip())
+        raise UnitError(f"expected a size in bytes such as 4096 or '4KiB', got {quote(value)}")
+    text = value.strip()
+    if _PLAIN_INT_RE.fullmatch(text):  # a plain byte count, as on the command line: "4096"
+        return int(text)
+    m = _SIZE_RE.fullmatch(text)
     if not m:
-        raise UnitError(f"expected a size such as 4096, '4096B', '4KiB', '1MiB' or '1MB', got {value!r}")
+        raise UnitError(f"expected a size such as 4096, '4096B', '4KiB', '1MiB' or '1MB', got {quote(value)}")
     scale = _BIN.get(m["prefix"]) or _SI[m["prefix"]]
+    if _INT_MANTISSA_RE.fullmatch(m["num"]):  # exact integer arithmetic: "3TiB", "1000000000000B"
+        return int(m["num"]) * int(scale)
     size = float(m["num"]) * scale
+    if not math.isfinite(size):
+        raise UnitError(f"size must be finite, got {quote(value)}")
     if size != int(size):
-        raise UnitError(f"size must be a whole number of bytes, got {value!r}")
+        raise UnitError(f"size must be a whole number of bytes, got {quote(value)}")
     return int(size)
 
 
@@ -106,22 +116,25 @@ def parse_ratio(value: str | int | float) -> float:
     read by cosim's strict YAML loader (YAML 1.1 reads a bare ``2:1`` as the base-60 integer 121).
     """
     if isinstance(value, bool):
-        raise UnitError(f"expected a number such as 2 or 1.5, or a ratio such as '2:1', got {value!r}")
+        raise UnitError(f"expected a number such as 2 or 1.5, or a ratio such as '2:1', got {quote(value)}")
     if isinstance(value, (int, float)):
         return _positive_finite(float(value), value, "ratio")
     if not isinstance(value, str):
-        raise UnitError(f"expected a number such as 2 or 1.5, or a ratio such as '2:1', got {value!r}")
+        raise UnitError(f"expected a number such as 2 or 1.5, or a ratio such as '2:1', got {quote(value)}")
     m = _RATIO_RE.fullmatch(value.strip())
     if not m:
-        raise UnitError(f"expected a number such as 2 or 1.5, or a ratio such as '2:1', got {value!r}")
+        raise UnitError(f"expected a number such as 2 or 1.5, or a ratio such as '2:1', got {quote(value)}")
     a, b = float(m["a"]), float(m["b"])
     if b == 0:
-        raise UnitError(f"ratio {value!r} divides by zero")
+        raise UnitError(f"ratio {quote(value)} divides by zero")
     return _positive_finite(a / b, value, "ratio")
 
 
 #: Most GPU ranks one range expression may name (a typo like ``0-100000000`` is refused, not built).
 MAX_GPU_RANKS = 1 << 20
+
+
+_RANK_PART_RE = re.compile(r"\s*[0-9]{1,12}\s*(?:-\s*[0-9]{1,12}\s*)?")
 
 
 def parse_gpu_ranks(value: str) -> list[int]:
@@ -130,13 +143,15 @@ def parse_gpu_ranks(value: str) -> list[int]:
     ranks: list[int] = []
     text = str(value).strip()
     for part in text.split(","):
+        if not _RANK_PART_RE.fullmatch(part):
+            raise UnitError(f"expected GPU ranks like '0-7,16', got {quote(text)}")
         try:
             if "-" in part:
                 lo, hi = (int(x) for x in part.split("-", 1))
                 if lo > hi or lo < 0:
                     raise ValueError
                 if len(ranks) + hi - lo + 1 > MAX_GPU_RANKS:
-                    raise UnitError(f"{text!r} names more than {MAX_GPU_RANKS} GPUs")
+                    raise UnitError(f"{quote(text)} names more than {MAX_GPU_RANKS} GPUs")
                 ranks.extend(range(lo, hi + 1))
             else:
                 r = int(part)
@@ -144,15 +159,15 @@ def parse_gpu_ranks(value: str) -> list[int]:
                     raise ValueError
                 ranks.append(r)
         except ValueError:
-            raise UnitError(f"expected GPU ranks like '0-7,16', got {text!r}") from None
+            raise UnitError(f"expected GPU ranks like '0-7,16', got {quote(text)}") from None
     if len(set(ranks)) != len(ranks):
-        raise UnitError(f"GPU ranks repeat in {text!r}")
+        raise UnitError(f"GPU ranks repeat in {quote(text)}")
     return ranks
 
 
 def _positive_finite(x: float, raw: object, what: str) -> float:
     if not math.isfinite(x) or x <= 0:
-        raise UnitError(f"{what} must be positive and finite, got {raw!r}")
+        raise UnitError(f"{what} must be positive and finite, got {quote(raw)}")
     return x
 
 

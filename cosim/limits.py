@@ -275,3 +275,21 @@ def markdown_table() -> str:
         bound = ("≥ " if lim.kind == "min" else "≤ ") + _fmt(lim.value)
         rows.append(f"| `{lim.name}` | {bound} | {lim.unit} | {lim.reason} |")
     return "\n".join(rows) + "\n"
+
+
+# CLI ------------------------------------------------------------------------------------------
+# Limits of command-line options that no input file has (cosim/cli/args.py checks every numeric
+# option against these or the limits above before anything is loaded or simulated).
+MAX_ROUTING_SKEW = _limit("MAX_ROUTING_SKEW", 100.0, "power-law exponent (--skew)",
+                          "expert popularity ~ (e + 1) ** -skew: at 100 the second expert already gets 2^-100 "
+                          "of the first's tokens, so larger values change nothing but overflow risks")
+MAX_REQUESTS = _limit("MAX_REQUESTS", 1 << 24, "requests per serving run (--requests, --rate x --duration)",
+                      "16M requests; the serving simulator keeps per-request arrays")
+MAX_MTP_TOKENS = _limit("MAX_MTP_TOKENS", 64, "MTP draft tokens per request (--mtp)",
+                        "real multi-token prediction verifies 1-4 drafts; each one multiplies the step's tokens")
+MAX_MICRO_BATCHES = _limit("MAX_MICRO_BATCHES", 64, "AFD micro-batches (--micro-batches)",
+                           "AFD ping-pongs 2-3 micro-batches; the step trace repeats every layer per micro-batch")
+MAX_WORKERS = _limit("MAX_WORKERS", 1_024, "local worker processes (--workers)",
+                     "each worker is a process holding its own simulator state")
+MAX_OPTION_CHARS = _limit("MAX_OPTION_CHARS", 65_536, "characters of a text option (--gpus, --prefill-chunks ...)",
+                          "a rank list or chunk list longer than this names more GPUs or chunks than any limit allows")

@@ -106,13 +106,21 @@ def _prefill(par: Parallelism, replicas: int, budget: int) -> dict:
             "batching": {"policy": "prefill_only", "token_budget": budget, "max_batch": 256}}
 
 
-def _afd_splits(spec: ExperimentSpec) -> Iterator[tuple[int, int, int] | str]:
+def _afd_splits(spec: ExperimentSpec) -> Iterator[tuple[int, int, int, str] | str]:
     a = spec.space.afd
-    for g, na, m in itertools.product(a.gpus, a.attention_gpus, a.micro_batches):
+    for g, na, m, place in itertools.product(a.gpus, a.attention_gpus, a.micro_batches, a.placement):
         if na >= g:
             yield "attention group as large as the AFD replica"
             continue
-        yield g, na, m
+        yield g, na, m, place
+
+
+def _placed(pool: dict, placement: str) -> dict:
+    """``pool`` with its placement (the default ``packed`` is left out of the document, so the
+    points of experiments that do not sweep it keep their keys)."""
+    if placement != "packed":
+        pool["placement"] = placement
+    return pool
 
 
 @register_mode("aggregated")
@@ -129,7 +137,8 @@ def _aggregated(spec: ExperimentSpec, budget_gpus: int):
 
 
 def _prefill_pools(spec: ExperimentSpec, budget_gpus: int):
-    for par, pg in itertools.product(spec.space.replicas, spec.space.prefill_gpus):
+    layouts = spec.space.prefill_replicas or spec.space.replicas
+    for par, pg in itertools.product(layouts, spec.space.prefill_gpus):
         if pg % par.num_gpus:
             yield f"prefill GPUs not a multiple of the replica's {par.num_gpus}"
         elif pg >= budget_gpus:
@@ -176,19 +185,19 @@ def _pd_afd(spec: ExperimentSpec, budget_gpus: int):
             if mtp:
                 yield "MTP with an AFD decode pool is not modelled"
                 continue
-            g, na, m = split
+            g, na, m, place = split
             nd = (budget_gpus - pg) // g
             if nd < 1:
                 yield f"AFD replica of {g} GPUs above the GPUs left"
                 continue
-            dec = {"name": "decode", "role": "decode", "replicas": nd,
-                   "afd": {"attention_gpus": na, "ffn_gpus": g - na, "micro_batches": m},
-                   "batching": {"policy": "decode_only", "max_batch": mb}}
+            dec = _placed({"name": "decode", "role": "decode", "replicas": nd,
+                           "afd": {"attention_gpus": na, "ffn_gpus": g - na, "micro_batches": m},
+                           "batching": {"policy": "decode_only", "max_batch": mb}}, place)
             yield ([_prefill(ppar, pg // ppar.num_gpus, tb), dec],
                    {"pools": f"prefill {pg // ppar.num_gpus} x {_layout(ppar)}; decode {nd} x AFD {na}A+{g - na}F "
                              f"m={m}", "gpus_used": str(pg + nd * g), "prefill_gpus": str(pg),
-                    "afd_split": f"{na}:{g - na}", "micro_batches": str(m), "token_budget": str(tb),
-                    "max_batch": str(mb), "mtp": "0"})
+                    "afd_split": f"{na}:{g - na}", "micro_batches": str(m), "afd_placement": place,
+                    "token_budget": str(tb), "max_batch": str(mb), "mtp": "0"})
 
 
 @register_mode("aggregated+afd")
@@ -201,15 +210,16 @@ def _aggregated_afd(spec: ExperimentSpec, budget_gpus: int):
         if mtp:
             yield "MTP with the AFD layout is not modelled"
             continue
-        g, na, m = split
+        g, na, m, place = split
         n = budget_gpus // g
         if n < 1:
             yield f"AFD replica of {g} GPUs above the budget"
             continue
         afd = {"attention_gpus": na, "ffn_gpus": g - na, "micro_batches": m}
-        yield ([_mixed(spec, None, n, tb, mb, 0, afd=afd)],
+        yield ([_placed(_mixed(spec, None, n, tb, mb, 0, afd=afd), place)],
                {"pools": f"{n} x AFD {na}A+{g - na}F m={m}", "gpus_used": str(n * g), "afd_split": f"{na}:{g - na}",
-                "micro_batches": str(m), "token_budget": str(tb), "max_batch": str(mb), "mtp": "0"})
+                "micro_batches": str(m), "afd_placement": place, "token_budget": str(tb), "max_batch": str(mb),
+                "mtp": "0"})
 
 
 def enumerate_points(spec: ExperimentSpec) -> Enumeration:

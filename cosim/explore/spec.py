@@ -32,6 +32,7 @@ from typing import Any
 
 from cosim.errors import ConfigError
 from cosim.models import Parallelism
+from cosim.serving.deployment import PLACEMENTS
 from cosim.serving.workload import SLO, WorkloadSpec, load_workload
 from cosim.topology.loader import Fields, as_float, as_int, as_str
 
@@ -69,6 +70,7 @@ class AfdSpace:
     gpus: tuple[int, ...] = (8,)
     attention_gpus: tuple[int, ...] = (4,)
     micro_batches: tuple[int, ...] = (2,)
+    placement: tuple[str, ...] = ("packed",)
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Space:
 
     modes: tuple[str, ...] = ("aggregated", "pd")
     replicas: tuple[Parallelism, ...] = (Parallelism(tp=8, ep=8, dp_attention=True),)
+    prefill_replicas: tuple[Parallelism, ...] | None = None
     prefill_gpus: tuple[int, ...] = (8,)
     afd: AfdSpace = AfdSpace()
     max_batch: tuple[int, ...] = (32,)
@@ -168,15 +171,23 @@ def _space(data: Any, source: str) -> Space:
         ValueError("expected a non-empty list of layouts such as {tp: 8, ep: 8, dp_attention: true}")), None)
     replicas = tuple(_parallel(r, source, f"space.replicas[{i}]") for i, r in enumerate(reps)) if reps else \
         Space.replicas
+    pre = f.get("prefill_replicas", lambda v: v if isinstance(v, list) and v else (_ for _ in ()).throw(
+        ValueError("expected a non-empty list of layouts such as {tp: 8, ep: 8}")), None)
+    prefill_replicas = tuple(_parallel(r, source, f"space.prefill_replicas[{i}]") for i, r in enumerate(pre)) \
+        if pre else None
     afd_raw = f.get("afd", lambda v: v, None)
     afd = AfdSpace()
     if afd_raw is not None:
         a = Fields(afd_raw, source, "space.afd")
         afd = AfdSpace(gpus=a.get("gpus", lambda v: _int_list(v, 2), AfdSpace.gpus),
                        attention_gpus=a.get("attention_gpus", lambda v: _int_list(v, 1), AfdSpace.attention_gpus),
-                       micro_batches=a.get("micro_batches", lambda v: _int_list(v, 1), AfdSpace.micro_batches))
+                       micro_batches=a.get("micro_batches", lambda v: _int_list(v, 1), AfdSpace.micro_batches),
+                       placement=a.get("placement", _str_list, AfdSpace.placement))
+        bad = [p for p in afd.placement if p not in PLACEMENTS]
+        if bad:
+            raise a.error("placement", f"unknown placement {bad[0]!r}; placements: {', '.join(PLACEMENTS)}")
         a.finish()
-    space = Space(modes=modes, replicas=replicas,
+    space = Space(modes=modes, replicas=replicas, prefill_replicas=prefill_replicas,
                   prefill_gpus=f.get("prefill_gpus", lambda v: _int_list(v, 1), Space.prefill_gpus), afd=afd,
                   max_batch=f.get("max_batch", lambda v: _int_list(v, 1), Space.max_batch),
                   token_budget=f.get("token_budget", lambda v: _int_list(v, 1), Space.token_budget),

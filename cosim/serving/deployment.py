@@ -50,6 +50,12 @@ from cosim.units import parse_gpu_ranks
 Role = Literal["mixed", "prefill", "decode"]
 #: Pool roles.
 ROLES = ("mixed", "prefill", "decode")
+#: How a pool's replicas take their GPUs when ``gpus`` is not given: ``packed``, the next free
+#: GPUs in order (attention group first for AFD); ``nvlink``, every replica inside one scale-up
+#: (NVLink) domain, so AFD's A2F/F2A and the replica's collectives stay on NVLink; ``rdma``, an
+#: AFD replica's attention group in one domain and its FFN group in another, so A2F/F2A cross
+#: the scale-out fabric.
+PLACEMENTS = ("packed", "nvlink", "rdma")
 #: Default fixed reserve per GPU (CUDA graphs, NCCL/DeepEP buffers, workspace).
 DEFAULT_RESERVE_BYTES = 4 * 2**30
 #: Default share of HBM the serving engine may use (vLLM/SGLang ``mem_fraction_static`` style).
@@ -88,8 +94,9 @@ class PoolSpec:
         replicas: data-parallel copies behind the pool's router.
         batching: the policy and its limits.
         afd: attention-FFN disaggregation of a decode (or mixed-decode) replica.
-        gpus: explicit topology GPUs of all replicas, replica after replica (``None``: the next
-            free GPUs).
+        gpus: explicit topology GPUs of all replicas, replica after replica (``None``: chosen by
+            ``placement``).
+        placement: how the replicas take free GPUs when ``gpus`` is not given (:data:`PLACEMENTS`).
         moe_library: MoE dispatch/combine library of the replica's steps (``auto``).
         mtp_tokens / mtp_acceptance: speculative decoding with the model's MTP layers: drafts
             verified per step and the mean accepted fraction (tokens per decode step =
@@ -104,6 +111,7 @@ class PoolSpec:
     batching: BatchingSpec = BatchingSpec()
     afd: AfdSpec | None = None
     gpus: tuple[int, ...] | None = None
+    placement: str = "packed"
     moe_library: str = "auto"
     mtp_tokens: int = 0
     mtp_acceptance: float = 0.0
@@ -122,6 +130,13 @@ class PoolSpec:
         if not 0.0 < self.memory_fraction <= 1.0:
             raise ConfigError("<api>", f"pools.{self.name}.memory_fraction",
                               f"expected a fraction in (0, 1], got {self.memory_fraction!r}")
+        if self.placement not in PLACEMENTS:
+            raise ConfigError("<api>", f"pools.{self.name}.placement",
+                              f"expected one of {list(PLACEMENTS)}, got {self.placement!r}")
+        if self.placement == "rdma" and self.afd is None:
+            raise ConfigError("<api>", f"pools.{self.name}.placement",
+                              "'rdma' places an AFD replica's attention and FFN groups in different domains; "
+                              "this pool has no afd layout")
         if self.gpus is not None and len(self.gpus) != self.num_gpus:
             raise ConfigError("<api>", f"pools.{self.name}.gpus", f"{self.replicas} replicas of {self.gpus_per_replica} "
                                                                   f"GPUs need {self.num_gpus} GPUs, {len(self.gpus)} given")
@@ -209,9 +224,43 @@ class Deployment:
                 if len(free) < p.num_gpus:
                     raise ConfigError(self.source, f"pools.{p.name}", f"needs {p.num_gpus} GPUs, only {len(free)} of "
                                                                       f"{self.topology.name!r} are left")
-                gpus, free = free[:p.num_gpus], free[p.num_gpus:]
+                if p.placement == "packed":
+                    gpus, free = free[:p.num_gpus], free[p.num_gpus:]
+                else:
+                    gpus = self._place_in_domains(p, free)
+                    taken = set(gpus)
+                    free = [g for g in free if g not in taken]
             n = p.gpus_per_replica
             out[p.name] = [tuple(gpus[i * n:(i + 1) * n]) for i in range(p.replicas)]
+        return out
+
+    def _place_in_domains(self, pool: PoolSpec, free: list[int]) -> list[int]:
+        """GPUs of every replica of ``pool`` under its ``nvlink`` / ``rdma`` placement, from
+        ``free`` (in order; the first domain with room wins), replica after replica."""
+        topo = self.topology
+        domain_of = [topo.nodes[i].domain for i in topo.gpu_nodes]
+        by_domain: dict[int, list[int]] = {}
+        for g in free:
+            by_domain.setdefault(-1 if domain_of[g] is None else domain_of[g], []).append(g)
+
+        def take(count: int, avoid: int | None = None) -> tuple[int, list[int]]:
+            for d, gs in by_domain.items():
+                if d != avoid and len(gs) >= count:
+                    got, by_domain[d] = gs[:count], gs[count:]
+                    return d, got
+            room = max((len(gs) for d, gs in by_domain.items() if d != avoid), default=0)
+            where = "another scale-up domain than its attention group" if avoid is not None else "one scale-up domain"
+            raise ConfigError(self.source, f"pools.{pool.name}.placement",
+                              f"{pool.placement!r}: a group of {count} GPUs must fit in {where} of "
+                              f"{topo.name!r}; the largest free share of a domain is {room} GPUs")
+
+        out: list[int] = []
+        for _ in range(pool.replicas):
+            if pool.placement == "nvlink":
+                out += take(pool.gpus_per_replica)[1]
+            else:  # rdma: attention in one domain, FFN in another
+                d, att = take(pool.afd.attention_gpus)
+                out += att + take(pool.afd.ffn_gpus, avoid=d)[1]
         return out
 
     def step_spec(self, pool: PoolSpec, replica: int = 0) -> StepSpec:
@@ -344,7 +393,8 @@ def _pool(data: Any, source: str, path: str) -> PoolSpec:
             replicas=f.get("replicas", as_int, 1),
             batching=f.get("batching", lambda v: _batching(v, source, f"{path}.batching", role), None)
             or _batching(None, source, f"{path}.batching", role),
-            afd=afd, gpus=f.get("gpus", _gpus, None), moe_library=f.get("moe_library", as_str, "auto"),
+            afd=afd, gpus=f.get("gpus", _gpus, None), placement=f.get("placement", as_str, "packed"),
+            moe_library=f.get("moe_library", as_str, "auto"),
             mtp_tokens=f.get("mtp_tokens", as_int, 0), mtp_acceptance=f.get("mtp_acceptance", as_float, 0.0),
             memory_fraction=f.get("memory_fraction", as_float, DEFAULT_MEMORY_FRACTION),
             reserve_bytes=f.get("reserve_gib", as_float, DEFAULT_RESERVE_BYTES / 2**30) * 2**30)

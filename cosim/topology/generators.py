@@ -14,15 +14,20 @@ A parameter's YAML reader follows from its unit suffix or its type; ``metadata={
 on a field names another one (``oversubscription`` takes ``2``, ``1.5`` or the ratio ``"2:1"``).
 
 Generators produce (nodes, links); :mod:`cosim.topology.loader` validates the result exactly like
-a hand-written file.
+a hand-written file. Before building, :meth:`Generator.check` bounds every parameter
+(:mod:`cosim.limits`: counts, bandwidths, latencies, MTU, oversubscription) and the size the
+generator would build (:meth:`Generator.planned_size`: GPUs, nodes, links), so ``num_gpus:
+10000000`` is refused without allocating anything.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from cosim import limits as L
 from cosim.topology.model import Link, Node
 from cosim.registry import Registry
 from cosim.units import parse_ratio
@@ -62,18 +67,60 @@ class Generator:
     ZERO_ALLOWED: ClassVar[frozenset[str]] = frozenset({"spines", "nodes_per_leaf"})
 
     def check(self) -> list[tuple[str, str]]:
-        """Return (field, problem) pairs for parameters out of range; empty when valid."""
+        """Return (field, problem) pairs for parameters out of range (types, :mod:`cosim.limits`
+        bounds, and the GPUs/nodes/links the generator would build); empty when valid."""
         problems = []
         for name, value in vars(self).items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
             if isinstance(value, int):
                 low = 0 if name in self.ZERO_ALLOWED else 1
-                if value < low:
-                    problems.append((name, f"must be >= {low}, got {value}"))
+                if name.endswith("mtu_bytes"):
+                    if not L.MIN_MTU_BYTES.value <= value <= L.MAX_MTU_BYTES.value:
+                        problems.append((name, f"expected an MTU between {L.MIN_MTU_BYTES.value} and "
+                                               f"{L.MAX_MTU_BYTES.value:,} bytes, got {L.quote(value)}"))
+                elif value < low:
+                    problems.append((name, f"must be >= {low}, got {L.quote(value)}"))
+                elif value > L.MAX_TIER_COUNT.value:
+                    problems.append((name, f"{L.quote(value)} exceeds the limit MAX_TIER_COUNT = "
+                                           f"{L.MAX_TIER_COUNT.value:,} ({L.MAX_TIER_COUNT.reason})"))
             elif not math.isfinite(value) or value < 0 or (name.endswith("_bps") and value <= 0):
-                problems.append((name, f"must be finite and {'> 0' if name.endswith('_bps') else '>= 0'}, got {value}"))
+                problems.append((name, f"must be finite and {'> 0' if name.endswith('_bps') else '>= 0'}, "
+                                       f"got {L.quote(value)}"))
+            elif name.endswith("_bps") and not L.MIN_BANDWIDTH_BPS.value <= value <= L.MAX_BANDWIDTH_BPS.value:
+                problems.append((name, f"{value:g} bit/s is out of range: expected MIN_BANDWIDTH_BPS = "
+                                       f"{L.MIN_BANDWIDTH_BPS.value:g} to MAX_BANDWIDTH_BPS = "
+                                       f"{L.MAX_BANDWIDTH_BPS.value:g} bit/s"))
+            elif name.endswith("_s") and value > L.MAX_LATENCY_S.value:
+                problems.append((name, f"{value:g} s exceeds the limit MAX_LATENCY_S = {L.MAX_LATENCY_S.value:g} s "
+                                       f"({L.MAX_LATENCY_S.reason})"))
+            elif "oversubscription" in name and not 1.0 <= value <= L.MAX_OVERSUBSCRIPTION.value:
+                problems.append((name, f"must be >= 1 (1 = non-blocking) and at most the limit "
+                                       f"MAX_OVERSUBSCRIPTION = {L.MAX_OVERSUBSCRIPTION.value:g}, got {L.quote(value)}"))
+        if problems:
+            return problems
+        gpus, nodes, links = self.planned_size()
+        first = next((f.name for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), int)), "kind")
+        for count, limit in ((gpus, L.MAX_GPUS), (nodes, L.MAX_NODES), (links, L.MAX_LINKS)):
+            if count > limit.value:
+                problems.append((first, L.count_error("", "", count, limit, "these parameters would build").message))
+                break
         return problems
+
+    def planned_size(self) -> tuple[int, int, int]:
+        """(GPUs, nodes, links) the generator would build, computed without building (an upper
+        bound where the exact count needs the build)."""
+        raise NotImplementedError
+
+
+def _rail_fabric_size(domains: int, gpus_per_domain: int, rails: int, spines: int,
+                      nodes_per_leaf: int) -> tuple[int, int]:
+    """(nodes, links) of :func:`_rail_fabric` beyond the domains: NICs, leaves, spines."""
+    gpus = domains * gpus_per_domain
+    per_leaf = nodes_per_leaf if nodes_per_leaf > 0 else domains
+    leaves = rails * -(-domains // per_leaf)
+    spine_links = leaves * spines if spines and leaves > 1 else 0
+    return gpus + leaves + (spines if spine_links else 0), 2 * gpus + spine_links
 
 
 def _nvlink_domain(b: _Builder, domain: int, prefix: str, gpus: int, bw_bps: float, lat_s: float,
@@ -141,6 +188,9 @@ class Star(Generator):
             b.link(gid, sw, self.bandwidth_bps, self.latency_s, self.mtu_bytes, "star")
         return b.nodes, b.links
 
+    def planned_size(self) -> tuple[int, int, int]:
+        return self.num_gpus, self.num_gpus + 1, self.num_gpus
+
     def check(self) -> list[tuple[str, str]]:
         problems = super().check()
         if self.switch_kind not in ("switch", "nvswitch"):
@@ -163,6 +213,9 @@ class HgxNode(Generator):
         _nvlink_domain(b, 0, "", self.gpus, self.nvlink_bandwidth_bps, self.nvlink_latency_s,
                        self.mtu_bytes, "nvswitch")
         return b.nodes, b.links
+
+    def planned_size(self) -> tuple[int, int, int]:
+        return self.gpus, self.gpus + 1, self.gpus
 
 
 @register("hgx_cluster")
@@ -196,6 +249,15 @@ class HgxCluster(Generator):
                          self.oversubscription, self.nodes_per_leaf, "n")
         return b.nodes, b.links
 
+    def planned_size(self) -> tuple[int, int, int]:
+        gpus = self.num_nodes * self.gpus_per_node
+        nodes, links = gpus + self.num_nodes, gpus
+        if self.num_nodes > 1:
+            n, l = _rail_fabric_size(self.num_nodes, self.gpus_per_node, self.gpus_per_node, self.spines,
+                                     self.nodes_per_leaf)
+            nodes, links = nodes + n, links + l
+        return gpus, nodes, links
+
     def check(self) -> list[tuple[str, str]]:
         problems = super().check()
         if self.oversubscription < 1.0:
@@ -218,6 +280,9 @@ class Nvl72Rack(Generator):
         _nvlink_domain(b, 0, "", self.gpus, self.nvlink_bandwidth_bps, self.nvlink_latency_s,
                        self.mtu_bytes, "nvswitch")
         return b.nodes, b.links
+
+    def planned_size(self) -> tuple[int, int, int]:
+        return self.gpus, self.gpus + 1, self.gpus
 
 
 @register("nvl72_cluster")
@@ -255,6 +320,15 @@ class Nvl72Cluster(Generator):
                          self.pcie_latency_s, self.fabric_latency_s, self.mtu_bytes, self.spines,
                          self.oversubscription, self.nodes_per_leaf, "r")
         return b.nodes, b.links
+
+    def planned_size(self) -> tuple[int, int, int]:
+        gpus = self.num_racks * self.gpus_per_rack
+        nodes, links = gpus + self.num_racks, gpus
+        if self.num_racks > 1:
+            n, l = _rail_fabric_size(self.num_racks, self.gpus_per_rack, self.rails, self.spines,
+                                     self.nodes_per_leaf)
+            nodes, links = nodes + n, links + l
+        return gpus, nodes, links
 
     def check(self) -> list[tuple[str, str]]:
         problems = super().check()
@@ -298,6 +372,17 @@ class FatTree(Generator):
     def num_pods(self) -> int:
         return math.ceil(self.num_nodes / self.nodes_per_pod)
 
+    def planned_size(self) -> tuple[int, int, int]:
+        gpus = self.num_nodes * self.gpus_per_node
+        pods = self.num_pods
+        leaves = self.gpus_per_node * min(self.num_nodes, self.num_nodes // self.nodes_per_leaf + pods)
+        spines = pods * self.spines_per_pod
+        cores = self.cores if pods > 1 else 0
+        nvlink = gpus if self.gpus_per_node > 1 else 0
+        nodes = gpus + (self.num_nodes if nvlink else 0) + gpus + leaves + spines + cores
+        links = nvlink + 2 * gpus + leaves * self.spines_per_pod + spines * (-(-cores // self.spines_per_pod))
+        return gpus, nodes, links
+
     def check(self) -> list[tuple[str, str]]:
         problems = super().check()
         if problems:
@@ -331,7 +416,8 @@ class FatTree(Generator):
             leaves: list[tuple[int, int]] = []  # (leaf node, NICs on it)
             for g in range(g_per):
                 for k in range(leaves_per_rail):
-                    members = [n for n in pod_nodes if (n - p * self.nodes_per_pod) // self.nodes_per_leaf == k]
+                    lo = pod_nodes.start + k * self.nodes_per_leaf
+                    members = range(lo, min(lo + self.nodes_per_leaf, pod_nodes.stop))
                     if not members:
                         continue
                     leaf = b.node(f"p{p}.leaf{g}.{k}", "switch")

@@ -40,7 +40,7 @@ def test_net_writes_every_link_to_parquet(tmp_path, capsys, backend):
 
 @pytest.mark.parametrize("argv,message", [
     (["net", "-t", "no-such-topology"], "no such file or topology preset"),
-    (["net", "-t", "h100-hgx-2node", "-s", "lots"], "--size/--chunk"),
+    (["net", "-t", "h100-hgx-2node", "-s", "lots"], "--size: expected a size"),
     (["net", "-t", "h100-hgx-2node", "--gpus", "0-99"], "rank 16 does not exist"),
 ])
 def test_bad_arguments_give_clear_errors(capsys, argv, message):

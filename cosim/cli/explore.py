@@ -35,19 +35,24 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cosim.cli.args import IntOption, check_options, check_text_options, literal
     from cosim.cli.main import console
-    from cosim.errors import CosimError
     from cosim.explore import explore, load_experiment
+    from cosim.io_atomic import check_output_dir
+    from cosim.limits import MAX_WORKERS
     from cosim.report.explore import best_table, front_table, recheck_table
 
+    check_options(args, (IntOption("--workers", "workers", 1, MAX_WORKERS),))
+    check_text_options(args, (("--ray", "ray"),))
+    check_output_dir(args.out, "--out")
+    check_output_dir(args.cache, "--cache")
     spec = load_experiment(args.experiment)
-    if args.workers is not None and args.workers < 1:
-        raise CosimError(f"--workers: expected >= 1, got {args.workers}")
     out = args.out or Path("results") / spec.name
+    check_output_dir(out, "--out")
     runner = "ray" if args.ray else None
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=True, disable=args.quiet) as bar:
-        task = bar.add_task(f"{spec.name}: points", total=None)
+        task = bar.add_task(f"{literal(spec.name)}: points", total=None)
         fin: list = []
 
         def finalist_progress(done: int, total: int) -> None:
@@ -61,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
                          finalist_progress=finalist_progress)
     enum = result.enumeration
     skipped = sum(enum.skipped.values())
-    console.print(f"{spec.name}: {len(enum.points)} points ({result.reused} reused from {out}, {result.evaluated} "
+    console.print(f"{literal(spec.name)}: {len(enum.points)} points ({result.reused} reused from {literal(out)}, "
+                  f"{result.evaluated} "
                   f"evaluated in {result.wall_s:.0f} s, {result.points_per_s:.2f} points/s); {skipped} combinations "
                   f"left out", highlight=False)
     console.print(best_table(result.best))
@@ -70,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
             console.print(front_table(group, front))
     if result.finalists:
         console.print(recheck_table(result.finalists))
-    console.print(f"results: {out / 'results.parquet'}", highlight=False)
+    console.print(f"results: {literal(out / 'results.parquet')}", highlight=False)
     if not args.no_report:
         from cosim.report.html import write_experiment_report
 
-        console.print(f"report: {write_experiment_report(out)}", highlight=False)
+        console.print(f"report: {literal(write_experiment_report(out))}", highlight=False)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -19,30 +20,47 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cosim.errors import CosimError
-from cosim.units import UnitError, format_bandwidth, format_bytes, format_time, parse_gpu_ranks, parse_size_bytes
+from cosim.cli.args import (IntOption, NumberOption, check_options, check_text_options, literal, parse_gpus,
+                            parse_prefill_chunks)
+from cosim.errors import ConfigError, CosimError
+from cosim.io_atomic import check_output_dir, check_output_file, describe_os_error
+from cosim.limits import (MAX_BATCH, MAX_FLOW_BYTES, MAX_GPUS, MAX_LINKS, MAX_MICRO_BATCHES, MAX_MTP_TOKENS,
+                          MAX_REDUNDANT_EXPERTS, MAX_ROUTING_SKEW, MAX_TOKENS, MIN_CHUNK_BYTES, check_count)
+from cosim.units import UnitError, format_bandwidth, format_bytes, format_time, parse_size_bytes
 
 console = Console(width=None if sys.stdout.isatty() else 140)
 
-
-def _parse_gpus(spec: str | None, num_gpus: int) -> list[int]:
-    """``"0-7,16"`` -> [0..7, 16]; ``None`` -> all GPUs."""
-    if spec is None:
-        return list(range(num_gpus))
-    try:
-        ranks = parse_gpu_ranks(spec)
-    except UnitError as exc:
-        raise CosimError(f"--gpus: {exc}") from None
-    bad = [r for r in ranks if not 0 <= r < num_gpus]
-    if bad:
-        raise CosimError(f"--gpus: rank {bad[0]} does not exist (topology has GPUs 0..{num_gpus - 1})")
-    return ranks
+#: Longest error message printed (a message is one line; library messages quote bounded values).
+MAX_ERROR_CHARS = 4_000
 
 
-def check_report_dir(path: Path | None) -> None:
-    """``--report DIR``: refuse a path that is a file before simulating anything."""
-    if path is not None and path.exists() and not path.is_dir():
-        raise CosimError(f"--report: {path} is a file; expected a folder for index.html and its figures")
+def check_report_dir(path: Path | None, option: str = "--report") -> None:
+    """``--report DIR``: refuse a path that is a file, or a folder that cannot be written or
+    created, before simulating anything."""
+    check_output_dir(path, option)
+
+
+#: Numeric options of ``cosim net`` and their limits.
+NET_OPTIONS = (IntOption("--top", "top", 0, MAX_LINKS),)
+
+#: Numeric options of ``cosim step`` and their limits.
+STEP_OPTIONS = (
+    IntOption("--tp", "tp", 1, MAX_GPUS), IntOption("--ep", "ep", 0, MAX_GPUS), IntOption("--pp", "pp", 1, MAX_GPUS),
+    IntOption("--batch", "batch", 0, MAX_BATCH), IntOption("--new-tokens", "new_tokens", 1, MAX_TOKENS),
+    IntOption("--context", "context", 0, MAX_TOKENS),
+    NumberOption("--skew", "skew", 0.0, MAX_ROUTING_SKEW,
+                 hint="routing_skew: 0 = uniform routing, > 0 = power-law expert popularity"),
+    IntOption("--redundant-experts", "redundant_experts", 0, MAX_REDUNDANT_EXPERTS),
+    IntOption("--top", "top", 0, MAX_LINKS),
+    IntOption("--attention-gpus", "attention_gpus", 0, MAX_GPUS), IntOption("--ffn-gpus", "ffn_gpus", 0, MAX_GPUS),
+    IntOption("--micro-batches", "micro_batches", 1, MAX_MICRO_BATCHES),
+    IntOption("--attention-tp", "attention_tp", 1, MAX_GPUS), IntOption("--ffn-tp", "ffn_tp", 1, MAX_GPUS),
+    IntOption("--mtp", "mtp", 0, MAX_MTP_TOKENS),
+)
+
+
+def _table_row(*cells: object) -> list[str]:
+    return [literal(c) for c in cells]
 
 
 def _cmd_topology_list(args: argparse.Namespace) -> int:
@@ -53,7 +71,7 @@ def _cmd_topology_list(args: argparse.Namespace) -> int:
         table.add_column(col)
     for name in list_presets():
         topo = load_topology(name)
-        table.add_row(name, str(topo.num_gpus), str(len(topo.links)), topo.description)
+        table.add_row(*_table_row(name, topo.num_gpus, len(topo.links), topo.description))
     console.print(table)
     return 0
 
@@ -63,8 +81,9 @@ def _cmd_topology_show(args: argparse.Namespace) -> int:
 
     topo = load_topology(args.topology)
     kinds = Counter(n.kind for n in topo.nodes)
-    console.print(f"[bold]{topo.name}[/bold] ({topo.source})  {topo.description}")
-    console.print("nodes: " + ", ".join(f"{v} {k}" for k, v in sorted(kinds.items())))
+    console.print(f"[bold]{literal(topo.name)}[/bold] ({literal(topo.source)})  {literal(topo.description)}",
+                  highlight=False)
+    console.print("nodes: " + ", ".join(f"{v} {literal(k)}" for k, v in sorted(kinds.items())), highlight=False)
     table = Table(title="Link tiers")
     for col in ("tier", "links", "bandwidth per direction", "latency", "MTU"):
         table.add_column(col)
@@ -75,9 +94,9 @@ def _cmd_topology_show(args: argparse.Namespace) -> int:
         bws = sorted({format_bandwidth(l.bandwidth_bps) for l in links})
         lats = sorted({format_time(l.latency_s) for l in links})
         mtus = sorted({str(l.mtu_bytes) for l in links})
-        table.add_row(tier, str(len(links)), ", ".join(bws), ", ".join(lats), ", ".join(mtus))
+        table.add_row(*_table_row(tier, len(links), ", ".join(bws), ", ".join(lats), ", ".join(mtus)))
     console.print(table)
-    console.print(f"routing: ecmp={topo.routing.ecmp}, cross_rail={topo.routing.cross_rail}; "
+    console.print(f"routing: ecmp={literal(topo.routing.ecmp)}, cross_rail={literal(topo.routing.cross_rail)}; "
                   f"transport: header {topo.transport.header_bytes} B, PFC xoff "
                   f"{format_bytes(topo.transport.pfc_xoff_bytes)} / xon {format_bytes(topo.transport.pfc_xon_bytes)}")
     return 0
@@ -89,17 +108,17 @@ def _cmd_net(args: argparse.Namespace) -> int:
     from cosim.report import hottest_links_table, write_link_parquet
     from cosim.topology import load_topology
 
+    check_options(args, NET_OPTIONS)
+    check_text_options(args, (("--size", "size"), ("--chunk", "chunk"), ("--gpus", "gpus")))
+    size = _size_option("--size", args.size, lo=0)
+    chunk = _size_option("--chunk", args.chunk, lo=int(MIN_CHUNK_BYTES.value)) if args.chunk != "none" else None
+    check_output_file(args.out, "--out")
     check_report_dir(args.report)
     topo = load_topology(args.topology)
-    ranks = _parse_gpus(args.gpus, topo.num_gpus)
-    try:
-        size = parse_size_bytes(args.size)
-        chunk = parse_size_bytes(args.chunk) if args.chunk != "none" else None
-    except UnitError as exc:
-        raise CosimError(f"--size/--chunk: {exc}") from None
+    ranks = parse_gpus("--gpus", args.gpus, topo.num_gpus)
     fs = FlowSet()
     coll = build_collective(fs, args.collective, ranks, size, chunk_bytes=chunk)
-    console.print(f"{args.collective} over {len(ranks)} GPUs of [bold]{topo.name}[/bold], "
+    console.print(f"{args.collective} over {len(ranks)} GPUs of [bold]{literal(topo.name)}[/bold], "
                   f"{format_bytes(size)}: {len(fs)} flows, {format_bytes(fs.total_bytes())} total, "
                   f"backend [bold]{args.backend}[/bold]")
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -114,31 +133,24 @@ def _cmd_net(args: argparse.Namespace) -> int:
     console.print(hottest_links_table(result, top=args.top))
     if args.out:
         path = write_link_parquet(result, args.out)
-        console.print(f"link counters of {topo.num_directed_links} directed links written to {path}")
+        console.print(f"link counters of {topo.num_directed_links} directed links written to {literal(path)}",
+                      highlight=False)
     if args.report:
         from cosim.report.html import write_net_report
 
         path = write_net_report(result, args.report, f"{args.collective} over {len(ranks)} GPUs of {topo.name}, "
                                 f"message size {format_bytes(size)}: {len(fs)} flows", args.top)
-        console.print(f"report: {path}", highlight=False)
+        console.print(f"report: {literal(path)}", highlight=False)
     return 0
 
 
-def _parse_chunks(text: str | None):
-    """``"0+512,1024+256"`` -> prefill chunks (reused prefix + new tokens each)."""
-    from cosim.trace.builder import PrefillChunk
-
-    if not text:
-        return ()
-    chunks = []
-    for part in text.split(","):
-        try:
-            prefix, new = (int(x) for x in part.split("+"))
-        except ValueError:
-            raise CosimError(f"--prefill-chunks: expected PREFIX+NEW[,PREFIX+NEW...] such as '0+512,4096+256', "
-                             f"got {text!r}") from None
-        chunks.append(PrefillChunk(prefix, new))
-    return tuple(chunks)
+def _size_option(flag: str, text: str, lo: int) -> int:
+    """A size option (``1MiB``, ``4096``, ``256KiB``) in bytes, at most MAX_FLOW_BYTES."""
+    try:
+        size = parse_size_bytes(text)
+    except UnitError as exc:
+        raise ConfigError(flag, "", str(exc)) from None
+    return check_count(flag, "", size, MAX_FLOW_BYTES, lo=lo)
 
 
 def _cmd_step(args: argparse.Namespace) -> int:
@@ -151,17 +163,18 @@ def _cmd_step(args: argparse.Namespace) -> int:
     from cosim.topology import load_topology
     from cosim.trace.builder import AfdSpec, StepSpec
 
-    if args.json and args.json.exists() and args.json.is_dir():
-        raise CosimError(f"--json: {args.json} is a directory; expected a file path")
-    if args.json and not args.json.parent.exists():
-        raise CosimError(f"--json: folder {args.json.parent} does not exist")
+    check_options(args, STEP_OPTIONS)
+    check_text_options(args, (("--gpus", "gpus"), ("--prefill-chunks", "prefill_chunks"), ("--routing", "routing")))
+    prefill_chunks = parse_prefill_chunks("--prefill-chunks", args.prefill_chunks)
+    check_output_file(args.json, "--json")
+    check_output_dir(args.trace_out, "--trace-out")
     check_report_dir(args.report)
     model = load_model(args.model)
     topo = load_topology(args.topology)
     system = args.system or topo.gpu_system or "h200_sxm"
     if args.system and topo.gpu_system and args.system != topo.gpu_system:
-        console.print(f"[bold yellow]warning:[/] kernel system {args.system} but topology {topo.name} has "
-                      f"{topo.gpu_system} GPUs")
+        console.print(f"[bold yellow]warning:[/] kernel system {literal(args.system)} but topology "
+                      f"{literal(topo.name)} has {literal(topo.gpu_system)} GPUs", highlight=False)
     parallel = Parallelism(tp=args.tp, ep=args.ep or args.tp, dp_attention=args.dp_attention, pp=args.pp)
     overrides = {k: v for k, v in (("dispatch", args.dispatch_dtype), ("kv_cache", args.kv_dtype)) if v}
     precision = Precision.from_checkpoint(model, **overrides)
@@ -174,16 +187,17 @@ def _cmd_step(args: argparse.Namespace) -> int:
                       attention_tp=args.attention_tp, ffn_tp=args.ffn_tp, shared_expert=args.shared_expert,
                       dense_layers=args.dense_layers)
     n = afd.num_gpus if afd else parallel.num_gpus
-    gpus = tuple(_parse_gpus(args.gpus, topo.num_gpus)) if args.gpus else None
+    gpus = tuple(parse_gpus("--gpus", args.gpus, topo.num_gpus)) if args.gpus else None
     spec = StepSpec(model, parallel, precision, phase, batch_per_rank=args.batch,
                     new_tokens=1 if phase == "generation" else args.new_tokens, prefix_tokens=args.context,
                     overlap=args.overlap, routing_skew=args.skew, moe_load=args.moe_load,
                     moe_library=args.moe_library, allreduce_library=args.allreduce_library,
                     redundant_experts=args.redundant_experts, gpus=gpus, layout=args.layout, afd=afd,
-                    prefill_chunks=_parse_chunks(args.prefill_chunks), mtp_tokens=args.mtp,
+                    prefill_chunks=prefill_chunks, mtp_tokens=args.mtp,
                     routing=_step_routing(args))
     kernels = KernelTables.load(system, framework=args.framework)
-    with console.status(f"simulating one {args.phase} step of {model.name} on {topo.name} ({args.backend} backend)"):
+    with console.status(f"simulating one {args.phase} step of {literal(model.name)} on {literal(topo.name)} "
+                        f"({args.backend} backend)"):
         result = simulate_step(spec, kernels, topo, args.backend)
     t = result.step_time_s
     where = f"GPUs {_ranges(spec.gpu_ranks)}" if gpus else f"{n} GPUs"
@@ -196,7 +210,7 @@ def _cmd_step(args: argparse.Namespace) -> int:
     what = (f"{model.name} {args.phase}, {args.batch} requests/{'instance' if afd else 'rank'} x {spec.new_tokens} new "
             f"tokens, context {args.context}{extra}, {layout}, {where}, {kernels.system.name} ({args.framework}), "
             f"{topo.name}, {args.backend} backend")
-    console.print(f"[bold]{model.name}[/bold]{what[len(model.name):]}")
+    console.print(f"[bold]{literal(model.name)}[/bold]{literal(what[len(model.name):])}", highlight=False)
     console.print(f"step time: [bold]{format_time(t)}[/bold]   tokens/s per GPU: "
                   f"[bold]{result.tokens_per_s_per_gpu:,.1f}[/bold]   wall: {result.wall_s:.2f} s "
                   f"({result.network_simulations} network simulations, {result.network_wall_s:.2f} s)")
@@ -204,10 +218,10 @@ def _cmd_step(args: argparse.Namespace) -> int:
     for col in ("part", "time", "share of step", "exposed"):
         table.add_column(col, justify="right" if col != "part" else "left")
     for name, v in sorted(result.compute_by_class_s.items(), key=lambda kv: -kv[1]):
-        table.add_row(f"compute: {name}", format_time(v), f"{v / t:.1%}", "")
+        table.add_row(*_table_row(f"compute: {name}", format_time(v), f"{v / t:.1%}", ""))
     for name, v in sorted(result.comm_by_collective_s.items(), key=lambda kv: -kv[1]):
         e = result.exposed_comm_by_collective_s.get(name, 0.0)
-        table.add_row(f"comm: {name}", format_time(v), f"{v / t:.1%}", format_time(e))
+        table.add_row(*_table_row(f"comm: {name}", format_time(v), f"{v / t:.1%}", format_time(e)))
     console.print(table)
     if len(result.groups) > 1:
         groups = Table(title="Per group (slowest rank of each)")
@@ -221,7 +235,7 @@ def _cmd_step(args: argparse.Namespace) -> int:
                                             f"KV {format_bytes(mem.kv_cache_bytes)})"
                                             + ("" if mem.capacity_bytes is None else
                                                f" {mem.total_bytes / mem.capacity_bytes:.0%}"))
-            groups.add_row(name, str(len(g.ranks)), format_time(g.busy_s), format_time(g.idle_s), comm, mtxt)
+            groups.add_row(*_table_row(name, len(g.ranks), format_time(g.busy_s), format_time(g.idle_s), comm, mtxt))
         console.print(groups)
     console.print(f"overlap achieved: {result.overlap_fraction:.1%} of communication hidden; compute durations: "
                   + ", ".join(f"{n} {k}" for k, n in sorted(result.duration_sources.items())))
@@ -247,9 +261,10 @@ def _cmd_step(args: argparse.Namespace) -> int:
     for d in np.argsort(-util)[:args.top]:
         if result.link_tx_bytes[d] == 0:
             break
-        links.add_row(topo.describe_link(int(d)), topo.links[d // 2].tier, f"{topo.directed_bandwidth_bps[d] / 8e9:.0f}",
-                      format_bytes(result.link_tx_bytes[d]), f"{util[d]:.1%}",
-                      format_bytes(result.link_peak_queue_bytes[d]) if args.backend == "packet" else "-")
+        links.add_row(*_table_row(topo.describe_link(int(d)), topo.links[d // 2].tier,
+                                  f"{topo.directed_bandwidth_bps[d] / 8e9:.0f}", format_bytes(result.link_tx_bytes[d]),
+                                  f"{util[d]:.1%}",
+                                  format_bytes(result.link_peak_queue_bytes[d]) if args.backend == "packet" else "-"))
     console.print(links)
     from cosim.engine.summary import moe_traffic_summary
 
@@ -263,11 +278,12 @@ def _cmd_step(args: argparse.Namespace) -> int:
     if args.trace_out:
         _write_traces(result, args.trace_out, args.chakra_alltoallv)
     if args.json:
-        console.print(f"step summary written to {write_step_json(result, args.json, args.top)}")
+        console.print(f"step summary written to {literal(write_step_json(result, args.json, args.top))}",
+                      highlight=False)
     if args.report:
         from cosim.report.html import write_step_report
 
-        console.print(f"report: {write_step_report(result, args.report, what, args.top)}", highlight=False)
+        console.print(f"report: {literal(write_step_report(result, args.report, what, args.top))}", highlight=False)
     return 0
 
 
@@ -304,22 +320,26 @@ def _step_routing(args):
 
 
 def _write_traces(result, out_dir: Path, alltoallv: str) -> None:
-    """Write the step trace as cosim protobuf and Chakra ET files, and check the Chakra export."""
+    """Write the step trace as cosim protobuf and Chakra ET files, and check the Chakra export.
+
+    Every file is written atomically; the manifest ``cosim.manifest.json`` is removed first and
+    written last (listing ``step.pb`` too), so a folder without it is an interrupted export."""
     try:
-        from cosim.trace.chakra import export_chakra
+        from cosim.trace.chakra import export_chakra, manifest_path, remove_manifest
         from cosim.trace.chakra_check import check_chakra
         from cosim.trace.serialize import write_step_trace
     except ImportError as exc:  # pragma: no cover - trace I/O not installed
         raise CosimError(f"trace export unavailable: {exc}") from None
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "step.pb"
-    write_step_trace(result.trace, path)
-    files = export_chakra(result.trace, out_dir, alltoallv=alltoallv)
-    console.print(f"trace written to {path} and {len(files)} Chakra ET files in {out_dir} (all-to-all-v: {alltoallv})")
+    remove_manifest(out_dir, "cosim")
+    path = write_step_trace(result.trace, out_dir / "step.pb")
+    files = export_chakra(result.trace, out_dir, alltoallv=alltoallv, extra_files=[path])
+    console.print(f"trace written to {literal(path)} and {len(files)} Chakra ET files in {literal(out_dir)} "
+                  f"(all-to-all-v: {alltoallv}; complete: {literal(manifest_path(out_dir).name)})", highlight=False)
     broken = check_chakra(out_dir, "cosim")
     if broken:
         console.print(f"[bold yellow]warning:[/] the Chakra export breaks {len(broken)} ASTRA-sim rule instance(s) "
-                      f"(first: {broken[0]}); see cosim trace check {out_dir}", highlight=False)
+                      f"(first: {literal(broken[0])}); see cosim trace check {literal(out_dir)}", highlight=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -345,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--gpus", "-g", default=None, help="GPU ranks taking part, e.g. '0-15' (default: all)")
     net.add_argument("--backend", "-b", default="flow", choices=["packet", "flow"])
     net.add_argument("--top", type=int, default=10, help="number of hottest links to show")
-    net.add_argument("--out", "-o", type=Path, default=None, help="write all link counters to this Parquet file")
+    net.add_argument("--out", "-o", type=Path, default=None,
+                     help="write all link counters to this Parquet file (atomically: the old file or the new one, "
+                          "never a torn file)")
     net.add_argument("--report", type=Path, default=None, metavar="DIR",
                      help="write an HTML report (hottest links, utilization heat map) to DIR/index.html")
     net.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -392,13 +414,16 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--kv-dtype", default=None, help="KV cache dtype (bfloat16, fp8)")
     step.add_argument("--backend", "-b", default="flow", choices=["packet", "flow"])
     step.add_argument("--top", type=int, default=8, help="number of hottest links to show")
-    step.add_argument("--trace-out", type=Path, default=None, help="write protobuf and Chakra traces to this folder")
+    step.add_argument("--trace-out", type=Path, default=None,
+                      help="write protobuf and Chakra traces to this folder (cosim.manifest.json, written last, "
+                           "marks it complete)")
     step.add_argument("--chakra-alltoallv", choices=list(ALLTOALLV_MODES), default="auto",
                       help="Chakra export of all-to-all-v and bipartite collectives: auto (one ALL_TO_ALL when "
                            "uniform, matched sends/receives otherwise), collective (always ALL_TO_ALL: lossy, "
                            "ASTRA-sim stalls on uneven ones) or p2p (always sends/receives)")
     step.add_argument("--json", type=Path, default=None, help="write the step summary (time, breakdown, groups, "
-                                                               "memory, tokens/s per GPU, hottest links) as JSON")
+                                                               "memory, tokens/s per GPU, hottest links) as JSON "
+                                                               "(atomically)")
     step.add_argument("--report", type=Path, default=None, metavar="DIR",
                       help="write an HTML report (breakdown, link heat map, hottest links) to DIR/index.html")
     step.add_argument("--gpus", "-g", default=None, help="topology GPUs the step runs on, e.g. '64-127' or "
@@ -437,17 +462,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def print_error(message: object) -> None:
+    """``error: MESSAGE`` on one line, the message printed literally and cut to MAX_ERROR_CHARS."""
+    console.print(f"[bold red]error:[/bold red] {literal(message, MAX_ERROR_CHARS)}", highlight=False, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``cosim`` console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``cosim`` console script.
+
+    Exit status: 0 done; 1 a verdict (``trace check`` violations, an infeasible ``serve``); 2 a
+    bad argument or input (:class:`~cosim.errors.CosimError`, argparse's usage errors) or an
+    operating-system error on a file (disk full, permission denied: one line, no traceback);
+    130 interrupted.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed by argparse
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     try:
         return args.func(args)
     except CosimError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}")
+        print_error(exc)
+        return 2
+    except OSError as exc:
+        print_error(describe_os_error(exc))
+        return 2
+    except MemoryError:
+        print_error("out of memory; the input is too large for this host (see docs/limits.md for cosim's limits)")
+        return 2
+    except RecursionError:
+        print_error("input nested too deeply (recursion limit reached)")
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         return 130
+    except Exception:  # a bug: the traceback is for the bug report, on stderr
+        traceback.print_exc()
+        console.print("[bold red]internal error[/bold red]: cosim hit a bug (traceback above); please report it")
+        return 3
 
 
 if __name__ == "__main__":

@@ -19,10 +19,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cosim.cli.args import literal
     from cosim.cli.main import console
+    from cosim.io_atomic import check_output_dir
     from cosim.report.html import write_experiment_report
 
-    with console.status(f"writing the report of {args.results}"):
+    check_output_dir(args.out, "--out")
+    with console.status(f"writing the report of {literal(args.results)}"):
         path = write_experiment_report(args.results, args.out)
-    console.print(f"report: {path}", highlight=False)
+    console.print(f"report: {literal(path)}", highlight=False)
     return 0

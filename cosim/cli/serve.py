@@ -12,7 +12,22 @@ from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cosim.errors import CosimError
+from cosim.cli.args import IntOption, NumberOption, check_options, literal
+from cosim.errors import ConfigError
+from cosim.io_atomic import check_output_dir, check_output_file
+from cosim.limits import MAX_BATCH, MAX_REQUESTS, MAX_SIM_TIME_S
+
+#: Numeric options of ``cosim serve`` and their limits.
+SERVE_OPTIONS = (
+    IntOption("--requests", "requests", 1, MAX_REQUESTS),
+    NumberOption("--duration", "duration", 0.0, MAX_SIM_TIME_S, lo_open=True, hint="seconds of arrivals"),
+    NumberOption("--rate", "rate", 0.0, float(MAX_REQUESTS.value), lo_open=True, hint="Poisson arrivals per second"),
+    IntOption("--concurrency", "concurrency", 1, MAX_BATCH),
+    IntOption("--prefixes", "prefixes", 0, MAX_REQUESTS),
+    NumberOption("--ramp", "ramp", 0.0, MAX_SIM_TIME_S, hint="seconds over which the users start"),
+    NumberOption("--decode-prefix-cache", "decode_prefix_cache", 0.0, 1.0, hint="a fraction of the KV capacity"),
+    IntOption("--seed", "seed", 0, 2**63 - 1),
+)
 
 
 def add_parser(sub) -> None:
@@ -48,8 +63,9 @@ def add_parser(sub) -> None:
     p.add_argument("--cache", type=Path, default=Path(".cosim-cache"),
                    help="folder of saved step-time models (reused across runs)")
     p.add_argument("--seed", type=int, default=None, help="seed of the requests (default: the workload's)")
-    p.add_argument("--out", "-o", type=Path, default=None, help="per-request Parquet file")
-    p.add_argument("--json", type=Path, default=None, help="summary as JSON")
+    p.add_argument("--out", "-o", type=Path, default=None,
+                   help="per-request Parquet file (written atomically: the old file or the new, never a torn one)")
+    p.add_argument("--json", type=Path, default=None, help="summary as JSON (written atomically)")
     p.add_argument("--report", type=Path, default=None, metavar="DIR",
                    help="write an HTML report (latency distributions, throughput, pools, busiest links) to "
                         "DIR/index.html")
@@ -66,9 +82,14 @@ def run(args: argparse.Namespace) -> int:
     from cosim.serving.simulator import ServingOptions
     from cosim.serving.workload import ClosedLoop, Poisson, generate_requests, load_workload
 
-    for opt, path in (("--out", args.out), ("--json", args.json)):
-        if path is not None and not path.parent.exists():
-            raise CosimError(f"{opt}: folder {path.parent} does not exist")
+    check_options(args, SERVE_OPTIONS)
+    if args.rate is not None and args.duration is not None and args.rate * args.duration > MAX_REQUESTS.value:
+        raise ConfigError("--rate x --duration", "", f"{args.rate:g}/s over {args.duration:g} s is about "
+                          f"{int(args.rate * args.duration):,} requests; the limit {MAX_REQUESTS.name} is "
+                          f"{int(MAX_REQUESTS.value):,} ({MAX_REQUESTS.reason})")
+    check_output_file(args.out, "--out")
+    check_output_file(args.json, "--json")
+    check_output_dir(args.cache, "--cache")
     check_report_dir(args.report)
     dep = load_deployment(args.deployment)
     workload = load_workload(args.workload)
@@ -82,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     requests = generate_requests(workload, num_requests=n, duration_s=args.duration, seed=args.seed)
     what = (f"{len(requests)} {workload.name} requests with {dep.model.name} ({dep.mode}, {len(dep.pools)} pools, "
             f"{dep.num_gpus} GPUs of {dep.topology.name}, {dep.system}/{dep.framework}, {args.backend} backend)")
-    console.print(f"serving {what}", highlight=False)
+    console.print(f"serving {literal(what)}", highlight=False)
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console,
                   transient=True, disable=args.quiet) as bar:
@@ -101,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
                        cache_dir=args.cache, steps=args.steps, progress=progress)
     if not result.feasible:
         for reason in result.reasons:
-            console.print(f"[bold red]infeasible:[/] {reason}", markup=True, highlight=False)
+            console.print(f"[bold red]infeasible:[/] {literal(reason)}", markup=True, highlight=False)
         if args.json:
             write_serving_json(result, args.json)
         if args.report:
@@ -116,9 +137,10 @@ def run(args: argparse.Namespace) -> int:
         console.print(links)
     console.print(f"wall: {result.wall_s:.1f} s (simulation of the requests {result.run.wall_s:.2f} s)")
     if args.out:
-        console.print(f"per-request results written to {write_requests_parquet(result.run, args.out)}")
+        console.print(f"per-request results written to {literal(write_requests_parquet(result.run, args.out))}",
+                      highlight=False)
     if args.json:
-        console.print(f"summary written to {write_serving_json(result, args.json)}")
+        console.print(f"summary written to {literal(write_serving_json(result, args.json))}", highlight=False)
     if args.report:
         _report(result, args, workload, f"served {what}")
     return 0
@@ -128,4 +150,6 @@ def _report(result, args: argparse.Namespace, workload, what: str) -> None:
     from cosim.cli.main import console
     from cosim.report.html import write_serving_report
 
-    console.print(f"report: {write_serving_report(result, args.report, workload.slo, what)}", highlight=False)
+
+    console.print(f"report: {literal(write_serving_report(result, args.report, workload.slo, what))}",
+                  highlight=False)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 
 from cosim.engine.summary import LinkSeries, network_link_series, step_link_series, step_summary
 from cosim.errors import CosimError
+from cosim.io_atomic import atomic_write_text
 from cosim.report import plots
 from cosim.report.links import hottest_links_data, series_links_data
 from cosim.report.tables import TableData, table_data
@@ -123,10 +123,7 @@ class Page:
     def write(self) -> Path:
         """Write ``index.html`` (atomically, after every figure) and remove figures of an earlier
         page in the folder that this one no longer shows; return its path."""
-        path = self.folder / "index.html"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(self.render(), encoding="utf-8")
-        os.replace(tmp, path)
+        path = atomic_write_text(self.folder / "index.html", self.render())
         keep = set(self.images)
         for old in self.folder.glob("fig-*.png"):
             if old.name not in keep:

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from rich.table import Table
 
 from cosim.engine.summary import LinkSeries
+from cosim.io_atomic import atomic_path
 from cosim.network.results import NetworkResult
 from cosim.report.tables import TableData, table_data
 from cosim.units import format_bytes, format_time
@@ -58,8 +59,10 @@ def series_links_data(series: LinkSeries, top: int = 10, title: str = "Hottest l
 
 
 def write_link_parquet(result: NetworkResult, path: str | Path) -> Path:
-    """Write every directed link's counters and utilization series to ``path`` (Parquet)."""
+    """Write every directed link's counters and utilization series to ``path`` (Parquet),
+    atomically: a writer killed mid-file leaves the earlier file at ``path`` intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(result.link_table(), path)
+    table = result.link_table()
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     return path

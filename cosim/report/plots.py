@@ -15,7 +15,6 @@ finalist), :func:`pareto_plot`, :func:`paired_bars` (the flow/packet re-check), 
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -23,6 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from cosim.engine.summary import LinkSeries
+from cosim.io_atomic import atomic_path
 
 #: rcParams set on top of matplotlib's defaults for every figure.
 STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8,
@@ -48,9 +48,8 @@ def figure(width_in: float, height_in: float, **subplots) -> Iterator:
 def save(fig, path: str | Path) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically, without timestamp or software metadata."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", metadata={"Software": None})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
     return path
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.table import Table
 
+from cosim.io_atomic import atomic_path, atomic_write_text
 from cosim.report.tables import TableData, table_data
 
 
@@ -121,11 +121,11 @@ def requests_table(run) -> pa.Table:
 
 
 def write_requests_parquet(run, path: str | Path) -> Path:
-    """Per-request Parquet, written to a temporary file and renamed (never a torn file)."""
+    """Per-request Parquet, written atomically (:func:`cosim.io_atomic.atomic_path`: never a torn file)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(requests_table(run), tmp)
-    os.replace(tmp, path)
+    table = requests_table(run)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 
@@ -174,11 +174,8 @@ def _busiest_links(result, top: int = 20) -> list[dict]:
 
 
 def write_serving_json(result, path: str | Path) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_plain(serving_summary(result)), indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+    """The serving summary as JSON, written atomically."""
+    return atomic_write_text(path, json.dumps(_plain(serving_summary(result)), indent=2, default=str))
 
 
 def links_data(result, top: int = 10) -> TableData | None:

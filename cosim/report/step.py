@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from cosim.engine.summary import step_summary
+from cosim.io_atomic import atomic_write_text
 
 __all__ = ["step_summary", "write_step_json"]
 
 
 def write_step_json(result, path: str | Path, top_links: int = 8) -> Path:
-    """Write :func:`step_summary` to ``path`` atomically (a temporary file, then renamed)."""
-    path = Path(path)
+    """Write :func:`step_summary` to ``path`` atomically (:func:`cosim.io_atomic.atomic_write_text`)."""
     data = step_summary(result, top_links)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=lambda v: None if isinstance(v, float) and math.isnan(v)
-                              else (v.item() if hasattr(v, "item") else str(v))))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=2, default=lambda v: None if isinstance(v, float) and
+                                              math.isnan(v) else (v.item() if hasattr(v, "item") else str(v))))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rich.table import Table
+from rich.text import Text
 
 
 @dataclass(frozen=True)
@@ -23,14 +24,15 @@ class TableData:
 
     def rich(self, *, overflow: str | None = "fold", no_wrap: bool = False,
              min_width: dict[str, int] | None = None) -> Table:
-        """The table for the terminal."""
-        t = Table(title=self.title)
+        """The table for the terminal; cells and title are printed literally (no rich markup: a
+        link or pool name from a YAML file may contain brackets)."""
+        t = Table(title=Text(self.title))
         for col in self.columns:
             kw = {"overflow": overflow} if overflow else {}
             t.add_column(col, justify="left" if col in self.left else "right", no_wrap=no_wrap,
                          min_width=(min_width or {}).get(col), **kw)
         for row in self.rows:
-            t.add_row(*row)
+            t.add_row(*(Text(cell) for cell in row))
         return t
 
 

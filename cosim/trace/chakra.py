@@ -27,20 +27,30 @@ runs to completion in ASTRA-sim 2.0; :mod:`cosim.trace.chakra_check` checks the 
 Attributes named ``cosim.*`` carry what Chakra has no field for (exact nanoseconds, per-peer bytes
 of an all-to-all-v, layer, micro-batch ...); Chakra consumers ignore them.
 
+Outputs are atomic: each file is written to a temporary name and renamed into place, and an
+export is complete only when its manifest ``{prefix}.manifest.json`` (every file's size and
+SHA-256) is there; it is removed before and written after all other files
+(:func:`verify_manifest`).
+
 Public API: :func:`export_chakra`, :func:`read_chakra`, :func:`write_chakra`, :func:`comm_groups`,
-:func:`lowering`, :func:`comm_size`, :func:`uniform_peer_bytes`, :data:`ALLTOALLV_MODES`.
+:func:`lowering`, :func:`comm_size`, :func:`uniform_peer_bytes`, :data:`ALLTOALLV_MODES`,
+:func:`write_manifest`, :func:`verify_manifest`, :func:`remove_manifest`, :func:`manifest_path`,
+:class:`IncompleteExportError`.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
+from glob import escape as glob_escape
 from pathlib import Path
-from typing import Callable, Iterable, Literal, get_args
+from typing import Callable, Iterable, Literal, Sequence, get_args
 
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from cosim.io_atomic import atomic_write_bytes, atomic_write_text
 from cosim.trace.model import CollectiveSpec, CommNode, ComputeNode, RankTrace, StepTrace, TraceNode
 from cosim.trace.proto import et_def_pb2 as et
 from cosim.trace.serialize import TraceFormatError, duration_ns
@@ -97,8 +107,14 @@ assert tuple(ALLTOALLV_MODES) == get_args(AllToAllMode)
 
 def export_chakra(trace: StepTrace, out_dir: str | Path, prefix: str = "cosim", *,
                   alltoallv: AllToAllMode = "auto", stream_order: bool = True,
-                  version: str = CHAKRA_VERSION) -> list[Path]:
+                  version: str = CHAKRA_VERSION, extra_files: Sequence[str | Path] = ()) -> list[Path]:
     """Write ``trace`` as Chakra ET files ``{out_dir}/{prefix}.{rank}.et``, one per rank.
+
+    Every file is written atomically, and the export's manifest ``{prefix}.manifest.json``
+    (:func:`write_manifest`: each file's size and SHA-256) is removed first and written last, so
+    an export interrupted at any point has no manifest and :func:`verify_manifest` (``cosim trace
+    check``) calls it incomplete. Rank files ``{prefix}.{r}.et`` of an earlier, larger export in
+    the same folder are removed.
 
     Args:
         trace: the step trace; its ranks must be numbered 0..N-1 (ASTRA-sim's NPU ids).
@@ -114,6 +130,8 @@ def export_chakra(trace: StepTrace, out_dir: str | Path, prefix: str = "cosim", 
         stream_order: add ``ctrl_deps`` that keep each rank's compute and communication streams
             in order, as cosim's scheduler runs them.
         version: ``GlobalMetadata.version`` string.
+        extra_files: files of the same folder written before this call that belong to the same
+            export (``cosim step --trace-out`` passes ``step.pb``); the manifest lists them too.
 
     Returns:
         The ``.et`` paths in rank order. ``{prefix}.comm_groups.json`` (``pg_name`` -> ranks) is
@@ -126,6 +144,7 @@ def export_chakra(trace: StepTrace, out_dir: str | Path, prefix: str = "cosim", 
         raise ValueError(f"Chakra needs ranks 0..N-1, the trace has {[rt.rank for rt in ranks]}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_manifest(out_dir, prefix)  # from here until the end the folder reads as incomplete
     groups = comm_groups(trace, alltoallv)
     name_of = {tuple(members): name for name, members in groups.items()}
     pg_of = {spec.id: name_of[_group_key(spec)] for spec in trace.collectives
@@ -136,7 +155,9 @@ def export_chakra(trace: StepTrace, out_dir: str | Path, prefix: str = "cosim", 
         path = out_dir / f"{prefix}.{rt.rank}.et"
         write_chakra(path, global_metadata(trace, rt.rank, version, alltoallv), nodes)
         paths.append(path)
-    (out_dir / f"{prefix}.comm_groups.json").write_text(json.dumps(groups, indent=1) + "\n")
+    groups_path = atomic_write_text(out_dir / f"{prefix}.comm_groups.json", json.dumps(groups, indent=1) + "\n")
+    _remove_stale_rank_files(out_dir, prefix, len(ranks))
+    write_manifest(out_dir, prefix, [*paths, groups_path, *(Path(f) for f in extra_files)], num_ranks=len(ranks))
     return paths
 
 
@@ -166,11 +187,107 @@ def read_chakra(path: str | Path, *, validate: bool = True) -> tuple[et.GlobalMe
 
 def write_chakra(path: str | Path, metadata: et.GlobalMetadata, nodes: Iterable[et.Node]) -> Path:
     """Write one Chakra ET file: varint32-length-prefixed ``metadata`` then ``nodes``."""
-    path = Path(path)
     parts = [_delimited(metadata)]
     parts.extend(_delimited(n) for n in nodes)
-    path.write_bytes(b"".join(parts))
-    return path
+    return atomic_write_bytes(path, b"".join(parts))
+
+
+# --- manifest: an export is complete only when its manifest is there ---------------------------
+
+#: ``format`` field of a manifest.
+MANIFEST_FORMAT = "cosim-trace-export"
+#: ``version`` field of a manifest written (the reader accepts only this one).
+MANIFEST_VERSION = 1
+
+
+class IncompleteExportError(TraceFormatError):
+    """A trace folder has no manifest, or files that do not match it: the export was interrupted
+    (or the folder was not written by cosim)."""
+
+
+def manifest_path(out_dir: str | Path, prefix: str = "cosim") -> Path:
+    """``{out_dir}/{prefix}.manifest.json``: the manifest of the export ``prefix``."""
+    return Path(out_dir) / f"{prefix}.manifest.json"
+
+
+def remove_manifest(out_dir: str | Path, prefix: str = "cosim") -> None:
+    """Remove the manifest of ``prefix`` (before rewriting the export: the folder then reads as
+    incomplete until :func:`write_manifest` runs again)."""
+    manifest_path(out_dir, prefix).unlink(missing_ok=True)
+
+
+def _digest(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+def write_manifest(out_dir: str | Path, prefix: str, files: Iterable[str | Path], *, num_ranks: int) -> Path:
+    """Write ``{prefix}.manifest.json`` (atomically) listing ``files`` of ``out_dir`` with their
+    sizes and SHA-256; call it after every listed file is in place."""
+    out_dir = Path(out_dir)
+    entries = []
+    for f in files:
+        f = Path(f)
+        if f.parent.resolve() != out_dir.resolve():
+            raise ValueError(f"{f} is not in the export folder {out_dir}")
+        size, sha = _digest(f)
+        entries.append({"name": f.name, "bytes": size, "sha256": sha})
+    doc = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "prefix": prefix, "num_ranks": num_ranks,
+           "files": entries}
+    return atomic_write_text(manifest_path(out_dir, prefix), json.dumps(doc, indent=1) + "\n")
+
+
+def verify_manifest(out_dir: str | Path, prefix: str = "cosim") -> dict:
+    """Check that the export ``prefix`` of ``out_dir`` is complete: its manifest exists and every
+    file it lists is there with the listed size and SHA-256, and no rank file of ``prefix`` is
+    missing from it. Returns the manifest; raises :class:`IncompleteExportError` otherwise."""
+    out_dir = Path(out_dir)
+    mpath = manifest_path(out_dir, prefix)
+    if not mpath.is_file():
+        raise IncompleteExportError(out_dir, f"incomplete export {prefix!r}: no manifest {mpath.name} (cosim writes "
+                                             f"it last; the export was interrupted, or was not written by cosim)")
+    try:
+        doc = json.loads(mpath.read_text(encoding="utf-8"))
+        files = doc["files"]
+        if doc.get("format") != MANIFEST_FORMAT or doc.get("version") != MANIFEST_VERSION:
+            raise ValueError(f"format {doc.get('format')!r} version {doc.get('version')!r}")
+        listed = {str(e["name"]): (int(e["bytes"]), str(e["sha256"])) for e in files}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise IncompleteExportError(mpath, f"unreadable manifest ({type(exc).__name__}: {str(exc)[:200]})") from None
+    for name, (size, sha) in listed.items():
+        f = out_dir / name
+        if not f.is_file():
+            raise IncompleteExportError(out_dir, f"incomplete export {prefix!r}: {name} listed in {mpath.name} is "
+                                                 f"missing")
+        got_size, got_sha = _digest(f)
+        if (got_size, got_sha) != (size, sha):
+            raise IncompleteExportError(out_dir, f"export {prefix!r}: {name} does not match {mpath.name} "
+                                                 f"({got_size:,} bytes, {size:,} listed): changed or partly "
+                                                 f"rewritten after the export")
+    for f in out_dir.glob(f"{glob_escape(prefix)}.*.et"):
+        if _rank_of(f.name, prefix) is not None and f.name not in listed:
+            raise IncompleteExportError(out_dir, f"export {prefix!r}: {f.name} is not in {mpath.name} (left by "
+                                                 f"an interrupted or another export)")
+    return doc
+
+
+def _rank_of(name: str, prefix: str) -> int | None:
+    rest = name[len(prefix) + 1:] if name.startswith(prefix + ".") else ""
+    rank = rest.removesuffix(".et")
+    return int(rank) if rest.endswith(".et") and rank.isdigit() else None
+
+
+def _remove_stale_rank_files(out_dir: Path, prefix: str, num_ranks: int) -> None:
+    """Rank files of ``prefix`` beyond ``num_ranks`` (an earlier export of more ranks)."""
+    for f in out_dir.glob(f"{glob_escape(prefix)}.*.et"):
+        r = _rank_of(f.name, prefix)
+        if r is not None and r >= num_ranks:
+            f.unlink(missing_ok=True)
 
 
 def comm_groups(trace: StepTrace, alltoallv: AllToAllMode = "auto") -> dict[str, list[int]]:

@@ -19,6 +19,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from cosim.errors import CosimError
+from cosim.io_atomic import atomic_write_bytes
 from cosim.ops import AttentionOp, ComputeOp, GemmOp, MemoryOp, MoeOp
 from cosim.trace.model import MOE_LIBRARIES, CollectiveSpec, CommNode, ComputeNode, RankTrace, StepTrace, TraceNode
 from cosim.trace.proto import cosim_trace_pb2 as pb
@@ -45,11 +46,12 @@ class TraceFormatError(CosimError, ValueError):
 def write_step_trace(trace: StepTrace, path: str | Path) -> Path:
     """Write ``trace`` to ``path`` as one serialized ``cosim.trace.StepTrace`` message.
 
-    Returns the path written. Raises ``ValueError`` for a duration that is negative or not finite.
+    The file is written atomically (:func:`cosim.io_atomic.atomic_write_bytes`: a temporary file
+    in the same folder, fsync-ed and renamed), so a writer killed mid-file leaves the earlier file
+    at ``path`` intact. Returns the path written. Raises ``ValueError`` for a duration that is
+    negative or not finite.
     """
-    path = Path(path)
-    path.write_bytes(to_proto(trace).SerializeToString())
-    return path
+    return atomic_write_bytes(path, to_proto(trace).SerializeToString())
 
 
 def read_step_trace(path: str | Path) -> StepTrace:

@@ -29,7 +29,9 @@ import fnmatch
 import re
 from typing import Any
 
+from cosim import limits as L
 from cosim.errors import ConfigError
+from cosim.limits import quote
 from cosim.models._fields import Fields
 from cosim.models.spec import MODULE_GROUPS, AttentionSpec, IndexerSpec, LayerSpec, ModelSpec, MoESpec
 
@@ -69,7 +71,7 @@ def parse_config(config: dict[str, Any], source: str = "<dict>", name: str | Non
     outer = Fields(config, source)
     text = config.get("text_config")
     if text is not None and not isinstance(text, dict):
-        raise outer.error("text_config", f"expected an object, got {text!r}")
+        raise outer.error("text_config", f"expected an object, got {quote(text)}")
     f = Fields(text, source, "text_config") if text else outer
     model_type = _model_type(f, outer)
 
@@ -88,10 +90,15 @@ def parse_config(config: dict[str, Any], source: str = "<dict>", name: str | Non
         LayerSpec(index=i, ffn=ffn_kinds[i], window_kind=windows[i][0], window_tokens=windows[i][1],
                   indexer=indexer_layers[i])
         for i in range(num_layers))
-    weights, moe_weights, kv, excluded = _checkpoint_formats(config, text, quant_config, layers, attention, moe)
+    weights, moe_weights, kv, excluded = _checkpoint_formats(config, text, quant_config, layers, attention, moe,
+                                                             source=source)
     tie = f.bool("tie_word_embeddings", outer.bool("tie_word_embeddings", False))
+    display = config.get("_name_or_path")
+    if display is not None and (not isinstance(display, str) or len(display) > L.MAX_NAME_CHARS.value):
+        raise outer.error("_name_or_path", f"expected a string of at most {L.MAX_NAME_CHARS.value} characters, "
+                                           f"got {quote(display)}")
     return ModelSpec(
-        name=name or str(config.get("_name_or_path") or model_type),
+        name=name or display or model_type,
         source=source,
         model_type=model_type,
         hidden_size=hidden,
@@ -122,7 +129,7 @@ def _model_type(f: Fields, outer: Fields) -> str:
         model_type = "llama4_text"
     if model_type not in SUPPORTED_MODEL_TYPES:
         reason = _UNSUPPORTED_REASONS.get(model_type)
-        raise f.error("model_type", f"model_type {model_type!r} is not supported"
+        raise f.error("model_type", f"model_type {quote(model_type)} is not supported"
                       + (f" ({reason})" if reason else "")
                       + f"; supported: {', '.join(SUPPORTED_MODEL_TYPES)}")
     return model_type
@@ -219,7 +226,7 @@ def _ffn_kinds(f: Fields, model_type: str, num_layers: int, moe: MoESpec | None)
 def _check_indices(f: Fields, key: str, indices: set[int], num_layers: int) -> None:
     bad = sorted(i for i in indices if not 0 <= i < num_layers)
     if bad:
-        raise f.error(key, f"layer indices {bad} out of range [0, {num_layers})")
+        raise f.error(key, f"layer indices {quote(bad)} out of range [0, {num_layers})")
 
 
 def _windows(f: Fields, model_type: str, num_layers: int) -> list[tuple[str, int]]:
@@ -262,7 +269,7 @@ def _indexer_layers(f: Fields, num_layers: int) -> list[bool]:
     pattern = f.raw("index_topk_pattern")
     if pattern is not None:
         if not isinstance(pattern, str):
-            raise f.error("index_topk_pattern", f"expected a string of F/S per layer, got {pattern!r}")
+            raise f.error("index_topk_pattern", f"expected a string of F/S per layer, got {quote(pattern)}")
         return [not (i < len(pattern) and pattern[i] == "S") for i in range(num_layers)]
     freq = f.int("index_topk_freq", default=1)
     if freq <= 1:
@@ -275,16 +282,29 @@ def _indexer_layers(f: Fields, num_layers: int) -> list[bool]:
 
 def _checkpoint_formats(config: dict, text: dict | None, quant_config: dict | None,
                         layers: tuple[LayerSpec, ...] = (), attention: AttentionSpec | None = None,
-                        moe: MoESpec | None = None) -> tuple[str, str, str | None, frozenset[str]]:
+                        moe: MoESpec | None = None, source: str = "<dict>") -> tuple[str, str, str | None, frozenset[str]]:
     """(quantized non-expert weights, routed-expert weights, kv cache) formats of the checkpoint,
     and the module groups it keeps unquantized."""
     qc = (text or {}).get("quantization_config") or config.get("quantization_config") or {}
+    if quant_config is not None and not isinstance(quant_config, dict):
+        raise ConfigError(source, "hf_quant_config", f"expected a JSON object, got {quote(quant_config)}")
     if quant_config and isinstance(quant_config.get("quantization"), dict):
         qc = {"quant_method": "modelopt", **quant_config["quantization"]}
     if not isinstance(qc, dict) or not qc:
         return "bfloat16", "bfloat16", None, frozenset()
+    groups = qc.get("config_groups")
+    if groups is not None and not isinstance(groups, dict):
+        raise ConfigError(source, "quantization_config.config_groups", f"expected an object, got {quote(groups)}")
     weights, moe_weights, kv = _main_formats(qc)
-    patterns = [str(p) for key in ("ignore", "modules_to_not_convert", "exclude_modules") for p in (qc.get(key) or [])]
+    patterns = []
+    for key in ("ignore", "modules_to_not_convert", "exclude_modules"):
+        value = qc.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list) or any(not isinstance(p, str) for p in value):
+            raise ConfigError(source, f"quantization_config.{key}", f"expected a list of module names, got "
+                                                                    f"{quote(value)}")
+        patterns += value
     excluded = _excluded_groups(patterns, layers, attention, moe) if patterns and attention is not None else frozenset()
     return weights, moe_weights, kv, excluded
 
@@ -302,10 +322,10 @@ def _main_formats(qc: dict) -> tuple[str, str, str | None]:
     if method == "mxfp4":  # gpt-oss: experts in MXFP4, the rest in bf16
         return "bfloat16", "mxfp4", kv
     if method == "compressed-tensors":
-        bits = {g.get("weights", {}).get("num_bits") for g in (qc.get("config_groups") or {}).values()
-                if isinstance(g, dict) and isinstance(g.get("weights"), dict)}
-        types = {g.get("weights", {}).get("type") for g in (qc.get("config_groups") or {}).values()
-                 if isinstance(g, dict) and isinstance(g.get("weights"), dict)}
+        weights_of = [g["weights"] for g in (qc.get("config_groups") or {}).values()
+                      if isinstance(g, dict) and isinstance(g.get("weights"), dict)]
+        bits = {w.get("num_bits") for w in weights_of if isinstance(w.get("num_bits"), (int, float, str))}
+        types = {w.get("type") for w in weights_of if isinstance(w.get("type"), str)}
         if 4 in bits:
             return "bfloat16", "nvfp4" if "float" in types else "int4", kv
         if 8 in bits:

@@ -9,12 +9,12 @@ The package is imported lazily, only when a name (not a path) is given.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from cosim.errors import ConfigError
+from cosim.models._fields import read_json_file
 from cosim.models.loader import parse_config
 from cosim.models.spec import ModelSpec
 
@@ -121,10 +121,5 @@ def _load_file(path: Path, name: str, quant_path: Path | None) -> ModelSpec:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read file: {exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(str(path), "", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    """The parsed JSON of ``path``, read strictly (:func:`cosim.models._fields.read_json_file`)."""
+    return read_json_file(path)

@@ -9,16 +9,25 @@ Ranks are GPU ranks of the topology; ``ranks`` lists the members of the communic
 Large messages are split into chunks of ``chunk_bytes`` that are pipelined the way NCCL does:
 chunk ``c`` of a step waits for chunk ``c`` of the previous step to be received, and for chunk
 ``c-1`` of its own step to have left the sender (the channel streams chunks back to back).
+
+Inputs are checked before any flow is built (:mod:`cosim.limits`): ranks and sizes are integers
+(a float size is an error, not truncated), a buffer is at most ``MAX_FLOW_BYTES``, and a
+collective that would make more than ``MAX_FLOWS_PER_COLLECTIVE`` flows (a ring all-reduce
+chunked into 1-byte pieces) is refused with the count it would have made.
 """
 
 from __future__ import annotations
 
+import numbers
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from cosim import limits as L
 from cosim.errors import FlowError
+from cosim.limits import quote
 from cosim.network.flows import FlowSet
 
 #: Default pipelining chunk, close to NCCL's default (chunks of a few hundred KiB per channel).
@@ -37,13 +46,83 @@ class Collective:
     last: Sequence[int] = field(default_factory=list)
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
 def _check_ranks(ranks: Sequence[int], what: str, minimum: int = 2) -> list[int]:
-    ranks = [int(r) for r in ranks]
+    if isinstance(ranks, (str, bytes)) or not isinstance(ranks, Iterable):
+        raise FlowError(f"{what}: ranks must be a list of GPU ranks, got {quote(ranks)}")
+    if isinstance(ranks, np.ndarray) and ranks.dtype.kind in "iu":
+        ranks = ranks.reshape(-1).tolist()
+    out = []
+    for r in ranks:
+        if not _is_int(r):
+            raise FlowError(f"{what}: ranks must be integers (GPU ranks), got {type(r).__name__} {quote(r)}")
+        if not 0 <= int(r) < (1 << 31):
+            raise FlowError(f"{what}: GPU rank {quote(int(r))} out of range")
+        out.append(int(r))
+        if len(out) > L.MAX_GPUS.value:
+            raise FlowError(f"{what}: more than MAX_GPUS = {L.MAX_GPUS.value:,} ranks")
+    ranks = out
     if len(ranks) < minimum:
         raise FlowError(f"{what}: needs at least {minimum} ranks, got {len(ranks)}")
     if len(set(ranks)) != len(ranks):
-        raise FlowError(f"{what}: ranks must be distinct, got {ranks}")
+        raise FlowError(f"{what}: ranks must be distinct, got {quote(ranks)}")
     return ranks
+
+
+def check_size_bytes(size_bytes: Any, what: str) -> int:
+    """A collective's buffer size: an integer from 0 to ``MAX_FLOW_BYTES`` (FlowError otherwise;
+    a float such as ``1.5`` or ``1024.0`` is an error, not truncated)."""
+    if not _is_int(size_bytes):
+        raise FlowError(f"{what}: size_bytes must be an integer number of bytes, got "
+                        f"{type(size_bytes).__name__} {quote(size_bytes)}")
+    v = int(size_bytes)
+    if v < 0:
+        raise FlowError(f"{what}: size_bytes must be >= 0, got {quote(v)}")
+    if v > L.MAX_FLOW_BYTES.value:
+        raise FlowError(f"{what}: size_bytes {quote(v)} exceeds the limit MAX_FLOW_BYTES = 2**50 bytes "
+                        f"({L.MAX_FLOW_BYTES.reason})")
+    return v
+
+
+def _check_channels(channels: Any, what: str) -> int:
+    if not _is_int(channels) or not 1 <= int(channels) <= L.MAX_TIER_COUNT.value:
+        raise FlowError(f"{what}: channels must be an integer from 1 to {L.MAX_TIER_COUNT.value:,}, "
+                        f"got {quote(channels)}")
+    return int(channels)
+
+
+def check_flow_count(count: int, what: str) -> None:
+    """Refuse a collective that would make more than ``MAX_FLOWS_PER_COLLECTIVE`` flows, before
+    building any."""
+    if count > L.MAX_FLOWS_PER_COLLECTIVE.value:
+        raise FlowError(f"{what}: would make {count:,} flows, more than the limit MAX_FLOWS_PER_COLLECTIVE = "
+                        f"{L.MAX_FLOWS_PER_COLLECTIVE.value:,} ({L.MAX_FLOWS_PER_COLLECTIVE.reason}); use larger "
+                        "chunk_bytes or fewer ranks")
+
+
+def _check_matrix(m: Any, shape: tuple[int, int], what: str) -> np.ndarray:
+    """A bytes matrix of ``shape``: finite, non-negative, integer-valued, entries <= MAX_FLOW_BYTES."""
+    try:
+        m = np.asarray(m)
+    except (ValueError, TypeError, OverflowError):
+        raise FlowError(f"{what}: bytes_matrix must be a {shape[0]}x{shape[1]} array of byte counts") from None
+    if m.shape != shape:
+        raise FlowError(f"{what}: bytes_matrix must be {shape[0]}x{shape[1]} for {shape[0]} ranks, got shape {m.shape}")
+    if m.dtype.kind not in "iubf":
+        raise FlowError(f"{what}: bytes_matrix entries must be non-negative integers, got dtype {m.dtype}")
+    if m.size == 0:
+        return m
+    if m.dtype.kind == "f" and not np.isfinite(m).all():
+        raise FlowError(f"{what}: bytes_matrix entries must be finite non-negative integers")
+    if (m < 0).any() or (m.dtype.kind == "f" and not np.all(np.mod(m, 1) == 0)):
+        raise FlowError(f"{what}: bytes_matrix entries must be non-negative integers")
+    if float(m.max()) > L.MAX_FLOW_BYTES.value:
+        raise FlowError(f"{what}: bytes_matrix entry {float(m.max()):.4g} exceeds the limit MAX_FLOW_BYTES = "
+                        "2**50 bytes")
+    return m
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -52,11 +131,18 @@ def _split(total: int, parts: int) -> list[int]:
     return [base + (1 if k < extra else 0) for k in range(parts)]
 
 
+def _check_chunk(chunk_bytes: Any) -> int | None:
+    if chunk_bytes is None:
+        return None
+    if not _is_int(chunk_bytes) or int(chunk_bytes) < L.MIN_CHUNK_BYTES.value:
+        raise FlowError(f"chunk_bytes must be a positive integer (or None: no chunking), got {quote(chunk_bytes)}")
+    return int(chunk_bytes)
+
+
 def _num_chunks(size: int, chunk_bytes: int | None) -> int:
+    chunk_bytes = _check_chunk(chunk_bytes)
     if chunk_bytes is None or size == 0:
         return 1
-    if chunk_bytes <= 0:
-        raise FlowError(f"chunk_bytes must be positive, got {chunk_bytes}")
     return max(1, -(-size // chunk_bytes))
 
 
@@ -71,11 +157,9 @@ def all_to_all_v(fs: FlowSet, ranks: Sequence[int], bytes_matrix, *, after: Iter
     """
     ranks = _check_ranks(ranks, tag)
     n = len(ranks)
-    m = np.asarray(bytes_matrix)
-    if m.shape != (n, n):
-        raise FlowError(f"{tag}: bytes_matrix must be {n}x{n} for {n} ranks, got shape {m.shape}")
-    if (m < 0).any() or (m.dtype.kind not in "iub" and not np.all(np.mod(m, 1) == 0)):
-        raise FlowError(f"{tag}: bytes_matrix entries must be non-negative integers")
+    channels = _check_channels(channels, tag)
+    check_flow_count(n * (n - 1) * channels, tag)
+    m = _check_matrix(bytes_matrix, (n, n), tag)
     after = list(after)
     coll = Collective(tag)
     i = np.tile(np.arange(n, dtype=np.int32), n - 1)
@@ -87,8 +171,11 @@ def all_to_all_v(fs: FlowSet, ranks: Sequence[int], bytes_matrix, *, after: Iter
 
 def all_to_all(fs: FlowSet, ranks: Sequence[int], bytes_per_pair: int, **kwargs) -> Collective:
     """Uniform all-to-all: ``bytes_per_pair`` from every rank to every other rank."""
+    tag = kwargs.get("tag", "all_to_all")
+    ranks = _check_ranks(ranks, tag)
     n = len(ranks)
-    matrix = np.full((n, n), int(bytes_per_pair), dtype=np.int64)
+    check_flow_count(n * (n - 1), tag)
+    matrix = np.full((n, n), check_size_bytes(bytes_per_pair, tag), dtype=np.int64)
     np.fill_diagonal(matrix, 0)
     return all_to_all_v(fs, ranks, matrix, **kwargs)
 
@@ -103,11 +190,9 @@ def bipartite(fs: FlowSet, senders: Sequence[int], receivers: Sequence[int], byt
     senders = _check_ranks(senders, f"{tag} senders", 1)
     receivers = _check_ranks(receivers, f"{tag} receivers", 1)
     m_, n_ = len(senders), len(receivers)
-    m = np.asarray(bytes_matrix)
-    if m.shape != (m_, n_):
-        raise FlowError(f"{tag}: bytes_matrix must be {m_}x{n_}, got shape {m.shape}")
-    if (m < 0).any():
-        raise FlowError(f"{tag}: bytes_matrix entries must be non-negative")
+    channels = _check_channels(channels, tag)
+    check_flow_count(m_ * n_ * channels, tag)
+    m = _check_matrix(bytes_matrix, (m_, n_), tag)
     after = list(after)
     coll = Collective(tag)
     i = np.tile(np.arange(m_, dtype=np.int32), n_)
@@ -151,8 +236,10 @@ def _rotated_transfers(fs: FlowSet, coll: Collective, senders: list[int], receiv
 def point_to_point(fs: FlowSet, src: int, dst: int, size_bytes: int, *, after: Iterable[int] = (),
                    tag: str = "p2p", channels: int = 1) -> Collective:
     """One transfer (KV-cache move in P/D disaggregation), optionally over ``channels`` queue pairs."""
+    size_bytes = check_size_bytes(size_bytes, tag)
+    channels = _check_channels(channels, tag)
     coll = Collective(tag)
-    for c, part in enumerate(_split(int(size_bytes), channels)):
+    for c, part in enumerate(_split(size_bytes, channels)):
         if part or c == 0:
             coll.flows.append(fs.add(src, dst, part, after=after, tag=tag, path_key=c))
     coll.last = list(coll.flows)
@@ -170,7 +257,9 @@ def _ring(fs: FlowSet, ranks: list[int], size_bytes: int, phases: Sequence[str],
     Each step is added as one block of flows (rank-major, then chunk).
     """
     n = len(ranks)
-    segments = _split(int(size_bytes), n)
+    segments = _split(check_size_bytes(size_bytes, tag), n)
+    per_step = sum(count * _num_chunks(s, chunk_bytes) for s, count in Counter(segments).items())
+    check_flow_count(per_step * len(phases) * (n - 1), tag)
     chunks_per_segment = [_split(s, _num_chunks(s, chunk_bytes)) for s in segments]
     counts = np.array([len(c) for c in chunks_per_segment], dtype=np.int64)
     max_chunks = int(counts.max())
@@ -252,7 +341,9 @@ def tree_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *,
     """
     ranks = _check_ranks(ranks, tag)
     n = len(ranks)
-    chunks = _split(int(size_bytes), _num_chunks(int(size_bytes), chunk_bytes))
+    size_bytes = check_size_bytes(size_bytes, tag)
+    check_flow_count(2 * (n - 1) * _num_chunks(size_bytes, chunk_bytes), tag)
+    chunks = _split(size_bytes, _num_chunks(size_bytes, chunk_bytes))
     children = {i: [c for c in (2 * i + 1, 2 * i + 2) if c < n] for i in range(n)}
     after = list(after)
     coll = Collective(tag)
@@ -285,7 +376,7 @@ def one_shot_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *, a
     rank over direct peer-to-peer paths, then reduces locally. One step; each rank sends
     (n-1) x the buffer."""
     ranks = _check_ranks(ranks, tag)
-    return all_to_all(fs, ranks, int(size_bytes), after=after, tag=tag)
+    return all_to_all(fs, ranks, check_size_bytes(size_bytes, tag), after=after, tag=tag)
 
 
 def two_shot_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *, after: Iterable[int] = (),
@@ -297,7 +388,8 @@ def two_shot_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *, a
     of 2(n-1)."""
     ranks = _check_ranks(ranks, tag)
     n = len(ranks)
-    slices = _split(int(size_bytes), n)
+    check_flow_count(2 * n * (n - 1), tag)
+    slices = _split(check_size_bytes(size_bytes, tag), n)
     after = list(after)
     coll = Collective(tag)
     arrived: list[list[int]] = [[] for _ in range(n)]
@@ -331,7 +423,7 @@ def nvls_all_reduce(fs: FlowSet, ranks: Sequence[int], size_bytes: int, *, after
     every GPU. Only meaningful inside one NVSwitch domain."""
     ranks = _check_ranks(ranks, tag)
     n = len(ranks)
-    per_pair = -(-int(size_bytes) * (n + 1) // (n * (n - 1)))
+    per_pair = -(-check_size_bytes(size_bytes, tag) * (n + 1) // (n * (n - 1)))
     return all_to_all(fs, ranks, per_pair, after=after, tag=tag)
 
 

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from cosim.errors import ConfigError
+from cosim.errors import ConfigError, FlowError
 from cosim.network.flows import FlowSet, RoutedFlows
 from cosim.network.results import AdaptiveBins, LinkCounters, NetworkResult
 from cosim.topology import Topology
@@ -115,6 +115,15 @@ def _path_latency_s(topology: Topology, routed: RoutedFlows) -> np.ndarray:
     return latency - slowest
 
 
+def _check_times(finish_s: np.ndarray) -> None:
+    """Finish times must be finite and non-negative: an overflow in the solver is an error, never a
+    result (inputs within :mod:`cosim.limits` do not overflow)."""
+    done = finish_s[~np.isnan(finish_s)]
+    if len(done) and (not np.isfinite(done).all() or float(done.min()) < 0):
+        raise FlowError(f"the flow backend produced an invalid finish time ({float(done.min()):g} s to "
+                        f"{float(done.max()):g} s): sizes, bandwidths or latencies beyond cosim.limits")
+
+
 def simulate_flow_level(topology: Topology, flows: FlowSet, routed: RoutedFlows, *,
                         max_bins: int = 2048, progress=None, rate_solver: str = "incremental") -> NetworkResult:
     """Run ``routed`` with max-min fair sharing; see the module docstring for the model.
@@ -134,6 +143,7 @@ def simulate_flow_level(topology: Topology, flows: FlowSet, routed: RoutedFlows,
         routed.size_bytes, routed.wire_bytes, routed.num_packets, routed.payload_per_packet, int(routed.header_bytes),
         routed.earliest_start_s, routed.dep_offsets, routed.dep_flows, int(max_bins), INITIAL_BIN_S,
         rate_solver == "incremental", progress)
+    _check_times(out["finish_s"])
     bins = out["bin_bytes"]
     bin_bytes = np.zeros((num_links, bins.shape[1]))
     bin_bytes[out["used_links"]] = bins
@@ -252,6 +262,7 @@ def _simulate_python(topology: Topology, flows: FlowSet, routed: RoutedFlows, *,
     flow_of_hop = np.repeat(np.arange(n), hops)
     tx_bytes = np.bincount(routed.route_links, weights=routed.wire_bytes[flow_of_hop], minlength=num_links)
     tx_packets = np.bincount(routed.route_links, weights=routed.num_packets[flow_of_hop], minlength=num_links)
+    _check_times(finish)
     bin_bytes = np.zeros((num_links, bins.bins.shape[1]))
     bin_bytes[used_links] = bins.bins
     counters = LinkCounters(

@@ -8,17 +8,26 @@ may only point at flows added before, so a :class:`FlowSet` is always a DAG.
 
 In the arrays handed to the backends (:class:`RoutedFlows`), a "sent" dependency on flow ``k`` is
 encoded as ``-k - 1``.
+
+Every value is checked where it enters (:mod:`cosim.limits`): GPU ranks, path keys and
+dependencies are integers (``1.5`` or ``"1"`` is an error, not GPU 1), sizes are integers from 0
+to ``MAX_FLOW_BYTES``, start times finite, and a flow set holds at most ``MAX_FLOWS`` flows whose
+sizes sum to at most ``MAX_TOTAL_BYTES``.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from collections.abc import Sequence
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
+from cosim import limits as L
 from cosim.errors import FlowError
+from cosim.limits import quote
 from cosim.topology import Router, Topology
 
 
@@ -230,21 +239,22 @@ class FlowSet:
         ``after`` lists flows that must be received first; ``after_sent`` flows whose last byte
         must have left their source first.
         """
-        deps = tuple(int(d) for d in after)
-        sent_deps = tuple(int(d) for d in after_sent)
         n = len(self)
+        if n >= L.MAX_FLOWS.value:
+            raise _too_many(n + 1)
+        deps = _dep_list(n, "after", after)
+        sent_deps = _dep_list(n, "after_sent", after_sent)
         for d in deps + sent_deps:
             if not 0 <= d < n:
                 raise FlowError(f"flow {n}: dependency {d} must be the index of an earlier flow (0..{n - 1})")
-        if isinstance(size_bytes, (bool, float)) or int(size_bytes) != size_bytes or size_bytes < 0:
-            raise FlowError(f"flow {n}: size_bytes must be a non-negative integer, got {size_bytes!r}")
-        if not np.isfinite(earliest_start_s) or earliest_start_s < 0:
-            raise FlowError(f"flow {n}: earliest_start_s must be finite and >= 0, got {earliest_start_s!r}")
+        size_bytes = _check_size(n, size_bytes)
+        earliest_start_s = _check_start(n, earliest_start_s)
+        src = _check_int(n, "src", src, _INT32)
+        dst = _check_int(n, "dst", dst, _INT32)
+        path_key = _check_int(n, "path_key", path_key, _INT64)
+        _check_tag(n, tag)
         if src == dst and size_bytes > 0:
             raise FlowError(f"flow {n}: src and dst are both GPU {src}; only 0-byte flows (barriers) may do that")
-        _check_int_range(n, "src", src, _INT32)
-        _check_int_range(n, "dst", dst, _INT32)
-        _check_int_range(n, "path_key", path_key, _INT64)
         self._src.append(int(src))
         self._dst.append(int(dst))
         self._size.append(int(size_bytes))
@@ -269,23 +279,44 @@ class FlowSet:
         flow j sent; each an earlier flow, possibly of the same block). Same checks as :meth:`add`.
         """
         first = len(self)
-        size = np.asarray(size_bytes)
-        k = int(max(np.size(src), np.size(dst), np.size(size), np.size(path_key)))
-        src = np.broadcast_to(np.asarray(src), (k,))
-        dst = np.broadcast_to(np.asarray(dst), (k,))
-        size = np.broadcast_to(size, (k,))
-        keys = np.broadcast_to(np.asarray(path_key), (k,))
+        cols = {}
+        for name, value in (("src", src), ("dst", dst), ("size_bytes", size_bytes), ("path_key", path_key)):
+            try:
+                cols[name] = np.asarray(value)
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise FlowError(f"flows {first}..: {name} must be an integer array, got {quote(value)} "
+                                f"({str(exc)[:80]})") from None
+            if cols[name].ndim > 1:
+                raise FlowError(f"flows {first}..: {name} must be a 1-D array or a scalar, got shape "
+                                f"{cols[name].shape}")
+        sizes = {np.size(c) for c in cols.values()} - {1}
+        if len(sizes) > 1:
+            raise FlowError(f"flows {first}..: src, dst, size_bytes and path_key differ in length "
+                            f"({', '.join(f'{n}: {np.size(c)}' for n, c in cols.items())})")
+        k = int(max(np.size(c) for c in cols.values()))
+        if k and first + k > L.MAX_FLOWS.value:
+            raise _too_many(first + k)
+        src = np.broadcast_to(cols["src"], (k,))
+        dst = np.broadcast_to(cols["dst"], (k,))
+        size = np.broadcast_to(cols["size_bytes"], (k,))
+        keys = np.broadcast_to(cols["path_key"], (k,))
         if k == 0:
             return range(first, first)
         for name, col in (("src", src), ("dst", dst), ("size_bytes", size), ("path_key", keys)):
             if col.dtype.kind not in "iu":
                 if col.dtype.kind == "f" and name == "size_bytes":
-                    raise FlowError(f"flow {first}: size_bytes must be a non-negative integer, got {col[0]!r}")
+                    raise FlowError(f"flow {first}: size_bytes must be a non-negative integer, got {quote(col[0])}")
                 raise FlowError(f"flows {first}..: {name} must be integers, got dtype {col.dtype}")
         bad = np.nonzero(size < 0)[0] if len(size) and size.min() < 0 else ()
         if len(bad):
             raise FlowError(f"flow {first + int(bad[0])}: size_bytes must be a non-negative integer, "
                             f"got {int(size[bad[0]])}")
+        if len(size) and int(size.max()) > L.MAX_FLOW_BYTES.value:
+            b = int(np.argmax(size))
+            raise _too_large(first + b, int(size[b]))
+        if len(keys) and keys.dtype.kind == "u" and int(keys.max()) > _INT64[1]:
+            raise FlowError(f"flows {first}..: path_key out of range (int64)")
+        _check_tag(first, tag)
         same = src == dst
         bad = np.nonzero(same & (size > 0))[0] if same.any() else ()
         del same
@@ -296,9 +327,8 @@ class FlowSet:
         for name, col, (lo, hi) in (("src", src, _INT32), ("dst", dst, _INT32)):
             if len(col) and (int(col.min()) < lo or int(col.max()) > hi):
                 raise FlowError(f"flows {first}..: {name} out of range")
-        if not np.isfinite(earliest_start_s) or earliest_start_s < 0:
-            raise FlowError(f"flow {first}: earliest_start_s must be finite and >= 0, got {earliest_start_s!r}")
-        shared = [int(d) for d in after] + [-int(d) - 1 for d in after_sent]
+        earliest_start_s = _check_start(first, earliest_start_s)
+        shared = _dep_list(first, "after", after) + [-d - 1 for d in _dep_list(first, "after_sent", after_sent)]
         for d in shared:
             j = d if d >= 0 else -d - 1
             if not 0 <= j < first:
@@ -306,8 +336,13 @@ class FlowSet:
         if deps is not None:
             if shared:
                 raise FlowError("add_many: give either shared after/after_sent or per-flow deps, not both")
-            offsets = np.asarray(deps[0], dtype=np.int64)
-            encoded = np.asarray(deps[1], dtype=np.int64)
+            try:
+                offsets = np.asarray(deps[0], dtype=np.int64)
+                encoded = np.asarray(deps[1], dtype=np.int64)
+            except (ValueError, TypeError, OverflowError, IndexError, KeyError):
+                raise FlowError("add_many: deps must be (offsets, encoded) integer arrays") from None
+            if offsets.ndim != 1 or encoded.ndim != 1:
+                raise FlowError("add_many: deps must be (offsets, encoded) 1-D integer arrays")
             if offsets.shape != (k + 1,) or offsets[0] != 0 or offsets[-1] != len(encoded) or \
                     np.any(np.diff(offsets) < 0):
                 raise FlowError(f"add_many: deps offsets must be {k + 1} non-decreasing entries from 0 to "
@@ -352,16 +387,88 @@ class FlowSet:
                          tag=f.tag, path_key=f.path_key, after_sent=f.sent_deps) for f in flows]
 
     def total_bytes(self) -> int:
-        return int(self.size_bytes.sum())
+        """Sum of the flows' sizes, exact (summed in blocks of Python integers when an int64 sum
+        could overflow)."""
+        size = self.size_bytes
+        if len(size) and int(size.max()) * len(size) >= 1 << 62:
+            return sum(int(x) for x in np.add.reduceat(size, np.arange(0, len(size), 1 << 10)))
+        return int(size.sum())
 
 
 _INT32 = (-(1 << 31), (1 << 31) - 1)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
-def _check_int_range(flow: int, name: str, value, bounds: tuple[int, int]) -> None:
-    if not bounds[0] <= int(value) <= bounds[1]:
-        raise FlowError(f"flow {flow}: {name} {value!r} out of range")
+def _check_int(flow: int, name: str, value: Any, bounds: tuple[int, int]) -> int:
+    """``value`` as an int within ``bounds``; a bool, float (``1.5`` or ``1.0``), str or None is an error."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise FlowError(f"flow {flow}: {name} must be an integer (a GPU rank or key), got "
+                        f"{type(value).__name__} {quote(value)}")
+    v = int(value)
+    if not bounds[0] <= v <= bounds[1]:
+        raise FlowError(f"flow {flow}: {name} {quote(v)} out of range")
+    return v
+
+
+def _check_size(flow: int, value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise FlowError(f"flow {flow}: size_bytes must be a non-negative integer, got "
+                        f"{type(value).__name__} {quote(value)}")
+    v = int(value)
+    if v < 0:
+        raise FlowError(f"flow {flow}: size_bytes must be a non-negative integer, got {quote(v)}")
+    if v > L.MAX_FLOW_BYTES.value:
+        raise _too_large(flow, v)
+    return v
+
+
+def _too_large(flow: int, size: int) -> FlowError:
+    return FlowError(f"flow {flow}: size_bytes {quote(size)} exceeds the limit MAX_FLOW_BYTES = 2**50 bytes "
+                     f"({L.MAX_FLOW_BYTES.reason})")
+
+
+def _too_many(count: int) -> FlowError:
+    return FlowError(f"{count:,} flows exceed the limit MAX_FLOWS = {L.MAX_FLOWS.value:,} flows per simulation "
+                     f"({L.MAX_FLOWS.reason})")
+
+
+def _check_start(flow: int, value: Any) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise FlowError(f"flow {flow}: earliest_start_s must be a number of seconds, got "
+                        f"{type(value).__name__} {quote(value)}")
+    try:
+        v = float(value)
+    except OverflowError:
+        v = math.inf
+    if not math.isfinite(v) or v < 0 or v > L.MAX_SIM_TIME_S.value:
+        raise FlowError(f"flow {flow}: earliest_start_s must be finite, >= 0 and at most MAX_SIM_TIME_S = "
+                        f"{L.MAX_SIM_TIME_S.value:g} s, got {quote(value)}")
+    return v
+
+
+def _check_tag(flow: int, tag: Any) -> None:
+    if not isinstance(tag, str):
+        raise FlowError(f"flow {flow}: tag must be a string, got {type(tag).__name__} {quote(tag)}")
+    if len(tag) > L.MAX_NAME_CHARS.value:
+        raise FlowError(f"flow {flow}: tag {quote(tag, 40)} has {len(tag):,} characters; the limit "
+                        f"MAX_NAME_CHARS is {L.MAX_NAME_CHARS.value}")
+
+
+def _dep_list(flow: int, name: str, deps: Any) -> list[int]:
+    """Flow indices of ``after`` / ``after_sent``: an iterable of integers."""
+    if isinstance(deps, (str, bytes)) or not isinstance(deps, Iterable):
+        raise FlowError(f"flow {flow}: {name} must be a list of flow indices, got {quote(deps)}")
+    if isinstance(deps, np.ndarray):
+        if deps.dtype.kind not in "iu":
+            raise FlowError(f"flow {flow}: {name} must hold flow indices (integers), got dtype {deps.dtype}")
+        return [int(d) for d in deps.reshape(-1)]
+    out = []
+    for d in deps:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, numbers.Integral):
+            raise FlowError(f"flow {flow}: {name} must hold flow indices (integers), got "
+                            f"{type(d).__name__} {quote(d)}")
+        out.append(int(d))
+    return out
 
 
 @dataclass
@@ -393,6 +500,12 @@ def route_flows(topology: Topology, flows: FlowSet, router: Router | None = None
     """Validate ``flows`` against ``topology`` and compute routes and packetization (all flows at
     once, through :meth:`cosim.topology.Router.routes`)."""
     n = len(flows)
+    if n > L.MAX_FLOWS.value:
+        raise _too_many(n)
+    total = flows.total_bytes()
+    if total > L.MAX_TOTAL_BYTES.value:
+        raise FlowError(f"the flows move {total:,} bytes in total, more than the limit MAX_TOTAL_BYTES = 2**53 "
+                        f"bytes ({L.MAX_TOTAL_BYTES.reason})")
     g = topology.num_gpus
     src, dst = flows.src, flows.dst
     for name, column in (("src", src), ("dst", dst)):

@@ -141,11 +141,25 @@ def add_call_flows(fs: FlowSet, call: CommCall, *, after: Iterable[int] = (), ta
     completion ends it (``after`` when the call moves nothing, e.g. a 1-rank all-reduce)."""
     lib = get_library(call.library)
     lib.check(call, opts)
+    _check_call(call, tag or call.op)
     after = list(after)
     if len(call.ranks) < 2:
         return after
     coll = lib.build(fs, call, after, tag, opts)
     return coll.last or after
+
+
+def _check_call(call: CommCall, what: str) -> None:
+    """Ranks are integers, byte matrices finite non-negative whole numbers within MAX_FLOW_BYTES."""
+    C._check_ranks(call.ranks, what, minimum=0)
+    for name in ("bytes_matrix", "node_bytes_matrix"):
+        m = getattr(call, name)
+        if m is None and name == "node_bytes_matrix":
+            continue
+        m = np.asarray(m) if not isinstance(m, np.ndarray) else m
+        if m.ndim != 2:
+            raise FlowError(f"{what}: {name} must be a 2-D array of byte counts, got shape {m.shape}")
+        C._check_matrix(m, m.shape, what)
 
 
 def _size(call: CommCall) -> int:
@@ -334,7 +348,7 @@ class NamedCollective:
         """The library call over ``ranks``: ``buffer`` a 1x1 buffer size; ``uniform`` the size per
         pair; ``halves`` the first half sends the size to each rank of the second; ``ends`` the
         first rank sends it to the last."""
-        n, size = len(ranks), int(size_bytes)
+        n, size = len(ranks), C.check_size_bytes(size_bytes, f"{self.library} {self.op}")
         if self.pattern == "uniform":
             m = np.full((n, n), size, dtype=np.int64)
             np.fill_diagonal(m, 0)

@@ -91,6 +91,9 @@ MAX_FLOWS_PER_COLLECTIVE = _limit("MAX_FLOWS_PER_COLLECTIVE", 1 << 24, "flows pe
                                   "16M flows: a ring all-reduce chunked into 1-byte pieces is refused, not built")
 MIN_CHUNK_BYTES = _limit("MIN_CHUNK_BYTES", 1, "bytes per collective chunk", kind="min",
                          reason="a chunk carries at least one byte")
+MAX_PACKETS = _limit("MAX_PACKETS", 1 << 24, "packets per packet-level simulation",
+                     "the packet engine simulates roughly 0.2-1 M packets per second: 16M packets of 4 KiB "
+                     "(64 GiB) take minutes; larger transfers belong on the flow backend")
 MAX_SIM_TIME_S = _limit("MAX_SIM_TIME_S", 1e6, "s of simulated time",
                         "~11 days; the packet engine's int64 picosecond clock overflows at ~106 days")
 
@@ -127,6 +130,12 @@ MAX_DESCRIPTION_CHARS = _limit("MAX_DESCRIPTION_CHARS", 65_536, "characters per 
                                "64 Ki; descriptions are printed, and terminal wrapping is super-linear")
 MAX_QUOTE_CHARS = _limit("MAX_QUOTE_CHARS", 80, "characters of a bad value quoted in an error",
                          "an error must stay one readable line, even for a 10 MB value")
+
+
+def table_from_markdown(text: str) -> str:
+    """The limits table embedded in a Markdown page between the ``limits-table`` markers."""
+    begin, end = "<!-- limits-table:begin -->\n", "<!-- limits-table:end -->"
+    return text[text.index(begin) + len(begin):text.index(end)]
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -293,3 +302,7 @@ MAX_WORKERS = _limit("MAX_WORKERS", 1_024, "local worker processes (--workers)",
                      "each worker is a process holding its own simulator state")
 MAX_OPTION_CHARS = _limit("MAX_OPTION_CHARS", 65_536, "characters of a text option (--gpus, --prefill-chunks ...)",
                           "a rank list or chunk list longer than this names more GPUs or chunks than any limit allows")
+
+
+if __name__ == "__main__":  # python -m cosim.limits > table (docs/limits.md embeds it)
+    print(markdown_table(), end="")

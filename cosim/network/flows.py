@@ -471,6 +471,15 @@ def _dep_list(flow: int, name: str, deps: Any) -> list[int]:
     return out
 
 
+def check_packet_budget(routed: "RoutedFlows") -> None:
+    """Refuse a packet-level run of more than ``MAX_PACKETS`` packets (a 1 TiB flow is 2^28
+    packets: hours in the packet engine) before it starts; the flow backend has no such limit."""
+    total = int(routed.num_packets.sum()) if len(routed.num_packets) else 0
+    if total > L.MAX_PACKETS.value:
+        raise FlowError(f"the flows make {total:,} packets, more than the limit MAX_PACKETS = "
+                        f"{L.MAX_PACKETS.value:,} of the packet backend ({L.MAX_PACKETS.reason})")
+
+
 @dataclass
 class RoutedFlows:
     """A flow set resolved on a topology: the arrays both backends consume (CSR routes and deps)."""

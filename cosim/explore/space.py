@@ -98,12 +98,13 @@ def _mixed(spec: ExperimentSpec, par: Parallelism | None, replicas: int, budget:
         pool["parallel"] = _par(par)
     if mtp:
         pool.update(mtp_tokens=mtp, mtp_acceptance=spec.space.mtp_acceptance)
-    return pool
+    return pool if afd is not None else _placed(pool, spec.space.placement)
 
 
-def _prefill(par: Parallelism, replicas: int, budget: int) -> dict:
-    return {"name": "prefill", "role": "prefill", "replicas": replicas, "parallel": _par(par),
-            "batching": {"policy": "prefill_only", "token_budget": budget, "max_batch": 256}}
+def _prefill(spec: ExperimentSpec, par: Parallelism, replicas: int, budget: int) -> dict:
+    return _placed({"name": "prefill", "role": "prefill", "replicas": replicas, "parallel": _par(par),
+                    "batching": {"policy": "prefill_only", "token_budget": budget, "max_batch": 256}},
+                   spec.space.placement)
 
 
 def _afd_splits(spec: ExperimentSpec) -> Iterator[tuple[int, int, int, str] | str]:
@@ -160,11 +161,11 @@ def _pd(spec: ExperimentSpec, budget_gpus: int):
             if nd < 1:
                 yield f"decode replica of {dpar.num_gpus} GPUs above the GPUs left"
                 continue
-            dec = {"name": "decode", "role": "decode", "replicas": nd, "parallel": _par(dpar),
-                   "batching": {"policy": "decode_only", "max_batch": mb}}
+            dec = _placed({"name": "decode", "role": "decode", "replicas": nd, "parallel": _par(dpar),
+                           "batching": {"policy": "decode_only", "max_batch": mb}}, s.placement)
             if mtp:
                 dec.update(mtp_tokens=mtp, mtp_acceptance=s.mtp_acceptance)
-            yield ([_prefill(ppar, pg // ppar.num_gpus, tb), dec],
+            yield ([_prefill(spec, ppar, pg // ppar.num_gpus, tb), dec],
                    {"pools": f"prefill {pg // ppar.num_gpus} x {_layout(ppar)}; decode {nd} x {_layout(dpar)}",
                     "gpus_used": str(pg + nd * dpar.num_gpus), "prefill_gpus": str(pg), "token_budget": str(tb),
                     "max_batch": str(mb), "mtp": str(mtp)})
@@ -193,7 +194,7 @@ def _pd_afd(spec: ExperimentSpec, budget_gpus: int):
             dec = _placed({"name": "decode", "role": "decode", "replicas": nd,
                            "afd": {"attention_gpus": na, "ffn_gpus": g - na, "micro_batches": m},
                            "batching": {"policy": "decode_only", "max_batch": mb}}, place)
-            yield ([_prefill(ppar, pg // ppar.num_gpus, tb), dec],
+            yield ([_prefill(spec, ppar, pg // ppar.num_gpus, tb), dec],
                    {"pools": f"prefill {pg // ppar.num_gpus} x {_layout(ppar)}; decode {nd} x AFD {na}A+{g - na}F "
                              f"m={m}", "gpus_used": str(pg + nd * g), "prefill_gpus": str(pg),
                     "afd_split": f"{na}:{g - na}", "micro_batches": str(m), "afd_placement": place,

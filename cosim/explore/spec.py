@@ -81,6 +81,7 @@ class Space:
     replicas: tuple[Parallelism, ...] = (Parallelism(tp=8, ep=8, dp_attention=True),)
     prefill_replicas: tuple[Parallelism, ...] | None = None
     prefill_gpus: tuple[int, ...] = (8,)
+    placement: str = "packed"
     afd: AfdSpace = AfdSpace()
     max_batch: tuple[int, ...] = (32,)
     token_budget: tuple[int, ...] = (1024,)
@@ -187,7 +188,10 @@ def _space(data: Any, source: str) -> Space:
         if bad:
             raise a.error("placement", f"unknown placement {bad[0]!r}; placements: {', '.join(PLACEMENTS)}")
         a.finish()
-    space = Space(modes=modes, replicas=replicas, prefill_replicas=prefill_replicas,
+    placement = f.get("placement", as_str, Space.placement)
+    if placement not in ("packed", "nvlink"):
+        raise f.error("placement", f"colocated replicas are placed 'packed' or 'nvlink', got {placement!r}")
+    space = Space(modes=modes, replicas=replicas, prefill_replicas=prefill_replicas, placement=placement,
                   prefill_gpus=f.get("prefill_gpus", lambda v: _int_list(v, 1), Space.prefill_gpus), afd=afd,
                   max_batch=f.get("max_batch", lambda v: _int_list(v, 1), Space.max_batch),
                   token_budget=f.get("token_budget", lambda v: _int_list(v, 1), Space.token_budget),

@@ -148,8 +148,12 @@ def evaluate_point(spec: ExperimentSpec, point: DesignPoint, cache_dir: str | Pa
 
         lo, hi = spec.load.concurrency
         if not meets(lo):
-            row.update(status="slo_unmet", reason=f"SLO attainment {run(lo).slo_attainment:.0%} at {lo} users, "
-                                                  f"below {spec.load.attainment:.0%}", **_figures(run(lo), lo))
+            low = run(lo)
+            why = (f"SLO attainment {low.slo_attainment:.0%} at {lo} users, below {spec.load.attainment:.0%}"
+                   if low.slo_attainment is not None else
+                   f"no request finished at {lo} users ({low.finished} of {low.requests} requests; "
+                   f"preemptions {low.preemptions})")
+            row.update(status="slo_unmet", reason=why, **_figures(low, lo))
         else:
             # grow the load geometrically from the low end (cheap runs first), then bisect
             best, bad = lo, None

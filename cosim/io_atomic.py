@@ -195,9 +195,25 @@ def _check_folder(option: str, path: Path, folder: Path) -> None:
     if not is_dir:
         raise OutputPathError(option, path, f"{show_path(base)} is a file, not a folder; the output cannot "
                                             f"be written below it")
+    what = "folder" if base == folder else f"folder {show_path(base)} (where {show_path(folder)} would be created)"
     if not os.access(base, os.W_OK | os.X_OK):
-        what = "folder" if base == folder else f"folder {show_path(base)} (where {show_path(folder)} would be created)"
         raise OutputPathError(option, path, f"the {what} is not writable")
+    _probe(option, path, base, what)
+
+
+def _probe(option: str, path: Path, folder: Path, what: str) -> None:
+    """Create and remove a temporary file in ``folder``: catches what ``os.access`` does not
+    (read-only mounts, /proc, quotas)."""
+    probe = folder / f".cosim-probe.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise OutputPathError(option, path, f"cannot create files in the {what} ({exc.strerror or exc})") from None
+    os.close(fd)
+    try:
+        probe.unlink()
+    except OSError:
+        pass
 
 
 def check_output_file(path: str | Path | None, option: str = "") -> Path | None:
@@ -245,6 +261,7 @@ def check_output_dir(path: str | Path | None, option: str = "") -> Path | None:
     if exists:
         if not os.access(path, os.W_OK | os.X_OK):
             raise OutputPathError(option, path, "the folder is not writable")
+        _probe(option, path, path, "folder")
     else:
         _check_folder(option, path, path.parent)
     return path

@@ -16,17 +16,21 @@ Public API: :class:`IntOption`, :class:`NumberOption`, :func:`check_options`, :f
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from rich.markup import escape
 
 from cosim.errors import ConfigError
+from cosim.io_atomic import describe_os_error
 from cosim.limits import (MAX_OPTION_CHARS, MAX_TOKENS, Limit, check_count, check_int, check_number, check_text,
                           quote)
 
-__all__ = ["IntOption", "NumberOption", "check_options", "check_text_options", "literal", "parse_gpus",
-           "parse_prefill_chunks"]
+__all__ = ["IntOption", "NumberOption", "check_options", "check_text_options", "literal", "load_option",
+           "parse_gpus", "parse_prefill_chunks"]
+
+T = TypeVar("T")
 
 #: Characters of a user-provided text (description, name) the terminal shows before cutting it.
 MAX_SHOWN_CHARS = 2_000
@@ -67,7 +71,7 @@ class NumberOption:
         except ConfigError as exc:
             extra = f" ({self.hint})" if self.hint else ""
             limit = f"; the limit {self.hi.name}: {self.hi.reason}" if isinstance(self.hi, Limit) and \
-                isinstance(value, (int, float)) and value == value and value > hi else ""
+                isinstance(value, (int, float)) and math.isfinite(value) and value > hi else ""
             raise ConfigError(self.flag, "", f"{exc.message}{extra}{limit}") from None
 
 
@@ -149,6 +153,17 @@ def parse_prefill_chunks(flag: str, text: str | None) -> tuple:
         check_count(flag, "new tokens", new, MAX_TOKENS, lo=1)
         chunks.append(PrefillChunk(prefix, new))
     return tuple(chunks)
+
+
+def load_option(flag: str, loader: Callable[..., T], value: Any, *args: Any, **kwargs: Any) -> T:
+    """``loader(value, ...)`` (a topology, model, deployment ... named by option ``flag``); an
+    operating-system error reading it (name too long, permission denied, a folder) becomes a
+    :class:`~cosim.errors.ConfigError` naming the option."""
+    try:
+        return loader(value, *args, **kwargs)
+    except OSError as exc:
+        raise ConfigError(flag, "", f"cannot read {quote(str(value))}: {describe_os_error(exc).split(': ')[0]}") \
+            from None
 
 
 def literal(text: object, max_chars: int = MAX_SHOWN_CHARS) -> str:

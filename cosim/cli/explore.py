@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cosim.cli.args import IntOption, check_options, check_text_options, literal
+    from cosim.cli.args import IntOption, check_options, check_text_options, literal, load_option
     from cosim.cli.main import console
     from cosim.explore import explore, load_experiment
     from cosim.io_atomic import check_output_dir
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     check_text_options(args, (("--ray", "ray"),))
     check_output_dir(args.out, "--out")
     check_output_dir(args.cache, "--cache")
-    spec = load_experiment(args.experiment)
+    spec = load_option("experiment", load_experiment, args.experiment)
     out = args.out or Path("results") / spec.name
     check_output_dir(out, "--out")
     runner = "ray" if args.ray else None

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cosim.cli.args import (IntOption, NumberOption, check_options, check_text_options, literal, parse_gpus,
-                            parse_prefill_chunks)
+from cosim.cli.args import (IntOption, NumberOption, check_options, check_text_options, literal, load_option,
+                            parse_gpus, parse_prefill_chunks)
 from cosim.errors import ConfigError, CosimError
 from cosim.io_atomic import check_output_dir, check_output_file, describe_os_error
 from cosim.limits import (MAX_BATCH, MAX_FLOW_BYTES, MAX_GPUS, MAX_LINKS, MAX_MICRO_BATCHES, MAX_MTP_TOKENS,
@@ -79,7 +79,7 @@ def _cmd_topology_list(args: argparse.Namespace) -> int:
 def _cmd_topology_show(args: argparse.Namespace) -> int:
     from cosim.topology import load_topology
 
-    topo = load_topology(args.topology)
+    topo = load_option("topology", load_topology, args.topology)
     kinds = Counter(n.kind for n in topo.nodes)
     console.print(f"[bold]{literal(topo.name)}[/bold] ({literal(topo.source)})  {literal(topo.description)}",
                   highlight=False)
@@ -114,7 +114,7 @@ def _cmd_net(args: argparse.Namespace) -> int:
     chunk = _size_option("--chunk", args.chunk, lo=int(MIN_CHUNK_BYTES.value)) if args.chunk != "none" else None
     check_output_file(args.out, "--out")
     check_report_dir(args.report)
-    topo = load_topology(args.topology)
+    topo = load_option("--topology", load_topology, args.topology)
     ranks = parse_gpus("--gpus", args.gpus, topo.num_gpus)
     fs = FlowSet()
     coll = build_collective(fs, args.collective, ranks, size, chunk_bytes=chunk)
@@ -169,8 +169,8 @@ def _cmd_step(args: argparse.Namespace) -> int:
     check_output_file(args.json, "--json")
     check_output_dir(args.trace_out, "--trace-out")
     check_report_dir(args.report)
-    model = load_model(args.model)
-    topo = load_topology(args.topology)
+    model = load_option("--model", load_model, args.model)
+    topo = load_option("--topology", load_topology, args.topology)
     system = args.system or topo.gpu_system or "h200_sxm"
     if args.system and topo.gpu_system and args.system != topo.gpu_system:
         console.print(f"[bold yellow]warning:[/] kernel system {literal(args.system)} but topology "
@@ -311,7 +311,8 @@ def _step_routing(args):
     if args.routing_trace:
         import dataclasses
 
-        r = StepRouting.from_trace(args.routing_trace, phase="decode" if args.phase == "decode" else "prefill")
+        r = load_option("--routing-trace", StepRouting.from_trace, args.routing_trace,
+                        phase="decode" if args.phase == "decode" else "prefill")
         return dataclasses.replace(r, placement=args.placement, grouping=args.grouping)
     if args.placement != "contiguous" or args.grouping:
         raise CosimError("--placement / --grouping need --routing or --routing-trace (their statistics place the "
@@ -325,15 +326,11 @@ def _write_traces(result, out_dir: Path, alltoallv: str) -> None:
     Every file is written atomically; the manifest ``cosim.manifest.json`` is removed first and
     written last (listing ``step.pb`` too), so a folder without it is an interrupted export."""
     try:
-        from cosim.trace.chakra import export_chakra, manifest_path, remove_manifest
+        from cosim.trace.chakra import manifest_path, write_trace_dir
         from cosim.trace.chakra_check import check_chakra
-        from cosim.trace.serialize import write_step_trace
     except ImportError as exc:  # pragma: no cover - trace I/O not installed
         raise CosimError(f"trace export unavailable: {exc}") from None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    remove_manifest(out_dir, "cosim")
-    path = write_step_trace(result.trace, out_dir / "step.pb")
-    files = export_chakra(result.trace, out_dir, alltoallv=alltoallv, extra_files=[path])
+    path, files = write_trace_dir(result.trace, out_dir, alltoallv=alltoallv)
     console.print(f"trace written to {literal(path)} and {len(files)} Chakra ET files in {literal(out_dir)} "
                   f"(all-to-all-v: {alltoallv}; complete: {literal(manifest_path(out_dir).name)})", highlight=False)
     broken = check_chakra(out_dir, "cosim")

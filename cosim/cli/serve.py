@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cosim.cli.args import IntOption, NumberOption, check_options, literal
+from cosim.cli.args import IntOption, NumberOption, check_options, literal, load_option
 from cosim.errors import ConfigError
 from cosim.io_atomic import check_output_dir, check_output_file
 from cosim.limits import MAX_BATCH, MAX_REQUESTS, MAX_SIM_TIME_S
@@ -91,8 +91,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.json, "--json")
     check_output_dir(args.cache, "--cache")
     check_report_dir(args.report)
-    dep = load_deployment(args.deployment)
-    workload = load_workload(args.workload)
+    dep = load_option("deployment", load_deployment, args.deployment)
+    workload = load_option("--workload", load_workload, args.workload)
     if args.rate is not None:
         workload = workload.with_arrival(Poisson(args.rate))
     elif args.concurrency is not None:

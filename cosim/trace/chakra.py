@@ -34,7 +34,7 @@ SHA-256) is there; it is removed before and written after all other files
 
 Public API: :func:`export_chakra`, :func:`read_chakra`, :func:`write_chakra`, :func:`comm_groups`,
 :func:`lowering`, :func:`comm_size`, :func:`uniform_peer_bytes`, :data:`ALLTOALLV_MODES`,
-:func:`write_manifest`, :func:`verify_manifest`, :func:`remove_manifest`, :func:`manifest_path`,
+:func:`write_trace_dir`, :func:`write_manifest`, :func:`verify_manifest`, :func:`remove_manifest`, :func:`manifest_path`,
 :class:`IncompleteExportError`.
 """
 
@@ -274,6 +274,21 @@ def verify_manifest(out_dir: str | Path, prefix: str = "cosim") -> dict:
             raise IncompleteExportError(out_dir, f"export {prefix!r}: {f.name} is not in {mpath.name} (left by "
                                                  f"an interrupted or another export)")
     return doc
+
+
+def write_trace_dir(trace: StepTrace, out_dir: str | Path, *, alltoallv: AllToAllMode = "auto",
+                    prefix: str = "cosim") -> tuple[Path, list[Path]]:
+    """The trace folder of ``cosim step --trace-out``: ``step.pb`` (cosim's protobuf) and the Chakra
+    export, every file atomic; the manifest (listing ``step.pb`` too) is removed first and written
+    last. Returns ``(step.pb path, Chakra rank files)``."""
+    from cosim.trace.serialize import write_step_trace
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_manifest(out_dir, prefix)
+    pb_path = write_step_trace(trace, out_dir / "step.pb")
+    files = export_chakra(trace, out_dir, prefix, alltoallv=alltoallv, extra_files=[pb_path])
+    return pb_path, files
 
 
 def _rank_of(name: str, prefix: str) -> int | None:

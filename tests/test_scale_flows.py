@@ -300,3 +300,80 @@ def test_random_flow_sets_agree_across_rate_solvers(seed):
         np.testing.assert_allclose(r.flow_finish_s, ref.flow_finish_s, rtol=1e-8, atol=1e-15, err_msg=name)
         np.testing.assert_allclose(r.links.bin_bytes, ref.links.bin_bytes, rtol=1e-6,
                                    atol=1e-6 * max(ref.links.bin_bytes.max(), 1), err_msg=name)
+
+
+# ------------------------------------------------------------ opt-in time tolerance (approximate)
+
+def _receipt_deps_hold(routed, result) -> bool:
+    """Every flow starts no earlier than the receipt of the flows it waits for."""
+    offs, deps = routed.dep_offsets, routed.dep_flows
+    flow = np.repeat(np.arange(len(offs) - 1), np.diff(offs))
+    recv = deps >= 0
+    return bool(np.all(result.flow_start_s[flow[recv]] >= result.flow_finish_s[deps[recv]] * (1 - 1e-12)))
+
+
+def one_phase(fs: FlowSet, n: int, seed: int) -> None:
+    """Unequal all-to-alls without dependencies (the DeepEP dispatch / combine shape), two of
+    them starting at different times."""
+    rng = np.random.default_rng(seed)
+    for k, start in enumerate((0.0, 4e-6)):
+        m = rng.integers(1, 6, size=(n, n)) * 7408
+        m[rng.random((n, n)) < 0.3] = 0
+        np.fill_diagonal(m, 0)
+        for i, j in zip(*np.nonzero(m)):
+            fs.add(int(i), int(j), int(m[i, j]), earliest_start_s=start, tag=f"a2a{k}")
+
+
+@needs_loop
+@pytest.mark.parametrize("fabric", sorted(FABRICS))
+@pytest.mark.parametrize("tol", [1e-4, 1e-3, 1e-2])
+def test_time_tolerance_bounds_the_error_of_one_phase_traffic(fabric, tol):
+    topo = FABRICS[fabric]()
+    fs = FlowSet()
+    one_phase(fs, topo.num_gpus, 3)
+    routed = route_flows(topo, fs)
+    exact = FB.simulate_flow_level(topo, fs, routed)
+    approx = FB.simulate_flow_level(topo, fs, routed, time_tolerance=tol)
+    assert approx.stats["events"] < exact.stats["events"] and approx.stats["coalesced_flows"] > 0
+    # completion within 2 x tol, every flow within 5 x tol (of the completion) of its exact finish
+    assert abs(approx.completion_time_s - exact.completion_time_s) <= 2 * tol * exact.completion_time_s
+    err = np.abs(approx.flow_finish_s - exact.flow_finish_s) / exact.completion_time_s
+    assert err.max() <= 5 * tol
+    np.testing.assert_array_equal(approx.flow_start_s, exact.flow_start_s)
+    np.testing.assert_array_equal(approx.links.tx_bytes, exact.links.tx_bytes)
+    assert approx.links.bin_bytes.sum() == pytest.approx(approx.links.tx_bytes.sum(), rel=1e-9)
+
+
+@needs_loop
+@pytest.mark.parametrize("fabric", sorted(FABRICS))
+def test_time_tolerance_on_dependency_chains_keeps_the_rules(fabric):
+    """With chains (rings, trees, phases after barriers) the errors compound over the steps
+    (measured up to ~40 x the tolerance): only the invariants and a loose bound are checked."""
+    topo = FABRICS[fabric]()
+    fs = FlowSet()
+    moe_like(fs, topo.num_gpus, 0)
+    routed = route_flows(topo, fs)
+    exact = FB.simulate_flow_level(topo, fs, routed)
+    approx = FB.simulate_flow_level(topo, fs, routed, time_tolerance=1e-3)
+    assert approx.stats["events"] < exact.stats["events"] and approx.stats["coalesced_flows"] > 0
+    assert np.isfinite(approx.flow_finish_s).all() and _receipt_deps_hold(routed, approx)
+    assert abs(approx.completion_time_s - exact.completion_time_s) <= 0.05 * exact.completion_time_s
+    np.testing.assert_array_equal(approx.links.tx_bytes, exact.links.tx_bytes)
+    assert approx.links.bin_bytes.sum() == pytest.approx(approx.links.tx_bytes.sum(), rel=1e-9)
+
+
+@needs_loop
+def test_time_tolerance_zero_is_the_exact_loop_and_bad_values_are_refused():
+    topo = FABRICS["rail2"]()
+    fs = FlowSet()
+    moe_like(fs, topo.num_gpus, 1)
+    routed = route_flows(topo, fs)
+    a = FB.simulate_flow_level(topo, fs, routed)
+    b = FB.simulate_flow_level(topo, fs, routed, time_tolerance=0.0)
+    np.testing.assert_array_equal(a.flow_finish_s, b.flow_finish_s)
+    assert b.stats["coalesced_flows"] == 0
+    for bad in (-1e-3, 1.0, float("nan"), "0.1"):
+        with pytest.raises(Exception, match="time_tolerance"):
+            FB.simulate_flow_level(topo, fs, routed, time_tolerance=bad)
+    with pytest.raises(Exception, match="time_tolerance"):
+        FB.simulate_flow_level(topo, fs, routed, rate_solver="python", time_tolerance=1e-3)

@@ -125,14 +125,25 @@ def _check_times(finish_s: np.ndarray) -> None:
 
 
 def simulate_flow_level(topology: Topology, flows: FlowSet, routed: RoutedFlows, *,
-                        max_bins: int = 2048, progress=None, rate_solver: str = "incremental") -> NetworkResult:
+                        max_bins: int = 2048, progress=None, rate_solver: str = "incremental",
+                        time_tolerance: float = 0.0) -> NetworkResult:
     """Run ``routed`` with max-min fair sharing; see the module docstring for the model.
 
     ``rate_solver``: one of :data:`RATE_SOLVERS` (``incremental`` and ``full`` need the compiled
     module and fall back to ``python`` without it).
+
+    ``time_tolerance`` (default 0: exact): opt-in approximation of the compiled loop. The flows
+    whose projected drains fall within ``time_tolerance`` x the event time of the first one drain
+    together (each at its own projected time) and the others' rates are re-solved once, at the
+    last of them; finish times come out about ``time_tolerance`` (relative) late at most
+    (docs/network.md, "Scale", has the measured error).
     """
     if rate_solver not in RATE_SOLVERS:
         raise ConfigError("<api>", "rate_solver", f"expected one of {', '.join(RATE_SOLVERS)}, got {rate_solver!r}")
+    if not (isinstance(time_tolerance, (int, float)) and 0.0 <= time_tolerance < 1.0):
+        raise ConfigError("<api>", "time_tolerance", f"expected a number in [0, 1), got {time_tolerance!r}")
+    if time_tolerance and (rate_solver == "python" or _native_simulate_flows is None):
+        raise ConfigError("<api>", "time_tolerance", "needs the compiled flow solver (rate_solver incremental or full)")
     if rate_solver == "python" or _native_simulate_flows is None:
         return _simulate_python(topology, flows, routed, max_bins=max_bins, progress=progress)
     wall0 = time.perf_counter()
@@ -142,7 +153,7 @@ def simulate_flow_level(topology: Topology, flows: FlowSet, routed: RoutedFlows,
         routed.route_offsets, routed.route_links, bw_bps / 8.0, np.repeat(topology.link_latency_s, 2), bw_bps,
         routed.size_bytes, routed.wire_bytes, routed.num_packets, routed.payload_per_packet, int(routed.header_bytes),
         routed.earliest_start_s, routed.dep_offsets, routed.dep_flows, int(max_bins), INITIAL_BIN_S,
-        rate_solver == "incremental", progress)
+        rate_solver == "incremental", progress, time_tolerance=float(time_tolerance))
     _check_times(out["finish_s"])
     bins = out["bin_bytes"]
     bin_bytes = np.zeros((num_links, bins.shape[1]))
@@ -155,7 +166,7 @@ def simulate_flow_level(topology: Topology, flows: FlowSet, routed: RoutedFlows,
         bin_s=out["bin_s"], bin_bytes=bin_bytes, bandwidth_bps=bw_bps,
     )
     return NetworkResult("flow", topology, flows, routed, out["start_s"], out["finish_s"], counters,
-                         time.perf_counter() - wall0, dict(out["stats"], rate_solver=rate_solver))
+                         time.perf_counter() - wall0, dict(out["stats"], rate_solver=rate_solver, time_tolerance=float(time_tolerance)))
 
 
 def _simulate_python(topology: Topology, flows: FlowSet, routed: RoutedFlows, *,

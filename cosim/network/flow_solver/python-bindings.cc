@@ -84,8 +84,13 @@ SimulateFlows(const Array<int64_t>& routeOffsets,
               double initialBinS,
               bool incremental,
               const py::object& progress,
-              double progressIntervalS)
+              double progressIntervalS,
+              double timeTolerance)
 {
+    if (!(timeTolerance >= 0.0 && timeTolerance < 1.0))
+    {
+        throw std::invalid_argument("time_tolerance must be in [0, 1)");
+    }
     const py::ssize_t n = sizeBytes.size();
     const py::ssize_t links = capacity.size();
     cosim::FlowInput in;
@@ -116,7 +121,7 @@ SimulateFlows(const Array<int64_t>& routeOffsets,
     py::object error;
     {
         py::gil_scoped_release release;
-        sim = std::make_unique<cosim::FlowSimulator>(in, maxBins, initialBinS, incremental);
+        sim = std::make_unique<cosim::FlowSimulator>(in, maxBins, initialBinS, incremental, timeTolerance);
         cosim::FlowSimulator::Progress report;
         if (!progress.is_none())
         {
@@ -160,6 +165,10 @@ SimulateFlows(const Array<int64_t>& routeOffsets,
     stats["events"] = st.events;
     stats["skipped_flows"] = st.skippedFlows;
     stats["incremental_resolved"] = st.incrementalResolved;
+    stats["changed_flows"] = st.changedFlows;
+    stats["coalesced_flows"] = st.coalescedFlows;
+    stats["full_solve_s"] = st.fullSolveS;
+    stats["incremental_solve_s"] = st.incrementalSolveS;
     py::dict out;
     out["start_s"] = start;
     out["finish_s"] = finish;
@@ -207,5 +216,6 @@ PYBIND11_MODULE(_flow_solver, m)
           py::arg("initial_bin_s"),
           py::arg("incremental") = true,
           py::arg("progress") = py::none(),
-          py::arg("progress_interval_s") = 0.05);
+          py::arg("progress_interval_s") = 0.05,
+          py::arg("time_tolerance") = 0.0);
 }

@@ -246,6 +246,14 @@ def point_to_point(fs: FlowSet, src: int, dst: int, size_bytes: int, *, after: I
     return coll
 
 
+def ring_flow_count(num_ranks: int, size_bytes: int, phases: int, chunk_bytes: int | None) -> int:
+    """Flows a ring of ``num_ranks`` over ``phases`` phases makes for a ``size_bytes`` buffer in
+    chunks of ``chunk_bytes`` (computed without building them)."""
+    segments = _split(check_size_bytes(size_bytes, "ring"), num_ranks)
+    per_step = sum(count * _num_chunks(s, chunk_bytes) for s, count in Counter(segments).items())
+    return per_step * phases * (num_ranks - 1)
+
+
 def _ring(fs: FlowSet, ranks: list[int], size_bytes: int, phases: Sequence[str], chunk_bytes: int | None,
           after: Iterable[int], tag: str) -> Collective:
     """Ring algorithm over ``phases`` (each ``rs`` or ``ag``) of n-1 steps each.

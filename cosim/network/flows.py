@@ -293,7 +293,7 @@ class FlowSet:
         if len(sizes) > 1:
             raise FlowError(f"flows {first}..: src, dst, size_bytes and path_key differ in length "
                             f"({', '.join(f'{n}: {np.size(c)}' for n, c in cols.items())})")
-        k = int(max(np.size(c) for c in cols.values()))
+        k = int(sizes.pop()) if sizes else 1
         if k and first + k > L.MAX_FLOWS.value:
             raise _too_many(first + k)
         src = np.broadcast_to(cols["src"], (k,))

@@ -197,8 +197,12 @@ class Nccl(CommLibrary):
         channels = rail_rings(ranks, opts.gpus_per_node)
         if len(channels) == 1:
             return ring(fs, ranks, _size(call), chunk_bytes=opts.chunk_bytes, after=after, tag=tag)
+        parts = C._split(_size(call), len(channels))
+        phases = 2 if call.op == "all_reduce" else 1
+        C.check_flow_count(sum(C.ring_flow_count(len(order), part, phases, opts.chunk_bytes)
+                               for order, part in zip(channels, parts)), tag)
         out = Collective(tag)
-        for c, (order, part) in enumerate(zip(channels, C._split(_size(call), len(channels)))):
+        for c, (order, part) in enumerate(zip(channels, parts)):
             sub = ring(fs, order, part, chunk_bytes=opts.chunk_bytes, after=after, tag=f"{tag}:ch{c}")
             out.flows += sub.flows
             out.last += sub.last

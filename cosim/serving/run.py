@@ -48,6 +48,16 @@ class ModelStepTimes:
         self.simulated += answer.source == "simulated"
         return answer.seconds
 
+    def decode_step_times_s(self, decode_tokens: int, contexts: np.ndarray) -> np.ndarray:
+        """Step times of decode-only steps of ``decode_tokens`` requests at each of ``contexts``
+        (one vectorized query: the simulator's macro-steps; the same answers as
+        :meth:`step_time_s`)."""
+        self.queries += len(contexts)
+        b = max(decode_tokens, self.model.min_batch)
+        answer = self.model.step_times(np.full(len(contexts), b), contexts)
+        self.simulated += int(answer.simulated.sum())
+        return answer.seconds
+
 
 def pool_grid(pool: PoolSpec, max_context: int) -> StepGrid:
     """The step-time grid a pool needs: decode batches up to its ``max_batch`` (prefill pools: a
@@ -176,7 +186,7 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
           backend: str = "flow", cache_dir: str | Path | None = None, link_load: bool = True,
           kernels=None, step_times: dict | None = None, steps: str = "model",
           grid: Callable[[PoolSpec, int], StepGrid] | None = None,
-          progress: Callable[[str, int, int], None] | None = None) -> ServeResult:
+          progress: Callable[[str, int, int], None] | None = None, macro_steps: bool | None = None) -> ServeResult:
     """Serve ``requests`` with ``dep`` (see the module docstring); ``slo`` (``ttft_s``,
     ``tpot_s``) adds SLO attainment to the summary; ``link_load`` estimates the steps' traffic per
     link over the run (one step simulated per replica); ``kernels``: the kernel tables to use
@@ -186,13 +196,18 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
     interpolated) or ``exact`` (:class:`~cosim.engine.memo.MemoStepTimes`: every distinct step
     simulated, slower); ``grid(pool, max_context)``: the step-time grid of a pool (default
     :func:`pool_grid`; a sweep passes one sized to its whole space so that points differing only
-    in batch limits share models); ``progress(stage, done, total)``."""
+    in batch limits share models); ``progress(stage, done, total)``; ``macro_steps``: overrides
+    ``options.macro_steps`` (``False``: every decode step is an event of its own)."""
     if steps not in ("model", "exact"):
         raise ConfigError("<api>", "steps", f"expected 'model' or 'exact', got {steps!r}")
     from cosim.kernels import KernelTables
     from cosim.network.live import LiveNetwork
 
     wall0 = time.perf_counter()
+    if macro_steps is not None:
+        import dataclasses
+
+        options = dataclasses.replace(options, macro_steps=bool(macro_steps))
     kernels = kernels if kernels is not None else KernelTables.load(dep.system, framework=dep.framework)
     hbm = kernels.system.mem_capacity_bytes
     memory = {p.name: pool_memory(dep, p, hbm) for p in dep.pools}

@@ -28,6 +28,22 @@ prompt fits; decodes grow it a token at a time; when a step would overflow, the 
 admitted running request is preempted (its KV freed, back to the queue head, prefilled again).
 The prefix cache of a rank holds reused prefixes in a share of the capacity (LRU).
 
+**Macro-steps** (``ServingOptions.macro_steps``, default on). A long decode phase is ~10^5 steps
+of the same batch. When a replica's next step carries decodes only (no prefill chunk on any
+rank), its batch stays the same until a request completes, a rank would preempt, or an event
+changes it; the replica then advances ``k`` steps in one event: their mean contexts grow by one
+token a step (rounded as step by step rounds them), their step times come from one vectorized
+query (``StepTimes.decode_step_times_s`` when the source has it, else one ``step_time_s`` per
+step) and are summed in order, and ``k`` is cut at the first completion (MTP: token counts
+summed as step by step sums them), the last step before a KV overflow, ``MACRO_MAX_STEPS`` and
+``max_time_s``. Steps ``0..k-2`` are *virtual*: committed in one go when the last one, an
+ordinary step event, ends (tokens, contexts, KV, inter-token gaps, step statistics). An arrival
+routed to the replica or a KV landing on it cuts the macro-step at the step in progress (the
+same tie order as step by step: a step ending at the event's instant comes first iff it started
+before the event was pushed); the router sees the KV the virtual steps have grown by then. The
+run is the same as step by step: per-request times, tokens, gaps and step counts identical,
+pools' busy time within floating-point summation order (``tests/test_serving_macro.py``).
+
 The simulator never writes files: :func:`simulate_serving` returns a columnar
 :class:`ServingRun`. Deterministic for a given seed.
 """
@@ -51,6 +67,13 @@ from cosim.serving.prefix_cache import PrefixCache
 from cosim.serving.workload import Requests
 
 TtftConvention = Literal["decode_first_token", "prefill_end"]
+
+#: Most steps one macro-step advances (bounds its arrays and the step times queried beyond a cut);
+#: with a step-time source without a vectorized decode query (one ``step_time_s`` per step, e.g.
+#: the memoized exact steps, which simulate every new context they are asked), at most
+#: ``MACRO_MAX_SCALAR_STEPS``.
+MACRO_MAX_STEPS = 512
+MACRO_MAX_SCALAR_STEPS = 64
 
 
 class StepTimes(Protocol):
@@ -101,6 +124,9 @@ class ServingOptions:
             request's first-token and finish times; a closed-loop user sends its next request
             after seeing the finish.
         max_time_s: stop the simulation at this time (requests still running are unfinished).
+        macro_steps: advance a replica whose decode batch cannot change over its next steps in
+            one event (see *Macro-steps* in the module docstring; same results as step by step
+            within floating point); ``False``: every step is an event.
     """
 
     concurrency: int | None = None
@@ -114,6 +140,7 @@ class ServingOptions:
     admission: Literal["prompt", "full"] = "prompt"
     client_overhead_s: float = 0.0
     max_time_s: float = math.inf
+    macro_steps: bool = True
 
     def __post_init__(self) -> None:
         if self.concurrency is not None and (isinstance(self.concurrency, bool) or self.concurrency < 1):
@@ -153,7 +180,7 @@ class ServingRun:
         output_tokens: tokens each request produced.
         preemptions: times each request was preempted.
         itl_s: every inter-token gap of every request (after its first token), in emission
-            order; ``max_itl_s``: each request's longest gap (stalls behind prefill chunks,
+            order (gaps of one instant: by attention rank); ``max_itl_s``: each request's longest gap (stalls behind prefill chunks,
             preemptions).
         replica_steps: per ``(pool, replica)``: its steps and the mean busiest-rank batch of a
             step (``steps``, ``decode_tokens``, ``context``, ``chunk_tokens``, ``chunks``), from
@@ -163,6 +190,9 @@ class ServingRun:
         pool_busy_s: per pool, replica-seconds spent stepping; ``pool_gpus``: GPUs per pool.
         duration_s: simulated time from the first arrival to the last event.
         steps: steps simulated per pool; ``wall_s``: the simulation's own cost.
+        macro: macro-step counters: ``macros`` (events that advanced several steps),
+            ``virtual_steps`` (steps advanced inside them, without an event of their own),
+            ``truncated`` (macro-steps cut short by an arrival or a KV landing).
     """
 
     requests: Requests
@@ -189,6 +219,7 @@ class ServingRun:
     entry_gpu: np.ndarray | None = None
     decode_gpu: np.ndarray | None = None
     decode_prefix_hit_tokens: np.ndarray | None = None
+    macro: dict = field(default_factory=dict)
 
     @property
     def num_gpus(self) -> int:
@@ -206,7 +237,7 @@ class _Rank:
     a rank keeps the order of its requests (ordered dicts: O(1) removal)."""
 
     __slots__ = ("gpu_list", "capacity", "kv_used", "prefill_queue", "running", "remaining", "prefixes",
-                 "admitted", "alloc", "need", "need_total")
+                 "admitted", "alloc", "need", "need_total", "kv_virtual", "key")
 
     def __init__(self, gpus: tuple[int, ...], capacity: int, prefix_tokens: int, alloc: np.ndarray):
         self.gpu_list = gpus
@@ -220,21 +251,48 @@ class _Rank:
         self.alloc = alloc                      # the simulation's per-request KV of this side
         self.prefixes = PrefixCache(prefix_tokens)
         self.admitted: dict[int, None] = {}     # admission order (for preemption)
+        self.kv_virtual = 0                     # KV growth of macro-steps not yet committed (routing)
+        self.key = 0                            # the rank's index over the run (order of ITL ties)
 
     def remaining_prefill(self, request: int) -> int:
         return self.remaining.get(request, 0)
 
     def load(self) -> int:
-        return self.kv_used + self.need_total
+        return self.kv_used + self.kv_virtual + self.need_total
+
+
+class _Macro:
+    """A replica's run of ``k`` decode steps with the same batch, advanced in one event: steps
+    ``0 .. k-2`` are *virtual* (committed in one go at the end: no completion, no preemption
+    among them), step ``k-1`` is processed as an ordinary step. ``ends[j]``: end time of step
+    ``j``; ``dts[j]``: its duration; ``contexts[j]``: its mean context (busiest rank)."""
+
+    __slots__ = ("t0", "k", "ends", "dts", "contexts", "decodes", "idx", "seq", "batch", "traj")
+
+    def __init__(self, t0, k, ends, dts, contexts, decodes, idx, seq, batch, traj=None):
+        self.t0, self.k, self.ends, self.dts, self.contexts = t0, k, ends, dts, contexts
+        self.decodes, self.idx, self.seq, self.batch, self.traj = decodes, idx, seq, batch, traj
+
+    def before(self, t: float, pushed_at: float) -> int:
+        """Virtual steps done before an event at ``t`` pushed at ``pushed_at``: those ending
+        earlier, and those ending at ``t`` that started before the event was pushed (step by
+        step, such a step's own event was pushed first)."""
+        v = self.k - 1
+        n = int(np.searchsorted(self.ends[:v], t, side="left"))
+        while n < v and self.ends[n] == t and pushed_at > (self.ends[n - 1] if n else self.t0):
+            n += 1
+        return n
 
 
 class _Replica:
-    __slots__ = ("pool", "index", "ranks", "busy", "work", "steps")
+    __slots__ = ("pool", "index", "ranks", "busy", "work", "steps", "macro", "gen")
 
     def __init__(self, pool: PoolSpec, index: int, ranks: list[_Rank], steps: StepTimes):
         self.pool, self.index, self.ranks, self.steps = pool, index, ranks, steps
         self.busy = False
         self.work: list[RankWork] = []
+        self.macro: _Macro | None = None
+        self.gen = 0  # macro-step events of an older generation are stale (truncated)
 
 
 def _attention_gpus(pool: PoolSpec, gpus: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -291,6 +349,8 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     decode_replicas = [r for p in decode_pools for r in replicas[p.name]]
     all_entry_ranks = [(rep, k) for rep in entry_replicas for k in rep.ranks]
     all_decode_ranks = [(rep, k) for rep in decode_replicas for k in rep.ranks]
+    for key, rank_ in enumerate(k for p in dep.pools for rep in replicas[p.name] for k in rep.ranks):
+        rank_.key = key
 
     arrival = np.full(n, np.nan)
     first = np.full(n, np.nan)
@@ -307,6 +367,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     entry_gpu = np.full(n, -1, dtype=np.int64)
     decode_gpu = np.full(n, -1, dtype=np.int64)
     gaps = array("d")  # every inter-token gap of every request
+    gap_t, gap_key, gap_n = array("d"), array("q"), array("q")  # per block of gaps: time, rank, count
     where: dict[int, tuple[_Replica, _Rank]] = {}
     busy = {p.name: 0.0 for p in dep.pools}
     rep_stats: dict[tuple[str, int], list] = {}
@@ -315,10 +376,12 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     prompt = (requests.prefix_tokens + requests.input_tokens).astype(np.int64)
     events: list = []
     seq = 0
+    clock = -math.inf          # time of the event being processed (pushes record it)
+    cur_pushed = -math.inf     # when the event being processed was pushed (network events: -inf)
 
     def push(t: float, kind: str, payload) -> None:
         nonlocal seq
-        heapq.heappush(events, (t, seq, kind, payload))
+        heapq.heappush(events, (t, seq, kind, payload, clock))
         seq += 1
 
     # arrivals
@@ -355,6 +418,10 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     transfer_log: list = []
     done_count = 0
     now = 0.0
+    macro_on = options.macro_steps
+    active: dict[_Replica, None] = {}  # replicas in a macro-step
+    macro_stats = {"macros": 0, "virtual_steps": 0, "truncated": 0}
+    kv_grows = mixed_entry and not full_reserve  # decodes grow their KV (entry ranks' loads move)
 
     def choose(reps: list[_Replica]) -> tuple[_Replica, _Rank]:
         """Replica and attention rank for a new request; ties (idle ranks) rotate, so an idle pool
@@ -385,6 +452,8 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             return
         crit = max(range(len(works)), key=lambda i: works[i].tokens)
         w = works[crit]
+        if macro_on and w.decodes and not any(w_.chunks for w_ in works) and start_macro(rep, works, crit, t):
+            return
         rank = rep.ranks[crit]
         mean_ctx = int(round(ctx[list(w.decodes)].mean())) if w.decodes else 0
         chunks = [(int(ctx[r]), k) for r, k in w.chunks]
@@ -406,6 +475,112 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         st[3] += sum(k for _, k in chunks)
         st[4] += len(chunks)
         push(t + dt, "step", rep)
+
+    def start_macro(rep: _Replica, works: list[RankWork], crit: int, t: float) -> bool:
+        """Start a macro-step of the replica's decode-only batch if it spans >= 2 steps: up to
+        the first completion, the last step before a preemption, ``MACRO_MAX_STEPS`` and the
+        simulation end (arrivals and KV landings cut it later, :func:`truncate`)."""
+        nonlocal seq
+        per_step = rep.pool.tokens_per_decode_step
+        decodes = [(rank, np.fromiter(w.decodes, dtype=np.int64, count=len(w.decodes)))
+                   for rank, w in zip(rep.ranks, works) if w.decodes]
+        idx = decodes[0][1] if len(decodes) == 1 else np.concatenate([i for _, i in decodes])
+        vec = getattr(rep.steps, "decode_step_times_s", None)
+        k = MACRO_MAX_STEPS if vec is not None else MACRO_MAX_SCALAR_STEPS
+        if kv_grows:  # virtual steps may not overflow a rank that would preempt
+            for rank, i in decodes:
+                if len(rank.admitted) > 1:
+                    k = min(k, (rank.capacity - rank.kv_used) // len(i) + 1)
+            if k < 2:
+                return False
+        p, out = produced[idx], out_tokens[idx]
+        traj = None
+        if per_step == 1.0:  # integer token counts: the first completion is at step out - produced
+            k = min(k, int((out - p).min()))
+        else:  # MTP: the counts as step by step adds them (sequential sums)
+            m = min(k, int(math.ceil(float(((out - p) / per_step).min()))) + 2)
+            traj = np.empty((m + 1, len(idx)))
+            traj[0] = p
+            traj[1:] = per_step
+            np.cumsum(traj, axis=0, out=traj)
+            crossed = (traj[1:] >= out).any(axis=1)
+            k = min(k, int(np.argmax(crossed)) + 1 if crossed.any() else m)
+        if k < 2:
+            return False
+        crit_idx = np.fromiter(works[crit].decodes, dtype=np.int64, count=len(works[crit].decodes))
+        b = len(crit_idx)
+        # the busiest rank's mean context at each step, rounded as step by step rounds it
+        contexts = np.rint((int(ctx[crit_idx].sum()) + np.arange(k, dtype=np.int64) * b) / b).astype(np.int64)
+        if vec is not None:
+            dts = np.asarray(vec(b, contexts), dtype=float)
+        else:
+            dts = np.array([rep.steps.step_time_s(b, int(c), []) for c in contexts.tolist()], dtype=float)
+        ends = np.cumsum(np.concatenate(([t], dts)))[1:]  # t + dt0 + dt1 ..., summed in order
+        if options.max_time_s < math.inf:  # steps after the end are never processed
+            k = min(k, int(np.searchsorted(ends, options.max_time_s, side="right")) + 1)
+            if k < 2:
+                return False
+        rep.busy, rep.work = True, works
+        rep.gen += 1
+        mac = _Macro(t, k, ends, dts, contexts, decodes, idx, seq, b, traj)
+        rep.macro = mac
+        active[rep] = None
+        heapq.heappush(events, (float(ends[k - 1]), seq, "macro", (rep, rep.gen), clock))
+        seq += 1
+        macro_stats["macros"] += 1
+        return True
+
+    def truncate(rep: _Replica, t: float, pushed_at: float) -> None:
+        """An event at ``t`` changes the replica's next batch: its macro-step ends with the step
+        in progress (the same event seq, as the chain of step events it stands for)."""
+        mac = rep.macro
+        nb = mac.before(t, pushed_at)
+        if nb + 1 >= mac.k:
+            return
+        mac.k = nb + 1
+        rep.gen += 1
+        heapq.heappush(events, (float(mac.ends[nb]), mac.seq, "macro", (rep, rep.gen), mac.t0))
+        macro_stats["truncated"] += 1
+
+    def commit(rep: _Replica) -> None:
+        """Apply a macro-step's virtual steps to the state (as step by step would have) and
+        account all its steps."""
+        mac = rep.macro
+        rep.macro = None
+        del active[rep]
+        k, v, idx = mac.k, mac.k - 1, mac.idx
+        for rank, _ in mac.decodes:
+            rank.kv_virtual = 0
+        if v:
+            ends = mac.ends[:v]
+            g = np.empty((v, len(idx)))
+            g[0] = ends[0] - last_token[idx]
+            if v > 1:
+                g[1:] = (ends[1:] - ends[:-1])[:, None]
+            gaps.frombytes(g.tobytes())  # step-major, ranks in order: the blocks step by step makes
+            nr = len(mac.decodes)
+            gap_t.frombytes(np.repeat(ends, nr).tobytes())
+            gap_key.frombytes(np.tile(np.array([r.key for r, _ in mac.decodes], dtype=np.int64), v).tobytes())
+            gap_n.frombytes(np.tile(np.array([len(i) for _, i in mac.decodes], dtype=np.int64), v).tobytes())
+            max_gap[idx] = np.maximum(max_gap[idx], g.max(axis=0))
+            last_token[idx] = ends[-1]
+            ctx[idx] += v
+            produced[idx] = mac.traj[v] if mac.traj is not None else produced[idx] + v
+            if kv_grows:
+                for rank, i in mac.decodes:
+                    rank.alloc[i] += v
+                    rank.kv_used += len(i) * v
+            macro_stats["virtual_steps"] += v
+        busy[rep.pool.name] += float(mac.dts[:k].sum())
+        steps[rep.pool.name] += k
+        st = rep_stats.setdefault((rep.pool.name, rep.index), [0, 0.0, 0.0, 0.0, 0])
+        st[0] += k
+        st[1] += mac.batch * k
+        st[2] += mac.batch * int(mac.contexts[:k].sum())
+
+    def macro_done(rep: _Replica, t: float) -> None:
+        commit(rep)
+        step_done(rep, t)
 
     def _admit(rank: _Rank) -> None:
         """Allocate KV for queued requests whose prompt fits, in queue order (the rest wait: no
@@ -430,7 +605,19 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
 
     def arrive(r: int, t: float) -> None:
         arrival[r] = t
+        if active and kv_grows:  # the loads the router sees: with the virtual steps done by now
+            for rep_ in active:
+                mac = rep_.macro
+                nb = mac.before(t, cur_pushed)
+                for rank_, i in mac.decodes:
+                    rank_.kv_virtual = len(i) * nb
         rep, rank = choose(entry_replicas)
+        if active and kv_grows:
+            for rep_ in active:
+                for rank_, _ in rep_.macro.decodes:
+                    rank_.kv_virtual = 0
+        if rep.macro is not None:
+            truncate(rep, t, cur_pushed)
         pid, ptok = int(requests.prefix_id[r]), int(requests.prefix_tokens[r])
         if pid < 0:  # the request's own prefix, taken as resident (see cosim.serving.workload.Requests)
             h = ptok
@@ -500,6 +687,9 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                 produced[idx] = done_now
                 gap = t - last_token[idx]
                 gaps.frombytes(gap.tobytes())
+                gap_t.append(t)
+                gap_key.append(rank.key)
+                gap_n.append(len(idx))
                 np.maximum.at(max_gap, idx, gap)
                 last_token[idx] = t
                 fin = done_now >= out_tokens[idx]
@@ -584,6 +774,9 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         if produced[r] >= out_tokens[r]:
             finish_request(r, t)
         else:
+            b = rep.pool.batching
+            if rep.macro is not None and not (b.policy == "decode_only" and len(rank.running) >= b.max_batch):
+                truncate(rep, t, cur_pushed)  # the batch grows after the step in progress
             rank.running[r] = None
             kick(rep, t)
         kick(src_rep, t)
@@ -591,6 +784,10 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
 
     t_first = None
     while events or (network is not None and network.next_event_s() < math.inf):
+        while events and events[0][2] == "macro" and events[0][3][1] != events[0][3][0].gen:
+            heapq.heappop(events)  # a truncated macro-step's old end
+        if not events and (network is None or network.next_event_s() == math.inf):
+            break
         t_event = events[0][0] if events else math.inf
         t_net = network.next_event_s() if network is not None else math.inf
         t = min(t_event, t_net)
@@ -599,18 +796,28 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         now = t
         if t_first is None:
             t_first = t
+        clock = t
         if t_net <= t_event:
+            cur_pushed = -math.inf  # network events come before heap events of the same time
             for c in network.advance(t_net):
                 transfer_done(c, c.finish_s)
             continue
-        _, _, kind, payload = heapq.heappop(events)
+        _, _, kind, payload, cur_pushed = heapq.heappop(events)
         if kind == "arrive":
             arrive(payload, t)
         elif kind == "kick":
             kick(payload, t)
+        elif kind == "macro":
+            macro_done(payload[0], t)
         else:
             step_done(payload, t)
+    for rep_ in list(active):  # stopped at max_time_s: the virtual steps before it happened
+        if rep_.macro.k > 1:
+            now = max(now, float(rep_.macro.ends[rep_.macro.k - 2]))
+        commit(rep_)
     duration = now - (t_first or 0.0)
+    itl = _emission_order(np.frombuffer(gaps, dtype=np.float64), np.frombuffer(gap_t, dtype=np.float64),
+                          np.frombuffer(gap_key, dtype=np.int64), np.frombuffer(gap_n, dtype=np.int64))
     if options.client_overhead_s:  # what the client sees
         first += options.client_overhead_s
         finish += options.client_overhead_s
@@ -618,7 +825,22 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                       busy, {p.name: p.num_gpus for p in dep.pools}, {p.name: p.replicas for p in dep.pools}, steps,
                       duration, time.perf_counter() - wall0, transfer_log,
                       getattr(network, "link_tx_bytes", None) if network is not None else None,
-                      np.frombuffer(gaps, dtype=np.float64).copy(), max_gap,
+                      itl, max_gap,
                       {k: {"steps": v[0], "decode_tokens": v[1] / v[0], "context": v[2] / max(v[1], 1),
                            "chunk_tokens": v[3] / v[0], "chunks": v[4] / v[0]} for k, v in rep_stats.items()},
-                      entry_gpu, decode_gpu, decode_hit if disagg and options.decode_prefix_cache_fraction > 0 else None)
+                      entry_gpu, decode_gpu,
+                      decode_hit if disagg and options.decode_prefix_cache_fraction > 0 else None, macro_stats)
+
+
+def _emission_order(gaps: np.ndarray, block_t: np.ndarray, block_key: np.ndarray, block_n: np.ndarray) -> np.ndarray:
+    """The gaps, recorded in blocks (one per rank and step end: its time, the rank's key, the
+    count), in emission order: by time, then by rank (macro-steps record their blocks late)."""
+    if len(block_t) > 1:
+        dt = np.diff(block_t)
+        if not np.all((dt > 0) | ((dt == 0) & (np.diff(block_key) > 0))):
+            order = np.lexsort((block_key, block_t))
+            n_sorted = block_n[order]
+            starts = (np.cumsum(block_n) - block_n)[order]
+            pos = np.repeat(starts - (np.cumsum(n_sorted) - n_sorted), n_sorted) + np.arange(len(gaps))
+            return gaps[pos]
+    return gaps.copy()

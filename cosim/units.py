@@ -140,6 +140,8 @@ _RANK_PART_RE = re.compile(r"\s*[0-9]{1,12}\s*(?:-\s*[0-9]{1,12}\s*)?")
 def parse_gpu_ranks(value: str) -> list[int]:
     """``"0-7,16-23"`` -> ``[0..7, 16..23]`` (UnitError otherwise). Order is kept, repeats are
     refused."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise UnitError(f"expected GPU ranks like '0-7,16' (a string), got {type(value).__name__} {quote(value)}")
     ranks: list[int] = []
     text = str(value).strip()
     for part in text.split(","):

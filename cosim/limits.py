@@ -273,7 +273,7 @@ def count_error(source: str, field: str, count: int, limit: Limit, what: str = "
     """The error for a derived count (GPUs a generator would build, flows a collective would make)
     above ``limit``; raise it before allocating."""
     subject = f"{what} " if what else ""
-    return ConfigError(source, field, f"{subject}{_fmt(count)} {limit.unit} exceeds the limit "
+    return ConfigError(source, field, f"{subject}{_fmt(count)} {limit.unit}, more than the limit "
                                       f"{limit.name} = {_fmt(limit.value)} ({limit.reason})")
 
 

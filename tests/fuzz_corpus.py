@@ -181,9 +181,15 @@ def generator_case(c: Chooser) -> str:
     kind = c.choice(sorted(k for k, _ in GENERATORS.items()))
     params: dict[str, Any] = {"kind": kind}
     keys = [k for _, k in _generator_keys() if k not in ("description", "name")]
+    plausible = {"bandwidth": ("100Gbps", "400Gbps", "450GB/s", "1kbps"), "latency": ("1us", "500ns", "0s"),
+                 "mtu": (64, 4096, 9000, 65000), "oversubscription": (1, 2, "2:1", 1024)}
     for _ in range(c.integer(1, 4)):
-        value = c.choice(BAD_VALUES + (lambda: 2, lambda: 4, lambda: 8, lambda: 16, lambda: "2:1", lambda: "100Gbps"))()
-        params[c.choice(keys)] = value
+        key = c.choice(keys)
+        if c.choice((True, False)):  # a bad value
+            params[key] = c.choice(BAD_VALUES)()
+        else:  # a plausible one (valid or near a limit)
+            kind_of = next((v for k, v in plausible.items() if k in key), (0, 1, 2, 4, 8, 16, 64, 1024))
+            params[key] = c.choice(kind_of)
     topology_from_dict({"name": "fuzz", "generator": params})
     return "valid"
 

@@ -95,7 +95,8 @@ class Fields:
             return default
         if isinstance(value, bool) or not isinstance(value, (int, float)) or \
                 (isinstance(value, float) and (not math.isfinite(value) or not value.is_integer())):
-            raise self.error(key, f"expected an integer >= {minimum}, got {quote(value)}")
+            raise self.error(key, f"expected an integer from {minimum} to {limit.name} = {limit.value:,}, "
+                                  f"got {quote(value)}")
         if value < minimum:
             raise self.error(key, f"expected an integer >= {minimum}, got {quote(value)}")
         if value > limit.value:

@@ -180,8 +180,8 @@ class ServingRun:
         output_tokens: tokens each request produced.
         preemptions: times each request was preempted.
         itl_s: every inter-token gap of every request (after its first token), in emission
-            order (gaps of one instant: by attention rank); ``max_itl_s``: each request's longest gap (stalls behind prefill chunks,
-            preemptions).
+            order (gaps of one instant: by replica and attention rank); ``max_itl_s``: each
+            request's longest gap (stalls behind prefill chunks, preemptions).
         replica_steps: per ``(pool, replica)``: its steps and the mean busiest-rank batch of a
             step (``steps``, ``decode_tokens``, ``context``, ``chunk_tokens``, ``chunks``), from
             which the step traffic of the run is estimated.
@@ -237,7 +237,7 @@ class _Rank:
     a rank keeps the order of its requests (ordered dicts: O(1) removal)."""
 
     __slots__ = ("gpu_list", "capacity", "kv_used", "prefill_queue", "running", "remaining", "prefixes",
-                 "admitted", "alloc", "need", "need_total", "kv_virtual", "key")
+                 "admitted", "alloc", "need", "need_total", "kv_virtual")
 
     def __init__(self, gpus: tuple[int, ...], capacity: int, prefix_tokens: int, alloc: np.ndarray):
         self.gpu_list = gpus
@@ -252,7 +252,6 @@ class _Rank:
         self.prefixes = PrefixCache(prefix_tokens)
         self.admitted: dict[int, None] = {}     # admission order (for preemption)
         self.kv_virtual = 0                     # KV growth of macro-steps not yet committed (routing)
-        self.key = 0                            # the rank's index over the run (order of ITL ties)
 
     def remaining_prefill(self, request: int) -> int:
         return self.remaining.get(request, 0)
@@ -285,7 +284,7 @@ class _Macro:
 
 
 class _Replica:
-    __slots__ = ("pool", "index", "ranks", "busy", "work", "steps", "macro", "gen")
+    __slots__ = ("pool", "index", "ranks", "busy", "work", "steps", "macro", "gen", "key")
 
     def __init__(self, pool: PoolSpec, index: int, ranks: list[_Rank], steps: StepTimes):
         self.pool, self.index, self.ranks, self.steps = pool, index, ranks, steps
@@ -293,6 +292,7 @@ class _Replica:
         self.work: list[RankWork] = []
         self.macro: _Macro | None = None
         self.gen = 0  # macro-step events of an older generation are stale (truncated)
+        self.key = 0  # the replica's index over the run (order of the ITL gaps of one instant)
 
 
 def _attention_gpus(pool: PoolSpec, gpus: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -349,8 +349,10 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     decode_replicas = [r for p in decode_pools for r in replicas[p.name]]
     all_entry_ranks = [(rep, k) for rep in entry_replicas for k in rep.ranks]
     all_decode_ranks = [(rep, k) for rep in decode_replicas for k in rep.ranks]
-    for key, rank_ in enumerate(k for p in dep.pools for rep in replicas[p.name] for k in rep.ranks):
-        rank_.key = key
+    entry_rank_objs = [k for _, k in all_entry_ranks]
+    decode_rank_objs = [k for _, k in all_decode_ranks]
+    for key, rep_ in enumerate(r for p in dep.pools for r in replicas[p.name]):
+        rep_.key = key
 
     arrival = np.full(n, np.nan)
     first = np.full(n, np.nan)
@@ -367,7 +369,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     entry_gpu = np.full(n, -1, dtype=np.int64)
     decode_gpu = np.full(n, -1, dtype=np.int64)
     gaps = array("d")  # every inter-token gap of every request
-    gap_t, gap_key, gap_n = array("d"), array("q"), array("q")  # per block of gaps: time, rank, count
+    gap_t, gap_key, gap_n = array("d"), array("q"), array("q")  # per replica step: time, replica, gaps
     where: dict[int, tuple[_Replica, _Rank]] = {}
     busy = {p.name: 0.0 for p in dep.pools}
     rep_stats: dict[tuple[str, int], list] = {}
@@ -430,13 +432,15 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         rr[0] += 1
         if options.router == "round_robin":
             rep = reps[turn % len(reps)]
-            m = len(rep.ranks)
-            j = min(range(m), key=lambda i: (rep.ranks[i].load(), (i - turn) % m))
-            return rep, rep.ranks[j]
-        flat = all_entry_ranks
-        m = len(flat)
-        j = min(range(m), key=lambda i: (flat[i][1].load(), (i - turn) % m))
-        return flat[j]
+            return rep, rep.ranks[_least(rep.ranks, turn)]
+        return all_entry_ranks[_least(entry_rank_objs, turn)]
+
+    def _least(ranks: list[_Rank], turn: int) -> int:
+        """Index of the least loaded rank; ties: the first from ``turn`` on (rotating)."""
+        loads = [rk.kv_used + rk.kv_virtual + rk.need_total for rk in ranks]
+        lo = min(loads)
+        m = len(ranks)
+        return min((i for i, x in enumerate(loads) if x == lo), key=lambda i: (i - turn) % m)
 
     def kick(rep: _Replica, t: float) -> None:
         """Start the replica's next step if it is idle and has work."""
@@ -558,10 +562,9 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             if v > 1:
                 g[1:] = (ends[1:] - ends[:-1])[:, None]
             gaps.frombytes(g.tobytes())  # step-major, ranks in order: the blocks step by step makes
-            nr = len(mac.decodes)
-            gap_t.frombytes(np.repeat(ends, nr).tobytes())
-            gap_key.frombytes(np.tile(np.array([r.key for r, _ in mac.decodes], dtype=np.int64), v).tobytes())
-            gap_n.frombytes(np.tile(np.array([len(i) for _, i in mac.decodes], dtype=np.int64), v).tobytes())
+            gap_t.frombytes(ends.tobytes())
+            gap_key.frombytes(np.full(v, rep.key, dtype=np.int64).tobytes())
+            gap_n.frombytes(np.full(v, len(idx), dtype=np.int64).tobytes())
             max_gap[idx] = np.maximum(max_gap[idx], g.max(axis=0))
             last_token[idx] = ends[-1]
             ctx[idx] += v
@@ -654,6 +657,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     def step_done(rep: _Replica, t: float) -> None:
         rep.busy = False
         per_step = rep.pool.tokens_per_decode_step
+        gaps0 = len(gaps)
         for rank, w in zip(rep.ranks, rep.work):
             for r, k in w.chunks:
                 rank.remaining[r] -= k
@@ -687,9 +691,6 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                 produced[idx] = done_now
                 gap = t - last_token[idx]
                 gaps.frombytes(gap.tobytes())
-                gap_t.append(t)
-                gap_key.append(rank.key)
-                gap_n.append(len(idx))
                 np.maximum.at(max_gap, idx, gap)
                 last_token[idx] = t
                 fin = done_now >= out_tokens[idx]
@@ -711,6 +712,10 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                     full_extra(victim) if rep.pool.role == "mixed" else 0)
                 rank.need_total += rank.need[victim]
                 hit[victim] = 0
+        if len(gaps) > gaps0:
+            gap_t.append(t)
+            gap_key.append(rep.key)
+            gap_n.append(len(gaps) - gaps0)
         rep.work = []
         if pending_handoff:
             handoff(t)
@@ -723,12 +728,14 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             need = int(prompt[r]) + int(out_tokens[r])
             m = len(all_decode_ranks)
             turn = handoff_turn[0]
-            fits = [i for i in range(m) if all_decode_ranks[i][1].kv_used + need <= all_decode_ranks[i][1].capacity]
-            if not fits:
+            # least KV in use, then fewest running, among the ranks with room; ties rotate
+            keys = [(rk.kv_used + rk.kv_virtual + rk.need_total, len(rk.running)) if rk.kv_used + need <= rk.capacity
+                    else None for rk in decode_rank_objs]
+            fit = [k for k in keys if k is not None]
+            if not fit:
                 return
-            # least KV in use, then fewest running; ties rotate
-            j = min(fits, key=lambda i: (all_decode_ranks[i][1].load(), len(all_decode_ranks[i][1].running),
-                                         (i - turn) % m))
+            lo = min(fit)
+            j = min((i for i, k in enumerate(keys) if k == lo), key=lambda i: (i - turn) % m)
             handoff_turn[0] += 1
             best = all_decode_ranks[j]
             decode_gpu[r] = best[1].gpu_list[0]
@@ -833,8 +840,9 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
 
 
 def _emission_order(gaps: np.ndarray, block_t: np.ndarray, block_key: np.ndarray, block_n: np.ndarray) -> np.ndarray:
-    """The gaps, recorded in blocks (one per rank and step end: its time, the rank's key, the
-    count), in emission order: by time, then by rank (macro-steps record their blocks late)."""
+    """The gaps, recorded in blocks (one per replica step with decodes: its end, the replica's
+    key, the count; inside a block by attention rank), in emission order: by time, then by
+    replica (macro-steps record their blocks late)."""
     if len(block_t) > 1:
         dt = np.diff(block_t)
         if not np.all((dt > 0) | ((dt == 0) & (np.diff(block_key) > 0))):

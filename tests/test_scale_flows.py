@@ -377,3 +377,33 @@ def test_time_tolerance_zero_is_the_exact_loop_and_bad_values_are_refused():
             FB.simulate_flow_level(topo, fs, routed, time_tolerance=bad)
     with pytest.raises(Exception, match="time_tolerance"):
         FB.simulate_flow_level(topo, fs, routed, rate_solver="python", time_tolerance=1e-3)
+
+
+@pytest.mark.parametrize("n, gpus_per_node, qps", [(16, 8, 2), (24, 4, 3), (8, 8, 4), (40, 8, 5), (3, 1, 2)])
+def test_deepep_ll_block_equals_the_per_flow_loop(n, gpus_per_node, qps):
+    """deepep_ll_flows builds its flows as one add_many block: the same flows, in the same order,
+    as adding them pair by pair (rotation k, source i, QP q) with their split over QPs."""
+    from cosim.network import deepep as D
+
+    rng = np.random.default_rng(n)
+    m = rng.integers(0, 7, (n, n)) * int(rng.integers(1, 5)) * 7408 // 3
+    m[rng.random((n, n)) < 0.3] = 0
+    np.fill_diagonal(m, 0)
+    ranks = [int(r) for r in rng.permutation(2 * n)[:n]] if n > 3 else [0, 1, 2]
+    a, b = FlowSet(), FlowSet()
+    a.add(0, 0, 0)
+    b.add(0, 0, 0)
+    coll = D.deepep_ll_flows(a, ranks, m, qps, gpus_per_node, after=[0], tag="dispatch")
+    node, _ = D._groups(ranks, gpus_per_node)
+    ref = []
+    for k in range(1, n):
+        for i in range(n):
+            j = (i + k) % n
+            if m[i, j]:
+                parts = D._chunks(int(m[i, j]), qps) if node[i] != node[j] else [int(m[i, j])]
+                ref += [b.add(ranks[i], ranks[j], p, after=[0], tag="dispatch", path_key=q)
+                        for q, p in enumerate(parts) if p]
+    assert list(coll.flows) == ref and list(coll.last) == ref
+    for col in ("src", "dst", "size_bytes", "path_keys"):
+        np.testing.assert_array_equal(getattr(a, col), getattr(b, col))
+    assert list(a.deps) == list(b.deps) and list(a.tags) == list(b.tags)

@@ -128,6 +128,13 @@ def evaluate_point(spec: ExperimentSpec, point: DesignPoint, cache_dir: str | Pa
             row.update(status="infeasible", reason="; ".join(reasons))
             return _done(row, t0)
         wl = workload_of(spec, point)
+        too_long = _kv_misfits(dep, memory, generate_requests(
+            wl.spec.with_arrival(ClosedLoop(spec.load.concurrency[0])),
+            num_requests=max(spec.load.requests_per_user * spec.load.concurrency[0], spec.load.min_requests),
+            seed=spec.seed))
+        if too_long:
+            row.update(status="infeasible", reason="; ".join(too_long))
+            return _done(row, t0)
         grid = _grid_for(spec)
         runs: dict[int, Any] = {}
 
@@ -179,6 +186,19 @@ def evaluate_point(spec: ExperimentSpec, point: DesignPoint, cache_dir: str | Pa
     except CosimError as exc:
         row.update(status="invalid", reason=str(exc)[:500])
     return _done(row, t0)
+
+
+def _kv_misfits(dep, memory, reqs) -> list[str]:
+    """Pools whose ranks cannot hold the KV cache of the workload's longest request (a request
+    that never fits is never admitted): prefill pools its prompt, the others prompt + output."""
+    prompt = reqs.prefix_tokens + reqs.input_tokens
+    out = []
+    for pool, mem in zip(dep.pools, memory):
+        need = int((prompt if pool.role == "prefill" else prompt + reqs.output_tokens).max())
+        if need > mem.kv_capacity_tokens:
+            out.append(f"pool {pool.name!r}: a request of {need:,} tokens needs more KV cache than a rank holds "
+                       f"({mem.kv_capacity_tokens:,} tokens)")
+    return out
 
 
 def _done(row: dict, t0: float) -> dict:

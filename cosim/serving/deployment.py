@@ -45,6 +45,7 @@ from cosim.models.memory import activation_bytes_per_gpu
 from cosim.topology import Topology
 from cosim.topology.loader import Fields, as_float, as_int, as_str
 from cosim.trace.builder import AfdSpec, StepSpec
+from cosim.trace.expert_routing import StepRouting
 from cosim.units import parse_gpu_ranks
 
 Role = Literal["mixed", "prefill", "decode"]
@@ -97,6 +98,9 @@ class PoolSpec:
         gpus: explicit topology GPUs of all replicas, replica after replica (``None``: chosen by
             ``placement``).
         placement: how the replicas take free GPUs when ``gpus`` is not given (:data:`PLACEMENTS`).
+        routing: the MoE routing of the pool's steps (a routing model or a replayed routing trace,
+            with an expert placement policy and domain grouping: ``docs/routing.md``); ``None``:
+            the default routing sample.
         moe_library: MoE dispatch/combine library of the replica's steps (``auto``).
         mtp_tokens / mtp_acceptance: speculative decoding with the model's MTP layers: drafts
             verified per step and the mean accepted fraction (tokens per decode step =
@@ -112,6 +116,7 @@ class PoolSpec:
     afd: AfdSpec | None = None
     gpus: tuple[int, ...] | None = None
     placement: str = "packed"
+    routing: StepRouting | None = None
     moe_library: str = "auto"
     mtp_tokens: int = 0
     mtp_acceptance: float = 0.0
@@ -269,9 +274,9 @@ class Deployment:
         gpus = self._placement[pool.name][replica]
         if pool.afd is not None:
             return StepSpec(self.model, Parallelism(tp=1), self.precision, "generation", max(1, pool.afd.micro_batches),
-                            layout="afd", afd=pool.afd, gpus=gpus)
+                            layout="afd", afd=pool.afd, gpus=gpus, routing=pool.routing)
         return StepSpec(self.model, pool.parallel, self.precision, "generation", 1, gpus=gpus,
-                        moe_library=pool.moe_library, mtp_tokens=pool.mtp_tokens)
+                        moe_library=pool.moe_library, mtp_tokens=pool.mtp_tokens, routing=pool.routing)
 
 
 @dataclass(frozen=True)
@@ -371,6 +376,24 @@ def _batching(data: Any, source: str, path: str, role: str) -> BatchingSpec:
     return spec
 
 
+def _routing(data: Any, source: str, path: str, role: str) -> StepRouting:
+    """``routing: {model: KIND[:param=value,...] | trace: FILE, placement: POLICY, grouping: BOOL}``."""
+    from cosim.trace.expert_routing import routing_from
+
+    f = Fields(data, source, path)
+    model = f.get("model", as_str, None)
+    trace = f.get("trace", as_str, None)
+    placement = f.get("placement", as_str, "contiguous")
+    grouping = f.get("grouping", _as_bool, False)
+    f.finish()
+    if trace is not None and not Path(trace).is_absolute() and source not in ("<dict>", "<api>"):
+        trace = str(Path(source).parent / trace)
+    try:
+        return routing_from(model, trace, "prefill" if role == "prefill" else "decode", placement, grouping)
+    except ConfigError as exc:
+        raise ConfigError(source, f"{path}.{exc.field.split('.')[-1]}" if exc.field else path, exc.message) from None
+
+
 def _gpus(v: Any) -> tuple[int, ...]:
     """``[0, 1, 2]`` or ``"0-7,16-23"``."""
     if isinstance(v, list):
@@ -394,6 +417,7 @@ def _pool(data: Any, source: str, path: str) -> PoolSpec:
             batching=f.get("batching", lambda v: _batching(v, source, f"{path}.batching", role), None)
             or _batching(None, source, f"{path}.batching", role),
             afd=afd, gpus=f.get("gpus", _gpus, None), placement=f.get("placement", as_str, "packed"),
+            routing=f.get("routing", lambda v: _routing(v, source, f"{path}.routing", role), None),
             moe_library=f.get("moe_library", as_str, "auto"),
             mtp_tokens=f.get("mtp_tokens", as_int, 0), mtp_acceptance=f.get("mtp_acceptance", as_float, 0.0),
             memory_fraction=f.get("memory_fraction", as_float, DEFAULT_MEMORY_FRACTION),

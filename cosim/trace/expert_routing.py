@@ -36,6 +36,7 @@ as Parquet or CSV.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -231,6 +232,24 @@ def parse_routing(text: str) -> RoutingModel:
         except ValueError:
             raise ConfigError("<cli>", "routing", f"{key}: expected a number, got {value!r}") from None
     return routing_model(kind.strip(), **params)
+
+
+def routing_from(model: str | None, trace: str | Path | None, phase: str = "decode", placement: str = "contiguous",
+                 grouping: bool = False) -> StepRouting | None:
+    """The :class:`StepRouting` of a routing model spec (``KIND[:param=value,...]``) or a routing
+    trace file, with a placement policy and domain grouping; ``None`` when neither is given (the
+    default routing sample, which places experts contiguously). The one reader of these options
+    (``cosim step`` flags, a deployment pool's ``routing:``)."""
+    if model is not None and trace is not None:
+        raise ConfigError("<api>", "routing", "give a routing model or a routing trace, not both")
+    if model is not None:
+        return StepRouting(model=parse_routing(model), phase=phase, placement=placement, grouping=grouping)
+    if trace is not None:
+        return dataclasses.replace(StepRouting.from_trace(trace, phase=phase), placement=placement, grouping=grouping)
+    if placement != "contiguous" or grouping:
+        raise ConfigError("<api>", "routing.placement", "a placement policy or grouping needs a routing model or "
+                                                        "trace (their statistics place the experts)")
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

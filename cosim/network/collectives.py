@@ -103,8 +103,9 @@ def check_flow_count(count: int, what: str) -> None:
                         "chunk_bytes or fewer ranks")
 
 
-def _check_matrix(m: Any, shape: tuple[int, int], what: str) -> np.ndarray:
-    """A bytes matrix of ``shape``: finite, non-negative, integer-valued, entries <= MAX_FLOW_BYTES."""
+def _check_matrix(m: Any, shape: tuple[int, int], what: str, fractional: bool = False) -> np.ndarray:
+    """A bytes matrix of ``shape``: finite, non-negative, entries <= MAX_FLOW_BYTES, and
+    integer-valued unless ``fractional`` (then floats are truncated by the caller)."""
     try:
         m = np.asarray(m)
     except (ValueError, TypeError, OverflowError):
@@ -117,7 +118,7 @@ def _check_matrix(m: Any, shape: tuple[int, int], what: str) -> np.ndarray:
         return m
     if m.dtype.kind == "f" and not np.isfinite(m).all():
         raise FlowError(f"{what}: bytes_matrix entries must be finite non-negative integers")
-    if (m < 0).any() or (m.dtype.kind == "f" and not np.all(np.mod(m, 1) == 0)):
+    if (m < 0).any() or (m.dtype.kind == "f" and not fractional and not np.all(np.mod(m, 1) == 0)):
         raise FlowError(f"{what}: bytes_matrix entries must be non-negative integers")
     if float(m.max()) > L.MAX_FLOW_BYTES.value:
         raise FlowError(f"{what}: bytes_matrix entry {float(m.max()):.4g} exceeds the limit MAX_FLOW_BYTES = "
@@ -192,7 +193,7 @@ def bipartite(fs: FlowSet, senders: Sequence[int], receivers: Sequence[int], byt
     m_, n_ = len(senders), len(receivers)
     channels = _check_channels(channels, tag)
     check_flow_count(m_ * n_ * channels, tag)
-    m = _check_matrix(bytes_matrix, (m_, n_), tag)
+    m = _check_matrix(bytes_matrix, (m_, n_), tag, fractional=True)  # floats truncated, as before
     after = list(after)
     coll = Collective(tag)
     i = np.tile(np.arange(m_, dtype=np.int32), n_)

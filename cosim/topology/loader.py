@@ -484,4 +484,15 @@ def validate_topology(topo: Topology) -> None:
 # Public names of the strict field reader, for the other YAML schemas (deployments, workloads,
 # experiments): one reader for every cosim YAML file.
 Fields = _Fields
-as_str, as_int, as_float = _as_str, _as_int, _as_float
+as_int, as_float = _as_int, _as_float
+
+
+def as_str(v: Any) -> str:
+    """A non-empty string of at most ``MAX_DESCRIPTION_CHARS`` characters (the other schemas'
+    strings: paths, rank lists, names; topology names and tiers use ``MAX_NAME_CHARS``)."""
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"expected a non-empty string, got {quote(v)}")
+    if len(v) > L.MAX_DESCRIPTION_CHARS.value:
+        raise ValueError(f"{quote(v, 40)} has {len(v):,} characters; the limit MAX_DESCRIPTION_CHARS is "
+                         f"{L.MAX_DESCRIPTION_CHARS.value:,} characters")
+    return v

@@ -161,10 +161,21 @@ def test_aggregated_mtp(dsv3):
 def test_pd(dsv3, afd, mtp, loop):
     n = 80
     arrival = None if loop == "closed" else np.cumsum(np.random.default_rng(2).exponential(0.01, n))
-    opts = ServingOptions(ramp_s=0.02)
+    opts = ServingOptions(ramp_s=0.02, kv_transfer="layerwise" if mtp else "after_prefill")
     a, b = run_both(pd(dsv3, afd, mtp), requests(n, prompt=2000, out=150, arrival=arrival, concurrency=20),
                     VectorCtxSteps, opts)
     assert a.finished.all() and (a.decode_gpu >= 0).all()
+    assert_same(a, b)
+
+
+def test_layerwise_landing_at_prefill_end_keeps_the_next_prefill_step(dsv3):
+    """Layer-wise KV moves that land before their prefill ends complete at the prefill's end,
+    which kicks the prefill replica from inside its own step end: its next step (here the last
+    chunk of another request) is not lost (it was: that request's chunk was scheduled twice)."""
+    a, b = run_both(pd(dsv3, afd=True), requests(80, prompt=2000, out=150, concurrency=20), VectorCtxSteps,
+                    ServingOptions(ramp_s=0.02, kv_transfer="layerwise"))
+    assert a.finished.all()
+    assert (a.prefilled_tokens == a.requests.input_tokens).all()  # every prompt prefilled once
     assert_same(a, b)
 
 

@@ -655,7 +655,8 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         rank.running.pop(r, None)
 
     def step_done(rep: _Replica, t: float) -> None:
-        rep.busy = False
+        # the replica stays busy until its step is applied: a layer-wise KV landing at this
+        # prefill end kicks its source replica, which must not start (and lose) its next step here
         per_step = rep.pool.tokens_per_decode_step
         gaps0 = len(gaps)
         for rank, w in zip(rep.ranks, rep.work):
@@ -716,6 +717,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             gap_t.append(t)
             gap_key.append(rep.key)
             gap_n.append(len(gaps) - gaps0)
+        rep.busy = False
         rep.work = []
         if pending_handoff:
             handoff(t)

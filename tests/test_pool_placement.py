@@ -68,3 +68,44 @@ def test_a_to_f_over_rdma_takes_longer_than_over_nvlink():
     # Qwen3-30B A2F/F2A per layer: 64 x 2 micro-batches of 2,048-wide activations; 900 GB/s
     # NVLink against an 800 Gb/s NIC per GPU: the RDMA placement cannot be faster
     assert times["rdma"] > times["nvlink"]
+
+
+def test_a_pool_routing_reaches_its_steps_and_bad_routing_names_the_field():
+    from cosim.trace.expert_routing import DomainMixture
+
+    dec = {"replicas": 1, "parallel": {"tp": 16, "ep": 16, "dp_attention": True},
+           "routing": {"model": "domain_mixture:domains=4,overlap=0.3", "placement": "domain", "grouping": True}}
+    dep = deployment_from_dict(_doc("b200-hgx-16node", dec))
+    routing = dep.step_spec(dep.pools[1]).routing
+    assert isinstance(routing.model, DomainMixture) and routing.model.domains == 4
+    assert routing.placement == "domain" and routing.grouping
+    bad = dict(dec, routing={"model": "domain_mixture", "placement": "nearest"})
+    with pytest.raises(ConfigError, match=r"pools\[1\]\.routing\.placement|pools.*routing.*placement"):
+        deployment_from_dict(_doc("b200-hgx-16node", bad))
+    with pytest.raises(ConfigError, match=r"routing.*needs a routing model"):
+        deployment_from_dict(_doc("b200-hgx-16node", dict(dec, routing={"placement": "domain"})))
+
+
+def test_a_request_longer_than_a_ranks_kv_cache_makes_the_point_infeasible():
+    from cosim.explore.evaluate import _kv_misfits
+    from cosim.serving.deployment import pool_memory
+    from cosim.serving.workload import generate_requests, preset
+
+    doc = {"model": "Qwen/Qwen3-235B-A22B", "topology": "gb200-nvl72-2rack",
+           "pools": [{"name": "prefill", "role": "prefill", "replicas": 4, "parallel": {"tp": 8, "ep": 8}},
+                     {"name": "decode", "role": "decode", "replicas": 12,
+                      "parallel": {"tp": 8, "ep": 8, "dp_attention": True}}]}
+    dep = deployment_from_dict(doc)
+    hbm = KernelTables.load("gb200").system.mem_capacity_bytes
+    memory = [pool_memory(dep, p, hbm) for p in dep.pools]
+    agentic = preset("agentic-coding")
+    reqs = generate_requests(agentic, num_requests=8, seed=0)
+    need = int((reqs.prefix_tokens + reqs.input_tokens + reqs.output_tokens).max())
+    reasons = _kv_misfits(dep, memory, reqs)
+    fits = {p.name: m.kv_capacity_tokens for p, m in zip(dep.pools, memory)}
+    # the decode ranks hold every head of their requests (DP attention) next to 1/8 of the
+    # experts: fewer tokens of a 94-layer, 4-KV-head model than the 532 k an agentic request reaches
+    assert (need > fits["decode"]) == any("'decode'" in r for r in reasons)
+    assert any("'decode'" in r for r in reasons)
+    assert not any("'prefill'" in r for r in reasons)  # TP8 attention splits the KV heads
+    assert _kv_misfits(dep, memory, generate_requests(preset("chat"), num_requests=8, seed=0)) == []

@@ -391,7 +391,8 @@ def _routing(data: Any, source: str, path: str, role: str) -> StepRouting:
     try:
         return routing_from(model, trace, "prefill" if role == "prefill" else "decode", placement, grouping)
     except ConfigError as exc:
-        raise ConfigError(source, f"{path}.{exc.field.split('.')[-1]}" if exc.field else path, exc.message) from None
+        raise ConfigError(source, f"{path}.{exc.field.split('.')[-1]}" if "." in exc.field else path,
+                          exc.message) from None
 
 
 def _gpus(v: Any) -> tuple[int, ...]:
@@ -423,6 +424,8 @@ def _pool(data: Any, source: str, path: str) -> PoolSpec:
             memory_fraction=f.get("memory_fraction", as_float, DEFAULT_MEMORY_FRACTION),
             reserve_bytes=f.get("reserve_gib", as_float, DEFAULT_RESERVE_BYTES / 2**30) * 2**30)
     except ConfigError as exc:
+        if exc.source != "<api>":  # already names the file and the field
+            raise
         raise ConfigError(source, f"{path}.{exc.field.split('.')[-1]}", exc.message) from None
     f.finish()
     return pool

@@ -205,8 +205,10 @@ def run_point(p: dict) -> dict:
     import_s = time.perf_counter() - t0
     base_rss = _current_rss_mib()
     out = run_step_point(p) if p["kind"] == "step" else run_network_point(p)
-    out.update(import_s=import_s, baseline_rss_mib=base_rss,
-               peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    # CPU seconds of the whole process (start-up included): steadier than wall on a loaded machine
+    out.update(import_s=import_s, baseline_rss_mib=base_rss, peak_rss_mib=usage.ru_maxrss / 1024,
+               cpu_s=usage.ru_utime + usage.ru_stime)
     out["added_rss_mib"] = out["peak_rss_mib"] - base_rss
     return out
 
@@ -333,21 +335,30 @@ def print_tables(console, points: list[dict], sizes: list[int]) -> list[dict]:
     return rows
 
 
+def comparison_rows(baseline: list[dict], points: list[dict]) -> list[dict]:
+    """Before/after rows for the points measured (successfully or not) by both runs; steps under
+    a time tolerance are compared with the exact step before."""
+    before = {point_key(p): p for p in baseline}
+    rows = []
+    for p in points:
+        tol = p["kind"] == "step" and p.get("time_tolerance")
+        b = before.get(f"step/{p['cluster']}/ep{p['ep']}" if tol else point_key(p))
+        if b is None:
+            continue
+        ok = b.get("status") == "ok" and p.get("status") == "ok"
+        rows.append({"point": point_key(p) + (" (vs exact before)" if tol else ""), "before_status": b.get("status"),
+                     "after_status": p.get("status"), "before_total_s": b.get("total_s"),
+                     "after_total_s": p.get("total_s"), "before_peak_rss_mib": b.get("peak_rss_mib"),
+                     "after_peak_rss_mib": p.get("peak_rss_mib"),
+                     "speedup": b["total_s"] / p["total_s"] if ok and p["total_s"] > 0 else None})
+    return rows
+
+
 def print_comparison(console, baseline: list[dict], points: list[dict]) -> list[dict]:
     """Before/after rows for the points measured (successfully or not) by both runs."""
     from rich.table import Table
 
-    before = {point_key(p): p for p in baseline}
-    rows = []
-    for p in points:
-        b = before.get(point_key(p))
-        if b is None:
-            continue
-        ok = b.get("status") == "ok" and p.get("status") == "ok"
-        rows.append({"point": point_key(p), "before_status": b.get("status"), "after_status": p.get("status"),
-                     "before_total_s": b.get("total_s"), "after_total_s": p.get("total_s"),
-                     "before_peak_rss_mib": b.get("peak_rss_mib"), "after_peak_rss_mib": p.get("peak_rss_mib"),
-                     "speedup": b["total_s"] / p["total_s"] if ok and p["total_s"] > 0 else None})
+    rows = comparison_rows(baseline, points)
     if not rows:
         return rows
     table = Table(title="Before / after (wall of build + route + simulate, or of the step; peak RSS)")
@@ -376,6 +387,10 @@ TARGETS = (("switch/a2a_64MiB/flow/1024", "1,024-GPU single-switch all-to-all (6
             5.0, None))
 
 
+def _cpu(p: dict) -> str:
+    return f"{p['cpu_s']:.2f}" if "cpu_s" in p else "-"
+
+
 def render_markdown(data: dict) -> str:
     """The Scale tables of docs/network.md from a results file."""
     points = data.get("points", [])
@@ -383,13 +398,18 @@ def render_markdown(data: dict) -> str:
     fmt = lambda k: "-" if k is None else f"{k:.2f}"  # noqa: E731
     out = [f"Measured by `benchmarks/scale.py` ({data.get('label', '')}); load average "
            f"{' '.join(f'{x:.2f}' for x in data.get('load_average_start', []))} at the start, "
-           f"{' '.join(f'{x:.2f}' for x in data.get('load_average_end', []))} at the end, "
+           f"{' '.join(f'{x:.2f}' for x in data.get('load_average_end', []))} at the end of the last run, "
            f"{data.get('machine', {}).get('cpus', '?')} CPUs. Regenerate these tables with "
            "`python benchmarks/scale.py --markdown docs/network.md`.", ""]
     net = [p for p in points if p["kind"] == "network"]
     sizes = sorted({p["gpus"] for p in net})
     out += ["**Cost growth**: wall time (build + route + simulate) / peak RSS of each point, and the "
             "exponent k of a least-squares fit cost ~ N^k over N >= 64 (time, added memory, flows).", ""]
+    cpu = [p for p in net if "cpu_s" in p and p.get("status") == "ok"]
+    if cpu:
+        out[-1:-1] = ["Process CPU seconds (start-up included; steadier than wall on a loaded machine) of "
+                      "the points that recorded them: " +
+                      ", ".join(f"{point_key(p)} {p['cpu_s']:.2f}" for p in cpu if p["gpus"] >= 1024) + ".", ""]
     out.append("| fabric | workload | backend | " + " | ".join(f"N={n}" for n in sizes) + " | k time | k mem | k flows |")
     out.append("|---|---|---|" + "---:|" * (len(sizes) + 3))
     for r in growth_rows(net, sizes):
@@ -401,18 +421,18 @@ def render_markdown(data: dict) -> str:
         out += ["", "**DeepSeek-V3 decode steps** (EP = GPUs, DP attention, 64 requests per rank at 4k "
                 "context, FP8 DeepEP low-latency dispatch/combine, flow backend; tolerance 0 = exact, "
                 "otherwise the opt-in `time_tolerance`, with the step time's error against exact):", "",
-                "| cluster | EP | topology | tolerance | step wall s | network s | simulations | peak RSS MiB "
-                "| step time ms | error vs exact |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+                "| cluster | EP | topology | tolerance | step wall s | network s | process CPU s | simulations "
+                "| peak RSS MiB | step time ms | error vs exact |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for p in sorted(steps, key=lambda q: (q["cluster"], q["ep"], q.get("time_tolerance", 0.0))):
             tol = p.get("time_tolerance", 0.0)
             if p.get("status") != "ok":
-                out.append(f"| {p['cluster']} | {p['ep']} | | {tol:g} | {p.get('status')} | | | | | |")
+                out.append(f"| {p['cluster']} | {p['ep']} | | {tol:g} | {p.get('status')} | | | | | | |")
                 continue
             ex = by_key.get(f"step/{p['cluster']}/ep{p['ep']}")
             err = ("" if not tol or not ex or ex.get("status") != "ok" else
                    f"{(p['step_time_s'] - ex['step_time_s']) / ex['step_time_s'] * 100:+.3f} %")
             out.append(f"| {p['cluster']} | {p['ep']} | {p['topology']} | {tol:g} | {p['total_s']:.2f} | "
-                       f"{p['network_wall_s']:.2f} | {p['network_simulations']} | {p['peak_rss_mib']:.0f} | "
+                       f"{p['network_wall_s']:.2f} | {_cpu(p)} | {p['network_simulations']} | {p['peak_rss_mib']:.0f} | "
                        f"{p['step_time_s'] * 1e3:.3f} | {err} |")
     out += ["", "**Targets** (issue 9, on this 2-core machine):", "",
             "| target | limit | measured | met |", "|---|---|---|---|"]
@@ -423,12 +443,12 @@ def render_markdown(data: dict) -> str:
             out.append(f"| {what} | {lim} | {'not measured' if p is None else p.get('status')} | no |")
             continue
         ok = p["total_s"] < limit_s and (limit_mib is None or p["peak_rss_mib"] < limit_mib)
-        out.append(f"| {what} | {lim} | {p['total_s']:.2f} s, {p['peak_rss_mib']:.0f} MiB | "
+        out.append(f"| {what} | {lim} | {p['total_s']:.2f} s (process CPU {_cpu(p)} s), {p['peak_rss_mib']:.0f} MiB | "
                    f"{'yes' if ok else '**no**'} |")
     base = data.get("baseline") or {}
-    rows = [r for r in data.get("comparison", []) if r.get("before_status") or r.get("after_status")]
+    rows = comparison_rows(base.get("points", []), points)
     if rows:
-        out += ["", f"**Speed-up against the code before this work** (before: {base.get('label', '')}; "
+        out += ["", f"**Speed-up against the code before this work** ({base.get('label', '')}; "
                 "wall of build + route + simulate, or of the step; peak RSS):", "",
                 "| point | before s | after s | speed-up | before MiB | after MiB |", "|---|---:|---:|---:|---:|---:|"]
         f2 = lambda v, f: "-" if v is None else f.format(v)  # noqa: E731

@@ -38,9 +38,10 @@ step) and are summed in order, and ``k`` is cut at the first completion (MTP: to
 summed as step by step sums them), the last step before a KV overflow, ``MACRO_MAX_STEPS`` and
 ``max_time_s``. Steps ``0..k-2`` are *virtual*: committed in one go when the last one, an
 ordinary step event, ends (tokens, contexts, KV, inter-token gaps, step statistics). An arrival
-routed to the replica or a KV landing on it cuts the macro-step at the step in progress (the
-same tie order as step by step: a step ending at the event's instant comes first iff it started
-before the event was pushed); the router sees the KV the virtual steps have grown by then. The
+routed to the replica or a KV landing on it cuts the macro-step at the step in progress; the
+router sees the KV the virtual steps have grown by then. Ties are exact: events of one instant
+are processed in the order they were scheduled, and step ends scheduled at one instant
+(lock-stepped replicas) by replica, an order a virtual step's place is computed in. The
 run is the same as step by step: per-request times, tokens, gaps and step counts identical,
 pools' busy time within floating-point summation order (``tests/test_serving_macro.py``).
 
@@ -266,19 +267,21 @@ class _Macro:
     among them), step ``k-1`` is processed as an ordinary step. ``ends[j]``: end time of step
     ``j``; ``dts[j]``: its duration; ``contexts[j]``: its mean context (busiest rank)."""
 
-    __slots__ = ("t0", "k", "ends", "dts", "contexts", "decodes", "idx", "seq", "batch", "traj")
+    __slots__ = ("t0", "k", "ends", "dts", "contexts", "decodes", "idx", "seq", "batch", "traj", "key")
 
-    def __init__(self, t0, k, ends, dts, contexts, decodes, idx, seq, batch, traj=None):
+    def __init__(self, t0, k, ends, dts, contexts, decodes, idx, seq, batch, traj, key):
         self.t0, self.k, self.ends, self.dts, self.contexts = t0, k, ends, dts, contexts
-        self.decodes, self.idx, self.seq, self.batch, self.traj = decodes, idx, seq, batch, traj
+        self.decodes, self.idx, self.seq, self.batch, self.traj, self.key = decodes, idx, seq, batch, traj, key
 
-    def before(self, t: float, pushed_at: float) -> int:
-        """Virtual steps done before an event at ``t`` pushed at ``pushed_at``: those ending
-        earlier, and those ending at ``t`` that started before the event was pushed (step by
-        step, such a step's own event was pushed first)."""
+    def start(self, j: int) -> float:
+        return float(self.ends[j - 1]) if j else self.t0
+
+    def before(self, t: float, cur: tuple) -> int:
+        """Virtual steps processed before an event of heap key ``(t, *cur)``: step ``j``'s
+        event would have had the key ``(ends[j], start of j, replica key)``."""
         v = self.k - 1
         n = int(np.searchsorted(self.ends[:v], t, side="left"))
-        while n < v and self.ends[n] == t and pushed_at > (self.ends[n - 1] if n else self.t0):
+        while n < v and self.ends[n] == t and (self.start(n), self.key) < cur:
             n += 1
         return n
 
@@ -378,12 +381,16 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     prompt = (requests.prefix_tokens + requests.input_tokens).astype(np.int64)
     events: list = []
     seq = 0
+    # Heap key of an event: (time, when it was pushed, order, seq) with order the replica's key
+    # for step events and -1 for the others: events of one instant in push order (as seq alone
+    # orders them), and step events pushed at one instant (replicas in lock-step) by replica, so
+    # that a macro-step's steps take the places their own events would have taken.
     clock = -math.inf          # time of the event being processed (pushes record it)
-    cur_pushed = -math.inf     # when the event being processed was pushed (network events: -inf)
+    cur = (-math.inf, -math.inf)  # (pushed at, order) of the event being processed (network: first)
 
     def push(t: float, kind: str, payload) -> None:
         nonlocal seq
-        heapq.heappush(events, (t, seq, kind, payload, clock))
+        heapq.heappush(events, (t, clock, payload.key if kind == "step" else -1, seq, kind, payload))
         seq += 1
 
     # arrivals
@@ -526,24 +533,24 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                 return False
         rep.busy, rep.work = True, works
         rep.gen += 1
-        mac = _Macro(t, k, ends, dts, contexts, decodes, idx, seq, b, traj)
+        mac = _Macro(t, k, ends, dts, contexts, decodes, idx, seq, b, traj, rep.key)
         rep.macro = mac
         active[rep] = None
-        heapq.heappush(events, (float(ends[k - 1]), seq, "macro", (rep, rep.gen), clock))
+        heapq.heappush(events, (float(ends[k - 1]), mac.start(k - 1), rep.key, seq, "macro", (rep, rep.gen)))
         seq += 1
         macro_stats["macros"] += 1
         return True
 
-    def truncate(rep: _Replica, t: float, pushed_at: float) -> None:
+    def truncate(rep: _Replica, t: float, cur: tuple) -> None:
         """An event at ``t`` changes the replica's next batch: its macro-step ends with the step
         in progress (the same event seq, as the chain of step events it stands for)."""
         mac = rep.macro
-        nb = mac.before(t, pushed_at)
+        nb = mac.before(t, cur)
         if nb + 1 >= mac.k:
             return
         mac.k = nb + 1
         rep.gen += 1
-        heapq.heappush(events, (float(mac.ends[nb]), mac.seq, "macro", (rep, rep.gen), mac.t0))
+        heapq.heappush(events, (float(mac.ends[nb]), mac.start(nb), rep.key, mac.seq, "macro", (rep, rep.gen)))
         macro_stats["truncated"] += 1
 
     def commit(rep: _Replica) -> None:
@@ -611,7 +618,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         if active and kv_grows:  # the loads the router sees: with the virtual steps done by now
             for rep_ in active:
                 mac = rep_.macro
-                nb = mac.before(t, cur_pushed)
+                nb = mac.before(t, cur)
                 for rank_, i in mac.decodes:
                     rank_.kv_virtual = len(i) * nb
         rep, rank = choose(entry_replicas)
@@ -620,7 +627,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                 for rank_, _ in rep_.macro.decodes:
                     rank_.kv_virtual = 0
         if rep.macro is not None:
-            truncate(rep, t, cur_pushed)
+            truncate(rep, t, cur)
         pid, ptok = int(requests.prefix_id[r]), int(requests.prefix_tokens[r])
         if pid < 0:  # the request's own prefix, taken as resident (see cosim.serving.workload.Requests)
             h = ptok
@@ -785,7 +792,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         else:
             b = rep.pool.batching
             if rep.macro is not None and not (b.policy == "decode_only" and len(rank.running) >= b.max_batch):
-                truncate(rep, t, cur_pushed)  # the batch grows after the step in progress
+                truncate(rep, t, cur)  # the batch grows after the step in progress
             rank.running[r] = None
             kick(rep, t)
         kick(src_rep, t)
@@ -793,7 +800,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
 
     t_first = None
     while events or (network is not None and network.next_event_s() < math.inf):
-        while events and events[0][2] == "macro" and events[0][3][1] != events[0][3][0].gen:
+        while events and events[0][4] == "macro" and events[0][5][1] != events[0][5][0].gen:
             heapq.heappop(events)  # a truncated macro-step's old end
         if not events and (network is None or network.next_event_s() == math.inf):
             break
@@ -807,11 +814,12 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             t_first = t
         clock = t
         if t_net <= t_event:
-            cur_pushed = -math.inf  # network events come before heap events of the same time
+            cur = (-math.inf, -math.inf)  # network events come before heap events of the same time
             for c in network.advance(t_net):
                 transfer_done(c, c.finish_s)
             continue
-        _, _, kind, payload, cur_pushed = heapq.heappop(events)
+        _, pushed_at, order, _, kind, payload = heapq.heappop(events)
+        cur = (pushed_at, order)
         if kind == "arrive":
             arrive(payload, t)
         elif kind == "kick":

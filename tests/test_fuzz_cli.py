@@ -7,7 +7,9 @@ result) or a clean error: exit 2 with one ``error: ...`` line (or argparse's usa
 a traceback, an internal error (exit 3) or an exception escaping ``main``. Cases that would
 simulate large things are kept cheap by construction (1- and 2-node topologies, chunks of at
 least 256 KiB, valid sizes up to 16 MiB); absurd values (beyond the limits) are drawn freely and
-must be refused by the limits. The outcome counts are printed (``pytest -s``).
+must be refused by the limits. Valid but expensive sizes between (``1TiB`` of a chunked ring
+collective is ~16M flows, minutes of simulation, within the limits) are left out. The outcome
+counts are printed (``pytest -s``).
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def sizes(valid_max: int) -> st.SearchStrategy[str]:
         st.builds(lambda x, u: f"{x!r}{u}", st.floats(allow_nan=True, allow_infinity=True),
                   st.sampled_from(UNITS)),
         st.builds(lambda x, u: f"{x}{u}", st.sampled_from(ABSURD_NUMBERS), st.sampled_from(UNITS)),
-        st.sampled_from(["1TiB", "1PiB", "1e400B", "0", "0B", "-1", "-4KiB", "4096", "1.5B", "1e3B"]),
+        st.sampled_from(["1PiB", "1e400B", "0", "0B", "-1", "-4KiB", "4096", "1.5B", "1e3B"]),
     )
 
 
@@ -149,7 +151,7 @@ STEP_OPTIONS = {
 def test_fuzz_net_arguments():
     counts: Counter = Counter()
 
-    @settings(max_examples=400, **SETTINGS)
+    @settings(max_examples=1200, **SETTINGS)
     @given(topology=st.sampled_from(["h100-hgx-node", "h100-hgx-2node"]), opts=options(NET_OPTIONS))
     def run(topology, opts):
         counts[run_cli(["net", "-t", topology, "-q", *opts])] += 1
@@ -163,7 +165,7 @@ def test_fuzz_step_arguments():
     pytest.importorskip("aiconfigurator_core")
     counts: Counter = Counter()
 
-    @settings(max_examples=60, **SETTINGS)
+    @settings(max_examples=150, **SETTINGS)
     @given(opts=options(STEP_OPTIONS), phase=st.sampled_from(["decode", "prefill"]))
     def run(opts, phase):
         counts[run_cli(["step", "-m", "Qwen/Qwen3-30B-A3B", "-t", "h100-hgx-node", "--phase", phase, *opts])] += 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -27,10 +28,12 @@ from cosim.io_atomic import describe_os_error
 from cosim.limits import (MAX_OPTION_CHARS, MAX_TOKENS, Limit, check_count, check_int, check_number, check_text,
                           quote)
 
-__all__ = ["IntOption", "NumberOption", "check_options", "check_text_options", "literal", "load_option",
+__all__ = ["IntOption", "NumberOption", "Parser", "check_options", "cli_float", "cli_int", "check_text_options", "literal", "load_option",
            "parse_gpus", "parse_prefill_chunks"]
 
 T = TypeVar("T")
+
+_INT_RE = re.compile(r"[+-]?[0-9]{1,40}")
 
 #: Characters of a user-provided text (description, name) the terminal shows before cutting it.
 MAX_SHOWN_CHARS = 2_000
@@ -73,6 +76,35 @@ class NumberOption:
             limit = f"; the limit {self.hi.name}: {self.hi.reason}" if isinstance(self.hi, Limit) and \
                 isinstance(value, (int, float)) and math.isfinite(value) and value > hi else ""
             raise ConfigError(self.flag, "", f"{exc.message}{extra}{limit}") from None
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser whose usage errors quote a bounded prefix of a bad choice (argparse
+    echoes the whole value, which may be a 100 KiB argument)."""
+
+    def _check_value(self, action, value):
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(repr, action.choices))
+            raise argparse.ArgumentError(action, f"invalid choice: {quote(value)} (choose from {choices})")
+
+
+def cli_int(text: str) -> int:
+    """argparse ``type`` of integer options: a decimal integer; the error quotes a bounded prefix
+    (argparse's own ``type=int`` echoes the whole value)."""
+    if not _INT_RE.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"expected an integer, got {quote(text)}")
+    return int(text)
+
+
+def cli_float(text: str) -> float:
+    """argparse ``type`` of real options (``inf``/``nan`` parse here and are refused by
+    :func:`check_options`); the error quotes a bounded prefix."""
+    if len(text) > 100:
+        raise argparse.ArgumentTypeError(f"expected a number, got {quote(text)}")
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {quote(text)}") from None
 
 
 def check_options(args: argparse.Namespace, options: Iterable[IntOption | NumberOption]) -> None:

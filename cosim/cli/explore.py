@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cosim.cli.args import cli_int
+
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
@@ -20,7 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("experiment", type=Path, help="experiment YAML file (docs/experiments.md)")
     p.add_argument("--out", "-o", type=Path, default=None,
                    help="result folder (default: results/<experiment name>); an existing one is resumed")
-    p.add_argument("--workers", "-j", type=int, default=None, help="local worker processes (default: the file's, 2)")
+    p.add_argument("--workers", "-j", type=cli_int, default=None, help="local worker processes (default: the file's, 2)")
     p.add_argument("--ray", default=None, metavar="ADDRESS", help="run the points on the Ray cluster at ADDRESS")
     p.add_argument("--cache", type=Path, default=None,
                    help="folder of shared step-time models (default: OUT/step-models)")

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cosim.cli.args import (IntOption, NumberOption, check_options, check_text_options, literal, load_option,
-                            parse_gpus, parse_prefill_chunks)
+from cosim.cli.args import (IntOption, NumberOption, Parser, check_options, check_text_options, cli_float, cli_int, literal,
+                            load_option, parse_gpus, parse_prefill_chunks)
 from cosim.errors import ConfigError, CosimError
 from cosim.io_atomic import check_output_dir, check_output_file, describe_os_error
 from cosim.limits import (MAX_BATCH, MAX_FLOW_BYTES, MAX_GPUS, MAX_LINKS, MAX_MICRO_BATCHES, MAX_MTP_TOKENS,
@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     from cosim.network.libraries import COLLECTIVES
     from cosim.trace.chakra import ALLTOALLV_MODES
 
-    parser = argparse.ArgumentParser(prog="cosim", description="Network-centric co-simulator for MoE LLM serving.")
+    parser = Parser(prog="cosim", description="Network-centric co-simulator for MoE LLM serving.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     topo = sub.add_parser("topology", help="list or inspect topology presets and files")
@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--chunk", default="1MiB", help="pipelining chunk of ring/tree collectives, or 'none'")
     net.add_argument("--gpus", "-g", default=None, help="GPU ranks taking part, e.g. '0-15' (default: all)")
     net.add_argument("--backend", "-b", default="flow", choices=["packet", "flow"])
-    net.add_argument("--top", type=int, default=10, help="number of hottest links to show")
+    net.add_argument("--top", type=cli_int, default=10, help="number of hottest links to show")
     net.add_argument("--out", "-o", type=Path, default=None,
                      help="write all link counters to this Parquet file (atomically: the old file or the new one, "
                           "never a torn file)")
@@ -377,15 +377,15 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--framework", default="trtllm", help="kernel-table framework: trtllm, sglang, vllm")
     step.add_argument("--topology", "-t", required=True, help="preset name or topology YAML file")
     step.add_argument("--phase", choices=["decode", "prefill"], default="decode")
-    step.add_argument("--tp", type=int, default=8, help="GPUs per pipeline stage (attention TP unless --dp-attention)")
-    step.add_argument("--ep", type=int, default=0, help="expert parallelism (default: = tp)")
+    step.add_argument("--tp", type=cli_int, default=8, help="GPUs per pipeline stage (attention TP unless --dp-attention)")
+    step.add_argument("--ep", type=cli_int, default=0, help="expert parallelism (default: = tp)")
     step.add_argument("--dp-attention", action="store_true", help="data-parallel attention (each rank its own requests)")
-    step.add_argument("--pp", type=int, default=1, help="pipeline stages")
-    step.add_argument("--batch", "-n", type=int, default=64, help="requests per rank (decode: tokens per rank)")
-    step.add_argument("--new-tokens", type=int, default=4096, help="prefill: new tokens per request (chunk)")
-    step.add_argument("--context", type=int, default=0, help="tokens already in the KV cache per request")
+    step.add_argument("--pp", type=cli_int, default=1, help="pipeline stages")
+    step.add_argument("--batch", "-n", type=cli_int, default=64, help="requests per rank (decode: tokens per rank)")
+    step.add_argument("--new-tokens", type=cli_int, default=4096, help="prefill: new tokens per request (chunk)")
+    step.add_argument("--context", type=cli_int, default=0, help="tokens already in the KV cache per request")
     step.add_argument("--overlap", choices=["none", "tbo"], default="none", help="two-batch overlap")
-    step.add_argument("--skew", type=float, default=0.0, help="routing skew (0 = uniform, 1 = power law)")
+    step.add_argument("--skew", type=cli_float, default=0.0, help="routing skew (0 = uniform, 1 = power law)")
     step.add_argument("--routing", default=None, metavar="MODEL",
                       help="routing model drawn per MoE layer: uniform, power_law, domain_mixture, request_affinity, "
                            "with parameters as KIND:skew=0.45,max_nodes=4 (docs/routing.md)")
@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "TensorRT-LLM's NVLink all-to-all inside one NVLink domain (NVL72)")
     step.add_argument("--allreduce-library", choices=["auto", "nccl", "custom_allreduce"], default="auto",
                       help="tensor-parallel all-reduce (auto: custom kernels inside a node, NCCL across)")
-    step.add_argument("--redundant-experts", type=int, default=0,
+    step.add_argument("--redundant-experts", type=cli_int, default=0,
                       help="extra expert slots replicating the most loaded experts (EPLB); with --skew")
     step.add_argument("--moe-load", choices=["per_rank", "table"], default="per_rank",
                       help="expert compute per rank from its own routed tokens (stragglers), or the table's "
@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--dispatch-dtype", default=None, help="dtype of dispatched activations (default fp8; bfloat16)")
     step.add_argument("--kv-dtype", default=None, help="KV cache dtype (bfloat16, fp8)")
     step.add_argument("--backend", "-b", default="flow", choices=["packet", "flow"])
-    step.add_argument("--top", type=int, default=8, help="number of hottest links to show")
+    step.add_argument("--top", type=cli_int, default=8, help="number of hottest links to show")
     step.add_argument("--trace-out", type=Path, default=None,
                       help="write protobuf and Chakra traces to this folder (cosim.manifest.json, written last, "
                            "marks it complete)")
@@ -427,16 +427,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "'0-15,72-127' (AFD: attention GPUs first)")
     step.add_argument("--layout", choices=["colocated", "afd"], default="colocated",
                       help="colocated, or attention-FFN disaggregation (decode)")
-    step.add_argument("--attention-gpus", type=int, default=0, help="AFD: GPUs of the attention group")
-    step.add_argument("--ffn-gpus", type=int, default=0, help="AFD: GPUs of the FFN group")
-    step.add_argument("--micro-batches", type=int, default=2, help="AFD: ping-pong micro-batches")
+    step.add_argument("--attention-gpus", type=cli_int, default=0, help="AFD: GPUs of the attention group")
+    step.add_argument("--ffn-gpus", type=cli_int, default=0, help="AFD: GPUs of the FFN group")
+    step.add_argument("--micro-batches", type=cli_int, default=2, help="AFD: ping-pong micro-batches")
     step.add_argument("--a2f", choices=["routed", "broadcast"], default="routed",
                       help="AFD: tokens to the FFN ranks of their experts, or the whole batch to every FFN rank")
-    step.add_argument("--attention-tp", type=int, default=1, help="AFD: GPUs per attention instance")
-    step.add_argument("--ffn-tp", type=int, default=1, help="AFD: tensor parallelism inside the FFN group")
+    step.add_argument("--attention-tp", type=cli_int, default=1, help="AFD: GPUs per attention instance")
+    step.add_argument("--ffn-tp", type=cli_int, default=1, help="AFD: tensor parallelism inside the FFN group")
     step.add_argument("--shared-expert", choices=["ffn", "attention"], default="ffn", help="AFD: shared expert side")
     step.add_argument("--dense-layers", choices=["ffn", "attention"], default="ffn", help="AFD: dense layers side")
-    step.add_argument("--mtp", type=int, default=0, help="decode: verify this many MTP draft tokens per request")
+    step.add_argument("--mtp", type=cli_int, default=0, help="decode: verify this many MTP draft tokens per request")
     step.add_argument("--prefill-chunks", default=None,
                       help="mixed step: prefill chunks PREFIX+NEW,... run with the --batch decode requests")
     step.set_defaults(func=_cmd_step)

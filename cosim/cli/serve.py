@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cosim.cli.args import IntOption, NumberOption, check_options, literal, load_option
+from cosim.cli.args import IntOption, NumberOption, check_options, cli_float, cli_int, literal, load_option
 from cosim.errors import ConfigError
 from cosim.io_atomic import check_output_dir, check_output_file
 from cosim.limits import MAX_BATCH, MAX_REQUESTS, MAX_SIM_TIME_S
@@ -35,16 +35,16 @@ def add_parser(sub) -> None:
     p.add_argument("deployment", type=Path, help="deployment YAML file (docs/serving.md)")
     p.add_argument("--workload", "-w", default="chat",
                    help="preset (chat, coding, agentic-coding) or workload YAML / JSONL trace (docs/workloads.md)")
-    p.add_argument("--requests", "-n", type=int, default=None, help="number of requests (default 1000)")
-    p.add_argument("--duration", type=float, default=None, help="open loop: requests arriving in this many seconds")
+    p.add_argument("--requests", "-n", type=cli_int, default=None, help="number of requests (default 1000)")
+    p.add_argument("--duration", type=cli_float, default=None, help="open loop: requests arriving in this many seconds")
     load = p.add_mutually_exclusive_group()
-    load.add_argument("--rate", type=float, default=None, help="open loop: Poisson arrivals per second")
-    load.add_argument("--concurrency", type=int, default=None, help="closed loop of N users")
-    p.add_argument("--prefixes", type=int, default=None,
+    load.add_argument("--rate", type=cli_float, default=None, help="open loop: Poisson arrivals per second")
+    load.add_argument("--concurrency", type=cli_int, default=None, help="closed loop of N users")
+    p.add_argument("--prefixes", type=cli_int, default=None,
                    help="shared reusable prefixes (0: each request's prefix is its own and resident)")
     p.add_argument("--ttft", choices=["decode_first_token", "prefill_end"], default="decode_first_token",
                    help="P/D TTFT convention (default: the decode side streams the first token after the KV move)")
-    p.add_argument("--ramp", type=float, default=None,
+    p.add_argument("--ramp", type=cli_float, default=None,
                    help="closed loop: spread the users' first requests over this many seconds (default: 1 s "
                         "x users / 1000, at least 0.1 s)")
     p.add_argument("--admission", choices=["prompt", "full"], default="prompt",
@@ -52,7 +52,7 @@ def add_parser(sub) -> None:
                         "request reserved up front (TensorRT-LLM)")
     p.add_argument("--kv-transfer", choices=["after_prefill", "layerwise"], default="after_prefill",
                    help="P/D: move the KV cache after the prefill, or stream it layer by layer during it")
-    p.add_argument("--decode-prefix-cache", type=float, default=0.0, metavar="FRACTION",
+    p.add_argument("--decode-prefix-cache", type=cli_float, default=0.0, metavar="FRACTION",
                    help="P/D: share of each decode rank's KV capacity that caches prefixes, so a prefix the decode "
                         "rank holds does not move (default 0: the whole prompt's KV moves)")
     p.add_argument("--steps", choices=["model", "exact"], default="model",
@@ -62,7 +62,7 @@ def add_parser(sub) -> None:
                    help="network backend of the step simulations")
     p.add_argument("--cache", type=Path, default=Path(".cosim-cache"),
                    help="folder of saved step-time models (reused across runs)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the requests (default: the workload's)")
+    p.add_argument("--seed", type=cli_int, default=None, help="seed of the requests (default: the workload's)")
     p.add_argument("--out", "-o", type=Path, default=None,
                    help="per-request Parquet file (written atomically: the old file or the new, never a torn one)")
     p.add_argument("--json", type=Path, default=None, help="summary as JSON (written atomically)")

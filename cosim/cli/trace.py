@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cosim.cli.args import cli_int
+
 from rich.markup import escape
 from rich.table import Table
 
@@ -32,7 +34,7 @@ def add_parser(sub) -> None:
                     "violations; 2: DIR or a file cannot be read, or the export is incomplete.")
     check.add_argument("directory", type=Path, metavar="DIR", help="folder with <prefix>.<rank>.et files")
     check.add_argument("--prefix", default=None, help="check only <prefix>.<rank>.et (default: every prefix in DIR)")
-    check.add_argument("--max", type=int, default=20, help="violations to list (default 20; all are counted)")
+    check.add_argument("--max", type=cli_int, default=20, help="violations to list (default 20; all are counted)")
     check.add_argument("--no-manifest", action="store_true",
                        help="check Chakra files without a cosim manifest (written by another tool); cosim's own "
                             "exports are complete only with theirs")

@@ -58,8 +58,9 @@ def test_enumeration_counts_keys_and_skips():
         "max_batch": [16, 32], "token_budget": [512, 1024], "mtp": [0, 1]}})
     e = enumerate_points(spec)
     modes = {m: sum(p.mode == m for p in e.points) for m in spec.space.modes}
-    # aggregated: 2 layouts x 2 budgets x 2 batches x 2 MTP
-    assert modes["aggregated"] == 16
+    # aggregated: 2 layouts x 2 budgets x 2 batches, MTP 0 only (not modelled with mixed steps)
+    assert modes["aggregated"] == 8
+    assert e.skipped["MTP with chunked prefill (mixed steps) is not modelled"] == 8
     # pd: prefill (TP8 on 8 GPUs, TP4 on 4 or 8: 3 pools) x 2 decode layouts x 2 x 2 x 2
     assert modes["pd"] == 3 * 2 * 8
     # pd+afd: 3 prefill pools x 4 splits (2A/6A x m 2/3) x 2 x 2, MTP 0 only

@@ -8,7 +8,7 @@ points it finished. Each serving mode has a point builder registered in :data:`M
 documents (the YAML schema of :mod:`cosim.serving.deployment`) using at most the GPU budget:
 
 - ``aggregated``: ``budget // replica GPUs`` mixed replicas of each layout, chunked prefill with
-  each ``token_budget`` and ``max_batch``, each MTP setting;
+  each ``token_budget`` and ``max_batch`` (no MTP: mixed steps with MTP are not modelled);
 - ``pd``: a prefill pool of ``prefill_gpus`` (whole replicas of a layout) and a decode pool of
   the rest (whole replicas of a layout), every pair of layouts;
 - ``pd+afd``: the same prefill pool and AFD decode replicas of ``afd.gpus`` GPUs split
@@ -16,7 +16,7 @@ documents (the YAML schema of :mod:`cosim.serving.deployment`) using at most the
 - ``aggregated+afd``: mixed AFD replicas (prefill chunks on the attention group).
 
 Combinations that cannot be built (a pool that is not a whole number of replicas, no GPU left
-for decode, an attention group as large as the replica, MTP on AFD) are not points; they are
+for decode, an attention group as large as the replica, MTP on AFD or with chunked prefill) are not points; they are
 counted in :class:`Enumeration`.
 """
 
@@ -131,6 +131,9 @@ def _aggregated(spec: ExperimentSpec, budget_gpus: int):
         n = budget_gpus // par.num_gpus
         if n < 1:
             yield f"replica of {par.num_gpus} GPUs above the budget"
+            continue
+        if mtp:
+            yield "MTP with chunked prefill (mixed steps) is not modelled"
             continue
         yield ([_mixed(spec, par, n, tb, mb, mtp)],
                {"pools": f"{n} x {_layout(par)}", "gpus_used": str(n * par.num_gpus), "token_budget": str(tb),

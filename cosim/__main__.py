@@ -1,5 +1,6 @@
 """``python -m cosim``: the ``cosim`` command."""
 
-from cosim.cli.main import main
+if __name__ == "__main__":
+    from cosim.cli.main import main
 
-raise SystemExit(main())
+    raise SystemExit(main())

@@ -91,9 +91,10 @@ MAX_FLOWS_PER_COLLECTIVE = _limit("MAX_FLOWS_PER_COLLECTIVE", 1 << 24, "flows pe
                                   "16M flows: a ring all-reduce chunked into 1-byte pieces is refused, not built")
 MIN_CHUNK_BYTES = _limit("MIN_CHUNK_BYTES", 1, "bytes per collective chunk", kind="min",
                          reason="a chunk carries at least one byte")
-MAX_PACKETS = _limit("MAX_PACKETS", 1 << 24, "packets per packet-level simulation",
-                     "the packet engine simulates roughly 0.2-1 M packets per second: 16M packets of 4 KiB "
-                     "(64 GiB) take minutes; larger transfers belong on the flow backend")
+MAX_PACKETS = _limit("MAX_PACKETS", 1 << 27, "packets per packet-level simulation",
+                     "the packet engine simulates roughly 0.2-1 M packets per second: 128 M packets of 4 KiB "
+                     "(512 GiB; a ring all-reduce of 64 MiB over 1,024 GPUs is a quarter of it) take minutes "
+                     "to hours; larger transfers belong on the flow backend")
 MAX_SIM_TIME_S = _limit("MAX_SIM_TIME_S", 1e6, "s of simulated time",
                         "~11 days; the packet engine's int64 picosecond clock overflows at ~106 days")
 

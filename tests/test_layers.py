@@ -41,7 +41,7 @@ FOUNDATIONS = ("errors", "units", "ops", "registry", "limits", "io_atomic")
 RANK: dict[str, float] = {
     ROOT: 0, **{name: 0 for name in FOUNDATIONS},
     "topology": 1, "network": 2, "models": 3, "kernels": 3, "trace": 4, "engine": 5,
-    "serving": 6, "validation": 6.5, "explore": 7, "report": 8, "cli": 9,
+    "serving": 6, "validation": 6.5, "explore": 7, "report": 8, "cli": 9, "__main__": 10,
 }
 
 

@@ -189,6 +189,10 @@ def test_packet_budget_refuses_a_terabyte_flow():
     fs.add(0, 1, 1 << 40)
     with pytest.raises(FlowError, match="MAX_PACKETS"):
         check_packet_budget(route_flows(topo, fs))
+    from cosim.network.backends import simulate
+
+    with pytest.raises(FlowError, match="MAX_PACKETS"):  # the packet backend checks before ns-3 starts
+        simulate(topo, fs, "packet")
 
 
 def test_limits_at_the_bound_are_accepted():

@@ -32,8 +32,12 @@ def engine_available() -> bool:
 
 def simulate_packet_level(topology: Topology, flows: FlowSet, routed: RoutedFlows, *,
                           max_bins: int = 2048, progress=None) -> NetworkResult:
-    """Run ``routed`` through ns-3; see the module docstring for the model."""
+    """Run ``routed`` through ns-3; see the module docstring for the model. More than
+    ``cosim.limits.MAX_PACKETS`` packets is a FlowError before the engine starts."""
     from cosim.network import _packet_engine
+    from cosim.network.flows import check_packet_budget
+
+    check_packet_budget(routed)
 
     links = topology.links
     link_a = np.array([l.a for l in links], dtype=np.int32)

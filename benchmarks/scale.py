@@ -462,7 +462,7 @@ def render_markdown(data: dict) -> str:
 
 def plan(args) -> list[dict]:
     pts = []
-    for fabric in args.fabrics:
+    for fabric in ([] if args.only_steps else args.fabrics):
         for workload in args.workloads:
             for backend in args.backends:
                 for n in args.sizes:
@@ -487,6 +487,7 @@ def main() -> None:
     parser.add_argument("--steps", action=argparse.BooleanOptionalAction, default=True,
                         help="DeepSeek-V3 decode steps (default on)")
     parser.add_argument("--eps", type=int, nargs="+", default=list(STEP_EPS))
+    parser.add_argument("--only-steps", action="store_true", help="the DeepSeek-V3 steps only, no network points")
     parser.add_argument("--step-tolerances", type=float, nargs="+", default=[0.0, 1e-3],
                         help="flow-backend time tolerances of the step points (0: exact; default 0 and 1e-3)")
     parser.add_argument("--markdown", nargs="?", const="-", metavar="DOC",

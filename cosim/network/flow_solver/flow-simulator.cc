@@ -1024,14 +1024,31 @@ FlowSimulator::Run(double* startS, double* finishS, int64_t* txBytes, int64_t* t
             m_bins.Ensure(m_departedAt.back());
             // Each flow drains at its own time (the rates in force until the re-solve at the
             // last one): the links' bins hold its bytes up to that time.
+            const bool bulk = m_departed.size() > m_active.size() / 4 + 64;
             for (size_t i = 0; i < m_departed.size(); ++i)
             {
                 const int32_t f = m_departed[i];
-                Deactivate(f, m_departedAt[i]);
+                if (bulk)
+                {
+                    // the links' loads drop at the flow's own time; the lists are rebuilt below
+                    for (int64_t e = m_in.routeOffsets[f]; e < m_in.routeOffsets[f + 1]; ++e)
+                    {
+                        const int32_t l = m_in.routeLinks[e];
+                        SetLinkLoad(l, m_load[l] - m_rate[f], m_departedAt[i]);
+                    }
+                }
+                else
+                {
+                    Deactivate(f, m_departedAt[i]);
+                }
                 finishS[f] = m_departedAt[i] + Latency(f);
                 ++done;
             }
             t = m_departedAt.back();
+            if (bulk)
+            {
+                DeactivateAll(m_departed, t);
+            }
             for (size_t i = 0; i < m_departed.size(); ++i)
             {
                 const int32_t f = m_departed[i];

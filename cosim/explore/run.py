@@ -21,6 +21,7 @@ from cosim.explore.runners import RUNNERS
 from cosim.explore.space import Enumeration, enumerate_points
 from cosim.explore.spec import ExperimentSpec
 from cosim.explore.store import ResultStore
+from cosim.io_atomic import atomic_write_text
 
 
 @dataclass
@@ -69,7 +70,7 @@ def explore(spec: ExperimentSpec, out_dir: str | Path, *, runner: str | None = N
     keys = {p.key for p in enum.points}
     done = store.done() & keys
     todo = [p for p in enum.points if p.key not in done]
-    (out / "experiment.json").write_text(json.dumps({
+    atomic_write_text(out / "experiment.json", json.dumps({
         "name": spec.name, "source": spec.source, "points": len(enum.points), "skipped": enum.skipped,
         "identity": spec.identity()}, indent=1, sort_keys=True))
     total, count = len(enum.points), len(done)

@@ -973,7 +973,9 @@ def write_trace(requests: Requests, path: str | Path) -> None:
         obj["input_tokens"] = int(requests.input_tokens[i])
         obj["output_tokens"] = int(requests.output_tokens[i])
         lines.append(json.dumps(obj, separators=(",", ":")))
-    Path(path).write_text("\n".join(lines) + "\n")
+    from cosim.io_atomic import atomic_write_text
+
+    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def workload_from_trace(trace: Trace | str | Path, slo: SLO, *, name: str | None = None,

@@ -370,9 +370,10 @@ def write_routing_trace(trace: RoutingTrace, path: str | Path) -> Path:
                                                                    trace.top_k)})
     table = table.replace_schema_metadata({"cosim.routing_trace": json.dumps({"version": 1,
                                                                               "num_experts": trace.num_experts})})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    from cosim.io_atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     return path
 
 
@@ -444,16 +445,19 @@ def write_load_counts(counts: LoadCounts, path: str | Path) -> Path:
     layers = np.repeat(np.asarray(counts.layers, dtype=np.int64), counts.counts.shape[1])
     experts = np.tile(np.arange(counts.counts.shape[1], dtype=np.int64), len(counts.layers))
     table = pa.table({"layer": layers, "expert": experts, "count": counts.counts.ravel().astype(np.int64)})
-    if path.suffix == ".csv":
-        import pyarrow.csv as pc
-
-        pc.write_csv(table, path)
-    elif path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        pq.write_table(table, path)
-    else:
+    if path.suffix not in (".csv", ".parquet"):
         raise RoutingTraceError(f"{path}: load counts are written as .parquet or .csv")
+    from cosim.io_atomic import atomic_path
+
+    with atomic_path(path) as tmp:  # a killed writer leaves the earlier file, never a torn one
+        if path.suffix == ".csv":
+            import pyarrow.csv as pc
+
+            pc.write_csv(table, tmp)
+        else:
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, tmp)
     return path
 
 

@@ -41,6 +41,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="Qwen3-30B-A3B EP16 on two HGX nodes instead (seconds)")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--backend", choices=("flow", "packet"), default="flow",
+                    help="network backend of the steps (packet: ns-3, minutes per step at EP64)")
+    ap.add_argument("--configs", nargs="+", default=None, metavar="PLACEMENT[+grouping]",
+                    help="only these placements, e.g. contiguous domain+grouping balanced")
     args = ap.parse_args()
     console = Console()
     if args.quick:
@@ -56,16 +60,19 @@ def main() -> int:
         kernels = KernelTables.load(system, framework="trtllm")
         configs = CONFIGS if topo_name != "gb200-nvl72" else (("contiguous", False), ("balanced", False),
                                                               ("domain", True))
+        if args.configs:
+            wanted = {(c.split("+")[0], c.endswith("+grouping")) for c in args.configs}
+            configs = tuple(c for c in configs if c in wanted)
         for placement, grouping in configs:
             spec = StepSpec(model, Parallelism(tp=ep, ep=ep, dp_attention=True),
                             Precision.from_checkpoint(model, dispatch="fp8"), "generation", 32, prefix_tokens=4096,
                             routing=StepRouting(model=routing, placement=placement, grouping=grouping))
             t0 = time.perf_counter()
-            res = simulate_step(spec, kernels, topo, "flow")
+            res = simulate_step(spec, kernels, topo, args.backend)
             moe = moe_traffic_summary(res)
             inter = sum(o["inter_bytes"] for o in moe["by_op"].values())
             total = sum(o["inter_bytes"] + o["intra_bytes"] for o in moe["by_op"].values())
-            rows.append({"topology": topo_name, "placement": placement, "grouping": grouping,
+            rows.append({"topology": topo_name, "backend": args.backend, "placement": placement, "grouping": grouping,
                          "step_time_ms": res.step_time_s * 1e3, "inter_node_bytes": inter, "total_bytes": total,
                          "inter_fraction": inter / total if total else 0.0,
                          "straggler_factor": moe["straggler_factor"], "library": res.trace.metadata.get("moe_library"),
@@ -74,12 +81,13 @@ def main() -> int:
                           f"{rows[-1]['step_time_ms']:.2f} ms, {inter / 1e9:.3f} GB across nodes "
                           f"({rows[-1]['inter_fraction']:.1%}), straggler {rows[-1]['straggler_factor']:.3f} "
                           f"({rows[-1]['wall_s']:.0f} s)", highlight=False)
-    table = Table(title=f"{model.name} decode EP{ep}, domain_mixture routing (4 domains, overlap 0.3)")
+    table = Table(title=f"{model.name} decode EP{ep}, domain_mixture routing (4 domains, overlap 0.3), "
+                        f"{args.backend} backend")
     for col in ("topology", "placement", "grouping", "step ms", "GB across nodes", "vs contiguous", "straggler"):
         table.add_column(col, justify="left" if col in ("topology", "placement", "grouping") else "right")
     for r in rows:
-        base = next(b for b in rows if b["topology"] == r["topology"] and b["placement"] == "contiguous"
-                    and not b["grouping"])
+        base = next((b for b in rows if b["topology"] == r["topology"] and b["placement"] == "contiguous"
+                     and not b["grouping"]), r)
         change = (r["inter_node_bytes"] / base["inter_node_bytes"] - 1) if base["inter_node_bytes"] else 0.0
         r["inter_vs_contiguous"] = change
         table.add_row(r["topology"], r["placement"], "yes" if r["grouping"] else "no", f"{r['step_time_ms']:.2f}",

@@ -54,10 +54,15 @@ def run_experiments(results: Path, workers: int | None) -> dict[str, float]:
 def load_rows(results: Path) -> dict[str, list[dict]]:
     import pyarrow.parquet as pq
 
+    from cosim.explore import load_experiment
+    from cosim.explore.space import enumerate_points
+
     rows = {}
     for stem in EXPERIMENTS:
-        path = results / experiment_name(stem) / "results.parquet"
-        rows[stem] = pq.read_table(path).to_pylist() if path.exists() else []
+        spec = load_experiment(HERE / f"{stem}.yaml")
+        keys = {p.key for p in enumerate_points(spec).points}  # the folder may hold points of older versions
+        path = results / spec.name / "results.parquet"
+        rows[stem] = [r for r in pq.read_table(path).to_pylist() if r["key"] in keys] if path.exists() else []
     return rows
 
 
@@ -78,29 +83,41 @@ def _best(rows: list[dict]) -> dict | None:
     return max(ok, key=lambda r: (r["tokens_per_s_per_gpu"], r["key"])) if ok else None
 
 
-def _why_not(rows: list[dict]) -> str:
-    """Why no point of ``rows`` met the SLOs, in a few words."""
+def _why_not(rows: list[dict], short: bool = False) -> str:
+    """Why no point of ``rows`` met the SLOs, in a few words: the p90 latencies over their
+    bounds of the point closest to meeting them at the lowest load, or the most common reason
+    the points could not be served."""
     if not rows:
         return "no point"
     unmet = [r for r in rows if r["status"] == "slo_unmet"]
     if unmet:
-        r = max(unmet, key=lambda r: (r.get("slo_attainment") or 0.0, r["key"]))
-        wl = r["workload"]
+        r = max(unmet, key=lambda r: (r.get("slo_attainment") or 0.0, -(r.get("tpot_p90_ms") or 1e9), r["key"]))
+        limits = {"chat": (50, 15), "coding": (100, 15), "agentic-coding": (150, 15)}.get(r["workload"], (None, None))
         ttft, tpot = r.get("ttft_p90_ms"), r.get("tpot_p90_ms")
-        limits = {"chat": (50, 15), "coding": (100, 15), "agentic-coding": (150, 15)}.get(wl, (None, None))
         parts = []
         if ttft is not None and limits[0] and ttft > limits[0]:
-            parts.append(f"TTFT p90 {ttft:.0f} ms")
+            parts.append(f"TTFT {ttft:.0f}")
         if tpot is not None and limits[1] and tpot > limits[1]:
-            parts.append(f"TPOT p90 {tpot:.1f} ms")
-        return "SLO unmet at the lowest load (" + (", ".join(parts) or f"attainment {r['slo_attainment']:.0%}") + ")"
+            parts.append(f"TPOT {tpot:.1f}")
+        if not parts:
+            parts = [f"attainment {r['slo_attainment']:.0%}" if r.get("slo_attainment") is not None
+                     else "no request finished"]
+        unit = " ms" if parts[0].startswith("T") else ""
+        return ("unmet: " if short else "SLO unmet: ") + ", ".join(parts) + unit
     reasons = defaultdict(int)
     for r in rows:
-        reason = (r.get("reason") or r["status"]).split(";")[0]
-        reason = re.sub(r"\d+(\.\d+)?", "N", reason)[:90]
+        reason = r.get("reason") or r["status"]
+        if "placement" in reason and "must fit" in reason:
+            reason = "cannot be placed (no second rack with room)"
+        elif "KV cache than a rank holds" in reason:
+            reason = "a request's KV exceeds a rank's"
+        elif "weights" in reason and "exceed" in reason:
+            reason = "weights exceed HBM"
+        else:
+            reason = reason.split(";")[0][:60]
         reasons[reason] += 1
     reason, n = max(reasons.items(), key=lambda kv: kv[1])
-    return f"{rows[0]['status']}: {reason} ({n} of {len(rows)})"
+    return f"{rows[0]['status']}: {reason}" + (f" ({n} of {len(rows)})" if len(rows) > 1 else "")
 
 
 def _split(r: dict) -> str:
@@ -118,7 +135,8 @@ def headline(rows: dict[str, list[dict]]) -> str:
     groups = defaultdict(list)
     for stem in EXPERIMENTS:
         for r in rows[stem]:
-            groups[(r["model"], r["topology"], r["workload"])].append(r)
+            if "nic_bandwidth" not in r["topology"]:  # the NIC sweep has its own table
+                groups[(r["model"], r["topology"], r["workload"])].append(r)
     order = {w: i for i, w in enumerate(WORKLOADS)}
     for (model, topo, wl), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9))):
         cells, afd_best = [], None
@@ -144,7 +162,8 @@ def best_deployments(rows: dict[str, list[dict]]) -> str:
     groups = defaultdict(list)
     for stem in EXPERIMENTS:
         for r in rows[stem]:
-            groups[(r["model"], r["topology"], r["workload"])].append(r)
+            if "nic_bandwidth" not in r["topology"]:  # the NIC sweep has its own table
+                groups[(r["model"], r["topology"], r["workload"])].append(r)
     order = {w: i for i, w in enumerate(WORKLOADS)}
     for (model, topo, wl), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9))):
         b = _best(rs)
@@ -184,7 +203,8 @@ def nic_table(rows: list[dict]) -> str:
                     elif rs:
                         low = min(rs, key=lambda r: (r.get("tpot_p90_ms") or 1e9))
                         cells.append(f"unmet (TTFT p90 {low.get('ttft_p90_ms') or float('nan'):.0f}, "
-                                     f"TPOT p90 {low.get('tpot_p90_ms') or float('nan'):.1f} ms)")
+                                     f"TPOT p90 {low.get('tpot_p90_ms') or float('nan'):.1f} ms)"
+                                     if low.get("ttft_p90_ms") is not None else _why_not(rs, short=True))
                     else:
                         cells.append("-")
                 if any(c != "-" for c in cells):
@@ -195,7 +215,7 @@ def nic_table(rows: list[dict]) -> str:
 def placement_table(rows: list[dict]) -> str:
     """NVL72: best AFD points with A and F in one rack (NVLink) vs in different racks (RDMA)."""
     lines = ["| model | workload | mode | A:F split | NVLink (one rack) tok/s/GPU | RDMA (two racks) tok/s/GPU | "
-             "step p50 NVLink / RDMA |", "|---|---|---|---|---|---|---|"]
+             "best TPOT p50 NVLink / RDMA |", "|---|---|---|---|---|---|---|"]
     groups = defaultdict(list)
     for r in rows:
         if r["mode"].endswith("afd") and r.get("label_afd_placement"):
@@ -207,7 +227,7 @@ def placement_table(rows: list[dict]) -> str:
         for place in ("nvlink", "rdma"):
             ps = [r for r in rs if r["label_afd_placement"] == place]
             b = _best(ps)
-            cell[place] = f"{b['tokens_per_s_per_gpu']:.0f}" if b else (_why_not(ps) if ps else "-")
+            cell[place] = f"**{b['tokens_per_s_per_gpu']:.0f}**" if b else (_why_not(ps, short=True) if ps else "-")
             tpot = [r.get("tpot_p50_ms") for r in ps if r.get("tpot_p50_ms") is not None]
             cell[place + "_tpot"] = f"{min(tpot):.1f}" if tpot else "-"
         lines.append(f"| {_short_model(model)} | {wl} | {MODE_NAMES[mode]} | {split} | {cell['nvlink']} | "
@@ -216,18 +236,18 @@ def placement_table(rows: list[dict]) -> str:
 
 
 def counts(rows: dict[str, list[dict]], walls: dict) -> str:
-    lines = ["| experiment | points | meet the SLOs | SLO unmet | infeasible (memory) | invalid | serving runs | "
-             "wall s (run) | points/s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| experiment | points | meet the SLOs | SLO unmet | infeasible | invalid | serving runs | "
+             "sum of point walls s | points/s (one worker) | last run wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for stem in EXPERIMENTS:
         rs = rows[stem]
         by = defaultdict(int)
         for r in rs:
             by[r["status"]] += 1
+        wall = sum(r.get("wall_s") or 0.0 for r in rs)
         run = walls.get(stem)
-        rate = f"{len(rs) / run:.2f}" if run else "-"
         lines.append(f"| {stem}.yaml | {len(rs)} | {by['ok']} | {by['slo_unmet']} | {by['infeasible']} | "
-                     f"{by['invalid']} | {sum(r.get('evaluations') or 0 for r in rs)} | "
-                     f"{f'{run:.0f}' if run else '-'} | {rate} |")
+                     f"{by['invalid']} | {sum(r.get('evaluations') or 0 for r in rs)} | {wall:.0f} | "
+                     f"{len(rs) / wall if wall else 0:.2f} | {f'{run:.0f}' if run else '-'} |")
     return "\n".join(lines)
 
 
@@ -240,7 +260,7 @@ def plots(rows: dict[str, list[dict]], img: Path) -> list[str]:
     img.mkdir(parents=True, exist_ok=True)
     written = []
     # 1. best tokens/s per GPU per mode, per workload; bars grouped by model x topology
-    allrows = [r for stem in EXPERIMENTS for r in rows[stem]]
+    allrows = [r for stem in EXPERIMENTS for r in rows[stem] if "nic_bandwidth" not in r["topology"]]
     combos = sorted({(r["model"], r["topology"]) for r in allrows})
     fig, axes = plt.subplots(1, len(WORKLOADS), figsize=(5.2 * len(WORKLOADS), 4.6), sharey=False)
     for ax, wl in zip(axes, WORKLOADS):
@@ -284,6 +304,8 @@ def plots(rows: dict[str, list[dict]], img: Path) -> list[str]:
             ax.set_ylabel("tokens/s per GPU")
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=6)
+            else:
+                ax.text(0.5, 0.5, "no point meets the SLOs", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     path = img / "pareto.png"
     fig.savefig(path, dpi=110)

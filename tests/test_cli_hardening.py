@@ -186,12 +186,13 @@ def test_reexport_into_a_folder_of_a_larger_export(tmp_path):
 
 
 @requires_engine
-def test_packet_backend_huge_flow_is_refused_quickly():
+def test_packet_backend_huge_flow_is_refused_quickly(tmp_path):
     """``--size 1TiB -b packet`` is 2^28 packets per flow: refused by MAX_PACKETS, not simulated
     for hours (run in a subprocess so a regression fails instead of hanging the suite)."""
     try:
         proc = subprocess.run([sys.executable, "-m", "cosim.cli.main", "net", "-t", "h100-hgx-2node", "-s", "1TiB",
-                               "-b", "packet", "-q"], capture_output=True, text=True, timeout=60)
+                               "-b", "packet", "-q"], capture_output=True, text=True, timeout=60,
+                              cwd=tmp_path)  # the installed package, not a source tree without its engines
     except subprocess.TimeoutExpired:
         pytest.fail("cosim net -s 1TiB -b packet still ran after 60 s")
     assert proc.returncode == 2 and "MAX_PACKETS" in proc.stdout and "Traceback" not in proc.stderr

@@ -34,10 +34,10 @@ def simulate_packet_level(topology: Topology, flows: FlowSet, routed: RoutedFlow
                           max_bins: int = 2048, progress=None) -> NetworkResult:
     """Run ``routed`` through ns-3; see the module docstring for the model. More than
     ``cosim.limits.MAX_PACKETS`` packets is a FlowError before the engine starts."""
-    from cosim.network import _packet_engine
     from cosim.network.flows import check_packet_budget
 
     check_packet_budget(routed)
+    from cosim.network import _packet_engine
 
     links = topology.links
     link_a = np.array([l.a for l in links], dtype=np.int32)

@@ -201,22 +201,9 @@ def loads_json(text: str, source: str) -> Any:
 
 
 def read_json_file(path: str | Path) -> Any:
-    """Read a JSON file strictly (see :func:`loads_json`): files larger than ``MAX_FILE_BYTES``
-    are refused before reading, non-UTF-8 files with an error naming the file."""
-    path = Path(path)
-    limit = int(L.MAX_FILE_BYTES.value)
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit + 1)
-    except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read file: {exc.strerror or exc}") from None
-    if len(data) > limit:
-        raise ConfigError(str(path), "", f"the file is larger than the limit MAX_FILE_BYTES = {limit:,} bytes")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(data) >= 2 and (data[0] == 0 or data[1] == 0)):
-        raise ConfigError(str(path), "", "expected UTF-8 text; the file looks UTF-16 or UTF-32 encoded")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(str(path), "", f"expected UTF-8 text; byte 0x{data[exc.start]:02x} at offset {exc.start} "
-                                         "is not valid UTF-8") from None
-    return loads_json(text, str(path))
+    """Read a JSON file strictly (see :func:`loads_json`), through the same bounded UTF-8 reader
+    as the YAML inputs (:func:`cosim.topology.strict_yaml.read_text_file`: files larger than
+    ``MAX_FILE_BYTES`` refused before reading, non-UTF-8 files with an error naming the file)."""
+    from cosim.topology.strict_yaml import read_text_file
+
+    return loads_json(read_text_file(path), str(Path(path)))

@@ -128,17 +128,23 @@ def _split(r: dict) -> str:
     return f"{split} m={m}" + (f" {place}" if place and place != "packed" else "")
 
 
+def _cases(rows: dict[str, list[dict]]) -> list[tuple[tuple[str, str, str], list[dict]]]:
+    """The rows of every experiment grouped by (model, topology, workload), in table order; the
+    NIC sweep's variants are left out (they have their own table)."""
+    groups = defaultdict(list)
+    for stem in EXPERIMENTS:
+        for r in rows[stem]:
+            if "nic_bandwidth" not in r["topology"]:
+                groups[(r["model"], r["topology"], r["workload"])].append(r)
+    order = {w: i for i, w in enumerate(WORKLOADS)}
+    return sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9)))
+
+
 def headline(rows: dict[str, list[dict]]) -> str:
     """Per model x topology x workload: best tokens/s per GPU of each mode, or why none."""
     lines = ["| model | topology | workload | " + " | ".join(MODE_NAMES[m] for m in MODES) + " | best A:F split |",
              "|---|---|---|" + "---|" * len(MODES) + "---|"]
-    groups = defaultdict(list)
-    for stem in EXPERIMENTS:
-        for r in rows[stem]:
-            if "nic_bandwidth" not in r["topology"]:  # the NIC sweep has its own table
-                groups[(r["model"], r["topology"], r["workload"])].append(r)
-    order = {w: i for i, w in enumerate(WORKLOADS)}
-    for (model, topo, wl), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9))):
+    for (model, topo, wl), rs in _cases(rows):
         cells, afd_best = [], None
         for mode in MODES:
             ms = [r for r in rs if r["mode"] == mode]
@@ -159,13 +165,7 @@ def best_deployments(rows: dict[str, list[dict]]) -> str:
     """The winning deployment of every model x topology x workload (any mode)."""
     lines = ["| model | topology | workload | mode | deployment | tok/s/GPU | tok/s/user | users | TTFT p90 ms | TPOT p90 ms |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    groups = defaultdict(list)
-    for stem in EXPERIMENTS:
-        for r in rows[stem]:
-            if "nic_bandwidth" not in r["topology"]:  # the NIC sweep has its own table
-                groups[(r["model"], r["topology"], r["workload"])].append(r)
-    order = {w: i for i, w in enumerate(WORKLOADS)}
-    for (model, topo, wl), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], order.get(kv[0][2], 9))):
+    for (model, topo, wl), rs in _cases(rows):
         b = _best(rs)
         if b is None:
             lines.append(f"| {_short_model(model)} | {topo} | {wl} | none | {_why_not(rs)} | | | | | |")

@@ -6,7 +6,8 @@ DeepSeek-V3 decode, EP64 with DP attention (32 requests per rank, context 4096),
 on 8 HGX H200 nodes (``h200-hgx-8node``: DeepEP low-latency across nodes) and on one GB200 NVL72
 rack (``gb200-nvl72``, 64 of its 72 GPUs: one NVLink domain, so nothing crosses a node and only
 the straggler factor moves). Placements (``cosim.trace.placement``): contiguous, balanced (LPT,
-EPLB without redundancy), locality (co-activated experts on one node), domain (each node group
+EPLB without redundancy), eplb (EPLB with one redundant slot per rank: 64 replicas of the
+hottest experts of each layer), locality (co-activated experts on one node), domain (each node group
 the hot experts of its domains), with and without domain grouping (a rank's requests all of the
 domain of its node). Prints a table and writes ``benchmarks/results/placement.json``.
 
@@ -33,7 +34,7 @@ from cosim.trace.builder import StepSpec
 from cosim.trace.expert_routing import StepRouting, routing_model
 
 OUT = Path(__file__).parent / "results" / "placement.json"
-CONFIGS = (("contiguous", False), ("contiguous", True), ("balanced", False), ("locality", False),
+CONFIGS = (("contiguous", False), ("contiguous", True), ("balanced", False), ("eplb", False), ("locality", False),
            ("locality", True), ("domain", False), ("domain", True))
 
 
@@ -59,13 +60,15 @@ def main() -> int:
         topo = load_topology(topo_name)
         kernels = KernelTables.load(system, framework="trtllm")
         configs = CONFIGS if topo_name != "gb200-nvl72" else (("contiguous", False), ("balanced", False),
-                                                              ("domain", True))
+                                                              ("eplb", False), ("domain", True))
         if args.configs:
             wanted = {(c.split("+")[0], c.endswith("+grouping")) for c in args.configs}
             configs = tuple(c for c in configs if c in wanted)
         for placement, grouping in configs:
-            spec = StepSpec(model, Parallelism(tp=ep, ep=ep, dp_attention=True),
+            redundant = ep if placement == "eplb" else 0  # EPLB: one replica slot more per rank
+            spec = StepSpec(model, Parallelism(tp=ep, ep=ep, dp_attention=True, redundant_experts=redundant),
                             Precision.from_checkpoint(model, dispatch="fp8"), "generation", 32, prefix_tokens=4096,
+                            redundant_experts=redundant,
                             routing=StepRouting(model=routing, placement=placement, grouping=grouping))
             t0 = time.perf_counter()
             res = simulate_step(spec, kernels, topo, args.backend)

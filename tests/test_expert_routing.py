@@ -229,6 +229,16 @@ def test_moe_traffic_splits_the_exchanged_bytes_by_node():
     skewed = simulate_step(dataclasses.replace(spec, routing=StepRouting(model=routing_model("power_law", skew=1.0))),
                            kernels, load_topology("h200-hgx-2node"))
     assert moe_traffic_summary(skewed)["straggler_factor"] > moe_traffic_summary(two)["straggler_factor"] + 0.2
+    # EPLB replicas of each layer's hot experts (one slot more per rank) take most of that back
+    eplb = simulate_step(dataclasses.replace(spec, parallel=Parallelism(tp=16, ep=16, dp_attention=True,
+                                                                         redundant_experts=16),
+                                             redundant_experts=16,
+                                             routing=StepRouting(model=routing_model("power_law", skew=1.0),
+                                                                 placement="eplb")),
+                         kernels, load_topology("h200-hgx-2node"))
+    s_two, s_skew, s_eplb = (moe_traffic_summary(r)["straggler_factor"] for r in (two, skewed, eplb))
+    assert s_eplb < s_skew - 0.5 * (s_skew - s_two)
+    assert eplb.step_time_s < skewed.step_time_s
 
 
 def test_placement_policies_keep_experts_per_rank_and_do_what_they_say():
@@ -269,3 +279,82 @@ def test_placement_policies_keep_experts_per_rank_and_do_what_they_say():
         StepRouting(model=routing_model("power_law"), grouping=True)
     with pytest.raises(ConfigError, match="placement"):
         StepRouting(model=routing_model("power_law"), placement="magic")
+
+
+def test_node_domains_and_rank_domains_cover_every_domain():
+    """Nodes >= domains: one domain per node, each domain on its share of the nodes; fewer nodes:
+    each node hosts several and its ranks take them in turn; every domain has a home rank."""
+    from cosim.trace.placement import node_domains, rank_domains
+
+    assert node_domains(8, 4) == [(0,), (1,), (2,), (3,), (0,), (1,), (2,), (3,)]
+    assert node_domains(2, 4) == [(0, 2), (1, 3)]
+    assert node_domains(1, 3) == [(0, 1, 2)]
+    assert rank_domains(np.repeat([0, 1], 4), 4).tolist() == [0, 2, 0, 2, 1, 3, 1, 3]
+    for nodes, domains in ((8, 4), (3, 4), (5, 2), (1, 1)):
+        rd = rank_domains(np.repeat(np.arange(nodes), 8), domains)
+        assert set(rd.tolist()) == set(range(domains))
+
+
+def test_grouping_purity_mixes_a_ranks_tokens_between_home_and_other_domains():
+    """``grouping_purity`` p: the share of a rank's tokens in its home domain is p (within
+    sampling noise); p = 1 is full grouping; p = 1/D makes grouping no better than none."""
+    from cosim.trace.expert_routing import StepRouting, _grouped_domains
+    from cosim.trace.placement import rank_domains
+
+    dm = routing_model("domain_mixture", domains=4, overlap=0.3)
+    node = tuple(np.repeat(np.arange(8), 8).tolist())
+    home = np.repeat(rank_domains(node, 4), 512)
+    for p in (1.0, 0.7, 0.25):
+        r = StepRouting(model=dm, grouping=True, grouping_purity=p)
+        d = _grouped_domains(r, 4, node, 512, 0)
+        assert (d == home).mean() == pytest.approx(p, abs=0.01)
+        if p < 1:  # the rest spread evenly over the other domains
+            away = np.bincount(((d - home) % 4)[d != home], minlength=4)[1:]
+            assert away.min() / away.max() > 0.9
+    with pytest.raises(ConfigError, match="grouping_purity"):
+        StepRouting(model=dm, grouping=True, grouping_purity=1.5)
+
+    def inter(p):
+        from cosim.trace.moe_traffic import counts_from_choices
+        r = StepRouting(model=dm, placement="domain", grouping=True, grouping_purity=p)
+        rank_node = np.asarray(node)
+        c = counts_from_choices(r.choices(0, 64, 32, E, K, source_node=node), E, 64, node_of=rank_node,
+                                owner=r.owner(0, E, K, 64, node))
+        sel = np.asarray(c.selections)
+        return sel[rank_node[:, None] != rank_node[None, :]].sum() / sel.sum()
+
+    assert inter(1.0) < inter(0.7) < inter(0.25)
+
+
+def test_eplb_replicas_from_a_routing_model_balance_the_ranks_and_conserve_selections():
+    """EPLB with a routing model: the hottest experts get replicas, every selection lands on a
+    replica of its expert (conservation: tokens x top-k), and the max/mean rank load drops
+    below contiguous placement's; other placements with redundant slots are refused."""
+    from cosim.models import Parallelism, Precision, load_model
+    from cosim.trace.builder import StepSpec
+    from cosim.trace.expert_routing import StepRouting
+    from cosim.trace.moe_traffic import counts_from_choices
+
+    pl = routing_model("power_law", skew=1.0)
+    r = StepRouting(model=pl, placement="eplb")
+    rep = r.replicas(0, E, K, 16, 16)
+    assert rep.num_slots == E + 16 and max(rep.replicas) > 1
+    slots = np.zeros(16, dtype=int)
+    for row, k in zip(rep.replica_ranks, rep.replicas):
+        for rk in row[:k]:
+            slots[rk] += 1
+    assert (slots == (E + 16) // 16).all()
+    node = np.repeat([0, 1], 8)
+    choices = r.choices(0, 16, 256, E, K)
+    eplb = counts_from_choices(choices, E, 16, node_of=node, replicas=rep, seed=(0, 0, 0))
+    cont = counts_from_choices(choices, E, 16, node_of=node)
+    assert np.asarray(eplb.selections).sum() == 16 * 256 * K
+    load = lambda c: np.asarray(c.selections).sum(axis=0)
+    assert imbalance(load(eplb)).max_over_mean < imbalance(load(cont)).max_over_mean - 0.3
+    model = load_model("Qwen/Qwen3-30B-A3B")
+    par = Parallelism(tp=16, ep=16, dp_attention=True, redundant_experts=16)
+    with pytest.raises(ConfigError, match="eplb"):
+        StepSpec(model, par, Precision.from_checkpoint(model), "generation", 8, redundant_experts=16,
+                 routing=StepRouting(model=pl, placement="balanced"))
+    with pytest.raises(ConfigError, match="eplb"):
+        StepRouting(model=pl, placement="domain").replicas(0, E, K, 16, 16)

@@ -232,9 +232,10 @@ class StepSpec:
                 raise ConfigError("<api>", "routing", "expected a StepRouting (a routing model or trace)")
             if self.routing_skew:
                 raise ConfigError("<api>", "routing", "give a routing model / trace or routing_skew, not both")
-            if self.redundant_experts:
-                raise ConfigError("<api>", "routing", "redundant experts with a routing model or trace are not "
-                                                      "modelled yet")
+            if self.redundant_experts and self.routing.placement != "eplb":
+                raise ConfigError("<api>", "routing.placement", f"redundant experts are placed by EPLB from the "
+                                                                f"routing's statistics: use placement 'eplb', not "
+                                                                f"{self.routing.placement!r}")
         if isinstance(self.mtp_tokens, bool) or not isinstance(self.mtp_tokens, int) or self.mtp_tokens < 0:
             raise ConfigError("<api>", "mtp_tokens", f"expected an integer >= 0, got {self.mtp_tokens!r}")
         if self.mtp_tokens:
@@ -664,6 +665,15 @@ def routing_counts_of(spec: StepSpec, tokens: int, ep: int, node_of, layer: int,
                                       num_sources=sources)
     routing = spec.routing
     node = np.asarray(node_of, dtype=np.int64)
+    if spec.redundant_experts:  # EPLB replicas from the routing's statistics; a replica at random
+        if topk_nodes or (routing.model is not None and routing.model.max_nodes):
+            raise ConfigError("<api>", "redundant_experts", "redundant experts with node-limited routing are not "
+                                                            "modelled (an expert's node is not unique)")
+        replicas = routing.replicas(layer, moe.num_experts, moe.top_k, ep, spec.redundant_experts)
+        choices = routing.choices(layer, ep if sources is None else sources, int(tokens), moe.num_experts, moe.top_k,
+                                  None, stream, tuple(int(v) for v in node) if sources is None else None)
+        return counts_from_choices(choices, moe.num_experts, ep, node_of=node_of, replicas=replicas,
+                                   seed=(routing.seed, layer, stream))
     owner = routing.owner(layer, moe.num_experts, moe.top_k, ep, tuple(int(v) for v in node))
     expert_node = tuple(int(v) for v in node[expert_rank(moe.num_experts, ep) if owner is None else owner])
     if routing.model is not None and topk_nodes and len(set(expert_node)) > topk_nodes:

@@ -235,7 +235,7 @@ def parse_routing(text: str) -> RoutingModel:
 
 
 def routing_from(model: str | None, trace: str | Path | None, phase: str = "decode", placement: str = "contiguous",
-                 grouping: bool = False) -> StepRouting | None:
+                 grouping: bool = False, grouping_purity: float = 1.0) -> StepRouting | None:
     """The :class:`StepRouting` of a routing model spec (``KIND[:param=value,...]``) or a routing
     trace file, with a placement policy and domain grouping; ``None`` when neither is given (the
     default routing sample, which places experts contiguously). The one reader of these options
@@ -243,9 +243,11 @@ def routing_from(model: str | None, trace: str | Path | None, phase: str = "deco
     if model is not None and trace is not None:
         raise ConfigError("<api>", "routing", "give a routing model or a routing trace, not both")
     if model is not None:
-        return StepRouting(model=parse_routing(model), phase=phase, placement=placement, grouping=grouping)
+        return StepRouting(model=parse_routing(model), phase=phase, placement=placement, grouping=grouping,
+                           grouping_purity=grouping_purity)
     if trace is not None:
-        return dataclasses.replace(StepRouting.from_trace(trace, phase=phase), placement=placement, grouping=grouping)
+        return dataclasses.replace(StepRouting.from_trace(trace, phase=phase), placement=placement, grouping=grouping,
+                                   grouping_purity=grouping_purity)
     if placement != "contiguous" or grouping:
         raise ConfigError("<api>", "routing.placement", "a placement policy or grouping needs a routing model or "
                                                         "trace (their statistics place the experts)")
@@ -518,8 +520,10 @@ class StepRouting:
     content, so a changed file is a different routing).
 
     In a step, each source rank holds ``tokens`` tokens; with a model every token is a request of
-    its own (domain ``request % domains`` for ``domain_mixture``), drawn in stream
-    ``micro-batch``; a trace gives layer ``L``'s rows of ``phase`` in file order (cycled when the
+    its own (domain ``request % domains`` for ``domain_mixture``; with ``grouping`` the home
+    domain of its rank, :func:`cosim.trace.placement.rank_domains`, for a share
+    ``grouping_purity`` of the rank's tokens, the other domains evenly for the rest), drawn in
+    stream ``micro-batch``; a trace gives layer ``L``'s rows of ``phase`` in file order (cycled when the
     step has more tokens than the trace), the first ``tokens`` to source rank 0, the next to rank
     1 ... :func:`step_routing_trace` writes down exactly what a model draws for a step, so its
     replay is the same routing (tested: the same step time)."""
@@ -531,6 +535,7 @@ class StepRouting:
     seed: int = 0
     placement: str = "contiguous"
     grouping: bool = False
+    grouping_purity: float = 1.0
     stats_tokens: int = 8192
 
     def __post_init__(self) -> None:
@@ -545,6 +550,10 @@ class StepRouting:
                                                             f"got {self.placement!r}")
         if self.grouping and not isinstance(self.model, DomainMixture):
             raise ConfigError("<api>", "routing.grouping", "domain grouping needs the domain_mixture routing model")
+        p = self.grouping_purity
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ConfigError("<api>", "routing.grouping_purity", f"expected a share 0..1 of a rank's tokens in its "
+                                                                  f"home domain, got {p!r}")
 
     @classmethod
     def from_trace(cls, path: str | Path, phase: str = "decode") -> StepRouting:
@@ -563,7 +572,10 @@ class StepRouting:
                        else "")
 
     def describe_placement(self) -> str:
-        return self.placement + (" + grouping" if self.grouping else "")
+        if not self.grouping:
+            return self.placement
+        return self.placement + " + grouping" + (f" (purity {self.grouping_purity:g})" if self.grouping_purity < 1
+                                                  else "")
 
     def choices(self, layer: int, sources: int, tokens: int, num_experts: int, top_k: int,
                 expert_node: tuple[int, ...] | None = None, stream: int = 0,
@@ -580,6 +592,15 @@ class StepRouting:
         if self.placement == "contiguous":
             return None
         return _owner(self, int(layer), int(num_experts), int(top_k), int(ep), tuple(rank_node))
+
+    def replicas(self, layer: int, num_experts: int, top_k: int, ep: int, redundant: int):
+        """EPLB's replicas of ``layer``'s experts (``redundant`` extra slots) from statistics of
+        the routing itself (:func:`cosim.trace.placement.eplb_replicas`); needs ``placement``
+        ``eplb``."""
+        if self.placement != "eplb":
+            raise ConfigError("<api>", "routing.placement", f"redundant experts are placed by EPLB: use placement "
+                                                            f"'eplb', not {self.placement!r}")
+        return _replicas(self, int(layer), int(num_experts), int(top_k), int(ep), int(redundant))
 
 
 @lru_cache(maxsize=512)
@@ -616,6 +637,29 @@ def _owner(routing: StepRouting, layer: int, num_experts: int, top_k: int, ep: i
     return out
 
 
+@lru_cache(maxsize=1024)
+def _replicas(routing: StepRouting, layer: int, num_experts: int, top_k: int, ep: int, redundant: int):
+    from cosim.trace.placement import eplb_replicas
+
+    return eplb_replicas(_layer_stats(routing, layer, num_experts, top_k), redundant, ep)
+
+
+def _grouped_domains(routing: StepRouting, domains: int, source_node: tuple[int, ...], tokens: int,
+                     stream: int) -> np.ndarray:
+    """Domain of every token of a grouped step: its rank's home domain for a share
+    ``grouping_purity`` (drawn per token, the same in every layer), another domain evenly
+    otherwise."""
+    from cosim.trace.placement import rank_domains
+
+    home = np.repeat(rank_domains(source_node, domains), tokens)
+    if routing.grouping_purity >= 1.0 or domains == 1:
+        return home
+    rng = _stream(routing.seed, 5, stream)
+    away = rng.random(len(home)) >= routing.grouping_purity
+    other = (home + 1 + rng.integers(0, domains - 1, size=len(home))) % domains
+    return np.where(away, other, home)
+
+
 @lru_cache(maxsize=4096)
 def _step_choices(routing: StepRouting, layer: int, sources: int, tokens: int, num_experts: int, top_k: int,
                   expert_node: tuple[int, ...] | None, stream: int,
@@ -626,8 +670,8 @@ def _step_choices(routing: StepRouting, layer: int, sources: int, tokens: int, n
         ids = np.arange(n, dtype=np.int64)
         domains = None
         if isinstance(m, DomainMixture):
-            # grouping: every token of a source rank belongs to the domain of the rank's node
-            domains = (np.repeat(np.asarray(source_node, dtype=np.int64), tokens) % m.domains
+            # grouping: a source rank's tokens belong to its home domain (the domains of its node)
+            domains = (_grouped_domains(routing, m.domains, source_node, tokens, stream)
                        if source_node is not None else ids % m.domains)
         out = m.sample(num_experts, top_k, layer, requests=ids, domains=domains, seed=routing.seed, stream=stream,
                        expert_node=expert_node)

@@ -324,15 +324,25 @@ def _sampled(num_tokens: int, num_experts: int, topk: int, ep: int, topk_nodes: 
 def counts_from_choices(choices: Sequence[np.ndarray], num_experts: int, ep: int,
                         node_of: Sequence[int] | None = None,
                         gpus_per_node: int = DEFAULT_GPUS_PER_NODE,
-                        owner: np.ndarray | None = None) -> RoutingCounts:
+                        owner: np.ndarray | None = None, replicas: ExpertPlacement | None = None,
+                        seed: int | Sequence[int] = 0) -> RoutingCounts:
     """The traffic counts of given expert choices: ``choices[s]`` is the ``[tokens, top_k]``
     expert ids of the tokens of source rank ``s`` (a routing model's draw or a replayed routing
     trace), experts on ``ep`` ranks by ``owner`` (rank of every expert; default contiguous,
     :func:`expert_rank`; :mod:`cosim.trace.placement` for the others), ranks grouped into
-    nodes as in :func:`sampled_routing_counts`."""
+    nodes as in :func:`sampled_routing_counts`. With ``replicas`` (EPLB) every selection goes to
+    one of its expert's replicas at random (drawn from ``seed``, per source rank)."""
     nodes_of = np.asarray(_node_of(ep, gpus_per_node, node_of), dtype=np.int64)
     nodes = int(nodes_of.max()) + 1
+    if replicas is not None and owner is not None:
+        raise ValueError("give an owner per expert or EPLB replicas, not both")
     owner = expert_rank(num_experts, ep) if owner is None else np.asarray(owner, dtype=np.int64)
+    if replicas is not None:
+        replica_ranks = np.asarray(replicas.replica_ranks, dtype=np.int64)
+        copies = np.asarray(replicas.replicas, dtype=np.int64)
+        if len(copies) != num_experts or replica_ranks.max() >= ep:
+            raise ValueError(f"the replicas place {len(copies)} experts on {replica_ranks.max() + 1} ranks; "
+                             f"expected {num_experts} experts on {ep} ranks")
     sources = len(choices)
     sel = np.zeros((sources, ep))
     tok = np.zeros((sources, ep))
@@ -343,7 +353,12 @@ def counts_from_choices(choices: Sequence[np.ndarray], num_experts: int, ep: int
             continue
         if ch.min() < 0 or ch.max() >= num_experts:
             raise ValueError(f"expert ids must be in 0..{num_experts - 1}")
-        dest = owner[ch]
+        if replicas is None:
+            dest = owner[ch]
+        else:
+            parts = [int(seed)] if isinstance(seed, (int, np.integer)) else [int(v) for v in seed]
+            pick = np.random.default_rng([*parts, 6, s]).random(ch.shape)
+            dest = replica_ranks[ch, (pick * copies[ch]).astype(np.int64)]
         rows = np.broadcast_to(np.arange(len(ch))[:, None], dest.shape)
         sel[s] = np.bincount(dest.ravel(), minlength=ep)
         hit = np.zeros((len(ch), ep), dtype=bool)

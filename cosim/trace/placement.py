@@ -13,10 +13,18 @@ contiguous one). Registered in :data:`PLACEMENTS`:
 - ``locality``: experts that tokens pick together go to the same node (greedy on the
   co-activation counts, the most loaded expert first, each to the node where its partners
   already are, under the node's expert capacity), then LPT inside each node;
-- ``domain``: each node hosts the hot experts of the domains routed to it (domain ``d`` to node
-  ``d % nodes``): every expert goes to the node of the domain that uses it most, under capacity,
-  then LPT inside each node. Pays with **grouping** (requests of one domain on the ranks of its
-  node), which :class:`~cosim.trace.expert_routing.StepRouting` does with ``grouping=True``.
+- ``domain``: each node hosts the hot experts of its domains (:func:`node_domains`: with at least
+  as many nodes as domains, domain ``d`` on every node ``n`` with ``n % domains == d``; with
+  fewer, node ``n`` hosts every domain ``d`` with ``d % nodes == n``): every expert goes to a node
+  of the domain that uses it most (the one with most room), under capacity, then LPT inside each
+  node. Pays with **grouping** (requests of one domain on the ranks of its nodes:
+  :func:`rank_domains`), which :class:`~cosim.trace.expert_routing.StepRouting` does with
+  ``grouping=True`` and the serving router ``domain`` does with requests that carry a domain;
+- ``eplb``: EPLB without redundant slots, the same as ``balanced``; with redundant experts
+  (``StepSpec.redundant_experts`` > 0) the step replicates the hottest experts of each layer from
+  the same statistics (:func:`eplb_replicas`, the rule of
+  :func:`cosim.trace.moe_traffic.eplb_placement`) and every selection goes to one of its expert's
+  replicas at random.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from cosim.registry import Registry
-from cosim.trace.moe_traffic import expert_rank
+from cosim.trace.moe_traffic import ExpertPlacement, eplb_placement, expert_rank
 
 #: Placement policies by name: ``fn(stats, ep, rank_node) -> owner`` (rank of every expert).
 PLACEMENTS = Registry("expert placement")
@@ -56,6 +64,33 @@ class LayerStats:
         co = onehot.T @ onehot
         np.fill_diagonal(co, 0.0)
         return cls(dl, co)
+
+
+def node_domains(nodes: int, domains: int) -> list[tuple[int, ...]]:
+    """The domains each of ``nodes`` node groups hosts: with ``nodes >= domains`` domain ``d`` on
+    every node ``n`` with ``n % domains == d`` (one domain per node, each domain on
+    ``nodes // domains`` or one more nodes); with fewer nodes, node ``n`` hosts every ``d`` with
+    ``d % nodes == n``. The one map the ``domain`` placement, a step's grouping and the serving
+    router share."""
+    if nodes < 1 or domains < 1:
+        raise ValueError(f"nodes and domains must be >= 1, got {nodes}, {domains}")
+    if nodes >= domains:
+        return [(n % domains,) for n in range(nodes)]
+    return [tuple(range(n, domains, nodes)) for n in range(nodes)]
+
+
+def rank_domains(rank_node, domains: int) -> np.ndarray:
+    """The home domain of every rank (``rank_node[i]``: node of rank ``i``, numbered 0, 1, ...):
+    its node's domains (:func:`node_domains`) dealt round robin to the node's ranks in order."""
+    rank_node = np.asarray(rank_node, dtype=np.int64)
+    hosted = node_domains(int(rank_node.max()) + 1 if len(rank_node) else 1, int(domains))
+    out = np.empty(len(rank_node), dtype=np.int64)
+    seen: dict[int, int] = {}
+    for i, n in enumerate(rank_node.tolist()):
+        j = seen.get(n, 0)
+        seen[n] = j + 1
+        out[i] = hosted[n][j % len(hosted[n])]
+    return out
 
 
 def _capacity(num_experts: int, ep: int) -> np.ndarray:
@@ -126,20 +161,36 @@ def domain(stats: LayerStats, ep: int, rank_node: np.ndarray) -> np.ndarray:
     room = _node_capacity(cap, rank_node)
     nodes = len(room)
     members: list[list[int]] = [[] for _ in range(nodes)]
+    hosts: list[list[int]] = [[] for _ in range(num_domains)]  # nodes of every domain
+    for n, ds in enumerate(node_domains(nodes, num_domains)):
+        for d in ds:
+            hosts[d].append(n)
     # the experts a domain leans on most first (share of the expert's load from its top domain)
     share = dl / np.maximum(loads, 1e-12)[None, :]
     order = sorted(range(num_experts), key=lambda e: (-dl[:, e].max(), e))
     for e in order:
         prefs = sorted(range(num_domains), key=lambda d: (-share[d, e], d))
         for d in prefs:
-            m = d % nodes
-            if room[m] > 0:
+            open_nodes = [n for n in hosts[d] if room[n] > 0]
+            if open_nodes:
+                m = max(open_nodes, key=lambda n: (room[n], -n))
                 break
         else:
             m = max(range(nodes), key=lambda m: (room[m], -m))
         members[m].append(e)
         room[m] -= 1
     return _by_node(members, loads, rank_node, cap)
+
+
+PLACEMENTS.register("eplb")(balanced)
+
+
+def eplb_replicas(stats: LayerStats, redundant: int, ep: int) -> ExpertPlacement:
+    """EPLB's replicas of one layer from its routing statistics: ``redundant`` extra slots for
+    the experts with the highest load per replica, packed LPT on the ``ep`` ranks
+    (:func:`cosim.trace.moe_traffic.eplb_placement`)."""
+    loads = stats.loads
+    return eplb_placement(loads / max(float(loads.sum()), 1e-12), int(redundant), int(ep))
 
 
 def place(policy: str, stats: LayerStats, ep: int, rank_node) -> np.ndarray:

@@ -15,6 +15,7 @@ from cosim.errors import ConfigError
 from cosim.explore import (
     best_per_mode, enumerate_points, evaluate_point, experiment_from_dict, explore, load_experiment, pareto_front,
 )
+from cosim.explore.evaluate import TIMING_COLUMNS
 
 TINY = {
     "name": "tiny", "model": "Qwen/Qwen3-30B-A3B", "topology": "h200-hgx-node", "gpus": 8,
@@ -27,9 +28,9 @@ TINY = {
 
 
 def _stable(rows):
-    """Rows without their wall times (the only field that may differ between runs), NaN as None
+    """Rows without their timings (the only fields that may differ between runs), NaN as None
     (NaN != NaN)."""
-    return [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items() if k != "wall_s"}
+    return [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items() if k not in TIMING_COLUMNS}
             for r in rows]
 
 

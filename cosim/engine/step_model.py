@@ -238,6 +238,13 @@ def query_neutral_spec(spec: StepSpec) -> StepSpec:
     return dataclasses.replace(spec, batch_per_rank=1, prefix_tokens=0, prefill_chunks=())
 
 
+def topology_digest(topology: Topology) -> str:
+    """Digest of what a topology *is* (nodes, links, routing, transport, GPU system), not of where
+    it was read from: ``source`` is a label (a generated topology carries the design point that
+    asked for it), so two equal topologies share their step models."""
+    return _digest(dataclasses.replace(topology, source=""))
+
+
 def fingerprint(spec: StepSpec, kernels, topology: Topology, backend: str, overheads: CommOverheads,
                 grid: StepGrid) -> dict[str, str]:
     """Digest of every input a :class:`StepTimeModel` depends on, per part. The GPUs enter by
@@ -247,7 +254,7 @@ def fingerprint(spec: StepSpec, kernels, topology: Topology, backend: str, overh
         "deployment": _digest(dataclasses.replace(query_neutral_spec(spec), gpus=None)),
         "placement": placement_signature(topology, spec.gpu_ranks),
         "kernels": _digest(_kernels_identity(kernels)),
-        "topology": _digest(topology),
+        "topology": topology_digest(topology),
         "backend": backend,
         "overheads": _digest(overheads),
         "grid": _digest(grid),
@@ -266,9 +273,10 @@ class _Work:
     attention shape (window kind and size, DSA indexer) are costed once and multiplied.
     """
 
-    def __init__(self, spec: StepSpec, kernels):
+    def __init__(self, spec: StepSpec, kernels, memo: _Values | None = None):
         self.spec = spec
         self.kernels = kernels
+        self.memo = memo if memo is not None else _Values()
         self._dur: dict = {}
         model, par = spec.model, spec.parallel
         groups: dict[tuple, list[int]] = {}
@@ -277,6 +285,18 @@ class _Work:
                 ls = model.layer(layer)
                 groups.setdefault((ls.ffn, ls.window_kind, ls.window_tokens, ls.indexer), []).append(layer)
         self._layers = [(members[0], len(members)) for members in groups.values()]
+
+    def value(self, method: str, *args) -> float:
+        """``getattr(self, method)(*args)``, looked up first in (and kept in) the memo."""
+        key = f"{method}|{'|'.join(map(str, args))}"
+        v = self.memo.get(key)
+        if v is None:
+            v = float(getattr(self, method)(*args))
+            self.memo.put(key, v)
+        return v
+
+    def save(self) -> None:
+        self.memo.save()
 
     def _seconds(self, ops, per_request: bool = True) -> float:
         total = 0.0
@@ -380,6 +400,216 @@ class _Work:
 
 
 # ---------------------------------------------------------------------------------------------
+# Sharing simulated steps and kernel work between models (and processes)
+
+
+class _Values:
+    """A string-keyed table of floats, optionally backed by a JSON file (merged on save, renamed
+    into place: processes sharing it never read a torn file and lose no value of their own)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path
+        self._values: dict[str, float] = {}
+        self._new: dict[str, float] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        if self.path is not None and self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                data = {}
+            self._values.update({k: float(v) for k, v in data.get("values", {}).items()})
+
+    def get(self, key: str) -> float | None:
+        return self._values.get(key)
+
+    def put(self, key: str, value: float) -> None:
+        self._values[key] = value
+        self._new[key] = value
+
+    def save(self) -> None:
+        if self.path is None or not self._new:
+            return
+        import os
+
+        self.reload()  # another process may have added values since
+        self._values.update(self._new)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"format": "cosim.step_cache", "version": FORMAT_VERSION,
+                                   "values": self._values}))
+        os.replace(tmp, self.path)
+        self._new.clear()
+
+
+def _step_key(spec: StepSpec) -> str:
+    """The query fields of a step (what distinguishes steps of one deployment)."""
+    chunks = ";".join(f"{c.prefix_tokens},{c.new_tokens}" for c in spec.prefill_chunks)
+    return f"{spec.batch_per_rank}|{spec.prefix_tokens}|{chunks}"
+
+
+class _Steps:
+    """Step times of one deployment on one simulator: from the cache's table, else simulated
+    (and kept). ``claimed()``: while held, no other process simulates this deployment's steps
+    through the same cache folder (they wait, then find the steps simulated)."""
+
+    def __init__(self, simulator: StepSimulator, values: _Values | None = None, lock: Path | None = None):
+        self.simulator = simulator
+        self.values = values if values is not None else _Values()
+        self.lock = lock
+
+    def step_time_s(self, spec: StepSpec) -> float:
+        key = _step_key(spec)
+        t = self.values.get(key)
+        if t is None:
+            t = float(self.simulator.simulate(spec).step_time_s)
+            self.values.put(key, t)
+        return t
+
+    def claimed(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def claim():
+            if self.lock is None:
+                yield
+                return
+            _acquire(self.lock)
+            try:
+                self.values.reload()
+                yield
+                self.values.save()
+            finally:
+                self.lock.unlink(missing_ok=True)
+
+        return claim()
+
+
+#: A lock older than this is taken for one left by a process that died (seconds).
+LOCK_STALE_S = 3600.0
+
+
+def _acquire(lock: Path, poll_s: float = 0.2) -> None:
+    """Create ``lock`` exclusively (holding ``host pid``), waiting while another live process
+    holds it; a lock of a dead process on this host, or older than :data:`LOCK_STALE_S`, is
+    removed. A wrongly broken lock only costs duplicate work: the values are the same."""
+    import os
+    import socket
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    me = f"{socket.gethostname()} {os.getpid()}"
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                host, pid = lock.read_text().split()
+                age = time.time() - lock.stat().st_mtime
+            except (OSError, ValueError):
+                time.sleep(poll_s)  # being written, or just removed
+                continue
+            dead = False
+            if host == socket.gethostname():
+                try:
+                    os.kill(int(pid), 0)
+                except ProcessLookupError:
+                    dead = True
+                except (PermissionError, ValueError):
+                    pass
+            if dead or age > LOCK_STALE_S:
+                lock.unlink(missing_ok=True)
+            else:
+                time.sleep(poll_s)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        return
+
+
+@dataclass
+class StepCache:
+    """Simulated step times and kernel-work values shared by every :class:`StepTimeModel` built
+    with it, in memory and (with ``directory``) on disk for other processes and later runs.
+
+    Models of one deployment whose grids differ (the contexts of another workload, a pool with
+    or without mixed steps) simulate many of the same steps: a step is identified by the
+    deployment's fingerprint without the grid (:func:`fingerprint`, plus the simulator's
+    congestion iterations) and its query fields (batch, context, chunks), so a hit is the same
+    simulation and returns the same float. Kernel-work values (tables read from the kernel
+    tables) depend on the deployment and kernels only, so models on other placements and
+    topologies share them too. Files: ``steps-<digest>.json`` and ``work-<digest>.json``.
+    """
+
+    directory: Path | None = None
+
+    def __post_init__(self) -> None:
+        self._steps: dict[str, _Values] = {}
+        self._work: dict[str, _Values] = {}
+        self.built = FillStats()  # the fills of every model built with this cache, summed
+
+    def record(self, fill: FillStats) -> None:
+        for f in dataclasses.fields(FillStats):
+            setattr(self.built, f.name, getattr(self.built, f.name) + getattr(fill, f.name))
+
+    def _table(self, tables: dict, kind: str, ident: str) -> _Values:
+        t = tables.get(ident)
+        if t is None:
+            path = self.directory / f"{kind}-{ident}.json" if self.directory is not None else None
+            t = tables[ident] = _Values(path)
+        return t
+
+    def steps_for(self, base: StepSpec, simulator: StepSimulator) -> _Steps:
+        fp = fingerprint(base, simulator.kernels, simulator.topology, simulator.backend, simulator.overheads,
+                         StepGrid())
+        fp.pop("grid")
+        fp["congestion_iterations"] = str(simulator.max_congestion_iterations)
+        ident = _digest(fp)
+        lock = self.directory / f"steps-{ident}.lock" if self.directory is not None else None
+        return _Steps(simulator, self._table(self._steps, "steps", ident), lock)
+
+    def work_for(self, base: StepSpec, kernels) -> _Values:
+        ident = _digest({"deployment": dataclasses.replace(query_neutral_spec(base), gpus=None),
+                         "kernels": _kernels_identity(kernels)})
+        return self._table(self._work, "work", ident)
+
+
+_ACTIVE: list[StepCache] = []
+_SHARED: dict[str, StepCache] = {}
+
+
+def shared_step_cache(directory: str | Path) -> StepCache:
+    """This process's :class:`StepCache` of ``directory`` (one per folder, so what one design
+    point simulated is in memory for the next)."""
+    key = str(Path(directory).resolve())
+    if key not in _SHARED:
+        _SHARED[key] = StepCache(Path(key))
+    return _SHARED[key]
+
+
+def active_step_cache() -> StepCache | None:
+    """The cache :meth:`StepTimeModel.build` uses when given none (:func:`use_step_cache`)."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+class use_step_cache:  # noqa: N801 (a context manager used as a statement)
+    """``with use_step_cache(cache):`` every :meth:`StepTimeModel.build` in the block (also the
+    ones inside :func:`cosim.serving.run.serve`) shares ``cache``."""
+
+    def __init__(self, cache: StepCache | None):
+        self.cache = cache
+
+    def __enter__(self) -> StepCache | None:
+        if self.cache is not None:
+            _ACTIVE.append(self.cache)
+        return self.cache
+
+    def __exit__(self, *exc) -> None:
+        if self.cache is not None:
+            _ACTIVE.remove(self.cache)
+
+
+# ---------------------------------------------------------------------------------------------
 # Interpolation helpers (pure Python for single queries, numpy for batches)
 
 
@@ -429,12 +659,14 @@ def _bilin_np(xs: np.ndarray, ys: np.ndarray, table: np.ndarray, x: np.ndarray, 
 
 @dataclass
 class FillStats:
-    """Cost of filling a model's grid: steps simulated, network simulations, wall times."""
+    """Cost of filling a model's grid: steps simulated, network simulations, wall times, grid
+    steps answered by the :class:`StepCache` (simulated earlier for another model)."""
 
     steps: int = 0
     network_simulations: int = 0
     simulate_wall_s: float = 0.0
     work_wall_s: float = 0.0
+    cached_steps: int = 0
 
 
 class StepTimeModel:
@@ -464,10 +696,13 @@ class StepTimeModel:
 
     @classmethod
     def build(cls, base: StepSpec, simulator: StepSimulator, grid: StepGrid | None = None,
-              progress=None) -> StepTimeModel:
+              progress=None, cache: StepCache | None = None) -> StepTimeModel:
         """Simulate ``grid`` (default :class:`StepGrid`) for the deployment ``base`` with
         ``simulator`` (its kernels, topology, backend and overheads; its network memo is shared
-        by every grid point). ``progress``: optional ``callable(done, total)``."""
+        by every grid point). ``progress``: optional ``callable(done, total)``. ``cache``: where
+        simulated steps and kernel-work values are looked up first and kept (default the
+        :func:`active_step_cache`, if any): a step another model of the same deployment already
+        simulated is not simulated again, with the same answer."""
         grid = grid or StepGrid()
         if base.phase != "generation":
             raise ConfigError("<api>", "phase", "a StepTimeModel answers decode and mixed (chunked-prefill) steps: "
@@ -483,56 +718,64 @@ class StepTimeModel:
             grid = dataclasses.replace(grid, decode_batches=tuple(sorted({lo, *(b for b in grid.decode_batches
                                                                                 if b >= lo)})))
         fill = FillStats()
+        cache = cache if cache is not None else active_step_cache()
+        steps = cache.steps_for(base, simulator) if cache is not None else _Steps(simulator)
         stats0 = simulator.stats
         t0 = time.perf_counter()
         total = grid.simulations
         done = 0
         decode = np.zeros((len(grid.decode_batches), len(grid.contexts)))
-        for i, b in enumerate(grid.decode_batches):
-            for j, c in enumerate(grid.contexts):
-                spec = dataclasses.replace(base, batch_per_rank=b, prefix_tokens=c, prefill_chunks=())
-                decode[i, j] = simulator.simulate(spec).step_time_s
+        anchors = np.zeros(len(grid.mixed_tokens))
+        with steps.claimed():  # one process at a time simulates this deployment's steps
+            for i, b in enumerate(grid.decode_batches):
+                for j, c in enumerate(grid.contexts):
+                    spec = dataclasses.replace(base, batch_per_rank=b, prefix_tokens=c, prefill_chunks=())
+                    decode[i, j] = steps.step_time_s(spec)
+                    done += 1
+                    if progress:
+                        progress(done, total)
+            for k, n in enumerate(grid.mixed_tokens):
+                anchors[k] = steps.step_time_s(cls._anchor_spec(base, n))
                 done += 1
                 if progress:
                     progress(done, total)
-        anchors = np.zeros(len(grid.mixed_tokens))
-        for k, n in enumerate(grid.mixed_tokens):
-            anchors[k] = simulator.simulate(cls._anchor_spec(base, n)).step_time_s
-            done += 1
-            if progress:
-                progress(done, total)
         fill.simulate_wall_s = time.perf_counter() - t0
         stats = simulator.stats
         fill.steps = stats.steps - stats0.steps
         fill.network_simulations = stats.network_simulations - stats0.network_simulations
+        fill.cached_steps = total - fill.steps
 
         t1 = time.perf_counter()
         decomposed = base.layout == "colocated" and base.overlap == "none"
         afd = base.layout == "afd"
-        work = _Work(base, simulator.kernels)
+        work = _Work(base, simulator.kernels, cache.work_for(base, simulator.kernels) if cache is not None else None)
+        w = work.value
         wb, wc = grid.work_batches(), grid.work_contexts()
         wt = grid.work_tokens(cls._token_hi(base, grid))
         if afd:  # per micro-batch, attention side (module docstring)
-            w_dec = np.array([[work.afd_micro_batch(b, c, per_request=True) for c in wc] for b in wb])
-            w_tok = [work.afd_micro_batch(n, 0, per_request=False) for n in wt]
+            w_dec = np.array([[w("afd_micro_batch", b, c, True) for c in wc] for b in wb])
+            w_tok = [w("afd_micro_batch", n, 0, False) for n in wt]
         else:
-            w_dec = np.array([[work.decode(b, c) if decomposed else 0.0 for c in wc] for b in wb])
-            w_tok = [work.tokens(n) if decomposed else 0.0 for n in wt]
+            w_dec = np.array([[w("decode", b, c) if decomposed else 0.0 for c in wc] for b in wb])
+            w_tok = [w("tokens", n) if decomposed else 0.0 for n in wt]
         tables = {"decode": decode.tolist(), "anchors": anchors.tolist(), "w_decode": w_dec.tolist(),
                   "w_tokens": w_tok, "decomposed": decomposed, "mixed": mixed}
         if afd:
             tables["afd_micro_batches"] = base.afd.micro_batches
         if mixed and afd:
             wn, wp, wr = grid.work_chunk_tokens(), grid.work_contexts(), grid.work_requests()
-            tables["w_chunk"] = [[work.afd_chunk(n, p) for p in wp] for n in wn]
-            tables["w_head"] = [work.afd_head(r) for r in wr]
-            tables["w_body"] = [work.afd_body(n) for n in wt]
-            tables["w_ffn"] = [work.afd_ffn(n) for n in wt]
+            tables["w_chunk"] = [[w("afd_chunk", n, p) for p in wp] for n in wn]
+            tables["w_head"] = [w("afd_head", r) for r in wr]
+            tables["w_body"] = [w("afd_body", n) for n in wt]
+            tables["w_ffn"] = [w("afd_ffn", n) for n in wt]
         elif mixed:
             wn, wp, wr = grid.work_chunk_tokens(), grid.work_contexts(), grid.work_requests()
-            tables["w_chunk"] = [[work.chunk(n, p) for p in wp] for n in wn]
-            tables["w_head"] = [work.head(r) for r in wr]
+            tables["w_chunk"] = [[w("chunk", n, p) for p in wp] for n in wn]
+            tables["w_head"] = [w("head", r) for r in wr]
+        work.save()
         fill.work_wall_s = time.perf_counter() - t1
+        if cache is not None:
+            cache.record(fill)
         fp = fingerprint(base, simulator.kernels, simulator.topology, simulator.backend, simulator.overheads, grid)
         return cls(query_neutral_spec(base), grid, fp, tables, fill)
 

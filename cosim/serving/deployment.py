@@ -276,7 +276,8 @@ class Deployment:
             return StepSpec(self.model, Parallelism(tp=1), self.precision, "generation", max(1, pool.afd.micro_batches),
                             layout="afd", afd=pool.afd, gpus=gpus, routing=pool.routing)
         return StepSpec(self.model, pool.parallel, self.precision, "generation", 1, gpus=gpus,
-                        moe_library=pool.moe_library, mtp_tokens=pool.mtp_tokens, routing=pool.routing)
+                        moe_library=pool.moe_library, mtp_tokens=pool.mtp_tokens, routing=pool.routing,
+                        redundant_experts=pool.parallel.redundant_experts)
 
 
 @dataclass(frozen=True)
@@ -377,7 +378,8 @@ def _batching(data: Any, source: str, path: str, role: str) -> BatchingSpec:
 
 
 def _routing(data: Any, source: str, path: str, role: str) -> StepRouting:
-    """``routing: {model: KIND[:param=value,...] | trace: FILE, placement: POLICY, grouping: BOOL}``."""
+    """``routing: {model: KIND[:param=value,...] | trace: FILE, placement: POLICY, grouping: BOOL,
+    grouping_purity: SHARE}``."""
     from cosim.trace.expert_routing import routing_from
 
     f = Fields(data, source, path)
@@ -385,11 +387,12 @@ def _routing(data: Any, source: str, path: str, role: str) -> StepRouting:
     trace = f.get("trace", as_str, None)
     placement = f.get("placement", as_str, "contiguous")
     grouping = f.get("grouping", _as_bool, False)
+    purity = f.get("grouping_purity", as_float, 1.0)
     f.finish()
     if trace is not None and not Path(trace).is_absolute() and source not in ("<dict>", "<api>"):
         trace = str(Path(source).parent / trace)
     try:
-        return routing_from(model, trace, "prefill" if role == "prefill" else "decode", placement, grouping)
+        return routing_from(model, trace, "prefill" if role == "prefill" else "decode", placement, grouping, purity)
     except ConfigError as exc:
         raise ConfigError(source, f"{path}.{exc.field.split('.')[-1]}" if "." in exc.field else path,
                           exc.message) from None

@@ -7,6 +7,14 @@ pools end the call with their reason, not a crash), builds or reloads one
 limits and the requests' contexts; saved under ``cache_dir`` and reused across runs and
 processes), opens a :class:`~cosim.network.live.LiveNetwork` on the topology for the P/D KV
 transfers, runs the discrete-event simulation and summarizes it.
+
+**Domain grouping** (a pool whose ``routing`` has ``grouping``): its step-time model assumes that
+a share ``grouping_purity`` of each rank's tokens belongs to the rank's home domain. Whether the
+router achieves that is known only after the run (``ServingRun.grouping_purity``), so when the
+measured purity differs from the assumed one by more than :data:`PURITY_TOLERANCE` the run is
+repeated once with the measured purity (rounded to 0.01, so repeated calls share step models);
+``ServeResult.grouping`` records both. Without the ``domain`` router requests land on ranks
+regardless of their domain, and the second run prices grouping at what it really is.
 """
 
 from __future__ import annotations
@@ -30,6 +38,11 @@ from cosim.serving.simulator import ServingOptions, ServingRun, simulate_serving
 from cosim.serving.workload import Requests
 from cosim.topology import Router
 from cosim.topology.placement import placement_signature
+
+
+#: Largest difference between the grouping purity a step-time model assumed and the one a run
+#: measured before the run is repeated with the measured one.
+PURITY_TOLERANCE = 0.02
 
 
 class ModelStepTimes:
@@ -89,6 +102,9 @@ class ServeResult:
             the replica's mean batch (decode tokens, context, chunk tokens of the busiest rank):
             MoE dispatch/combine and TP all-reduces on the replica's own GPUs. With
             ``run.link_tx_bytes`` (the KV transfers) it gives the run's per-link load.
+        grouping: per pool with domain grouping, the ``assumed`` and ``measured`` grouping
+            purity, whether the run was repeated with the measured one (``rerun``, then
+            ``rerun_assumed`` and ``rerun_measured``); the result is the last run's.
     """
 
     deployment: Deployment
@@ -98,6 +114,7 @@ class ServeResult:
     step_models: dict[str, dict] = field(default_factory=dict)
     wall_s: float = 0.0
     step_link_tx_bytes: np.ndarray | None = None
+    grouping: dict[str, dict] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:
@@ -197,7 +214,42 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
     simulated, slower); ``grid(pool, max_context)``: the step-time grid of a pool (default
     :func:`pool_grid`; a sweep passes one sized to its whole space so that points differing only
     in batch limits share models); ``progress(stage, done, total)``; ``macro_steps``: overrides
-    ``options.macro_steps`` (``False``: every decode step is an event of its own)."""
+    ``options.macro_steps`` (``False``: every decode step is an event of its own). Pools with
+    domain grouping may run twice (module docstring, ``ServeResult.grouping``)."""
+    import dataclasses
+
+    from cosim.serving.deployment import with_pool
+
+    kw = dict(slo=slo, options=options, backend=backend, cache_dir=cache_dir, link_load=link_load, kernels=kernels,
+              step_times=step_times, steps=steps, grid=grid, progress=progress, macro_steps=macro_steps)
+    wall0 = time.perf_counter()
+    result = _serve_once(dep, requests, **kw)
+    grouped = [p for p in dep.pools if p.routing is not None and p.routing.grouping
+               and not (step_times and p.name in step_times)]
+    if result.run is None or not grouped:
+        return result
+    info, changed = {}, dep
+    for p in grouped:
+        measured = result.run.grouping_purity("prefill" if p.role == "prefill" else "decode")
+        info[p.name] = {"assumed": p.routing.grouping_purity, "measured": measured, "rerun": False}
+        if measured == measured and abs(measured - p.routing.grouping_purity) > PURITY_TOLERANCE:
+            purity = min(1.0, max(0.0, round(measured, 2)))
+            changed = with_pool(changed, p.name, routing=dataclasses.replace(p.routing, grouping_purity=purity))
+            info[p.name].update(rerun=True, rerun_assumed=purity)
+    if changed is not dep:
+        result = _serve_once(changed, requests, **kw)
+        for name, d in info.items():
+            if d["rerun"]:
+                role = next(p.role for p in changed.pools if p.name == name)
+                d["rerun_measured"] = result.run.grouping_purity("prefill" if role == "prefill" else "decode")
+    result.grouping = info
+    result.wall_s = time.perf_counter() - wall0
+    return result
+
+
+def _serve_once(dep: Deployment, requests: Requests, *, slo, options: ServingOptions, backend: str, cache_dir,
+                link_load: bool, kernels, step_times: dict | None, steps: str, grid, progress,
+                macro_steps: bool | None) -> ServeResult:
     if steps not in ("model", "exact"):
         raise ConfigError("<api>", "steps", f"expected 'model' or 'exact', got {steps!r}")
     from cosim.kernels import KernelTables

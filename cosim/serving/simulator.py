@@ -2,8 +2,8 @@
 
 Requests arrive (open loop: their timestamps; closed loop: each of N users sends its next request
 when the previous one finishes), are routed to a replica of a ``mixed`` or ``prefill`` pool and
-inside it to an attention rank (least KV in use), looked up in the rank's prefix cache, and queued
-for prefill. Every replica steps in lock-step over its attention ranks (their MoE layers
+inside it to an attention rank (the router, :data:`ROUTERS`: least KV in use by default), looked
+up in the rank's prefix cache, and queued for prefill. Every replica steps in lock-step over its attention ranks (their MoE layers
 synchronize them): when idle with work, each rank's batching policy picks its decodes and prefill
 chunks, and the step lasts what the pool's step-time source says for the busiest rank's batch
 (decode tokens, their mean context, its chunks). At the end of a step decodes emit tokens
@@ -21,6 +21,17 @@ decode rank lacks move: a shared prefix the decode rank holds (LRU, as on the pr
 request's own resident prefix stay. The decode side streams the first token when the
 KV has arrived (``ttft="decode_first_token"``, as SGLang, Dynamo and TensorRT-LLM do), or the
 clock stops at prefill end (``ttft="prefill_end"``).
+
+**Routers** (:data:`ROUTERS`, ``ServingOptions.router``): ``least_loaded`` (the attention rank
+with the least KV in use or queued, over all replicas), ``round_robin`` (replicas in turn, the
+least loaded rank inside), ``domain`` (workload-aware grouping: a request goes to the least loaded
+of the ranks whose home domain is its own, :func:`cosim.trace.placement.rank_domains` over the
+ranks' nodes, unless that rank would then hold more than ``(1 + domain_slack)`` x the mean load of
+the candidate ranks plus the request's own tokens, the bound on imbalance; then to the least
+loaded rank of all). In P/D the decode rank is chosen
+the same way among the ranks with room. The run records, per request, whether its prefill and its
+decode ran on a rank of its domain (``ServingRun.prefill_home`` / ``decode_home``): the grouping
+purity a step-time model with domain grouping assumes (``StepRouting.grouping_purity``).
 
 **KV capacity and preemption.** Each attention rank holds ``kv_capacity_tokens`` (from the pool's
 memory, :func:`cosim.serving.deployment.pool_memory`). A request is admitted to prefill when its
@@ -62,6 +73,7 @@ from typing import Callable, Literal, Protocol, Sequence
 import numpy as np
 
 from cosim.errors import ConfigError
+from cosim.registry import Registry
 from cosim.serving.batching import RankWork, get_policy
 from cosim.serving.deployment import Deployment, PoolSpec
 from cosim.serving.prefix_cache import PrefixCache
@@ -75,6 +87,60 @@ TtftConvention = Literal["decode_first_token", "prefill_end"]
 #: ``MACRO_MAX_SCALAR_STEPS``.
 MACRO_MAX_STEPS = 512
 MACRO_MAX_SCALAR_STEPS = 64
+
+
+def _least(loads: Sequence[float], turn: int) -> int:
+    """Index of the least loaded; ties: the first from ``turn`` on (rotating)."""
+    lo = min(loads)
+    m = len(loads)
+    return min((i for i, x in enumerate(loads) if x == lo), key=lambda i: (i - turn) % m)
+
+
+@dataclass(frozen=True)
+class RouteChoice:
+    """What a router sees for one new request: every candidate attention rank's ``loads`` (KV
+    tokens in use, growing or queued), its ``replicas`` index and ``homes`` (home domain); the
+    request's ``domain`` and ``need`` (KV tokens), the rotating ``turn`` and ``slack``
+    (``ServingOptions.domain_slack``)."""
+
+    loads: Sequence[float]
+    replicas: Sequence[int]
+    homes: Sequence[int]
+    domain: int
+    need: int
+    turn: int
+    slack: float
+
+
+def within_slack(load: float, loads: Sequence[float], need: int, slack: float) -> bool:
+    """The domain router's imbalance bound: a rank of the request's domain may take it if its load
+    stays within ``(1 + slack)`` x the mean load plus the request's own tokens."""
+    return load <= (1.0 + slack) * (sum(loads) / len(loads)) + need
+
+
+#: Serving routers by name: ``fn(choice: RouteChoice) -> index`` of the candidate rank.
+ROUTERS = Registry("serving router")
+
+
+@ROUTERS.register("least_loaded")
+def least_loaded(c: RouteChoice) -> int:
+    return _least(c.loads, c.turn)
+
+
+@ROUTERS.register("round_robin")
+def round_robin(c: RouteChoice) -> int:
+    replicas = sorted(set(c.replicas))
+    want = replicas[c.turn % len(replicas)]
+    idx = [i for i, r in enumerate(c.replicas) if r == want]
+    return idx[_least([c.loads[i] for i in idx], c.turn)]
+
+
+@ROUTERS.register("domain")
+def domain_grouping(c: RouteChoice) -> int:
+    idx = [i for i, h in enumerate(c.homes) if h == c.domain and within_slack(c.loads[i], c.loads, c.need, c.slack)]
+    if not idx:
+        return _least(c.loads, c.turn)
+    return idx[_least([c.loads[i] for i in idx], c.turn)]
 
 
 class StepTimes(Protocol):
@@ -108,8 +174,11 @@ class ServingOptions:
             prefix cache, the whole prompt's KV moves, as SGLang and TensorRT-LLM disaggregated
             serving do; > 0: a shared prefix the decode rank holds, or a request's own resident
             prefix, does not move).
-        router: replica choice for new requests: ``least_loaded`` or ``round_robin`` (ties
-            between equally loaded ranks rotate).
+        router: attention-rank choice for new requests (and P/D decode ranks), from
+            :data:`ROUTERS`: ``least_loaded``, ``round_robin`` or ``domain`` (module docstring;
+            ties between equally loaded ranks rotate).
+        domain_slack: ``domain`` router: how far above the mean load of the ranks (a share) a rank
+            of the request's domain may be, beyond the request's own tokens, and still take it.
         ramp_s: closed loop: user ``i`` of N sends its first request at ``i x ramp_s / N``, so the
             users do not stay in phase (0: all at time 0).
         admission: ``prompt`` (a request enters when its prompt's KV fits and grows a token a
@@ -135,7 +204,8 @@ class ServingOptions:
     ttft: TtftConvention = "decode_first_token"
     prefix_cache_fraction: float = 0.5
     decode_prefix_cache_fraction: float = 0.0
-    router: Literal["least_loaded", "round_robin"] = "least_loaded"
+    router: str = "least_loaded"
+    domain_slack: float = 0.1
     kv_transfer: Literal["after_prefill", "layerwise"] = "after_prefill"
     ramp_s: float = 0.0
     admission: Literal["prompt", "full"] = "prompt"
@@ -148,8 +218,12 @@ class ServingOptions:
             raise ConfigError("<api>", "concurrency", f"expected an integer >= 1, got {self.concurrency!r}")
         if self.ttft not in ("decode_first_token", "prefill_end"):
             raise ConfigError("<api>", "ttft", f"expected 'decode_first_token' or 'prefill_end', got {self.ttft!r}")
-        if self.router not in ("least_loaded", "round_robin"):
-            raise ConfigError("<api>", "router", f"expected 'least_loaded' or 'round_robin', got {self.router!r}")
+        if self.router not in ROUTERS:
+            raise ConfigError("<api>", "router", f"expected one of {', '.join(ROUTERS)}, got {self.router!r}")
+        if isinstance(self.domain_slack, bool) or not isinstance(self.domain_slack, (int, float)) \
+                or not 0.0 <= self.domain_slack <= 1.0:
+            raise ConfigError("<api>", "domain_slack", f"expected a share 0..1 of the mean rank load, "
+                                                       f"got {self.domain_slack!r}")
         if not (isinstance(self.client_overhead_s, (int, float)) and 0 <= self.client_overhead_s < math.inf):
             raise ConfigError("<api>", "client_overhead_s",
                               f"expected a finite number of seconds >= 0, got {self.client_overhead_s!r}")
@@ -194,6 +268,9 @@ class ServingRun:
         macro: macro-step counters: ``macros`` (events that advanced several steps),
             ``virtual_steps`` (steps advanced inside them, without an event of their own),
             ``truncated`` (macro-steps cut short by an arrival or a KV landing).
+        prefill_home / decode_home: whether each request's prefill (mixed: its whole run) and
+            its decode ran on an attention rank whose home domain is the request's domain.
+        rank_domains: per pool, the home domain of every attention rank of every replica.
     """
 
     requests: Requests
@@ -221,6 +298,19 @@ class ServingRun:
     decode_gpu: np.ndarray | None = None
     decode_prefix_hit_tokens: np.ndarray | None = None
     macro: dict = field(default_factory=dict)
+    prefill_home: np.ndarray | None = None
+    decode_home: np.ndarray | None = None
+    rank_domains: dict = field(default_factory=dict)
+
+    def grouping_purity(self, role: str = "decode") -> float:
+        """Share of the tokens produced (``decode``; mixed pools: every request) or prefilled
+        (``prefill``) on a rank of the request's own domain: what a grouped step-time model
+        should assume (``StepRouting.grouping_purity``)."""
+        home = self.decode_home if role == "decode" else self.prefill_home
+        w = self.output_tokens_done if role == "decode" else self.prefilled_tokens.astype(np.float64)
+        ok = ~np.isnan(np.asarray(w, dtype=np.float64))
+        total = float(np.asarray(w)[ok].sum()) if home is not None else 0.0
+        return float(np.asarray(w)[ok][home[ok]].sum() / total) if total > 0 else float("nan")
 
     @property
     def num_gpus(self) -> int:
@@ -238,7 +328,7 @@ class _Rank:
     a rank keeps the order of its requests (ordered dicts: O(1) removal)."""
 
     __slots__ = ("gpu_list", "capacity", "kv_used", "prefill_queue", "running", "remaining", "prefixes",
-                 "admitted", "alloc", "need", "need_total", "kv_virtual")
+                 "admitted", "alloc", "need", "need_total", "kv_virtual", "home")
 
     def __init__(self, gpus: tuple[int, ...], capacity: int, prefix_tokens: int, alloc: np.ndarray):
         self.gpu_list = gpus
@@ -253,6 +343,7 @@ class _Rank:
         self.prefixes = PrefixCache(prefix_tokens)
         self.admitted: dict[int, None] = {}     # admission order (for preemption)
         self.kv_virtual = 0                     # KV growth of macro-steps not yet committed (routing)
+        self.home = 0                           # home domain (the domain router)
 
     def remaining_prefill(self, request: int) -> int:
         return self.remaining.get(request, 0)
@@ -356,6 +447,12 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     decode_rank_objs = [k for _, k in all_decode_ranks]
     for key, rep_ in enumerate(r for p in dep.pools for r in replicas[p.name]):
         rep_.key = key
+    rank_homes = _assign_homes(dep, replicas, requests)
+    req_domain = requests.domain
+    prefill_home = np.zeros(n, dtype=bool)
+    decode_home = np.zeros(n, dtype=bool)
+    route = ROUTERS[options.router]
+    entry_replica_index = [i for i, rep in enumerate(entry_replicas) for _ in rep.ranks]
 
     arrival = np.full(n, np.nan)
     first = np.full(n, np.nan)
@@ -432,22 +529,19 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     macro_stats = {"macros": 0, "virtual_steps": 0, "truncated": 0}
     kv_grows = mixed_entry and not full_reserve  # decodes grow their KV (entry ranks' loads move)
 
-    def choose(reps: list[_Replica]) -> tuple[_Replica, _Rank]:
-        """Replica and attention rank for a new request; ties (idle ranks) rotate, so an idle pool
-        spreads its requests instead of piling them on its first rank."""
+    homes_entry = [rk.home for rk in entry_rank_objs]
+
+    def choose(r: int) -> tuple[_Replica, _Rank]:
+        """Replica and attention rank for new request ``r`` (the router); ties (idle ranks)
+        rotate, so an idle pool spreads its requests instead of piling them on its first rank."""
         turn = rr[0]
         rr[0] += 1
-        if options.router == "round_robin":
-            rep = reps[turn % len(reps)]
-            return rep, rep.ranks[_least(rep.ranks, turn)]
-        return all_entry_ranks[_least(entry_rank_objs, turn)]
-
-    def _least(ranks: list[_Rank], turn: int) -> int:
-        """Index of the least loaded rank; ties: the first from ``turn`` on (rotating)."""
-        loads = [rk.kv_used + rk.kv_virtual + rk.need_total for rk in ranks]
-        lo = min(loads)
-        m = len(ranks)
-        return min((i for i, x in enumerate(loads) if x == lo), key=lambda i: (i - turn) % m)
+        loads = [rk.kv_used + rk.kv_virtual + rk.need_total for rk in entry_rank_objs]
+        own = int(requests.prefix_tokens[r]) if requests.prefix_id[r] < 0 else 0  # resident: not in the load
+        need = int(prompt[r]) - own + (full_extra(r) if mixed_entry else 0)
+        j = route(RouteChoice(loads, entry_replica_index, homes_entry, int(req_domain[r]), need, turn,
+                              options.domain_slack))
+        return all_entry_ranks[j]
 
     def kick(rep: _Replica, t: float) -> None:
         """Start the replica's next step if it is idle and has work."""
@@ -621,7 +715,9 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                 nb = mac.before(t, cur)
                 for rank_, i in mac.decodes:
                     rank_.kv_virtual = len(i) * nb
-        rep, rank = choose(entry_replicas)
+        rep, rank = choose(r)
+        prefill_home[r] = rank.home == req_domain[r]
+        decode_home[r] = prefill_home[r]
         if active and kv_grows:
             for rep_ in active:
                 for rank_, _ in rep_.macro.decodes:
@@ -737,19 +833,31 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
             need = int(prompt[r]) + int(out_tokens[r])
             m = len(all_decode_ranks)
             turn = handoff_turn[0]
-            # least KV in use, then fewest running, among the ranks with room; ties rotate
+            # least KV in use, then fewest running, among the ranks with room; ties rotate (the
+            # domain router: among those of the request's domain within the slack, if any)
             keys = [(rk.kv_used + rk.kv_virtual + rk.need_total, len(rk.running)) if rk.kv_used + need <= rk.capacity
                     else None for rk in decode_rank_objs]
             fit = [k for k in keys if k is not None]
             if not fit:
                 return
             lo = min(fit)
+            if options.router == "domain":
+                d = int(req_domain[r])
+                loads = [k[0] if k is not None else rk.kv_used + rk.kv_virtual + rk.need_total
+                         for k, rk in zip(keys, decode_rank_objs)]
+                near = [k if k is not None and decode_rank_objs[i].home == d
+                        and within_slack(k[0], loads, need, options.domain_slack) else None
+                        for i, k in enumerate(keys)]
+                if any(k is not None for k in near):
+                    keys = near
+                    lo = min(k for k in near if k is not None)
             j = min((i for i, k in enumerate(keys) if k == lo), key=lambda i: (i - turn) % m)
             handoff_turn[0] += 1
             best = all_decode_ranks[j]
             decode_gpu[r] = best[1].gpu_list[0]
             pending_handoff.popleft()
             rep, rank = best
+            decode_home[r] = rank.home == req_domain[r]
             rank.kv_used += need  # reserved for the whole request
             rank.alloc[r] = need
             rank.admitted[r] = None
@@ -846,7 +954,38 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                       {k: {"steps": v[0], "decode_tokens": v[1] / v[0], "context": v[2] / max(v[1], 1),
                            "chunk_tokens": v[3] / v[0], "chunks": v[4] / v[0]} for k, v in rep_stats.items()},
                       entry_gpu, decode_gpu,
-                      decode_hit if disagg and options.decode_prefix_cache_fraction > 0 else None, macro_stats)
+                      decode_hit if disagg and options.decode_prefix_cache_fraction > 0 else None, macro_stats,
+                      prefill_home, decode_home, rank_homes)
+
+
+def _assign_homes(dep: Deployment, replicas: dict[str, list[_Replica]], requests: Requests) -> dict[str, list]:
+    """Set every attention rank's home domain (:func:`cosim.trace.placement.rank_domains` over
+    the nodes of its replica's ranks, as a grouped step numbers them) and return them per pool.
+    The domain count is the pool's ``domain_mixture`` routing model's when it has one (the
+    requests' domains must be among them), else the requests'."""
+    from cosim.network.deepep import group_nodes, topology_gpus_per_node
+    from cosim.trace.expert_routing import DomainMixture
+    from cosim.trace.placement import rank_domains
+
+    req_domains = int(requests.domain.max()) + 1 if len(requests) else 1
+    try:
+        gpn = topology_gpus_per_node(dep.topology)
+    except ConfigError:  # scale-up domains of unequal sizes: each GPU its own node
+        gpn = 1
+    out: dict[str, list] = {}
+    for p in dep.pools:
+        model = p.routing.model if p.routing is not None else None
+        domains = model.domains if isinstance(model, DomainMixture) else req_domains
+        if isinstance(model, DomainMixture) and req_domains > domains:
+            raise ConfigError("<api>", f"pools.{p.name}.routing", f"the requests come from {req_domains} domains; "
+                                                                  f"the pool's domain_mixture routing has {domains}")
+        out[p.name] = []
+        for rep in replicas[p.name]:
+            homes = rank_domains(group_nodes([rk.gpu_list[0] for rk in rep.ranks], gpn), domains)
+            for rk, h in zip(rep.ranks, homes):
+                rk.home = int(h)
+            out[p.name].append(tuple(int(h) for h in homes))
+    return out
 
 
 def _emission_order(gaps: np.ndarray, block_t: np.ndarray, block_key: np.ndarray, block_n: np.ndarray) -> np.ndarray:

@@ -16,6 +16,10 @@ requests share prefixes:
   already resident (the design study's "KV already cached"); K >= 1 makes requests draw one of K
   shared prefix ids (uniform, or Zipf with exponent ``prefix_zipf_a``), each id with one length
   drawn once from ``prefix_tokens``, looked up in a :class:`cosim.serving.prefix_cache.PrefixCache`.
+* ``domains``: the request domains (code, math, chat ...) and their shares: each request draws
+  one (``Requests.domain``; default: every request in domain 0). The serving router ``domain``
+  sends a request to the ranks of its domain; the ``domain_mixture`` routing model gives each
+  domain its own hot experts (``docs/routing.md``).
 
 :func:`generate_requests` turns a spec into columnar :class:`Requests` (numpy arrays),
 deterministically for a seed. Presets (:data:`PRESETS`: chat, coding, agentic-coding) fix token
@@ -424,8 +428,10 @@ class SLO(_Checked):
 
 
 #: The columns of a request set, in order (also the JSONL trace fields, with ``arrival_s``).
-COLUMNS = ("request_id", "arrival_s", "prefix_id", "prefix_tokens", "input_tokens", "output_tokens")
-_TRACE_KEYS = ("arrival_s", "prefix_id", "prefix_tokens", "input_tokens", "output_tokens")
+COLUMNS = ("request_id", "arrival_s", "prefix_id", "prefix_tokens", "input_tokens", "output_tokens", "domain")
+_TRACE_KEYS = ("arrival_s", "prefix_id", "prefix_tokens", "input_tokens", "output_tokens", "domain")
+#: Most request domains a workload may name.
+MAX_DOMAINS = 1024
 
 
 @dataclass(frozen=True)
@@ -443,6 +449,13 @@ class Trace:
     prefix_tokens: np.ndarray = field(compare=False, repr=False)
     input_tokens: np.ndarray = field(compare=False, repr=False)
     output_tokens: np.ndarray = field(compare=False, repr=False)
+    domain: np.ndarray = field(compare=False, repr=False, default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.domain is None:
+            d = np.zeros(len(self.input_tokens), dtype=np.int64)
+            d.setflags(write=False)
+            object.__setattr__(self, "domain", d)
 
     def __len__(self) -> int:
         return len(self.input_tokens)
@@ -458,7 +471,8 @@ class WorkloadSpec:
 
     Either the three token distributions are given, or ``trace`` is, and then they are None (the
     trace supplies every request's counts, in order). ``seed`` is the default of
-    :func:`generate_requests`.
+    :func:`generate_requests`. ``domain_weights``: the share of requests in each domain (empty:
+    one domain; a trace gives each request's domain itself).
     """
 
     name: str
@@ -472,10 +486,19 @@ class WorkloadSpec:
     seed: int = 0
     trace: Trace | None = None
     description: str = ""
+    domain_weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         def bad(fld: str, msg: str) -> ConfigError:
             return ConfigError(API, fld, msg)
+
+        w = self.domain_weights
+        if not isinstance(w, tuple) or len(w) > MAX_DOMAINS or not all(_is_num(x) and x >= 0 for x in w) \
+                or (w and not sum(w) > 0):
+            raise bad("domains", f"expected up to {MAX_DOMAINS} finite shares >= 0 (not all 0), one per domain, "
+                                 f"got {w!r}")
+        if w and self.trace is not None:
+            raise bad("domains", "a trace gives each request's domain itself (its 'domain' field); leave domains out")
 
         if not isinstance(self.name, str) or not self.name:
             raise bad("name", f"expected a non-empty string, got {self.name!r}")
@@ -523,6 +546,19 @@ class WorkloadSpec:
     def with_seed(self, seed: int) -> "WorkloadSpec":
         return dataclasses.replace(self, seed=seed)
 
+    def with_domains(self, weights) -> "WorkloadSpec":
+        """The same workload with request domains of these shares (an integer N: N equal ones)."""
+        if _is_int(weights):
+            weights = (1.0,) * int(weights) if weights > 1 else ()
+        return dataclasses.replace(self, domain_weights=tuple(float(x) for x in weights))
+
+    @property
+    def num_domains(self) -> int:
+        """Request domains of the workload (1 without ``domain_weights``; a trace's largest + 1)."""
+        if self.trace is not None:
+            return int(self.trace.domain.max()) + 1 if len(self.trace) else 1
+        return max(1, len(self.domain_weights))
+
     def to_dict(self) -> dict[str, Any]:
         """The YAML document of this spec (:func:`workload_from_dict` reads it back to an equal
         spec); a trace is written as its path."""
@@ -536,6 +572,8 @@ class WorkloadSpec:
                 d[k] = _params_to_dict(getattr(self, k))
             d["num_prefixes"] = self.num_prefixes
             d["prefix_zipf_a"] = self.prefix_zipf_a
+            if self.domain_weights:
+                d["domains"] = list(self.domain_weights)
         d["arrival"] = _params_to_dict(self.arrival)
         d["slo"] = {k: v for k, v in _params_to_dict(self.slo).items() if k != "kind"}
         d["seed"] = self.seed
@@ -612,7 +650,8 @@ class Requests:
     request ``i`` when a user is free: ``concurrency`` users, ``think_time_s`` between a finish and
     the user's next send). ``prefix_id >= 0`` is a shared prefix of ``prefix_tokens`` tokens to look
     up in the prefix cache; ``-1`` is a request whose own prefix (possibly 0 tokens) is taken as
-    resident. ``input_tokens`` are the new input tokens; ``output_tokens >= 1``.
+    resident. ``input_tokens`` are the new input tokens; ``output_tokens >= 1``. ``domain`` is
+    the request's domain (>= 0; default: all 0).
     """
 
     request_id: np.ndarray
@@ -623,9 +662,12 @@ class Requests:
     output_tokens: np.ndarray
     workload: WorkloadSpec
     seed: int = 0
+    domain: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = None
+        if self.domain is None:
+            object.__setattr__(self, "domain", np.zeros(len(np.asarray(self.request_id)), dtype=np.int64))
         for col in COLUMNS:
             raw = getattr(self, col)
             dtype = np.float64 if col == "arrival_s" else np.int64
@@ -737,6 +779,8 @@ def _validate_columns(r: Requests) -> None:
             raise bad(col, a < 0, "token counts must be >= 0")
     if (r.output_tokens < 1).any():
         raise bad("output_tokens", r.output_tokens < 1, "every request produces at least 1 output token")
+    if (r.domain < 0).any() or (len(r) and r.domain.max() >= MAX_DOMAINS):
+        raise bad("domain", (r.domain < 0) | (r.domain >= MAX_DOMAINS), f"domains are 0..{MAX_DOMAINS - 1}")
     if (r.prefix_id < -1).any():
         raise bad("prefix_id", r.prefix_id < -1, "prefix ids are >= 0, or -1 for no shared prefix")
     if ((r.prefix_tokens + r.input_tokens) < 1).any():
@@ -772,7 +816,7 @@ def _validate_columns(r: Requests) -> None:
 # ---------------------------------------------------------------------------------------------
 
 #: Independent random streams of one seed (changing one column's distribution leaves the others).
-_STREAM_ARRIVALS, _STREAM_PREFIX_ID, _STREAM_PREFIX_LEN, _STREAM_INPUT, _STREAM_OUTPUT = range(5)
+_STREAM_ARRIVALS, _STREAM_PREFIX_ID, _STREAM_PREFIX_LEN, _STREAM_INPUT, _STREAM_OUTPUT, _STREAM_DOMAIN = range(6)
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -848,16 +892,25 @@ def generate_requests(workload: WorkloadSpec, *, num_requests: int | None = None
             raise ConfigError(API, "num_requests", f"the trace {trace.path} has {len(trace)} requests, {n} needed")
         prefix_id, prefix_tokens = trace.prefix_id[:n], trace.prefix_tokens[:n]
         input_tokens, output_tokens = trace.input_tokens[:n], trace.output_tokens[:n]
+        domain = trace.domain[:n]
     else:
         prefix_id, prefix_tokens = _draw_prefixes(workload, seed, n)
         input_tokens = workload.input_tokens.sample(_rng(seed, _STREAM_INPUT), n)  # type: ignore[union-attr]
         output_tokens = workload.output_tokens.sample(_rng(seed, _STREAM_OUTPUT), n)  # type: ignore[union-attr]
+        domain = _draw_domains(workload.domain_weights, seed, n)
     cols = dict(request_id=np.arange(n, dtype=np.int64), arrival_s=times, prefix_id=prefix_id,
-                prefix_tokens=prefix_tokens, input_tokens=input_tokens, output_tokens=output_tokens)
+                prefix_tokens=prefix_tokens, input_tokens=input_tokens, output_tokens=output_tokens, domain=domain)
     for a in cols.values():  # fresh or read-only arrays: Requests shares them instead of copying
         if a.flags.writeable:
             a.setflags(write=False)
     return Requests(**cols, workload=workload, seed=seed)
+
+
+def _draw_domains(weights: tuple[float, ...], seed: int, n: int) -> np.ndarray:
+    if len(weights) <= 1:
+        return np.zeros(n, dtype=np.int64)
+    p = np.asarray(weights, dtype=np.float64)
+    return _rng(seed, _STREAM_DOMAIN).choice(len(p), size=n, p=p / p.sum()).astype(np.int64)
 
 
 def _draw_prefixes(w: WorkloadSpec, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -881,7 +934,8 @@ def load_trace(path: str | Path) -> Trace:
     """Read a JSONL trace: one JSON object per line with ``input_tokens``, ``output_tokens``, and
     optionally ``arrival_s`` (on every line or none, non-decreasing), ``prefix_id`` (a shared
     prefix; its ``prefix_tokens`` on its first line, the same or omitted later) and
-    ``prefix_tokens`` (alone: the request's own resident prefix). Blank lines are skipped; any
+    ``prefix_tokens`` (alone: the request's own resident prefix) and ``domain`` (the request's
+    domain, an integer >= 0; default 0). Blank lines are skipped; any
     other bad line is a :class:`ConfigError` naming the file and line."""
     path = Path(path)
     src = str(path)
@@ -921,6 +975,9 @@ def load_trace(path: str | Path) -> Trace:
         out = integer("output_tokens", 1, True)
         pid = integer("prefix_id", 0, False)
         ptok = integer("prefix_tokens", 0, False)
+        dom = integer("domain", 0, False)
+        if dom is not None and dom >= MAX_DOMAINS:
+            raise ConfigError(src, f"{where}, domain", f"expected a domain 0..{MAX_DOMAINS - 1}, got {dom}")
         if pid is not None:
             first = prefix_len.get(pid)
             if first is None:
@@ -949,7 +1006,8 @@ def load_trace(path: str | Path) -> Trace:
                 raise ConfigError(src, f"{where}, arrival_s", f"arrivals must be in time order: {t} after {last_t}")
             last_t = t
         for k, v in (("arrival_s", t), ("prefix_id", -1 if pid is None else pid),
-                     ("prefix_tokens", ptok or 0), ("input_tokens", inp), ("output_tokens", out)):
+                     ("prefix_tokens", ptok or 0), ("input_tokens", inp), ("output_tokens", out),
+                     ("domain", dom or 0)):
             cols[k].append(v)
     if not cols["input_tokens"]:
         raise ConfigError(src, "", "the trace has no requests")
@@ -972,6 +1030,8 @@ def write_trace(requests: Requests, path: str | Path) -> None:
         obj["prefix_tokens"] = int(requests.prefix_tokens[i])
         obj["input_tokens"] = int(requests.input_tokens[i])
         obj["output_tokens"] = int(requests.output_tokens[i])
+        if requests.domain[i]:
+            obj["domain"] = int(requests.domain[i])
         lines.append(json.dumps(obj, separators=(",", ":")))
     from cosim.io_atomic import atomic_write_text
 
@@ -1085,7 +1145,7 @@ def _read_distribution(parent: Fields, key: str) -> Distribution:
 
 
 _TOP_KEYS = ("name", "description", "preset", "trace", "prefix_tokens", "input_tokens", "output_tokens",
-             "num_prefixes", "prefix_zipf_a", "arrival", "slo", "seed")
+             "num_prefixes", "prefix_zipf_a", "arrival", "slo", "seed", "domains")
 
 
 def workload_from_dict(data: Any, source: str = API, base_dir: str | Path | None = None) -> WorkloadSpec:
@@ -1137,6 +1197,8 @@ def workload_from_dict(data: Any, source: str = API, base_dir: str | Path | None
         kw["slo"] = _read_params(SLO, Fields(top.get("slo", lambda v: v), source, "slo"),
                                  base.slo if base is not None else None)
     kw["seed"] = top.get("seed", as_int, base.seed if base else 0)
+    if "domains" in top.data:
+        kw["domain_weights"] = top.get("domains", _domain_weights)
     top.used.update(_TOP_KEYS)  # keys skipped above (a preset's or a trace's) are still allowed
     top.finish()
     try:
@@ -1145,6 +1207,18 @@ def workload_from_dict(data: Any, source: str = API, base_dir: str | Path | None
         if exc.source != API:
             raise
         raise top.error(exc.field, exc.message) from None
+
+
+def _domain_weights(v: Any) -> tuple[float, ...]:
+    """``domains: N`` (N equal shares) or ``domains: [w0, w1, ...]`` (shares, normalized)."""
+    if _is_int(v):
+        if not 1 <= v <= MAX_DOMAINS:
+            raise ValueError(f"expected 1..{MAX_DOMAINS} domains, got {v}")
+        return (1.0,) * v if v > 1 else ()
+    if isinstance(v, list) and v and len(v) <= MAX_DOMAINS and all(_is_num(x) and x >= 0 for x in v) and sum(v) > 0:
+        return tuple(float(x) for x in v)
+    raise ValueError(f"expected a number of equal domains (e.g. 4) or a list of up to {MAX_DOMAINS} shares >= 0 "
+                     f"(e.g. [0.4, 0.3, 0.2, 0.1]), got {v!r}")
 
 
 def load_workload(name_or_path: str | Path) -> WorkloadSpec:

@@ -141,3 +141,29 @@ def test_exact_steps_agree_with_the_step_model(tmp_path):
     for name in ("ttft", "tpot"):
         a, b = getattr(model.summary, name).mean_s, getattr(exact.summary, name).mean_s
         assert abs(a / b - 1) < 0.01, (name, a, b)
+
+
+def test_serve_routing_options_group_requests_by_domain(tmp_path, capsys):
+    """``cosim serve --routing ... --placement domain --grouping --router domain --domains 4``:
+    the requests carry domains, the run groups them and reports the purity (JSON and Parquet);
+    bad routing options are clean errors."""
+    dep = tmp_path / "agg.yaml"
+    dep.write_text("model: Qwen/Qwen3-30B-A3B\ntopology: h200-hgx-2node\npools:\n  - name: agg\n    role: mixed\n"
+                   "    parallel: {tp: 16, ep: 16, dp_attention: true}\n"
+                   "    batching: {policy: chunked_prefill, token_budget: 1024, max_batch: 8}\n")
+    js, out = tmp_path / "run.json", tmp_path / "req.parquet"
+    base = ["serve", str(dep), "-w", "chat", "--concurrency", "32", "-n", "48", "--steps", "exact", "-q"]
+    rc = main(base + ["--routing", "domain_mixture:domains=4,overlap=0.3", "--placement", "domain", "--grouping",
+                      "--router", "domain", "--domains", "4", "--json", str(js), "-o", str(out)])
+    assert rc == 0
+    assert "domain grouping, pool agg" in capsys.readouterr().out
+    data = json.loads(js.read_text())
+    assert data["grouping"]["agg"]["measured"] > 0.9 and data["grouping_purity"] > 0.9
+    table = pq.read_table(out)
+    assert set(table.column("domain").to_numpy()) == {0, 1, 2, 3} and table.column("decode_home").to_numpy().mean() > 0.9
+    for bad, msg in ((["--placement", "domain"], "need --routing"), (["--domains", "x"], "--domains"),
+                     (["--routing", "domain_mixture", "--grouping-purity", "2"], "--grouping-purity"),
+                     (["--routing", "magic"], "unknown routing model"), (["--router", "magic"], "invalid choice")):
+        assert main(base + bad) == 2, bad
+        cap = capsys.readouterr()
+        assert msg in cap.out + cap.err, bad

@@ -300,24 +300,38 @@ def _ranges(values) -> str:
     return ",".join(out)
 
 
-def _step_routing(args):
-    """``--routing MODEL`` / ``--routing-trace FILE`` as a StepRouting (None: ``--skew``)."""
-    from cosim.trace.expert_routing import StepRouting, parse_routing
+def _step_routing(args, phase: str | None = None):
+    """``--routing MODEL`` / ``--routing-trace FILE`` with ``--placement`` / ``--grouping`` (and
+    ``--grouping-purity`` where the command has it) as a StepRouting (None: neither given;
+    ``cosim step`` then uses ``--skew``). ``phase``: the routing trace rows to replay (default:
+    ``args.phase``). The one reader of these options (``cosim step``, ``cosim serve``)."""
+    from cosim.trace.expert_routing import routing_from
 
     if args.routing and args.routing_trace:
         raise CosimError("--routing and --routing-trace: give one")
-    if args.routing:
-        return StepRouting(model=parse_routing(args.routing), placement=args.placement, grouping=args.grouping)
-    if args.routing_trace:
-        import dataclasses
-
-        r = load_option("--routing-trace", StepRouting.from_trace, args.routing_trace,
-                        phase="decode" if args.phase == "decode" else "prefill")
-        return dataclasses.replace(r, placement=args.placement, grouping=args.grouping)
-    if args.placement != "contiguous" or args.grouping:
+    if (args.placement != "contiguous" or args.grouping) and not (args.routing or args.routing_trace):
         raise CosimError("--placement / --grouping need --routing or --routing-trace (their statistics place the "
                          "experts)")
-    return None
+    if phase is None:
+        phase = "decode" if args.phase == "decode" else "prefill"
+    return load_option("--routing-trace" if args.routing_trace else "--routing", routing_from, args.routing,
+                       args.routing_trace, phase, args.placement, args.grouping, getattr(args, "grouping_purity", 1.0))
+
+
+def add_routing_options(p) -> None:
+    """The routing options of ``cosim step`` and ``cosim serve`` (one definition)."""
+    from cosim.trace.placement import PLACEMENTS
+
+    p.add_argument("--routing", default=None, metavar="MODEL",
+                   help="routing model drawn per MoE layer: uniform, power_law, domain_mixture, request_affinity, "
+                        "with parameters as KIND:skew=0.45,max_nodes=4 (docs/routing.md)")
+    p.add_argument("--routing-trace", type=Path, default=None, metavar="FILE",
+                   help="replay the expert choices of a routing trace (Parquet, docs/routing.md)")
+    p.add_argument("--placement", choices=sorted(PLACEMENTS), default="contiguous",
+                   help="expert placement from the routing's statistics (eplb: with --redundant-experts or the "
+                        "pool's redundant_experts; docs/routing.md)")
+    p.add_argument("--grouping", action="store_true",
+                   help="domain grouping: each rank's requests of the domain of its node (domain_mixture)")
 
 
 def _write_traces(result, out_dir: Path, alltoallv: str) -> None:
@@ -386,17 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--context", type=cli_int, default=0, help="tokens already in the KV cache per request")
     step.add_argument("--overlap", choices=["none", "tbo"], default="none", help="two-batch overlap")
     step.add_argument("--skew", type=cli_float, default=0.0, help="routing skew (0 = uniform, 1 = power law)")
-    step.add_argument("--routing", default=None, metavar="MODEL",
-                      help="routing model drawn per MoE layer: uniform, power_law, domain_mixture, request_affinity, "
-                           "with parameters as KIND:skew=0.45,max_nodes=4 (docs/routing.md)")
-    step.add_argument("--routing-trace", type=Path, default=None, metavar="FILE",
-                      help="replay the expert choices of a routing trace (Parquet, docs/routing.md)")
-    from cosim.trace.placement import PLACEMENTS
-
-    step.add_argument("--placement", choices=sorted(PLACEMENTS), default="contiguous",
-                      help="expert placement from the routing's statistics (docs/routing.md)")
-    step.add_argument("--grouping", action="store_true",
-                      help="domain grouping: each rank's requests of the domain of its node (domain_mixture)")
+    add_routing_options(step)
     step.add_argument("--moe-library", choices=["auto", "deepep_normal", "deepep_ll", "nvlink_a2a"], default="auto",
                       help="MoE dispatch/combine: DeepEP (auto: normal in prefill, low-latency in decode) or "
                            "TensorRT-LLM's NVLink all-to-all inside one NVLink domain (NVL72)")

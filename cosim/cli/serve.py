@@ -27,6 +27,8 @@ SERVE_OPTIONS = (
     NumberOption("--ramp", "ramp", 0.0, MAX_SIM_TIME_S, hint="seconds over which the users start"),
     NumberOption("--decode-prefix-cache", "decode_prefix_cache", 0.0, 1.0, hint="a fraction of the KV capacity"),
     IntOption("--seed", "seed", 0, 2**63 - 1),
+    NumberOption("--grouping-purity", "grouping_purity", 0.0, 1.0, hint="a share of a rank's tokens"),
+    NumberOption("--domain-slack", "domain_slack", 0.0, 1.0, hint="a share of the mean rank load"),
 )
 
 
@@ -70,13 +72,45 @@ def add_parser(sub) -> None:
                    help="write an HTML report (latency distributions, throughput, pools, busiest links) to "
                         "DIR/index.html")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    from cosim.cli.main import add_routing_options
+    from cosim.serving.simulator import ROUTERS
+
+    routing = p.add_argument_group("MoE routing and placement (every MoE pool; overrides the pools' routing:)")
+    add_routing_options(routing)
+    routing.add_argument("--grouping-purity", type=cli_float, default=1.0, metavar="SHARE",
+                         help="with --grouping: share of a rank's tokens of its home domain the step-time model "
+                              "starts from (the run measures it and re-prices once if it differs)")
+    routing.add_argument("--router", choices=list(ROUTERS), default="least_loaded",
+                         help="attention-rank choice for new requests and P/D decode ranks (domain: requests of "
+                              "one domain to the ranks of its nodes)")
+    routing.add_argument("--domain-slack", type=cli_float, default=0.1, metavar="SHARE",
+                         help="domain router: how far above the mean rank load a rank of the request's domain may "
+                              "be and still take it")
+    routing.add_argument("--domains", default=None, metavar="N|W0,W1,...",
+                         help="request domains of the workload: N equal ones or their shares (default: the "
+                              "workload's)")
     p.set_defaults(func=run)
+
+
+def _domains(text: str) -> tuple[float, ...]:
+    """``--domains 4`` or ``--domains 0.4,0.3,0.2,0.1``."""
+    parts = [x.strip() for x in str(text).split(",")]
+    try:
+        values = [float(x) for x in parts]
+    except ValueError:
+        raise ConfigError("--domains", "", f"expected N or shares such as 0.4,0.3,0.3, got {literal(text)}") from None
+    if len(values) == 1:
+        n = values[0]
+        if n != int(n) or not 1 <= n <= 1024:
+            raise ConfigError("--domains", "", f"expected a number of domains 1..1024, got {literal(text)}")
+        return (1.0,) * int(n) if n > 1 else ()
+    return tuple(values)
 
 
 def run(args: argparse.Namespace) -> int:
     from cosim.cli.main import check_report_dir, console
     from cosim.report import pool_table, summary_table, throughput_lines, write_requests_parquet, write_serving_json
-    from cosim.report.serving import links_table
+    from cosim.report.serving import grouping_lines, links_table
     from cosim.serving.deployment import load_deployment
     from cosim.serving.run import serve
     from cosim.serving.simulator import ServingOptions
@@ -92,7 +126,13 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.cache, "--cache")
     check_report_dir(args.report)
     dep = load_option("deployment", load_deployment, args.deployment)
+    dep = _with_routing(dep, args)
     workload = load_option("--workload", load_workload, args.workload)
+    if args.domains is not None:
+        try:
+            workload = workload.with_domains(_domains(args.domains))
+        except ConfigError as exc:
+            raise ConfigError("--domains", "", exc.message) from None
     if args.rate is not None:
         workload = workload.with_arrival(Poisson(args.rate))
     elif args.concurrency is not None:
@@ -117,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
         users = requests.concurrency or 0
         ramp = args.ramp if args.ramp is not None else (max(0.1, users / 1000.0) if users else 0.0)
         options = ServingOptions(ttft=args.ttft, kv_transfer=args.kv_transfer, ramp_s=ramp, admission=args.admission,
-                                 decode_prefix_cache_fraction=args.decode_prefix_cache)
+                                 decode_prefix_cache_fraction=args.decode_prefix_cache, router=args.router,
+                                 domain_slack=args.domain_slack)
         result = serve(dep, requests, slo=workload.slo, options=options, backend=args.backend,
                        cache_dir=args.cache, steps=args.steps, progress=progress)
     if not result.feasible:
@@ -132,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
     for line in throughput_lines(result):
         console.print(line, highlight=False)
     console.print(pool_table(result))
+    for line in grouping_lines(result):
+        console.print(line, highlight=False)
     links = links_table(result)
     if links is not None:
         console.print(links)
@@ -144,6 +187,25 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         _report(result, args, workload, f"served {what}")
     return 0
+
+
+def _with_routing(dep, args: argparse.Namespace):
+    """The deployment with ``--routing`` / ``--routing-trace`` / ``--placement`` / ``--grouping``
+    as the routing of every MoE pool (a prefill pool replays a trace's prefill rows)."""
+    from cosim.cli.main import _step_routing
+    from cosim.serving.deployment import with_pool
+
+    if not (args.routing or args.routing_trace or args.placement != "contiguous" or args.grouping):
+        return dep
+    if not dep.model.is_moe:
+        raise ConfigError("--routing", "", f"{dep.model.name} has no MoE layers to route")
+    for pool in dep.pools:
+        routing = _step_routing(args, "prefill" if pool.role == "prefill" else "decode")
+        try:
+            dep = with_pool(dep, pool.name, routing=routing)
+        except ConfigError as exc:
+            raise ConfigError("--routing", f"pools.{pool.name}.{exc.field}", exc.message) from None
+    return dep
 
 
 def _report(result, args: argparse.Namespace, workload, what: str) -> None:

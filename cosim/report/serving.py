@@ -108,7 +108,7 @@ def requests_table(run) -> pa.Table:
     """One row per request: its columns and what happened to it."""
     r = run.requests
     cols = {c: np.asarray(getattr(r, c)) for c in ("request_id", "arrival_s", "prefix_id", "prefix_tokens",
-                                                   "input_tokens", "output_tokens")}
+                                                   "input_tokens", "output_tokens", "domain")}
     cols.update(arrival_s=run.arrival_s, first_token_s=run.first_token_s, finish_s=run.finish_s,
                 prefill_end_s=run.prefill_end_s, kv_transfer_s=run.kv_transfer_s,
                 prefix_hit_tokens=run.prefix_hit_tokens, prefilled_tokens=run.prefilled_tokens,
@@ -116,7 +116,9 @@ def requests_table(run) -> pa.Table:
                 max_itl_s=run.max_itl_s if run.max_itl_s is not None else np.full(len(r), np.nan),
                 entry_gpu=run.entry_gpu, decode_gpu=run.decode_gpu,
                 decode_prefix_hit_tokens=run.decode_prefix_hit_tokens if run.decode_prefix_hit_tokens is not None
-                else np.zeros(len(r), dtype=np.int64))
+                else np.zeros(len(r), dtype=np.int64),
+                prefill_home=run.prefill_home if run.prefill_home is not None else np.zeros(len(r), dtype=bool),
+                decode_home=run.decode_home if run.decode_home is not None else np.zeros(len(r), dtype=bool))
     return pa.table(cols)
 
 
@@ -141,6 +143,23 @@ def _plain(obj):
     return obj
 
 
+def grouping_lines(result) -> list[str]:
+    """Per pool with domain grouping: the grouping purity its step-time model assumed, what the
+    run measured, and the re-priced run (``ServeResult.grouping``); the router's purity for a run
+    whose requests carry several domains."""
+    lines = []
+    for name, g in result.grouping.items():
+        line = f"domain grouping, pool {name}: step model assumed purity {g['assumed']:.2f}, the run measured " \
+               f"{g['measured']:.2f}"
+        if g.get("rerun"):
+            line += f"; re-run at {g['rerun_assumed']:.2f} (measured {g['rerun_measured']:.2f})"
+        lines.append(line)
+    run = result.run
+    if not lines and run is not None and len(run.requests) and run.requests.domain.max() > 0:
+        lines.append(f"requests on a rank of their domain: {run.grouping_purity():.0%} of the output tokens")
+    return lines
+
+
 def serving_summary(result) -> dict:
     """A JSON-ready summary of a :class:`cosim.serving.run.ServeResult`."""
     return {
@@ -150,6 +169,9 @@ def serving_summary(result) -> dict:
         "summary": _plain(result.summary) if result.summary else None,
         "step_models": result.step_models, "wall_s": result.wall_s,
         "links": _busiest_links(result),
+        "grouping": result.grouping,
+        "grouping_purity": (result.run.grouping_purity() if result.run is not None and len(result.run.requests)
+                            else None),
     }
 
 

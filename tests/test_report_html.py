@@ -171,8 +171,9 @@ def test_step_serve_and_net_reports_in_chromium(tmp_path, browser, capsys):
         assert f"report: {folder / 'index.html'}" in printed
 
     info = open_page(browser, step / "index.html", tmp_path / "step.png")
-    assert_page_ok(info, min_images=3)  # breakdown, AFD groups, link heat map
+    assert_page_ok(info, min_images=4)  # breakdown, AFD groups, MoE bytes per layer and expert load, link heat map
     assert "AFD groups" not in info["title"] and "hottest links" in info["text"] and "afd" in info["text"]
+    assert "MoE token traffic" in info["text"] and "straggler factor" in info["text"]
 
     info = open_page(browser, serve / "index.html", tmp_path / "serve.png")
     assert_page_ok(info, min_images=2)  # latency CDFs, load over time

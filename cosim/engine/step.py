@@ -251,6 +251,17 @@ class StepResult:
         hot = max(slowest, key=slowest.get)
         return float(np.mean(ratios)), hot, slowest[hot]
 
+    def expert_time_per_rank(self) -> dict[int, tuple[float, float]]:
+        """Per rank running routed experts, its mean and its largest routed-expert time over the
+        MoE layers (and micro-batches): the per-rank expert load behind
+        :meth:`expert_imbalance`."""
+        out: dict[int, list[float]] = defaultdict(list)
+        for rt in self.trace.ranks:
+            for n in rt.nodes:
+                if isinstance(n, ComputeNode) and n.op_class == "moe_experts":
+                    out[rt.rank].append(n.duration_s)
+        return {r: (float(np.mean(v)), float(np.max(v))) for r, v in sorted(out.items())}
+
     def link_utilization(self) -> np.ndarray:
         """Mean utilization of every directed link over the step."""
         bw = self.topology.directed_bandwidth_bps

@@ -139,7 +139,9 @@ def moe_traffic_summary(result) -> dict[str, Any] | None:
     factor, rank, count = result.expert_imbalance()
     return {"by_op": ops, "straggler_factor": factor, "slowest_rank": rank, "slowest_rank_layers": count,
             "per_layer": [{"layer": t.layer, "op": t.op, "intra_bytes": t.intra_bytes, "inter_bytes": t.inter_bytes}
-                          for t in layers]}
+                          for t in layers],
+            "rank_expert_s": {r: m for r, (m, _) in result.expert_time_per_rank().items()},
+            "rank_expert_max_s": {r: x for r, (_, x) in result.expert_time_per_rank().items()}}
 
 
 @dataclass(frozen=True, eq=False)

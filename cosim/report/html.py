@@ -340,6 +340,23 @@ def write_step_report(result, out_dir: str | Path, description: str = "", top_li
            + f"; {summary['network_simulations']} network simulations", meta=True)
     page.h2("Breakdown")
     add_step_sections(page, {"step": summary}, {}, name="step")
+    moe = summary.get("moe_traffic")
+    if moe:
+        page.h2("MoE token traffic")
+        rows = [(op, f"{o['layers']}", format_bytes(o["intra_bytes"]), format_bytes(o["inter_bytes"]),
+                 f"{o['inter_fraction']:.1%}") for op, o in moe["by_op"].items()]
+        page.table(table_data("Dispatch / combine bytes inside and across nodes (all MoE layers)",
+                              ("operation", "layers", "inside a node", "across nodes", "share across"), rows,
+                              left=("operation",)))
+        page.p(f"routed-expert straggler factor {moe['straggler_factor']:.3f} (max / mean expert time of the ranks, "
+               f"mean over layers); slowest rank {moe['slowest_rank']} in {moe['slowest_rank_layers']} layers",
+               meta=True)
+        page.figure("step-moe", lambda p: plots.moe_traffic_plot(moe["per_layer"], moe["rank_expert_s"], p,
+                                                                 title="MoE bytes per layer",
+                                                                 rank_expert_max_s=moe["rank_expert_max_s"]),
+                    "Left: each MoE layer's dispatch + combine bytes that stay inside a node and that cross nodes. "
+                    "Right: each rank's routed-expert time per layer, the mean over layers (bars, its expert load; "
+                    "dashed: the mean of the ranks) and its largest layer (ticks)")
     page.h2("Links")
     series = step_link_series(result, top=top_links)
     if series.names:

@@ -172,6 +172,45 @@ def paired_bars(labels: Sequence[str], values: dict[str, Sequence[float | None]]
         return save(fig, path)
 
 
+def moe_traffic_plot(per_layer: Sequence[dict], rank_expert_s: dict[int, float], path: str | Path, *,
+                     title: str, rank_expert_max_s: dict[int, float] | None = None) -> Path:
+    """MoE token traffic of a step: per MoE layer the dispatch + combine bytes that stay inside a
+    node and those that cross nodes (stacked), and per rank its mean routed-expert time over the
+    layers (bars) and its largest (ticks: the layers where it is the straggler)."""
+    layers = sorted({d["layer"] for d in per_layer})
+    intra = np.array([sum(d["intra_bytes"] for d in per_layer if d["layer"] == l) for l in layers]) / 1e6
+    inter = np.array([sum(d["inter_bytes"] for d in per_layer if d["layer"] == l) for l in layers]) / 1e6
+    with figure(10.0, 3.4, ncols=2, gridspec_kw={"width_ratios": [3, 2]}) as (fig, axes):
+        ax, bx = axes
+        x = np.arange(len(layers))
+        ax.bar(x, intra, color="#1f77b4", label="inside a node", width=0.9)
+        ax.bar(x, inter, bottom=intra, color="#d62728", label="across nodes", width=0.9)
+        step = max(1, len(layers) // 12)
+        ax.set_xticks(x[::step], [str(l) for l in layers][::step], fontsize=7)
+        ax.set_xlabel("MoE layer")
+        ax.set_ylabel("MB (dispatch + combine)")
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(0, max(float((intra + inter).max()) if len(layers) else 0.0, 1e-9) * 1.3)
+        ax.legend(loc="upper right", fontsize=7, ncols=2)
+        ranks = list(rank_expert_s)
+        t = np.array([rank_expert_s[r] for r in ranks]) * 1e6
+        bx.bar(np.arange(len(ranks)), t, color="#2ca02c", width=0.9, label="mean over layers")
+        top = t
+        if rank_expert_max_s:
+            top = np.array([rank_expert_max_s[r] for r in ranks]) * 1e6
+            bx.scatter(np.arange(len(ranks)), top, marker="_", s=120, color="black", label="largest layer")
+        if len(t):
+            bx.axhline(t.mean(), color="black", linewidth=0.8, linestyle="--", label=f"mean {t.mean():.0f} us")
+            bx.set_ylim(0, max(float(top.max()), 1e-9) * 1.35)
+            bx.legend(loc="upper right", fontsize=7, ncols=3)
+        step = max(1, len(ranks) // 16)
+        bx.set_xticks(np.arange(len(ranks))[::step], [str(r) for r in ranks][::step], fontsize=7)
+        bx.set_xlabel("rank")
+        bx.set_ylabel("routed-expert time per layer (us)")
+        bx.set_title("Expert load per rank", fontsize=9)
+        return save(fig, path)
+
+
 def cdf_plot(panels: Sequence[tuple[str, np.ndarray, float | None]], path: str | Path, *, title: str) -> Path:
     """One empirical CDF per ``(name, seconds, SLO seconds or None)`` panel, in ms, with its
     p50/p90/p99 marked and the SLO as a red dashed line."""

@@ -19,7 +19,7 @@ from cosim.kernels import KernelTables
 from cosim.models import Parallelism, Precision, load_model
 from cosim.serving.deployment import BatchingSpec, PoolSpec
 from cosim.topology import load_topology
-from cosim.trace.builder import StepSpec
+from cosim.trace.builder import AfdSpec, StepSpec
 
 GRID_A = StepGrid(decode_batches=(1, 4, 16), contexts=(0, 1024, 4096), mixed_tokens=(2, 64, 512), work_per_octave=2)
 GRID_B = dataclasses.replace(GRID_A, contexts=(0, 1024, 8192))  # another workload's longest context
@@ -80,6 +80,36 @@ def test_equal_topologies_share_models_whatever_their_source(setup):
     assert topology_digest(relabelled) == topology_digest(topo)
     assert fingerprint(base, kernels, relabelled, "flow", StepSimulator(kernels, topo).overheads, GRID_A) == \
         fingerprint(base, kernels, topo, "flow", StepSimulator(kernels, topo).overheads, GRID_A)
+
+
+def test_colocated_decode_grids_need_two_contexts(setup):
+    """The decomposed method's residual does not depend on the context: the first and last
+    contexts give the full grid's answers (to float rounding), which is why explore simulates
+    only those for colocated pools."""
+    base, kernels, topo = setup
+    full = dataclasses.replace(GRID_A, contexts=(0, 512, 2048, 8192, 9000))
+    two = dataclasses.replace(full, contexts=(0, 9000))
+    cache = StepCache()
+    a = StepTimeModel.build(base, StepSimulator(kernels, topo), full, cache=cache)
+    b = StepTimeModel.build(base, StepSimulator(kernels, topo), two, cache=cache)
+    assert a.method == b.method == "decomposed" and b.fill.steps == 0
+    rng = np.random.default_rng(1)
+    batch, ctx = rng.integers(1, 17, 300), rng.integers(0, 9001, 300)
+    assert np.allclose(b.step_times(batch, ctx).seconds, a.step_times(batch, ctx).seconds, rtol=1e-12, atol=0)
+    assert b.step_time(3, 512, [(100, 200)]) == a.step_time(3, 512, [(100, 200)])
+
+
+def test_explore_grids(setup):
+    spec = experiment_from_dict({
+        "name": "g", "model": "Qwen/Qwen3-30B-A3B", "topology": "h200-hgx-node", "gpus": 8, "workloads": ["chat"],
+        "space": {"modes": ["pd"], "replicas": [{"tp": 4, "ep": 4, "dp_attention": True}], "prefill_gpus": [4],
+                  "max_batch": [16], "token_budget": [512]}}, "g.yaml")
+    grid = _grid_for(spec)
+    mixed = PoolSpec("agg", "mixed", Parallelism(tp=4, ep=4, dp_attention=True), 1, BatchingSpec("chunked_prefill", 512, 16))
+    assert grid(mixed, 9000).contexts == (0, 9000) and grid(mixed, 9000).mixed_tokens
+    afd = PoolSpec("dec", "decode", batching=BatchingSpec("decode_only", 512, 16),
+                   afd=AfdSpec(attention_gpus=4, ffn_gpus=4, micro_batches=2))
+    assert grid(afd, 9000).contexts == (0, 512, 2048, 8192, 9000)
 
 
 def test_prefill_pools_get_a_small_decode_grid_with_the_same_answers(setup):

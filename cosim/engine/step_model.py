@@ -748,7 +748,10 @@ class StepTimeModel:
         t1 = time.perf_counter()
         decomposed = base.layout == "colocated" and base.overlap == "none"
         afd = base.layout == "afd"
-        work = _Work(base, simulator.kernels, cache.work_for(base, simulator.kernels) if cache is not None else None)
+        memo = cache.work_for(base, simulator.kernels) if cache is not None else None
+        if memo is not None:
+            memo.reload()  # what another process computed since
+        work = _Work(base, simulator.kernels, memo)
         w = work.value
         wb, wc = grid.work_batches(), grid.work_contexts()
         wt = grid.work_tokens(cls._token_hi(base, grid))

@@ -12,6 +12,13 @@ the hot experts of its domains), with and without domain grouping (a rank's requ
 domain of its node). Prints a table and writes ``benchmarks/results/placement.json``.
 
     python benchmarks/placement.py [--quick]
+    python benchmarks/placement.py --sensitivity   # how the reduction grows with domain specialization
+
+``--sensitivity`` (seconds, no step simulation): the share of DeepSeek-V3's EP64 token
+selections that cross the 8 HGX nodes, contiguous vs domain placement + grouping, for
+``domain_mixture`` skews 0.45 / 1.0 / 1.5 and overlaps 0.3 / 0 (DeepEP low-latency sends every
+selection on its own, so its inter-node bytes scale with these selections); writes
+``benchmarks/results/placement_sensitivity.json``.
 """
 
 from __future__ import annotations
@@ -38,6 +45,43 @@ CONFIGS = (("contiguous", False), ("contiguous", True), ("balanced", False), ("e
            ("locality", True), ("domain", False), ("domain", True))
 
 
+def sensitivity(console: Console, out: Path) -> int:
+    """Inter-node selections of contiguous vs domain placement + grouping over skew x overlap."""
+    import numpy as np
+
+    from cosim.trace.moe_traffic import counts_from_choices
+
+    num_experts, top_k, ep, layers = 256, 8, 64, (3, 10, 30)
+    node = np.repeat(np.arange(8), 8)
+    nodes = tuple(int(v) for v in node)
+
+    def crossing(model, placement, grouping):
+        shares = []
+        for layer in layers:
+            r = StepRouting(model=model, placement=placement, grouping=grouping)
+            c = counts_from_choices(r.choices(layer, ep, 32, num_experts, top_k, source_node=nodes), num_experts, ep,
+                                    node_of=node, owner=r.owner(layer, num_experts, top_k, ep, nodes))
+            sel = np.asarray(c.selections)
+            shares.append(float(sel[node[:, None] != node[None, :]].sum() / sel.sum()))
+        return float(np.mean(shares))
+
+    rows = []
+    table = Table(title="DeepSeek-V3 EP64 on 8 nodes: share of selections crossing nodes (4 domains)")
+    for col in ("skew", "overlap", "contiguous", "domain + grouping", "change"):
+        table.add_column(col, justify="right")
+    for skew in (0.45, 1.0, 1.5):
+        for overlap in (0.3, 0.0):
+            m = routing_model("domain_mixture", domains=4, overlap=overlap, skew=skew)
+            a, b = crossing(m, "contiguous", False), crossing(m, "domain", True)
+            rows.append({"skew": skew, "overlap": overlap, "contiguous": a, "domain_grouping": b, "change": b / a - 1})
+            table.add_row(f"{skew:g}", f"{overlap:g}", f"{a:.3f}", f"{b:.3f}", f"{b / a - 1:+.1%}")
+    console.print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows, "layers": list(layers)}, indent=1))
+    console.print(f"wrote {out}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="Qwen3-30B-A3B EP16 on two HGX nodes instead (seconds)")
@@ -46,8 +90,12 @@ def main() -> int:
                     help="network backend of the steps (packet: ns-3, minutes per step at EP64)")
     ap.add_argument("--configs", nargs="+", default=None, metavar="PLACEMENT[+grouping]",
                     help="only these placements, e.g. contiguous domain+grouping balanced")
+    ap.add_argument("--sensitivity", action="store_true",
+                    help="inter-node selections vs domain specialization (skew, overlap); seconds")
     args = ap.parse_args()
     console = Console()
+    if args.sensitivity:
+        return sensitivity(console, OUT.with_name("placement_sensitivity.json"))
     if args.quick:
         model, ep, cases = load_model("Qwen/Qwen3-30B-A3B"), 16, (("h200-hgx-2node", "h200_sxm"),)
     else:

@@ -10,7 +10,9 @@ other core is often busy, and one worker's points/s is what a pool of N multipli
   12 points), which has the study's sharing structure (the same deployments under three
   workloads, prefill pools shared by the P/D modes).
 
-For each it prints and records the wall time, the points, points/s and the per-phase split:
+For each it prints and records the wall time, the points, points/s, the CPU time (on a machine
+shared with other jobs the wall time grows and the CPU time hardly does: points per CPU second
+times the cores is the projection for an idle machine) and the per-phase split:
 step-model building (its simulated steps and its kernel-work tables), serving simulations, the
 rest of the points' evaluation (feasibility, requests, load search bookkeeping) and the
 finalists' close look (``packet = False``, as the study runs it). ``--label`` names the run
@@ -74,6 +76,7 @@ def child(name: str, experiment: str, out_dir: str, workers: int) -> dict:
     from cosim.explore.run import explore
 
     spec = load_experiment(experiment)
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     res = explore(spec, out_dir, workers=workers, finalists=False)
     points_s = time.perf_counter() - t0
@@ -81,6 +84,7 @@ def child(name: str, experiment: str, out_dir: str, workers: int) -> dict:
     examine_finalists(spec, res.enumeration.points, res.rows, Path(out_dir), Path(out_dir) / "step-models", False,
                       None)
     finalists_s = time.perf_counter() - t1
+    cpu_s = time.process_time() - cpu0  # one worker: everything ran in this process
     rows = res.rows
 
     def total(col):
@@ -95,7 +99,8 @@ def child(name: str, experiment: str, out_dir: str, workers: int) -> dict:
         phases["other_s"] = phases["point_wall_sum_s"] - phases["step_models_s"] - phases["serving_s"]
     keep = ("key", "mode", "workload", "model", "status", "concurrency", "evaluations", "reason", *METRICS)
     return {"name": name, "points": len(rows), "evaluated": res.evaluated, "wall_s": points_s + finalists_s,
-            "points_per_s": len(rows) / (points_s + finalists_s), "phases": phases,
+            "points_per_s": len(rows) / (points_s + finalists_s), "cpu_s": cpu_s,
+            "points_per_cpu_s": len(rows) / cpu_s, "phases": phases,
             "rows": [{k: r.get(k) for k in keep} for r in rows]}
 
 
@@ -120,11 +125,14 @@ def run_study() -> dict:
             cmd = [sys.executable, "-m", "cosim", "explore", str(STUDY / f"{stem}.yaml"), "-o", f"{tmp}/{stem}",
                    "--no-finalists", "--no-report", "-q"]
             t0 = time.perf_counter()
+            c0 = os.times()
             subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+            c1 = os.times()
             import pyarrow.parquet as pq
 
             n = pq.read_table(f"{tmp}/{stem}/results.parquet").num_rows
-            out[stem] = {"wall_s": time.perf_counter() - t0, "points": n}
+            out[stem] = {"wall_s": time.perf_counter() - t0, "points": n,
+                         "cpu_s": (c1.children_user + c1.children_system) - (c0.children_user + c0.children_system)}
     wall = sum(v["wall_s"] for v in out.values())
     pts = sum(v["points"] for v in out.values())
     return {"experiments": out, "wall_s": wall, "points": pts, "points_per_s": pts / wall}
@@ -154,7 +162,7 @@ def compare(before: dict, after: dict) -> dict:
 def show(d: dict) -> None:
     ph = d["phases"]
     print(f"{d['name']}: {d['points']} points in {d['wall_s']:.1f} s = {d['points_per_s']:.3f} points/s "
-          f"(points {ph['points_s']:.1f} s, finalists {ph['finalists_s']:.1f} s)")
+          f"(points {ph['points_s']:.1f} s, finalists {ph['finalists_s']:.1f} s; CPU {d.get('cpu_s', math.nan):.1f} s)")
     if ph.get("step_models_s"):
         print(f"  per point, summed: step models {ph['step_models_s']:.1f} s (simulated steps "
               f"{ph['step_simulation_s']:.1f} s, kernel-work tables {ph['kernel_work_s']:.1f} s), serving "

@@ -60,7 +60,9 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", choices=["model", "exact"], default="model",
                    help="step times from the step-time model (interpolated grid, default) or every distinct step "
                         "simulated (exact, slower)")
-    p.add_argument("--backend", "-b", choices=["flow", "packet"], default="flow",
+    from cosim.network import BACKENDS
+
+    p.add_argument("--backend", "-b", choices=list(BACKENDS), default="flow",
                    help="network backend of the step simulations")
     p.add_argument("--cache", type=Path, default=Path(".cosim-cache"),
                    help="folder of saved step-time models (reused across runs)")

@@ -56,9 +56,9 @@ def _grid_for(spec: ExperimentSpec):
     - colocated pools (the ``decomposed`` method of :class:`StepTimeModel`): the first and last
       contexts. What is interpolated over the context is the residual ``T - W_dec - G``, and on
       these layouts it does not depend on the context (attention runs in series with the rest):
-      measured on every colocated deployment of the quickstart and of the disaggregation study,
-      the answers of the two-context grid differ from the full grid's by < 1e-12 relative
-      (``docs/step-model.md``), for half to a fifth of the decode steps;
+      measured on every colocated deployment of the quickstart and of the study's
+      ``hgx-b200.yaml``, the answers of the two-context grid differ from the full grid's by
+      < 1e-14 relative (``docs/step-model.md``), for half to a fifth of the decode steps;
     - a prefill pool, moreover, never decodes: its decode batches are already the smallest grid;
     - AFD pools keep every context (their residual moves with the context: up to 12 % off with
       two contexts on the study's long-context workload).

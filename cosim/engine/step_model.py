@@ -61,6 +61,7 @@ anything else (``ConfigError`` naming the parts that differ).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import hashlib
@@ -70,7 +71,7 @@ import time
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 
@@ -467,23 +468,18 @@ class _Steps:
             self.values.put(key, t)
         return t
 
-    def claimed(self):
-        import contextlib
-
-        @contextlib.contextmanager
-        def claim():
-            if self.lock is None:
-                yield
-                return
-            _acquire(self.lock)
-            try:
-                self.values.reload()
-                yield
-                self.values.save()
-            finally:
-                self.lock.unlink(missing_ok=True)
-
-        return claim()
+    @contextlib.contextmanager
+    def claimed(self) -> Iterator[None]:
+        if self.lock is None:
+            yield
+            return
+        _acquire(self.lock)
+        try:
+            self.values.reload()
+            yield
+            self.values.save()
+        finally:
+            self.lock.unlink(missing_ok=True)
 
 
 #: A lock older than this is taken for one left by a process that died (seconds).
@@ -592,21 +588,18 @@ def active_step_cache() -> StepCache | None:
     return _ACTIVE[-1] if _ACTIVE else None
 
 
-class use_step_cache:  # noqa: N801 (a context manager used as a statement)
+@contextlib.contextmanager
+def use_step_cache(cache: StepCache | None) -> Iterator[StepCache | None]:
     """``with use_step_cache(cache):`` every :meth:`StepTimeModel.build` in the block (also the
-    ones inside :func:`cosim.serving.run.serve`) shares ``cache``."""
-
-    def __init__(self, cache: StepCache | None):
-        self.cache = cache
-
-    def __enter__(self) -> StepCache | None:
-        if self.cache is not None:
-            _ACTIVE.append(self.cache)
-        return self.cache
-
-    def __exit__(self, *exc) -> None:
-        if self.cache is not None:
-            _ACTIVE.remove(self.cache)
+    ones inside :func:`cosim.serving.run.serve`) shares ``cache`` (``None``: no change)."""
+    if cache is None:
+        yield None
+        return
+    _ACTIVE.append(cache)
+    try:
+        yield cache
+    finally:
+        _ACTIVE.remove(cache)
 
 
 # ---------------------------------------------------------------------------------------------

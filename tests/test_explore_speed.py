@@ -11,7 +11,7 @@ import pytest
 
 from cosim.engine.simulator import StepSimulator
 from cosim.engine.step_model import (
-    StepCache, StepGrid, StepTimeModel, _acquire, fingerprint, topology_digest, use_step_cache,
+    StepCache, StepGrid, StepTimeModel, _acquire, fingerprint, topology_digest,
 )
 from cosim.explore.evaluate import _grid_for
 from cosim.explore.spec import experiment_from_dict
@@ -63,9 +63,8 @@ def test_cached_steps_and_work_give_the_same_model(setup, tmp_path):
 def test_models_with_other_grids_share_the_common_steps(setup):
     base, kernels, topo = setup
     cache = StepCache()
-    with use_step_cache(cache):  # what cosim explore does around serve()
-        StepTimeModel.build(base, StepSimulator(kernels, topo), GRID_A)
-        b = StepTimeModel.build(base, StepSimulator(kernels, topo), GRID_B)
+    StepTimeModel.build(base, StepSimulator(kernels, topo), GRID_A, cache=cache)
+    b = StepTimeModel.build(base, StepSimulator(kernels, topo), GRID_B, cache=cache)
     # only the decode steps at the new context are simulated; the anchors are the same steps
     assert b.fill.steps == len(GRID_B.decode_batches)
     _tables_equal(b, StepTimeModel.build(base, StepSimulator(kernels, topo), GRID_B))

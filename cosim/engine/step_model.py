@@ -570,7 +570,6 @@ class StepCache:
         return self._table(self._work, "work", ident)
 
 
-_ACTIVE: list[StepCache] = []
 _SHARED: dict[str, StepCache] = {}
 
 
@@ -581,25 +580,6 @@ def shared_step_cache(directory: str | Path) -> StepCache:
     if key not in _SHARED:
         _SHARED[key] = StepCache(Path(key))
     return _SHARED[key]
-
-
-def active_step_cache() -> StepCache | None:
-    """The cache :meth:`StepTimeModel.build` uses when given none (:func:`use_step_cache`)."""
-    return _ACTIVE[-1] if _ACTIVE else None
-
-
-@contextlib.contextmanager
-def use_step_cache(cache: StepCache | None) -> Iterator[StepCache | None]:
-    """``with use_step_cache(cache):`` every :meth:`StepTimeModel.build` in the block (also the
-    ones inside :func:`cosim.serving.run.serve`) shares ``cache`` (``None``: no change)."""
-    if cache is None:
-        yield None
-        return
-    _ACTIVE.append(cache)
-    try:
-        yield cache
-    finally:
-        _ACTIVE.remove(cache)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -693,9 +673,9 @@ class StepTimeModel:
         """Simulate ``grid`` (default :class:`StepGrid`) for the deployment ``base`` with
         ``simulator`` (its kernels, topology, backend and overheads; its network memo is shared
         by every grid point). ``progress``: optional ``callable(done, total)``. ``cache``: where
-        simulated steps and kernel-work values are looked up first and kept (default the
-        :func:`active_step_cache`, if any): a step another model of the same deployment already
-        simulated is not simulated again, with the same answer."""
+        simulated steps and kernel-work values are looked up first and kept (default: none): a
+        step another model of the same deployment already simulated is not simulated again,
+        with the same answer."""
         grid = grid or StepGrid()
         if base.phase != "generation":
             raise ConfigError("<api>", "phase", "a StepTimeModel answers decode and mixed (chunked-prefill) steps: "
@@ -711,7 +691,6 @@ class StepTimeModel:
             grid = dataclasses.replace(grid, decode_batches=tuple(sorted({lo, *(b for b in grid.decode_batches
                                                                                 if b >= lo)})))
         fill = FillStats()
-        cache = cache if cache is not None else active_step_cache()
         steps = cache.steps_for(base, simulator) if cache is not None else _Steps(simulator)
         stats0 = simulator.stats
         t0 = time.perf_counter()

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from cosim.engine.step_model import StepCache, shared_step_cache, use_step_cache
+from cosim.engine.step_model import StepCache, shared_step_cache
 from cosim.errors import CosimError
 from cosim.explore.space import DesignPoint, workload_of
 from cosim.explore.spec import ExperimentSpec
@@ -169,9 +169,8 @@ def evaluate_point(spec: ExperimentSpec, point: DesignPoint, cache_dir: str | Pa
                 reqs = generate_requests(w, num_requests=n, seed=spec.seed)
                 options = ServingOptions(ramp_s=max(0.1, users / 1000.0))
                 t = time.perf_counter()
-                with use_step_cache(cache):
-                    res = serve(dep, reqs, slo=wl.slo, options=options, cache_dir=cache_dir, link_load=False,
-                                kernels=kernels, grid=grid)
+                res = serve(dep, reqs, slo=wl.slo, options=options, cache_dir=cache_dir, link_load=False,
+                            kernels=kernels, grid=grid, step_cache=cache)
                 models_s = sum(m.get("wall_s", 0.0) for m in res.step_models.values()
                                if m.get("source") in ("built", "loaded"))
                 timing["step_model_s"] += models_s

@@ -168,7 +168,8 @@ _LOADED: dict[Path, StepTimeModel] = {}
 
 
 def _pool_model(dep: Deployment, p: PoolSpec, replica: int, sim: StepSimulator, kernels, backend: str,
-                grid: StepGrid, cache: Path | None, progress, label: str) -> tuple[ModelStepTimes, dict]:
+                grid: StepGrid, cache: Path | None, progress, label: str,
+                step_cache=None) -> tuple[ModelStepTimes, dict]:
     """The step-time model of ``replica``'s placement of pool ``p``: loaded from ``cache`` when a
     saved one matches, else built (and saved)."""
     from cosim.engine.step_model import fingerprint
@@ -188,7 +189,7 @@ def _pool_model(dep: Deployment, p: PoolSpec, replica: int, sim: StepSimulator, 
     how = "loaded" if model is not None else "built"
     if model is None:
         report = (lambda d, t: progress(f"step model {label}", d, t)) if progress else None
-        model = StepTimeModel.build(base, sim, grid, progress=report)
+        model = StepTimeModel.build(base, sim, grid, progress=report, cache=step_cache)
         if path is not None:
             model.save(path)
     if path is not None:
@@ -203,7 +204,8 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
           backend: str = "flow", cache_dir: str | Path | None = None, link_load: bool = True,
           kernels=None, step_times: dict | None = None, steps: str = "model",
           grid: Callable[[PoolSpec, int], StepGrid] | None = None,
-          progress: Callable[[str, int, int], None] | None = None, macro_steps: bool | None = None) -> ServeResult:
+          progress: Callable[[str, int, int], None] | None = None, macro_steps: bool | None = None,
+          step_cache=None) -> ServeResult:
     """Serve ``requests`` with ``dep`` (see the module docstring); ``slo`` (``ttft_s``,
     ``tpot_s``) adds SLO attainment to the summary; ``link_load`` estimates the steps' traffic per
     link over the run (one step simulated per replica); ``kernels``: the kernel tables to use
@@ -214,14 +216,17 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
     simulated, slower); ``grid(pool, max_context)``: the step-time grid of a pool (default
     :func:`pool_grid`; a sweep passes one sized to its whole space so that points differing only
     in batch limits share models); ``progress(stage, done, total)``; ``macro_steps``: overrides
-    ``options.macro_steps`` (``False``: every decode step is an event of its own). Pools with
+    ``options.macro_steps`` (``False``: every decode step is an event of its own); ``step_cache``:
+    a :class:`~cosim.engine.step_model.StepCache` the step-time models it builds share their
+    simulated steps through (a sweep passes one for all its points). Pools with
     domain grouping may run twice (module docstring, ``ServeResult.grouping``)."""
     import dataclasses
 
     from cosim.serving.deployment import with_pool
 
     kw = dict(slo=slo, options=options, backend=backend, cache_dir=cache_dir, link_load=link_load, kernels=kernels,
-              step_times=step_times, steps=steps, grid=grid, progress=progress, macro_steps=macro_steps)
+              step_times=step_times, steps=steps, grid=grid, progress=progress, macro_steps=macro_steps,
+              step_cache=step_cache)
     wall0 = time.perf_counter()
     result = _serve_once(dep, requests, **kw)
     grouped = [p for p in dep.pools if p.routing is not None and p.routing.grouping
@@ -249,7 +254,7 @@ def serve(dep: Deployment, requests: Requests, *, slo=None, options: ServingOpti
 
 def _serve_once(dep: Deployment, requests: Requests, *, slo, options: ServingOptions, backend: str, cache_dir,
                 link_load: bool, kernels, step_times: dict | None, steps: str, grid, progress,
-                macro_steps: bool | None) -> ServeResult:
+                macro_steps: bool | None, step_cache) -> ServeResult:
     if steps not in ("model", "exact"):
         raise ConfigError("<api>", "steps", f"expected 'model' or 'exact', got {steps!r}")
     from cosim.kernels import KernelTables
@@ -292,7 +297,7 @@ def _serve_once(dep: Deployment, requests: Requests, *, slo, options: ServingOpt
                                                                            "replica": i}
                 else:
                     model, info = _pool_model(dep, p, i, sim, kernels, backend, (grid or pool_grid)(p, max_context),
-                                              cache, progress, label)
+                                              cache, progress, label, step_cache)
                 step_times[p.name if i == 0 else (p.name, i)] = model
                 labels[id(model)] = label
                 result.step_models[label] = info

@@ -112,10 +112,10 @@ class RouteChoice:
     slack: float
 
 
-def within_slack(load: float, loads: Sequence[float], need: int, slack: float) -> bool:
+def slack_bound(loads: Sequence[float], need: int, slack: float) -> float:
     """The domain router's imbalance bound: a rank of the request's domain may take it if its load
     stays within ``(1 + slack)`` x the mean load plus the request's own tokens."""
-    return load <= (1.0 + slack) * (sum(loads) / len(loads)) + need
+    return (1.0 + slack) * (sum(loads) / len(loads)) + need
 
 
 #: Serving routers by name: ``fn(choice: RouteChoice) -> index`` of the candidate rank.
@@ -137,7 +137,8 @@ def round_robin(c: RouteChoice) -> int:
 
 @ROUTERS.register("domain")
 def domain_grouping(c: RouteChoice) -> int:
-    idx = [i for i, h in enumerate(c.homes) if h == c.domain and within_slack(c.loads[i], c.loads, c.need, c.slack)]
+    bound = slack_bound(c.loads, c.need, c.slack)
+    idx = [i for i, h in enumerate(c.homes) if h == c.domain and c.loads[i] <= bound]
     if not idx:
         return _least(c.loads, c.turn)
     return idx[_least([c.loads[i] for i in idx], c.turn)]
@@ -845,8 +846,8 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
                 d = int(req_domain[r])
                 loads = [k[0] if k is not None else rk.kv_used + rk.kv_virtual + rk.need_total
                          for k, rk in zip(keys, decode_rank_objs)]
-                near = [k if k is not None and decode_rank_objs[i].home == d
-                        and within_slack(k[0], loads, need, options.domain_slack) else None
+                bound = slack_bound(loads, need, options.domain_slack)
+                near = [k if k is not None and decode_rank_objs[i].home == d and k[0] <= bound else None
                         for i, k in enumerate(keys)]
                 if any(k is not None for k in near):
                     keys = near

@@ -43,8 +43,9 @@ def schedule(trace: StepTrace, collective_duration_s: Callable[[int], float]) ->
     Every rank has one compute stream and one in-order communication stream per
     :attr:`CommNode.stream` number it uses (stream 0 unless the trace says otherwise)."""
     n_ranks = len(trace.ranks)
-    start = [np.full(len(rt.nodes), np.nan) for rt in trace.ranks]
-    finish = [np.full(len(rt.nodes), np.nan) for rt in trace.ranks]
+    nan = float("nan")
+    start = [[nan] * len(rt.nodes) for rt in trace.ranks]  # Python lists while scheduling (fast scalars)
+    finish = [[nan] * len(rt.nodes) for rt in trace.ranks]
     comp_streams: list[list[int]] = []
     comm_streams: list[dict[int, list[int]]] = []
     node_of: list[dict[int, int]] = []  # rank -> collective id -> its comm node
@@ -70,11 +71,13 @@ def schedule(trace: StepTrace, collective_duration_s: Callable[[int], float]) ->
 
     def deps_done(r: int, node) -> float | None:
         t = 0.0
+        fin = finish[r]
         for d in node.deps:
-            f = finish[r][d]
-            if np.isnan(f):
+            f = fin[d]
+            if f != f:  # NaN: not finished
                 return None
-            t = max(t, f)
+            if f > t:
+                t = f
         return t
 
     while remaining:
@@ -123,4 +126,5 @@ def schedule(trace: StepTrace, collective_duration_s: Callable[[int], float]) ->
             stuck = [(r, trace.ranks[r].nodes[ids[comm_head[r][k]]].name)
                      for r in range(n_ranks) for k, ids in comm_streams[r].items() if comm_head[r][k] < len(ids)]
             raise ScheduleError(f"trace cannot be scheduled; ranks waiting at collectives: {stuck[:4]}")
-    return Schedule(start, finish, c_start, c_finish)
+    return Schedule([np.array(x, dtype=np.float64) for x in start], [np.array(x, dtype=np.float64) for x in finish],
+                    c_start, c_finish)

@@ -337,8 +337,17 @@ class _TraceWriter:
         named ``{label}.mb{mb}.{op}`` (``label`` default ``L{layer}``)."""
         label = label or f"L{layer}"
         out = {}
+        if not isinstance(op, dict):  # one op on every rank: its duration, name and class once
+            d = self.duration(op)
+            name, cls, seconds, source = f"{label}.mb{mb}.{op.name}", op_class(op), d.seconds, d.source
+            for r in ranks:
+                nodes = self.ranks[r].nodes
+                nid = len(nodes)
+                nodes.append(ComputeNode(nid, name, op, seconds, source, tuple(deps.get(r, ())), layer, mb, cls))
+                out[r] = nid
+            return out
         for r in ranks:
-            rank_op = op[r] if isinstance(op, dict) else op
+            rank_op = op[r]
             d = self.duration(rank_op)
             nodes = self.ranks[r].nodes
             nid = len(nodes)

@@ -103,7 +103,7 @@ class CollectiveSpec:
         return (self.kind, self.library, self.op, self.ranks, self.num_senders, self.qps_per_peer, h.hexdigest())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ComputeNode:
     """A kernel on the rank's compute stream."""
 
@@ -118,7 +118,7 @@ class ComputeNode:
     op_class: str = ""  # attention | moe | dense_ffn | gemm | memory | head
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CommNode:
     """This rank's part in collective ``collective_id``, on the rank's communication stream
     ``stream`` (0 by default; AFD sends A2F on stream 1 and receives F2A on stream 2, like

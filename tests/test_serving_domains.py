@@ -169,3 +169,14 @@ def test_serve_reprices_grouping_at_the_purity_the_router_achieved(qwen):
     assert g["rerun_measured"] == pytest.approx(g["rerun_assumed"], abs=0.15)
     dom = serve(dep, reqs, steps="exact", link_load=False, options=ServingOptions(router="domain"))
     assert dom.grouping["agg"]["measured"] > 0.98 and not dom.grouping["agg"]["rerun"]
+
+
+def test_grouping_without_request_domains_is_a_clear_error(qwen):
+    from cosim.serving.deployment import with_pool
+    from cosim.trace.expert_routing import StepRouting, routing_model
+
+    dep = with_pool(two_node(qwen), "agg", routing=StepRouting(model=routing_model("domain_mixture", domains=4),
+                                                               placement="domain", grouping=True))
+    reqs = generate_requests(preset("chat").with_arrival(ClosedLoop(8)), num_requests=8)
+    with pytest.raises(ConfigError, match="domains: 4"):
+        simulate_serving(dep, reqs, {"agg": LinearSteps()}, kv_capacity_tokens={"agg": 400_000})

@@ -980,6 +980,11 @@ def _assign_homes(dep: Deployment, replicas: dict[str, list[_Replica]], requests
         if isinstance(model, DomainMixture) and req_domains > domains:
             raise ConfigError("<api>", f"pools.{p.name}.routing", f"the requests come from {req_domains} domains; "
                                                                   f"the pool's domain_mixture routing has {domains}")
+        if p.routing is not None and p.routing.grouping and domains > 1 and req_domains == 1:
+            raise ConfigError("<api>", f"pools.{p.name}.routing.grouping",
+                              f"domain grouping groups requests by their domain, and every request is in domain 0: "
+                              f"give the workload its {domains} domains (workload 'domains: {domains}', "
+                              f"cosim serve --domains {domains})")
         out[p.name] = []
         for rep in replicas[p.name]:
             homes = rank_domains(group_nodes([rk.gpu_list[0] for rk in rep.ranks], gpn), domains)

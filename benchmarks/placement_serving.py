@@ -35,7 +35,7 @@ from rich.table import Table
 from cosim.engine.step import simulate_step
 from cosim.engine.summary import moe_traffic_summary
 from cosim.kernels import KernelTables
-from cosim.serving.deployment import deployment_from_dict
+from cosim.serving.deployment import deployment_from_dict, with_pool
 from cosim.serving.run import serve
 from cosim.serving.simulator import ServingOptions
 from cosim.serving.workload import ClosedLoop, generate_requests, preset
@@ -79,10 +79,8 @@ def main() -> int:
                         options=ServingOptions(router=name_, domain_slack=float(slack) if slack else 0.1))
             g = res.grouping.get("agg", {})
             if g.get("rerun"):  # the step at the purity the final run assumed
-                dep = deployment(policy, grouping)
-                pool = dep.pools[0]
-                dep = dataclasses.replace(dep, pools=(dataclasses.replace(pool, routing=dataclasses.replace(
-                    pool.routing, grouping_purity=g["rerun_assumed"])),))
+                dep = with_pool(dep, "agg", routing=dataclasses.replace(dep.pools[0].routing,
+                                                                         grouping_purity=g["rerun_assumed"]))
             spec = dataclasses.replace(dep.step_spec(dep.pools[0]), batch_per_rank=32, prefix_tokens=4608)
             step = simulate_step(spec, kernels, dep.topology, "flow")
             moe = moe_traffic_summary(step)

@@ -94,19 +94,16 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _domains(text: str) -> tuple[float, ...]:
-    """``--domains 4`` or ``--domains 0.4,0.3,0.2,0.1``."""
+def _domains(text: str):
+    """``--domains 4`` (an integer) or ``--domains 0.4,0.3,0.2,0.1`` (shares), for
+    :meth:`~cosim.serving.workload.WorkloadSpec.with_domains`."""
     parts = [x.strip() for x in str(text).split(",")]
+    if len(parts) == 1 and parts[0].isdigit():
+        return int(parts[0])
     try:
-        values = [float(x) for x in parts]
+        return [float(x) for x in parts]
     except ValueError:
         raise ConfigError("--domains", "", f"expected N or shares such as 0.4,0.3,0.3, got {literal(text)}") from None
-    if len(values) == 1:
-        n = values[0]
-        if n != int(n) or not 1 <= n <= 1024:
-            raise ConfigError("--domains", "", f"expected a number of domains 1..1024, got {literal(text)}")
-        return (1.0,) * int(n) if n > 1 else ()
-    return tuple(values)
 
 
 def run(args: argparse.Namespace) -> int:

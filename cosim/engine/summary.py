@@ -137,11 +137,12 @@ def moe_traffic_summary(result) -> dict[str, Any] | None:
         total = o["intra_bytes"] + o["inter_bytes"]
         o["inter_fraction"] = o["inter_bytes"] / total if total else 0.0
     factor, rank, count = result.expert_imbalance()
+    per_rank = result.expert_time_per_rank()
     return {"by_op": ops, "straggler_factor": factor, "slowest_rank": rank, "slowest_rank_layers": count,
             "per_layer": [{"layer": t.layer, "op": t.op, "intra_bytes": t.intra_bytes, "inter_bytes": t.inter_bytes}
                           for t in layers],
-            "rank_expert_s": {r: m for r, (m, _) in result.expert_time_per_rank().items()},
-            "rank_expert_max_s": {r: x for r, (_, x) in result.expert_time_per_rank().items()}}
+            "rank_expert_s": {r: m for r, (m, _) in per_rank.items()},
+            "rank_expert_max_s": {r: x for r, (_, x) in per_rank.items()}}
 
 
 @dataclass(frozen=True, eq=False)

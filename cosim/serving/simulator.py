@@ -308,10 +308,9 @@ class ServingRun:
         (``prefill``) on a rank of the request's own domain: what a grouped step-time model
         should assume (``StepRouting.grouping_purity``)."""
         home = self.decode_home if role == "decode" else self.prefill_home
-        w = self.output_tokens_done if role == "decode" else self.prefilled_tokens.astype(np.float64)
-        ok = ~np.isnan(np.asarray(w, dtype=np.float64))
-        total = float(np.asarray(w)[ok].sum()) if home is not None else 0.0
-        return float(np.asarray(w)[ok][home[ok]].sum() / total) if total > 0 else float("nan")
+        w = np.asarray(self.output_tokens_done if role == "decode" else self.prefilled_tokens, dtype=np.float64)
+        total = float(w.sum()) if home is not None else 0.0
+        return float(w[home].sum() / total) if total > 0 else float("nan")
 
     @property
     def num_gpus(self) -> int:

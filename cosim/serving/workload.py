@@ -547,10 +547,13 @@ class WorkloadSpec:
         return dataclasses.replace(self, seed=seed)
 
     def with_domains(self, weights) -> "WorkloadSpec":
-        """The same workload with request domains of these shares (an integer N: N equal ones)."""
-        if _is_int(weights):
-            weights = (1.0,) * int(weights) if weights > 1 else ()
-        return dataclasses.replace(self, domain_weights=tuple(float(x) for x in weights))
+        """The same workload with request domains of these shares (an integer N: N equal ones;
+        :func:`domain_shares`)."""
+        try:
+            shares = domain_shares(weights)
+        except ValueError as exc:
+            raise ConfigError(API, "domains", str(exc)) from None
+        return dataclasses.replace(self, domain_weights=shares)
 
     @property
     def num_domains(self) -> int:
@@ -1198,7 +1201,7 @@ def workload_from_dict(data: Any, source: str = API, base_dir: str | Path | None
                                  base.slo if base is not None else None)
     kw["seed"] = top.get("seed", as_int, base.seed if base else 0)
     if "domains" in top.data:
-        kw["domain_weights"] = top.get("domains", _domain_weights)
+        kw["domain_weights"] = top.get("domains", domain_shares)
     top.used.update(_TOP_KEYS)  # keys skipped above (a preset's or a trace's) are still allowed
     top.finish()
     try:
@@ -1209,13 +1212,15 @@ def workload_from_dict(data: Any, source: str = API, base_dir: str | Path | None
         raise top.error(exc.field, exc.message) from None
 
 
-def _domain_weights(v: Any) -> tuple[float, ...]:
-    """``domains: N`` (N equal shares) or ``domains: [w0, w1, ...]`` (shares, normalized)."""
+def domain_shares(v: Any) -> tuple[float, ...]:
+    """Request domains as ``N`` (N equal shares; 1: one domain, ``()``) or ``[w0, w1, ...]``
+    (shares, normalized when drawn): the one reader of YAML ``domains:``,
+    :meth:`WorkloadSpec.with_domains` and ``cosim serve --domains``. ValueError otherwise."""
     if _is_int(v):
         if not 1 <= v <= MAX_DOMAINS:
             raise ValueError(f"expected 1..{MAX_DOMAINS} domains, got {v}")
         return (1.0,) * v if v > 1 else ()
-    if isinstance(v, list) and v and len(v) <= MAX_DOMAINS and all(_is_num(x) and x >= 0 for x in v) and sum(v) > 0:
+    if isinstance(v, (list, tuple)) and v and len(v) <= MAX_DOMAINS and all(_is_num(x) and x >= 0 for x in v) and sum(v) > 0:
         return tuple(float(x) for x in v)
     raise ValueError(f"expected a number of equal domains (e.g. 4) or a list of up to {MAX_DOMAINS} shares >= 0 "
                      f"(e.g. [0.4, 0.3, 0.2, 0.1]), got {v!r}")

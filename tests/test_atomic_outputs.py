@@ -82,6 +82,12 @@ def _kill_writer(path: Path, mode: str, rng: random.Random) -> tuple[int | None,
     finally:
         proc.kill()
         proc.wait()
+    # writes the writer finished while the test slept before the kill (a first write slower than
+    # the next ones: the sleep outlasts a whole write) count as finished too
+    for line in proc.stdout.read().split("\n"):
+        word, *rest = line.split() or [""]
+        if word == "done":
+            finished = int(rest[0])
     return _read_version(path), finished
 
 

@@ -86,7 +86,7 @@ from cosim.trace.builder import (
 )
 
 Source = Literal["simulated", "interpolated"]
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the AFD FFN-side table on its own axis (StepGrid.work_ffn_tokens)
 
 
 def ladder(lo: int, hi: int, per_octave: int) -> tuple[int, ...]:
@@ -115,12 +115,20 @@ class StepGrid:
             chunk of ``N - 1`` tokens, so every value is >= 2; empty: no mixed queries).
         work_per_octave: points per octave of the kernel-work tables (attention work of decode
             requests and prefill chunks, LM head); they cost kernel look-ups only.
+        ffn_tokens_exact / ffn_per_octave: the token axis of an AFD mixed step's FFN-side table
+            (:meth:`work_ffn_tokens`): every integer up to ``ffn_tokens_exact``, then
+            ``ffn_per_octave`` points per octave. Each of its points draws a routing sample of
+            that many tokens per attention rank (the cost grows with the tokens), and the
+            function is a sample of a smooth one: linear interpolation between the points is
+            within the sample's own point-to-point noise (``docs/step-model.md``).
     """
 
     decode_batches: tuple[int, ...] = ladder(1, 512, 2)
     contexts: tuple[int, ...] = (0, 512, 2048, 8192, 32768, 131072)
     mixed_tokens: tuple[int, ...] = ladder(2, 8192, 2)
     work_per_octave: int = 8
+    ffn_tokens_exact: int = 64
+    ffn_per_octave: int = 32
 
     def __post_init__(self) -> None:
         for name, lo in (("decode_batches", 1), ("contexts", 0), ("mixed_tokens", 2)):
@@ -134,8 +142,10 @@ class StepGrid:
             raise ConfigError("<api>", "grid", "decode_batches and contexts need at least 2 points each")
         if self.mixed_tokens and len(self.mixed_tokens) < 2:
             raise ConfigError("<api>", "grid.mixed_tokens", "expected no points or at least 2")
-        if self.work_per_octave < 1:
-            raise ConfigError("<api>", "grid.work_per_octave", f"expected >= 1, got {self.work_per_octave}")
+        for name in ("work_per_octave", "ffn_tokens_exact", "ffn_per_octave"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ConfigError("<api>", f"grid.{name}", f"expected an integer >= 1, got {v!r}")
 
     @property
     def simulations(self) -> int:
@@ -160,6 +170,13 @@ class StepGrid:
         step at GEMM tile boundaries such as m = 64 / 65), then 32 points per octave."""
         hi = max(hi, 2)
         return tuple(sorted(set(range(1, min(hi, 1024) + 1)) | (set(ladder(1024, hi, 32)) if hi > 1024 else set())))
+
+    def work_ffn_tokens(self, hi: int) -> tuple[int, ...]:
+        """Token axis of the AFD FFN-side table: every integer up to ``ffn_tokens_exact``, then
+        ``ffn_per_octave`` points per octave up to ``hi``."""
+        hi = max(hi, 2)
+        lo = min(hi, self.ffn_tokens_exact)
+        return tuple(sorted(set(range(1, lo + 1)) | (set(ladder(lo, hi, self.ffn_per_octave)) if hi > lo else set())))
 
     def work_requests(self) -> tuple[int, ...]:
         hi = max(self.decode_batches[-1], self.mixed_tokens[-1] if self.mixed_tokens else 1, 2)
@@ -742,7 +759,7 @@ class StepTimeModel:
             tables["w_chunk"] = [[w("afd_chunk", n, p) for p in wp] for n in wn]
             tables["w_head"] = [w("afd_head", r) for r in wr]
             tables["w_body"] = [w("afd_body", n) for n in wt]
-            tables["w_ffn"] = [w("afd_ffn", n) for n in wt]
+            tables["w_ffn"] = [w("afd_ffn", n) for n in grid.work_ffn_tokens(cls._token_hi(base, grid))]
         elif mixed:
             wn, wp, wr = grid.work_chunk_tokens(), grid.work_contexts(), grid.work_requests()
             tables["w_chunk"] = [[w("chunk", n, p) for p in wp] for n in wn]
@@ -827,6 +844,7 @@ class StepTimeModel:
             # attention-side and FFN-side compute (A2F, F2A, waits), from the anchors
             self._w_body = [float(x) for x in t["w_body"]]
             self._w_ffn = [float(x) for x in t["w_ffn"]]
+            self._wf = [float(n) for n in g.work_ffn_tokens(self._token_hi(self.base, g))]
             d = self._anchor_d
             self._xt = [float(n - d) for n in g.mixed_tokens]
             self._afd_x = []
@@ -870,7 +888,7 @@ class StepTimeModel:
             work += _bilin(self._wb, self._wc, self._w_dec, float(mb.decode), context)
         for c in mb.chunks:
             work += _bilin(self._wn, self._wc, self._w_chunk, float(c.new_tokens), float(c.prefix_tokens))
-        return work, _lin(self._wt, self._w_ffn, t)
+        return work, _lin(self._wf, self._w_ffn, t)
 
     def _afd_mixed_time(self, batch: int, context: float, chunks: Sequence[PrefillChunk]) -> float:
         """AFD mixed step: the largest of the attention group's busy time, the FFN group's and

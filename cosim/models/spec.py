@@ -8,6 +8,7 @@ Vision towers, MTP (next-token-prediction) modules and tokenizer details are not
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 from cosim.errors import ConfigError
@@ -140,15 +141,16 @@ class ModelSpec:
         """FFN kind of every layer, in order (``"dense"`` or ``"moe"``)."""
         return tuple(layer.ffn for layer in self.layers)
 
-    @property
+    # Read in every op list the trace builder makes: computed once per (frozen) spec.
+    @cached_property
     def num_moe_layers(self) -> int:
         return sum(1 for layer in self.layers if layer.ffn == "moe")
 
-    @property
+    @cached_property
     def num_dense_layers(self) -> int:
         return self.num_layers - self.num_moe_layers
 
-    @property
+    @cached_property
     def is_moe(self) -> bool:
         return self.moe is not None and self.num_moe_layers > 0
 

@@ -219,9 +219,22 @@ def build_afd_trace(spec: StepSpec, kernels) -> StepTrace:
             last[mb] = in_instances(f"embed.mb{mb}.allreduce", "all_reduce", hc.embedding_allreduce_bytes,
                                     last[mb], -1, mb)
 
+    per_shape: dict = {}  # what a layer of this shape and micro-batch computes and sends (layer_shape)
     for layer in model.layers:
         for mb, m in enumerate(mbs):
-            side = attention_side_ops(specs[mb], layer.index, m.decode)
+            key = (layer_shape(spec, layer), mb)
+            if key not in per_shape:
+                side = attention_side_ops(specs[mb], layer.index, m.decode)
+                made = None
+                if side.leaves:
+                    a2f_m, f2a_m, received, ffn_compute = _afd_traffic(spec, layer, side.ffn_block, m.tokens,
+                                                                       ffn_nodes, mb)
+                    a2f_m.setflags(write=False)
+                    f2a_m.setflags(write=False)
+                    made = a2f_m, f2a_m, [_expert_ops(spec, op, ffn, received) if isinstance(op, MoeOp) else op
+                                          for op in ffn_compute]
+                per_shape[key] = side, made
+            side, made = per_shape[key]
             comm = side.comm
             label = f"L{layer.index}"
             deps = last[mb]
@@ -245,15 +258,12 @@ def build_afd_trace(spec: StepSpec, kernels) -> StepTrace:
                 keep = deps
                 for op in side.alongside:
                     keep = _as_deps(w.compute(attn, op, keep, layer.index, mb))
-            a2f_m, f2a_m, received, ffn_compute = _afd_traffic(spec, layer, side.ffn_block, m.tokens, ffn_nodes, mb)
+            a2f_m, f2a_m, ffn_compute = made
             sent = w.collective(f"{label}.mb{mb}.a2f", "bipartite", "bipartite", attn + ffn, a2f_m, deps,
                                 layer.index, mb, num_senders=n_a, op="a2f", stream=A2F_STREAM)
             fdeps = _as_deps({r: sent[r] for r in ffn})
             for op in ffn_compute:
-                if isinstance(op, MoeOp):
-                    fdeps = _as_deps(w.compute(ffn, _expert_ops(spec, op, ffn, received), fdeps, layer.index, mb))
-                else:
-                    fdeps = _as_deps(w.compute(ffn, op, fdeps, layer.index, mb))
+                fdeps = _as_deps(w.compute(ffn, op, fdeps, layer.index, mb))
             if afd.a2f == "broadcast" and n_f > 1:
                 total = afd.instances * m.tokens
                 fdeps = _as_deps(w.collective(f"{label}.mb{mb}.ffn_reduce_scatter", "reduce_scatter", "nccl", ffn,
@@ -278,6 +288,16 @@ def build_afd_trace(spec: StepSpec, kernels) -> StepTrace:
         "afd.shared_expert": afd.shared_expert, "afd.dense_layers": afd.dense_layers})
     trace.groups = {"attention": tuple(attn), "ffn": tuple(ffn)}
     return trace
+
+
+def layer_shape(spec: StepSpec, layer) -> tuple:
+    """What a layer's AFD ops and traffic depend on besides the step: its FFN kind and attention
+    shape; and its index when the step carries a :class:`StepRouting` (per-layer routing
+    statistics). Without one, every layer shares the step's one routing sample, so layers of one
+    shape compute and send the same (the builder derives them once)."""
+    if spec.routing is not None:
+        return (layer.index,)
+    return layer.ffn, layer.window_kind, layer.window_tokens, layer.indexer
 
 
 def _afd_traffic(spec: StepSpec, layer, ffn_ops, batch: int, ffn_nodes, stream: int = 0):

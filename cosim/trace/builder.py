@@ -324,6 +324,7 @@ class _TraceWriter:
         self.collectives: list[CollectiveSpec] = []
         self.kernels = kernels
         self._durations: dict = {}
+        self._resolved: dict[int, tuple] = {}  # id(op) -> (op, its per-rank or single resolution)
 
     def duration(self, op: ComputeOp):
         d = self._durations.get(op)
@@ -331,28 +332,43 @@ class _TraceWriter:
             d = self._durations[op] = self.kernels.duration(op)
         return d
 
+    def _resolve(self, op: ComputeOp | dict[int, ComputeOp]):
+        """``(name, class, seconds, source)`` of ``op``, or a dict of them per rank. Looked up by
+        identity first (a builder passes the same op objects layer after layer; the entry keeps
+        its op alive, so its id cannot be reused), then by value (:meth:`duration`)."""
+        hit = self._resolved.get(id(op))
+        if hit is not None and hit[0] is op:
+            return hit[1]
+        if isinstance(op, dict):
+            made = {r: self._resolve(o) for r, o in op.items()}
+        else:
+            d = self.duration(op)
+            made = (op.name, op_class(op), d.seconds, d.source)
+        self._resolved[id(op)] = (op, made)
+        return made
+
     def compute(self, ranks: list[int], op: ComputeOp | dict[int, ComputeOp], deps: dict[int, list[int]],
                 layer: int, mb: int, label: str | None = None) -> dict[int, int]:
         """One compute node on every rank of ``ranks``: the same ``op``, or ``op[rank]`` per rank;
-        named ``{label}.mb{mb}.{op}`` (``label`` default ``L{layer}``)."""
-        label = label or f"L{layer}"
+        named ``{label}.mb{mb}.{op}`` (``label`` default ``L{layer}``). Ranks whose node is equal
+        (same op, position and dependencies) share one node object."""
+        prefix = f"{label or f'L{layer}'}.mb{mb}."
+        resolved = self._resolve(op)
+        single = not isinstance(op, dict)
         out = {}
-        if not isinstance(op, dict):  # one op on every rank: its duration, name and class once
-            d = self.duration(op)
-            name, cls, seconds, source = f"{label}.mb{mb}.{op.name}", op_class(op), d.seconds, d.source
-            for r in ranks:
-                nodes = self.ranks[r].nodes
-                nid = len(nodes)
-                nodes.append(ComputeNode(nid, name, op, seconds, source, tuple(deps.get(r, ())), layer, mb, cls))
-                out[r] = nid
-            return out
+        prev = None  # (rank op, id, deps) -> node of the previous rank
+        node = None
         for r in ranks:
-            rank_op = op[r]
-            d = self.duration(rank_op)
+            rank_op = op if single else op[r]
             nodes = self.ranks[r].nodes
             nid = len(nodes)
-            nodes.append(ComputeNode(nid, f"{label}.mb{mb}.{rank_op.name}", rank_op, d.seconds, d.source,
-                                     tuple(deps.get(r, ())), layer, mb, op_class(rank_op)))
+            dep = deps.get(r, ())
+            key = (rank_op, nid, dep)
+            if prev is None or prev[0] is not rank_op or prev[1] != nid or prev[2] != dep:
+                name, cls, seconds, source = resolved if single else resolved[r]
+                node = ComputeNode(nid, prefix + name, rank_op, seconds, source, tuple(dep), layer, mb, cls)
+                prev = key
+            nodes.append(node)
             out[r] = nid
         return out
 
@@ -363,10 +379,14 @@ class _TraceWriter:
         self.collectives.append(CollectiveSpec(cid, name, kind, library, tuple(ranks), matrix, layer, mb, num_senders,
                                                op=op, **extra))
         out = {}
-        for r in ranks:
+        node = None
+        for r in ranks:  # ranks whose node is equal share one node object (see compute)
             nodes = self.ranks[r].nodes
             nid = len(nodes)
-            nodes.append(CommNode(nid, name, cid, tuple(deps.get(r, ())), layer, mb, stream))
+            dep = tuple(deps.get(r, ()))
+            if node is None or node.id != nid or node.deps != dep:
+                node = CommNode(nid, name, cid, dep, layer, mb, stream)
+            nodes.append(node)
             out[r] = nid
         return out
 

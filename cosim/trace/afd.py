@@ -59,7 +59,7 @@ from cosim.network import deepep as D
 from cosim.ops import MoeOp
 from cosim.trace.builder import (
     PrefillChunk, StepSpec, _as_deps, _expert_ops, _scalar, _TraceWriter, decode_batch, head_ops, layer_op_lists,
-    register_layout, routing_counts_of,
+    layer_shape, register_layout, routing_counts_of,
 )
 from cosim.trace.model import StepTrace
 from cosim.trace.moe_traffic import DEFAULT_GPUS_PER_NODE
@@ -288,16 +288,6 @@ def build_afd_trace(spec: StepSpec, kernels) -> StepTrace:
         "afd.shared_expert": afd.shared_expert, "afd.dense_layers": afd.dense_layers})
     trace.groups = {"attention": tuple(attn), "ffn": tuple(ffn)}
     return trace
-
-
-def layer_shape(spec: StepSpec, layer) -> tuple:
-    """What a layer's AFD ops and traffic depend on besides the step: its FFN kind and attention
-    shape; and its index when the step carries a :class:`StepRouting` (per-layer routing
-    statistics). Without one, every layer shares the step's one routing sample, so layers of one
-    shape compute and send the same (the builder derives them once)."""
-    if spec.routing is not None:
-        return (layer.index,)
-    return layer.ffn, layer.window_kind, layer.window_tokens, layer.indexer
 
 
 def _afd_traffic(spec: StepSpec, layer, ffn_ops, batch: int, ffn_nodes, stream: int = 0):

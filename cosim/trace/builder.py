@@ -28,7 +28,7 @@ import numpy as np
 
 from cosim.errors import ConfigError
 from cosim.models import (
-    ModelSpec, Parallelism, Precision, head_comm, layer_comm, layer_ops, model_head_ops,
+    LayerSpec, ModelSpec, Parallelism, Precision, head_comm, layer_comm, layer_ops, model_head_ops,
 )
 from cosim.models.layers import HeadOps
 from cosim.ops import AttentionOp, ComputeOp, GemmOp, MemoryOp, MoeOp
@@ -325,6 +325,8 @@ class _TraceWriter:
         self.kernels = kernels
         self._durations: dict = {}
         self._resolved: dict[int, tuple] = {}  # id(op) -> (op, its per-rank or single resolution)
+        #: id(spec) -> (spec, per-layer-shape memo of a layout; the entry keeps its spec alive)
+        self.layer_memo: dict[int, tuple] = {}
 
     def duration(self, op: ComputeOp):
         d = self._durations.get(op)
@@ -601,7 +603,25 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
     ``ar_lib`` is the library of the stage's tensor-parallel all-reduces. ``label`` /
     ``trace_layer`` name the nodes (default ``L{layer}`` / ``layer``; MTP passes use their own)."""
     par = spec.parallel
-    per_mb = [layer_op_lists(spec, layer, par, batch, tokens_per_req) for batch in mbs]
+    routed = layer if trace_layer is None else trace_layer  # the layer id routing statistics are drawn for
+    # what a layer of this shape computes and sends, derived once per step and spec (layer_shape)
+    key = (layer_shape(spec, spec.model.layer(layer)), routed if spec.routing is not None else None, tuple(mbs),
+           tokens_per_req, tuple(ranks))
+    memo = w.layer_memo.setdefault(id(spec), (spec, {}))[1]
+    if key not in memo:
+        per_mb = [layer_op_lists(spec, layer, par, batch, tokens_per_req) for batch in mbs]
+        traffic = []
+        for mb, (attn_ops, ffn_ops, comm) in enumerate(per_mb):
+            if comm.moe_pattern in ("all_to_all", "allgather_reducescatter"):
+                (dispatch_m, dispatch_x), combine, received = _moe_matrices(spec, comm, ranks, routed, mb)
+                dispatch_m.setflags(write=False)  # shared by the layers of this shape
+                combine[0].setflags(write=False)
+                experts = next(op for op in ffn_ops if isinstance(op, MoeOp))
+                traffic.append(((dispatch_m, dispatch_x), combine, _expert_ops(spec, experts, ranks, received)))
+            else:
+                traffic.append(None)
+        memo[key] = per_mb, traffic
+    per_mb, traffic = memo[key]
     label = label or f"L{layer}"
     layer = layer if trace_layer is None else trace_layer
 
@@ -617,12 +637,12 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
         if comm.moe_pattern in ("all_to_all", "allgather_reducescatter"):
             router = next(op for op in ffn_ops if op.name == "router")
             deps = _as_deps(w.compute(ranks, router, deps, layer, mb, label))
-            (dispatch_m, dispatch_x), combine, received = _moe_matrices(spec, comm, ranks, layer, mb)
+            (dispatch_m, dispatch_x), combine, expert_ops = traffic[mb]
             kind = "all_to_all_v" if comm.moe_pattern == "all_to_all" else "all_gather"
             lib = spec.library if kind == "all_to_all_v" else "nccl"
             sent = w.collective(f"{label}.mb{mb}.dispatch", kind, lib, ranks, dispatch_m, deps, layer, mb,
                                 op="dispatch" if kind == "all_to_all_v" else "", **dispatch_x)
-            moe_state.append((deps, sent, combine, kind, lib, received))
+            moe_state.append((deps, sent, combine, kind, lib, expert_ops))
         else:
             moe_state.append((deps, None, None, None, None, None))
         last[mb] = deps
@@ -630,7 +650,7 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
     # Phase 2 per micro-batch: experts (after dispatch), shared expert (overlaps the dispatch),
     # combine, FFN all-reduce.
     for mb, (attn_ops, ffn_ops, comm) in enumerate(per_mb):
-        after_router, dispatched, combine, kind, lib, received = moe_state[mb]
+        after_router, dispatched, combine, kind, lib, expert_ops = moe_state[mb]
         if dispatched is None:
             deps = last[mb]
             for op in ffn_ops:
@@ -640,9 +660,7 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
                                              _scalar(comm.ffn_allreduce_bytes), deps, layer, mb))
             last[mb] = deps
             continue
-        experts = next(op for op in ffn_ops if isinstance(op, MoeOp))
-        exp = _as_deps(w.compute(ranks, _expert_ops(spec, experts, ranks, received), _as_deps(dispatched), layer, mb,
-                                 label))
+        exp = _as_deps(w.compute(ranks, expert_ops, _as_deps(dispatched), layer, mb, label))
         shared = after_router
         for op in ffn_ops:
             if op.name.startswith("shared_"):
@@ -652,6 +670,16 @@ def _emit_layer(w: _TraceWriter, spec: StepSpec, layer: int, ranks: list[int], m
         combined = w.collective(f"{label}.mb{mb}.combine", ckind, lib, ranks, combine_m, exp, layer, mb,
                                 op="combine" if ckind == "all_to_all_v" else "", **combine_x)
         last[mb] = {r: [combined[r]] + shared.get(r, []) for r in ranks}
+
+
+def layer_shape(spec: StepSpec, layer: LayerSpec) -> tuple:
+    """What a layer's ops and traffic in a step depend on besides the step itself: its FFN kind
+    and attention shape; and its index when the step carries a :class:`StepRouting` (per-layer
+    routing statistics). Without one every layer shares the step's one routing sample, so the
+    layouts derive the ops and traffic of layers of one shape once."""
+    if spec.routing is not None:
+        return (layer.index,)
+    return layer.ffn, layer.window_kind, layer.window_tokens, layer.indexer
 
 
 def _allreduce_library(spec: StepSpec, ranks: list[int]) -> str:

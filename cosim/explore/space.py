@@ -16,8 +16,8 @@ documents (the YAML schema of :mod:`cosim.serving.deployment`) using at most the
 - ``aggregated+afd``: mixed AFD replicas (prefill chunks on the attention group).
 
 Combinations that cannot be built (a pool that is not a whole number of replicas, no GPU left
-for decode, an attention group as large as the replica, MTP on AFD or with chunked prefill) are not points; they are
-counted in :class:`Enumeration`.
+for decode, an attention group as large as the replica, MTP on AFD, with chunked prefill or on a model
+without MTP layers) are not points; they are counted in :class:`Enumeration`.
 """
 
 from __future__ import annotations
@@ -232,6 +232,7 @@ def enumerate_points(spec: ExperimentSpec) -> Enumeration:
     points: list[DesignPoint] = []
     skipped: dict[str, int] = {}
     context = spec.identity()
+    mtp_layers = {m: _mtp_layers(m) for m in spec.models}
     for model, topo, wl, mode in itertools.product(spec.models, spec.topologies, spec.workloads, spec.space.modes):
         build: Callable = MODE_BUILDERS[mode]
         for made in build(spec, spec.gpus):
@@ -239,6 +240,10 @@ def enumerate_points(spec: ExperimentSpec) -> Enumeration:
                 skipped[made] = skipped.get(made, 0) + 1
                 continue
             pools, labels = made
+            if mtp_layers[model] == 0 and any(p.get("mtp_tokens") for p in pools):
+                why = "MTP on a model without MTP layers"
+                skipped[why] = skipped.get(why, 0) + 1
+                continue
             doc = {"model": model, "topology": spec.topology_ref(topo), "framework": spec.framework, "pools": pools}
             if spec.system:
                 doc["system"] = spec.system
@@ -252,6 +257,18 @@ def enumerate_points(spec: ExperimentSpec) -> Enumeration:
     if len(unique) < len(points):
         skipped["duplicate combination"] = len(points) - len(unique)
     return Enumeration(unique, skipped)
+
+
+def _mtp_layers(model: str) -> int | None:
+    """The model's MTP layers (``None`` when its config cannot be read: its points are then
+    built and fail with the loader's error as ``invalid`` rows)."""
+    from cosim.errors import CosimError
+    from cosim.models import load_model
+
+    try:
+        return load_model(model).num_mtp_layers
+    except CosimError:
+        return None
 
 
 def workload_of(spec: ExperimentSpec, point: DesignPoint) -> WorkloadEntry:

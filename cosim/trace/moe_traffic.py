@@ -259,7 +259,7 @@ def sampled_routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int
                     int(ep if num_sources is None else num_sources))
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=4096)  # a few KiB each; a step-time model asks for hundreds of token counts
 def _sampled(num_tokens: int, num_experts: int, topk: int, ep: int, topk_nodes: int, node_of: tuple[int, ...],
              selections: int | None, skew: float, seed: int, max_sampled: int | None,
              placement: ExpertPlacement | None = None, num_sources: int | None = None) -> RoutingCounts:

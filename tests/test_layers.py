@@ -3,7 +3,7 @@
 The chain, with the rank each stage gets here::
 
     foundations (0)  cosim/__init__.py, cosim/errors.py, cosim/units.py, cosim/ops.py, cosim/registry.py,
-                     cosim/limits.py, cosim/io_atomic.py
+                     cosim/limits.py, cosim/io_atomic.py, cosim/identity_cache.py
     topology    (1)
     network     (2)
     models, kernels (3)   one rank: they may import each other (today neither does)
@@ -37,7 +37,7 @@ import cosim
 
 PACKAGE_DIR = Path(cosim.__file__).resolve().parent
 ROOT = "<root>"
-FOUNDATIONS = ("errors", "units", "ops", "registry", "limits", "io_atomic")
+FOUNDATIONS = ("errors", "units", "ops", "registry", "limits", "io_atomic", "identity_cache")
 RANK: dict[str, float] = {
     ROOT: 0, **{name: 0 for name in FOUNDATIONS},
     "topology": 1, "network": 2, "models": 3, "kernels": 3, "trace": 4, "engine": 5,

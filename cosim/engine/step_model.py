@@ -78,6 +78,7 @@ import numpy as np
 from cosim.engine.overheads import DEFAULT_OVERHEADS, CommOverheads
 from cosim.engine.simulator import StepSimulator
 from cosim.errors import ConfigError
+from cosim.identity_cache import IdentityCache
 from cosim.topology import Topology
 from cosim.topology.placement import placement_signature
 from cosim.trace.afd import MicroBatch, attention_parallel, attention_side_ops, ffn_rank_seconds, partition
@@ -260,7 +261,10 @@ def topology_digest(topology: Topology) -> str:
     """Digest of what a topology *is* (nodes, links, routing, transport, GPU system), not of where
     it was read from: ``source`` is a label (a generated topology carries the design point that
     asked for it), so two equal topologies share their step models."""
-    return _digest(dataclasses.replace(topology, source=""))
+    return _TOPOLOGY_DIGESTS.get(topology, lambda: _digest(dataclasses.replace(topology, source="")))
+
+
+_TOPOLOGY_DIGESTS = IdentityCache(16)  # a digest costs ~15 ms on a 128-GPU cluster; asked at every point
 
 
 def fingerprint(spec: StepSpec, kernels, topology: Topology, backend: str, overheads: CommOverheads,
@@ -627,7 +631,7 @@ def _bilin(xs: list[float], ys: list[float], table: list[list[float]], x: float,
 
 
 def _cells_np(xs: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    i = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, len(xs) - 2)
+    i = np.minimum(np.maximum(np.searchsorted(xs, x, side="right") - 1, 0), len(xs) - 2)  # np.clip, without its overhead
     return i, (x - xs[i]) / (xs[i + 1] - xs[i])
 
 

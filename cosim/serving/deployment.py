@@ -35,6 +35,8 @@ The YAML schema (``docs/serving.md``)::
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -452,16 +454,41 @@ def deployment_from_dict(data: Any, source: str = "<dict>") -> Deployment:
     return Deployment(model, topo, pools, system, framework, precision, source)
 
 
+#: Topologies read by this process, by reference (file: path, modification time and size; inline
+#: document: its JSON), oldest dropped first: the points of a sweep share one topology object (and
+#: so its routes and digests) instead of reading and validating the file again at every point.
+_TOPOLOGIES: OrderedDict[str, Topology] = OrderedDict()
+_TOPOLOGIES_MAX = 16
+
+
 def _topology(ref: Any, source: str) -> Topology:
     """``topology:`` is a preset name, a file, or an inline topology document (what a sweep over
-    topology parameters writes)."""
+    topology parameters writes). Read once per process and reference (:data:`_TOPOLOGIES`; an
+    inline document's topology keeps the ``source`` label of the first deployment that read it)."""
     from cosim.topology import load_topology, topology_from_dict
+    from cosim.topology.loader import resolve_topology_path
 
     if isinstance(ref, str) and ref:
-        return load_topology(ref)
-    if isinstance(ref, dict):
-        return topology_from_dict(ref, source=f"{source}: topology")
-    raise ConfigError(source, "topology", f"expected a preset name, a file or a topology document, got {ref!r}")
+        path = resolve_topology_path(ref)
+        st = path.stat()
+        key = json.dumps(["file", str(path.resolve()), st.st_mtime_ns, st.st_size])
+        build = lambda: load_topology(path)  # noqa: E731
+    elif isinstance(ref, dict):
+        try:
+            key = json.dumps(["document", ref], sort_keys=True)
+        except (TypeError, ValueError):
+            key = None  # not plain JSON: read it, the reader names what is wrong
+        build = lambda: topology_from_dict(ref, source=f"{source}: topology")  # noqa: E731
+    else:
+        raise ConfigError(source, "topology", f"expected a preset name, a file or a topology document, got {ref!r}")
+    if key is None:
+        return build()
+    topo = _TOPOLOGIES.get(key)
+    if topo is None:
+        topo = _TOPOLOGIES[key] = build()
+        while len(_TOPOLOGIES) > _TOPOLOGIES_MAX:
+            _TOPOLOGIES.popitem(last=False)
+    return topo
 
 
 def _precision(model: ModelSpec, data: Any, source: str) -> Precision:

@@ -19,13 +19,23 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from cosim.identity_cache import IdentityCache
 from cosim.topology.model import Topology
 from cosim.topology.routing import Router
 
 
 def placement_signature(topology: Topology, gpus: Sequence[int], router: Router | None = None) -> str:
     """Digest of the path profile of the ordered GPU list ``gpus`` (module docstring): equal
-    digests mean every ordered pair of positions sees the same hops (tier, bandwidth, latency)."""
+    digests mean every ordered pair of positions sees the same hops (tier, bandwidth, latency).
+    Kept per topology object and GPU list (a sweep asks for the same ones at every point)."""
+    gpus = tuple(int(g) for g in gpus)
+    return _SIGNATURES.get(topology, lambda: _signature(topology, gpus, router), gpus)
+
+
+_SIGNATURES = IdentityCache(4096)
+
+
+def _signature(topology: Topology, gpus: tuple[int, ...], router: Router | None) -> str:
     router = router or Router(topology)
     links = topology.links
     h = hashlib.blake2b(digest_size=12)

@@ -239,7 +239,10 @@ def sampled_routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int
     ranks); the matrices are then ``[num_sources, ep]`` and ``[num_sources, nodes]``.
 
     Uniform routing draws iid scores per (token, expert), as DeepEP's tests do; ``skew > 0``
-    draws Gumbel top-k over :func:`expert_popularity`. Token counts above ``max_sampled`` (None:
+    draws Gumbel top-k over :func:`expert_popularity`. Every source rank draws its tokens from a
+    stream of its own (:class:`_Stream`), so samples are nested: the routing of ``t`` tokens is
+    that of the first ``t`` tokens of any larger sample, and counts move smoothly (monotonically)
+    with the token count instead of jumping between independent draws. Token counts above ``max_sampled`` (None:
     no limit) are sampled on ``max_sampled`` tokens and scaled (float counts). ``selections``
     masks random (token, slot) pairs down to that count per rank (only when not scaled).
     ``redundant_experts`` > 0 places replicas of the most popular experts by
@@ -259,6 +262,63 @@ def sampled_routing_counts(num_tokens: int, num_experts: int, topk: int, ep: int
                     int(ep if num_sources is None else num_sources))
 
 
+class _Stream:
+    """The routing of one source rank's tokens, token after token: row ``i`` of ``chosen`` is the
+    top-k experts of its ``i``-th token, drawn from a generator of its own (``(seed, source)``), so
+    the first ``t`` tokens route the same whatever the batch (a sample of ``t`` tokens is a prefix
+    of a sample of more) and a draw for ``t`` tokens is a slice of what was drawn before.
+    ``uniform`` holds one uniform number per (token, slot) for the choice among an expert's
+    replicas, drawn from a second generator when asked for."""
+
+    __slots__ = ("rng", "pick_rng", "chosen", "uniform", "draw")
+
+    def __init__(self, rng, pick_rng, draw):
+        self.rng, self.pick_rng, self.draw = rng, pick_rng, draw
+        self.chosen = np.zeros((0, 0), dtype=np.int32)
+        self.uniform = np.zeros((0, 0))
+
+    def rows(self, t: int) -> np.ndarray:
+        if t > len(self.chosen):
+            more = self.draw(self.rng, max(t - len(self.chosen), len(self.chosen)))  # geometric growth
+            self.chosen = more if not len(self.chosen) else np.concatenate([self.chosen, more])
+        return self.chosen[:t]
+
+    def picks(self, t: int, topk: int) -> np.ndarray:
+        if t > len(self.uniform):
+            more = self.pick_rng.random((max(t - len(self.uniform), len(self.uniform)), topk))
+            self.uniform = more if not len(self.uniform) else np.concatenate([self.uniform, more])
+        return self.uniform[:t]
+
+
+@lru_cache(maxsize=2048)  # int32 rows of top-k: 64 KiB per 2,048 tokens of a top-8 model
+def _stream(num_experts: int, topk: int, skew: float, seed: int, topk_nodes: int, node_of_expert: tuple[int, ...],
+            source: int) -> _Stream:
+    """Source rank ``source``'s :class:`_Stream` under uniform (``skew = 0``: iid scores per
+    (token, expert), as DeepEP's tests draw them) or skewed routing (Gumbel top-k over
+    :func:`expert_popularity`), node-limited to ``topk_nodes`` nodes when ``0 < topk_nodes <
+    nodes`` (experts on nodes by ``node_of_expert``)."""
+    experts_node = np.asarray(node_of_expert, dtype=np.int64)
+    nodes = int(experts_node.max()) + 1
+    node_starts = np.searchsorted(experts_node, np.arange(nodes))
+    log_p = np.log(expert_popularity(num_experts, skew, seed)) if skew else None
+
+    def draw(rng, n: int) -> np.ndarray:
+        if log_p is not None:
+            scores = log_p[None, :] + rng.gumbel(size=(n, num_experts))
+        else:
+            scores = rng.random((n, num_experts))
+        if 0 < topk_nodes < nodes:
+            group_max = np.maximum.reduceat(scores, node_starts, axis=1)
+            kept = np.argpartition(-group_max, topk_nodes - 1, axis=1)[:, :topk_nodes]
+            allowed = np.zeros((n, nodes), dtype=bool)
+            np.put_along_axis(allowed, kept, True, axis=1)
+            scores = np.where(allowed[:, experts_node], scores, -np.inf)
+        return np.argpartition(-scores, topk - 1, axis=1)[:, :topk].astype(np.int32)
+
+    base = seed + 1 if skew else seed
+    return _Stream(np.random.default_rng([base, source]), np.random.default_rng([seed + 2, source]), draw)
+
+
 @lru_cache(maxsize=4096)  # a few KiB each; a step-time model asks for hundreds of token counts
 def _sampled(num_tokens: int, num_experts: int, topk: int, ep: int, topk_nodes: int, node_of: tuple[int, ...],
              selections: int | None, skew: float, seed: int, max_sampled: int | None,
@@ -269,45 +329,32 @@ def _sampled(num_tokens: int, num_experts: int, topk: int, ep: int, topk_nodes: 
     if placement is not None:
         replica_ranks = np.asarray(placement.replica_ranks, dtype=np.int64)
         replicas = np.asarray(placement.replicas, dtype=np.int64)
-        pick_rng = np.random.default_rng(seed + 2)
     rank_node = np.asarray(node_of, dtype=np.int64)
     nodes = int(rank_node.max()) + 1
     node_of_expert = rank_node[owner] if owner is not None else np.zeros(num_experts, dtype=np.int64)
-    node_starts = np.searchsorted(node_of_expert, np.arange(nodes))
     t = num_tokens if max_sampled is None else min(num_tokens, max_sampled)
     scale = num_tokens / t if t else 1.0
-    if skew:
-        log_p = np.log(expert_popularity(num_experts, skew, seed))
-        rng = np.random.default_rng(seed + 1)
-    else:
-        rng = np.random.default_rng(seed)
     sources = ep if num_sources is None else num_sources
     sel = np.zeros((sources, ep))
     tok = np.zeros((sources, ep))
     node_tok = np.zeros((sources, nodes))
     rows = np.arange(t)[:, None]
+    limited = topk_nodes if 0 < topk_nodes < nodes else 0
+    experts_node = tuple(int(v) for v in node_of_expert) if limited else (0,) * num_experts
     for src in range(sources):
         if t == 0:
             continue
-        if skew:
-            scores = log_p[None, :] + rng.gumbel(size=(t, num_experts))
-        else:
-            scores = rng.random((t, num_experts))
-        if 0 < topk_nodes < nodes:
-            group_max = np.maximum.reduceat(scores, node_starts, axis=1)
-            kept = np.argpartition(-group_max, topk_nodes - 1, axis=1)[:, :topk_nodes]
-            allowed = np.zeros((t, nodes), dtype=bool)
-            np.put_along_axis(allowed, kept, True, axis=1)
-            scores = np.where(allowed[:, node_of_expert], scores, -np.inf)
-        chosen = np.argpartition(-scores, topk - 1, axis=1)[:, :topk]
+        stream = _stream(num_experts, topk, float(skew), int(seed), limited, experts_node, src)
+        chosen = stream.rows(t)
         valid = np.ones((t, topk), dtype=bool)
         if selections is not None and scale == 1.0 and selections < t * topk:
-            drop = rng.choice(t * topk, size=t * topk - selections, replace=False)
+            drop = np.random.default_rng([seed + 3, src, t]).choice(t * topk, size=t * topk - selections,
+                                                                     replace=False)
             valid.reshape(-1)[drop] = False
         if placement is None:
             dest = owner[chosen]
         else:  # one replica of each chosen expert, at random
-            dest = replica_ranks[chosen, (pick_rng.random(chosen.shape) * replicas[chosen]).astype(np.int64)]
+            dest = replica_ranks[chosen, (stream.picks(t, topk) * replicas[chosen]).astype(np.int64)]
         token_of = np.broadcast_to(rows, dest.shape)[valid]
         sel[src] = np.bincount(dest[valid], minlength=ep)
         hit = np.zeros((t, ep), dtype=bool)

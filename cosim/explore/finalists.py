@@ -19,6 +19,7 @@ Written as ``OUT/finalists/<key>.json`` (atomic); a resumed run skips finalists 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -93,28 +94,44 @@ def examine_finalist(spec: ExperimentSpec, point: DesignPoint, row: dict, cache_
 
 def examine_finalists(spec: ExperimentSpec, points: list[DesignPoint], rows: list[dict], out_dir: str | Path,
                       cache_dir: str | Path | None, packet: bool = True,
-                      progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """:func:`examine_finalist` for every finalist of ``rows`` not yet in ``OUT/finalists/``;
-    returns every finalist's record (written ones read back)."""
+                      progress: Callable[[int, int], None] | None = None, *, runner: str = "local",
+                      workers: int = 1, address: str | None = None) -> list[dict[str, Any]]:
+    """:func:`examine_finalist` for every finalist of ``rows`` not yet in ``OUT/finalists/``, on
+    the exploration's runner (:data:`~cosim.explore.runners.RUNNERS`: ``workers`` processes, or
+    the Ray cluster at ``address``); returns every finalist's record in key order (written ones
+    read back)."""
+    from cosim.explore.runners import RUNNERS
+
     folder = Path(out_dir) / "finalists"
     folder.mkdir(parents=True, exist_ok=True)
     by_key = {p.key: p for p in points}
-    row_of = {r["key"]: r for r in rows}
     keys = [k for k in finalist_keys(rows) if k in by_key]
-    out = []
-    for i, key in enumerate(keys):
-        path = folder / f"{key}.json"
-        if path.exists():
-            out.append(json.loads(path.read_text()))
-        else:
-            rec = examine_finalist(spec, by_key[key], row_of[key], cache_dir, packet)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(rec, default=_json_default))
-            os.replace(tmp, path)
-            out.append(rec)
+    todo = [by_key[k] for k in keys if not (folder / f"{k}.json").exists()]
+    done = len(keys) - len(todo)
+    if progress:
+        progress(done, len(keys))
+
+    def record(rec: dict[str, Any]) -> None:
+        nonlocal done
+        path = folder / f"{rec['key']}.json"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(rec, default=_json_default))
+        os.replace(tmp, path)
+        done += 1
         if progress:
-            progress(i + 1, len(keys))
-    return out
+            progress(done, len(keys))
+
+    if todo:
+        row_of = {r["key"]: r for r in rows if r["key"] in {p.key for p in todo}}
+        RUNNERS[runner](spec, todo, cache_dir, record, workers=workers, address=address,
+                        task=functools.partial(_finalist_task, row_of, packet))
+    return [json.loads((folder / f"{k}.json").read_text()) for k in keys]
+
+
+def _finalist_task(row_of: dict[str, dict], packet: bool, spec: ExperimentSpec, point: DesignPoint,
+                   cache_dir: str | Path | None) -> dict[str, Any]:
+    """A runner task: :func:`examine_finalist` of ``point`` with its row."""
+    return examine_finalist(spec, point, row_of[point.key], cache_dir, packet)
 
 
 def _json_default(x):

@@ -91,6 +91,8 @@ def explore(spec: ExperimentSpec, out_dir: str | Path, *, runner: str | None = N
     rows = [r for r in store.rows() if r["key"] in keys]
     result = ExploreResult(out, rows, enum, len(done), len(todo), pareto_fronts(rows), best_per_mode(rows))
     if finalists:
-        result.finalists = examine_finalists(spec, enum.points, rows, out, cache, packet, finalist_progress)
+        result.finalists = examine_finalists(spec, enum.points, rows, out, cache, packet, finalist_progress,
+                                             runner=name, workers=workers or spec.workers,
+                                             address=address or spec.ray_address)
     result.wall_s = time.perf_counter() - t0
     return result

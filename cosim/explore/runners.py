@@ -1,9 +1,12 @@
 """Runners: where the design points are evaluated (registered by name in :data:`RUNNERS`).
 
-A runner calls :func:`cosim.explore.evaluate.evaluate_point` for every point (a library call,
-never the CLI) and hands each row to ``on_result`` in the calling process as soon as it is done,
-so the caller records it at once (:class:`~cosim.explore.store.ResultStore`). Rows do not depend
-on the runner or on the order of completion.
+A runner calls ``task(spec, point, cache_dir)`` for every point (a library call, never the CLI;
+:func:`cosim.explore.evaluate.evaluate_point` by default, the finalists' close look for
+:func:`cosim.explore.finalists.examine_finalists`; a module-level function or a
+``functools.partial`` of one, so that it pickles) and hands each result to ``on_result`` in the
+calling process as soon as it is done, so the caller records it at once
+(:class:`~cosim.explore.store.ResultStore`). Results do not depend on the runner or on the order
+of completion.
 
 - ``local``: a process pool of ``workers`` processes (``workers = 1``: in this process).
 - ``ray``: tasks on the Ray cluster at ``address`` (Ray is imported here only; ``pip install
@@ -24,22 +27,23 @@ from cosim.explore.space import DesignPoint
 from cosim.explore.spec import ExperimentSpec
 from cosim.registry import Registry
 
-#: Runners by name: ``fn(spec, points, cache_dir, on_result, *, workers, address)``.
+#: Runners by name: ``fn(spec, points, cache_dir, on_result, *, workers, address, task)``.
 RUNNERS = Registry("runner")
 OnResult = Callable[[dict[str, Any]], None]
+Task = Callable[[ExperimentSpec, DesignPoint, "str | Path | None"], dict[str, Any]]
 
 
 @RUNNERS.register("local")
 def run_local(spec: ExperimentSpec, points: Sequence[DesignPoint], cache_dir: str | Path | None, on_result: OnResult,
-              *, workers: int = 1, address: str | None = None) -> None:
-    """Evaluate ``points`` in a pool of ``workers`` processes (see the module docstring)."""
+              *, workers: int = 1, address: str | None = None, task: Task = evaluate_point) -> None:
+    """Run ``task`` on ``points`` in a pool of ``workers`` processes (see the module docstring)."""
     if workers <= 1 or len(points) <= 1:
         for p in points:
-            on_result(evaluate_point(spec, p, cache_dir))
+            on_result(task(spec, p, cache_dir))
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding threads or open files
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending = {pool.submit(evaluate_point, spec, p, cache_dir) for p in points}
+    with ProcessPoolExecutor(max_workers=min(workers, len(points)), mp_context=ctx) as pool:
+        pending = {pool.submit(task, spec, p, cache_dir) for p in points}
         try:
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -51,14 +55,14 @@ def run_local(spec: ExperimentSpec, points: Sequence[DesignPoint], cache_dir: st
             raise
 
 
-def _ray_evaluate(spec, point, cache_dir):
-    return evaluate_point(spec, point, cache_dir)
+def _ray_task(task, spec, point, cache_dir):
+    return task(spec, point, cache_dir)
 
 
 @RUNNERS.register("ray")
 def run_ray(spec: ExperimentSpec, points: Sequence[DesignPoint], cache_dir: str | Path | None, on_result: OnResult,
-            *, workers: int = 1, address: str | None = None) -> None:
-    """Evaluate ``points`` as Ray tasks on the cluster at ``address`` (module docstring)."""
+            *, workers: int = 1, address: str | None = None, task: Task = evaluate_point) -> None:
+    """Run ``task`` on ``points`` as Ray tasks on the cluster at ``address`` (module docstring)."""
     if not address:
         raise ConfigError("<api>", "runner", "the ray runner needs a cluster address (--ray ADDRESS or "
                                              "runner: {ray: ADDRESS})")
@@ -70,9 +74,10 @@ def run_ray(spec: ExperimentSpec, points: Sequence[DesignPoint], cache_dir: str 
     if started:
         ray.init(address=address, log_to_driver=False)
     try:
-        task = ray.remote(num_cpus=1)(_ray_evaluate)
-        spec_ref = ray.put(spec)
-        pending = [task.remote(spec_ref, p, str(cache_dir) if cache_dir is not None else None) for p in points]
+        remote = ray.remote(num_cpus=1)(_ray_task)
+        spec_ref, task_ref = ray.put(spec), ray.put(task)
+        pending = [remote.remote(task_ref, spec_ref, p, str(cache_dir) if cache_dir is not None else None)
+                   for p in points]
         while pending:
             finished, pending = ray.wait(pending, num_returns=1)
             for ref in finished:

@@ -180,9 +180,12 @@ def best_deployments(rows: dict[str, list[dict]]) -> str:
 def nic_table(rows: list[dict]) -> str:
     """How the best tokens/s per GPU of each mode moves with the NIC bandwidth (HGX): the
     deployments swept at every bandwidth (those of ``hgx-nic.yaml``; the 400G rows of
-    ``hgx-b200.yaml`` with the same pools and MTP)."""
-    swept = {(r["label_pools"], r.get("label_mtp")) for r in rows if "nic_bandwidth" in r["topology"]}
-    rows = [r for r in rows if (r["label_pools"], r.get("label_mtp")) in swept]
+    ``hgx-b200.yaml`` with the same pools, MTP and batching limits)."""
+    def same(r):
+        return r["label_pools"], r.get("label_mtp"), r.get("label_token_budget"), r.get("label_max_batch")
+
+    swept = {same(r) for r in rows if "nic_bandwidth" in r["topology"]}
+    rows = [r for r in rows if same(r) in swept]
     nics = sorted({_nic(r["topology"]) for r in rows if _nic(r["topology"])}, key=lambda s: float(s.rstrip("G")))
     lines = ["| model | workload | mode | " + " | ".join(f"{n} per GPU" for n in nics) + " |",
              "|---|---|---|" + "---|" * len(nics)]

@@ -42,7 +42,10 @@ def run_experiments(results: Path, workers: int | None) -> dict[str, float]:
     walls = {}
     for stem in EXPERIMENTS:
         out = results / experiment_name(stem)
-        cmd = [sys.executable, "-m", "cosim", "explore", str(HERE / f"{stem}.yaml"), "-o", str(out), "--no-packet"]
+        # no HTML report per experiment (its ~60 finalists' step and link figures take ~25 s each):
+        # cosim report results/disaggregation/<name> writes it on demand
+        cmd = [sys.executable, "-m", "cosim", "explore", str(HERE / f"{stem}.yaml"), "-o", str(out), "--no-packet",
+               "--no-report"]
         if workers:
             cmd += ["-j", str(workers)]
         t0 = time.perf_counter()

@@ -121,7 +121,7 @@ def run_study() -> dict:
     """The whole study cold (each experiment with its own ``workers``), points only."""
     out = {}
     with tempfile.TemporaryDirectory(prefix="explore-speed-study-") as tmp:
-        for stem in ("hgx-b200", "hgx-nic", "nvl72"):
+        for stem in ("hgx-b200", "hgx-nic", "nvl72", "nvl72-micro-batches"):
             cmd = [sys.executable, "-m", "cosim", "explore", str(STUDY / f"{stem}.yaml"), "-o", f"{tmp}/{stem}",
                    "--no-finalists", "--no-report", "-q"]
             t0 = time.perf_counter()

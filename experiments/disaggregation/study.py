@@ -1,6 +1,7 @@
 """The disaggregation study: when does each level of disaggregation pay off?
 
-Runs the study's experiments (``hgx-b200.yaml``, ``hgx-nic.yaml``, ``nvl72.yaml`` beside this file) with
+Runs the study's experiments (``hgx-b200.yaml``, ``hgx-nic.yaml``, ``nvl72.yaml``,
+``nvl72-micro-batches.yaml`` beside this file) with
 ``cosim explore`` into ``results/disaggregation/<name>/`` (resumable: a killed run continues
 where it stopped), then writes this folder's ``README.md`` tables and ``img/*.png`` plots from the
 result rows alone. One command regenerates everything::
@@ -25,7 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-EXPERIMENTS = ("hgx-b200", "hgx-nic", "nvl72")
+EXPERIMENTS = ("hgx-b200", "hgx-nic", "nvl72", "nvl72-micro-batches")
 MODES = ("aggregated", "pd", "pd+afd", "aggregated+afd")
 MODE_NAMES = {"aggregated": "aggregated", "pd": "P/D", "pd+afd": "P/D + AFD", "aggregated+afd": "aggregated + AFD"}
 WORKLOADS = ("chat", "coding", "agentic-coding")
@@ -241,6 +242,29 @@ def placement_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def micro_batch_table(rows: list[dict]) -> str:
+    """NVL72, A and F in one rack: best P/D + AFD point of each split with two and with three
+    micro-batches (tok/s/GPU, or why none meets the SLOs) and the lowest TPOT p50 of each."""
+    counts_m = sorted({r.get("label_micro_batches") for r in rows if r.get("label_micro_batches")})
+    lines = ["| model | workload | A:F split | " + " | ".join(f"m={m} tok/s/GPU" for m in counts_m) + " | best TPOT p50 "
+             + " / ".join(f"m={m}" for m in counts_m) + " |", "|---|---|---|" + "---|" * (len(counts_m) + 1)]
+    groups = defaultdict(list)
+    for r in rows:
+        if r["mode"] == "pd+afd" and r.get("label_afd_placement") == "nvlink":
+            groups[(r["model"], r["workload"], r["label_afd_split"])].append(r)
+    order = {w: i for i, w in enumerate(WORKLOADS)}
+    for (model, wl, split), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9), kv[0][2])):
+        cells, tpots = [], []
+        for m in counts_m:
+            ms = [r for r in rs if r.get("label_micro_batches") == m]
+            b = _best(ms)
+            cells.append(f"**{b['tokens_per_s_per_gpu']:.0f}**" if b else (_why_not(ms, short=True) if ms else "-"))
+            t = [r["tpot_p50_ms"] for r in ms if r.get("tpot_p50_ms") is not None]
+            tpots.append(f"{min(t):.1f}" if t else "-")
+        lines.append(f"| {_short_model(model)} | {wl} | {split} | " + " | ".join(cells) + f" | {' / '.join(tpots)} ms |")
+    return "\n".join(lines)
+
+
 def counts(rows: dict[str, list[dict]], walls: dict) -> str:
     lines = ["| experiment | points | meet the SLOs | SLO unmet | infeasible | invalid | serving runs | "
              "sum of point walls s | points/s (one worker) | last run wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -337,6 +361,8 @@ def write_readme(rows: dict[str, list[dict]], walls: dict) -> None:
     text = replace_block(text, "best", best_deployments(rows))
     text = replace_block(text, "nic", nic_table(rows["hgx-b200"] + rows["hgx-nic"]))
     text = replace_block(text, "placement", placement_table(rows["nvl72"]))
+    text = replace_block(text, "micro-batches", micro_batch_table(
+        [r for r in rows["nvl72"] if "Qwen" in r["model"]] + rows["nvl72-micro-batches"]))
     readme.write_text(text)
 
 

@@ -22,7 +22,7 @@ point (tokens/s/GPU at the best load, TTFT and TPOT p90, best concurrency, statu
 
     python benchmarks/explore_speed.py [--label after] [--only quickstart] [--study]
 
-``--study`` also runs the whole study (its three experiments, with their own ``workers``) cold
+``--study`` also runs the whole study (its experiments, with their own ``workers``) cold
 and records its wall time and points/s.
 """
 

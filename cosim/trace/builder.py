@@ -358,18 +358,16 @@ class _TraceWriter:
         resolved = self._resolve(op)
         single = not isinstance(op, dict)
         out = {}
-        prev = None  # (rank op, id, deps) -> node of the previous rank
-        node = None
+        node = prev_dep = None  # the previous rank's node and its dependency list
         for r in ranks:
             rank_op = op if single else op[r]
             nodes = self.ranks[r].nodes
             nid = len(nodes)
             dep = deps.get(r, ())
-            key = (rank_op, nid, dep)
-            if prev is None or prev[0] is not rank_op or prev[1] != nid or prev[2] != dep:
+            if node is None or node.op is not rank_op or node.id != nid or prev_dep != dep:
                 name, cls, seconds, source = resolved if single else resolved[r]
                 node = ComputeNode(nid, prefix + name, rank_op, seconds, source, tuple(dep), layer, mb, cls)
-                prev = key
+                prev_dep = dep
             nodes.append(node)
             out[r] = nid
         return out

@@ -278,16 +278,21 @@ class _Stream:
         self.uniform = np.zeros((0, 0))
 
     def rows(self, t: int) -> np.ndarray:
-        if t > len(self.chosen):
-            more = self.draw(self.rng, max(t - len(self.chosen), len(self.chosen)))  # geometric growth
-            self.chosen = more if not len(self.chosen) else np.concatenate([self.chosen, more])
+        self.chosen = _grown(self.chosen, t, lambda n: self.draw(self.rng, n))
         return self.chosen[:t]
 
     def picks(self, t: int, topk: int) -> np.ndarray:
-        if t > len(self.uniform):
-            more = self.pick_rng.random((max(t - len(self.uniform), len(self.uniform)), topk))
-            self.uniform = more if not len(self.uniform) else np.concatenate([self.uniform, more])
+        self.uniform = _grown(self.uniform, t, lambda n: self.pick_rng.random((n, topk)))
         return self.uniform[:t]
+
+
+def _grown(have: np.ndarray, t: int, draw) -> np.ndarray:
+    """``have`` extended to at least ``t`` rows by ``draw(n)`` (at least doubling it: geometric
+    growth, so a stream asked for growing token counts draws O(log) times)."""
+    if t <= len(have):
+        return have
+    more = draw(max(t - len(have), len(have)))
+    return more if not len(have) else np.concatenate([have, more])
 
 
 @lru_cache(maxsize=2048)  # int32 rows of top-k: 64 KiB per 2,048 tokens of a top-8 model

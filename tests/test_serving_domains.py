@@ -180,3 +180,53 @@ def test_grouping_without_request_domains_is_a_clear_error(qwen):
     reqs = generate_requests(preset("chat").with_arrival(ClosedLoop(8)), num_requests=8)
     with pytest.raises(ConfigError, match="domains: 4"):
         simulate_serving(dep, reqs, {"agg": LinearSteps()}, kv_capacity_tokens={"agg": 400_000})
+
+
+def test_routers_choose_among_ranks_with_room_and_break_load_ties_by_running_requests():
+    """The hand-over's choice: ``room`` excludes ranks (but the domain router's mean still counts
+    them), ``ties`` orders equal loads, and the rotation starts at ``turn`` over all ranks."""
+    from cosim.serving.simulator import RouteChoice
+
+    loads = [10.0, 10.0, 10.0, 50.0]
+    base = dict(replicas=[0, 0, 1, 1], homes=[0, 1, 0, 1], domain=1, need=5, slack=0.1)
+    c = RouteChoice(loads, turn=0, room=[False, True, True, True], ties=[0, 3, 1, 0], **base)
+    assert ROUTERS["least_loaded"](c) == 2          # rank 0 has no room; 2 runs fewer than 1
+    c = RouteChoice(loads, turn=2, **base)
+    assert ROUTERS["least_loaded"](c) == 2          # equal loads rotate from turn 2
+    assert ROUTERS["least_loaded"](RouteChoice(loads, turn=3, **base)) == 0
+    # round robin: replica turn % 2 among the replicas with room, then its least loaded rank
+    c = RouteChoice(loads, turn=1, room=[True, True, False, True], **base)
+    assert ROUTERS["round_robin"](c) == 3
+    c = RouteChoice(loads, turn=1, room=[True, True, False, False], **base)
+    assert ROUTERS["round_robin"](c) == 1           # replica 1 has no room: only replica 0 is left
+    # domain 1's ranks are 1 and 3; the bound (1.1 x mean 20 + 5 = 27) keeps rank 3 out
+    assert ROUTERS["domain"](RouteChoice(loads, turn=0, **base)) == 1
+    assert ROUTERS["domain"](RouteChoice(loads, turn=0, room=[True, False, True, True], **base)) == 0
+
+
+def test_round_robin_hands_pd_requests_to_the_decode_replicas_in_turn(qwen):
+    """P/D hand-over goes through the router: ``round_robin`` alternates the two decode replicas
+    whatever their load; ``least_loaded`` follows the load (outputs of 16 to 2,048 tokens), so
+    it sends consecutive requests to the same replica."""
+    from dataclasses import replace
+
+    from cosim.network.live import LiveNetwork
+    from cosim.serving.workload import Uniform
+
+    pre = PoolSpec("pre", "prefill", Parallelism(tp=8, ep=8), 1, BatchingSpec("chunked_prefill", 4096, 4))
+    dec = PoolSpec("dec", "decode", Parallelism(tp=8, ep=8), 2, BatchingSpec("decode_only", 64, 32))
+    dep = Deployment(qwen, load_topology("h200-hgx-4node"), (pre, dec), "h200_sxm")
+    wl = replace(preset("chat"), output_tokens=Uniform(16, 2048)).with_arrival(ClosedLoop(32))
+    reqs = generate_requests(wl, num_requests=200, seed=0)
+    repeats = {}
+    for router in ("round_robin", "least_loaded"):
+        run = simulate_serving(dep, reqs, {"pre": LinearSteps(), "dec": LinearSteps(1e-4)},
+                               kv_capacity_tokens={"pre": 4_000_000, "dec": 4_000_000},
+                               kv_bytes_per_token={"pre": 1000.0, "dec": 1000.0},
+                               network=LiveNetwork(dep.topology), options=ServingOptions(router=router))
+        assert run.finished.all()
+        seq = run.decode_gpu[np.lexsort((np.arange(len(reqs)), run.prefill_end_s))]  # hand-over order
+        assert set(seq) == {8, 16}                                                   # the replicas' first GPUs
+        repeats[router] = int((seq[1:] == seq[:-1]).sum())
+    assert repeats["round_robin"] == 0
+    assert repeats["least_loaded"] > 10

@@ -28,8 +28,8 @@ least loaded rank inside), ``domain`` (workload-aware grouping: a request goes t
 of the ranks whose home domain is its own, :func:`cosim.trace.placement.rank_domains` over the
 ranks' nodes, unless that rank would then hold more than ``(1 + domain_slack)`` x the mean load of
 the candidate ranks plus the request's own tokens, the bound on imbalance; then to the least
-loaded rank of all). In P/D the decode rank is chosen
-the same way among the ranks with room. The run records, per request, whether its prefill and its
+loaded rank of all). In P/D the decode rank is chosen by
+the same router among the ranks with room (equal loads: fewer running requests first). The run records, per request, whether its prefill and its
 decode ran on a rank of its domain (``ServingRun.prefill_home`` / ``decode_home``): the grouping
 purity a step-time model with domain grouping assumes (``StepRouting.grouping_purity``).
 
@@ -89,19 +89,16 @@ MACRO_MAX_STEPS = 512
 MACRO_MAX_SCALAR_STEPS = 64
 
 
-def _least(loads: Sequence[float], turn: int) -> int:
-    """Index of the least loaded; ties: the first from ``turn`` on (rotating)."""
-    lo = min(loads)
-    m = len(loads)
-    return min((i for i, x in enumerate(loads) if x == lo), key=lambda i: (i - turn) % m)
 
 
 @dataclass(frozen=True)
 class RouteChoice:
-    """What a router sees for one new request: every candidate attention rank's ``loads`` (KV
-    tokens in use, growing or queued), its ``replicas`` index and ``homes`` (home domain); the
-    request's ``domain`` and ``need`` (KV tokens), the rotating ``turn`` and ``slack``
-    (``ServingOptions.domain_slack``)."""
+    """What a router sees for one request: every candidate attention rank's ``loads`` (KV tokens
+    in use, growing or queued), its ``replicas`` index and ``homes`` (home domain); the request's
+    ``domain`` and ``need`` (KV tokens), the rotating ``turn`` and ``slack``
+    (``ServingOptions.domain_slack``). P/D decode hand-over also gives ``room`` (which ranks can
+    hold the request: the others are never chosen, but still count in the domain router's mean
+    load) and ``ties`` (running requests: the second key among equal loads)."""
 
     loads: Sequence[float]
     replicas: Sequence[int]
@@ -110,6 +107,22 @@ class RouteChoice:
     need: int
     turn: int
     slack: float
+    room: Sequence[bool] | None = None
+    ties: Sequence[int] | None = None
+
+    def candidates(self) -> list[int]:
+        """The ranks that can take the request (all of them without ``room``)."""
+        if self.room is None:
+            return list(range(len(self.loads)))
+        return [i for i, ok in enumerate(self.room) if ok]
+
+    def least(self, idx: Sequence[int]) -> int:
+        """The least loaded of ranks ``idx`` (then fewest ``ties``); equal ones rotate: the first
+        from ``turn`` on, counted over all ranks."""
+        key = (lambda i: (self.loads[i], self.ties[i])) if self.ties is not None else (lambda i: self.loads[i])
+        lo = min(key(i) for i in idx)
+        m = len(self.loads)
+        return min((i for i in idx if key(i) == lo), key=lambda i: (i - self.turn) % m)
 
 
 def slack_bound(loads: Sequence[float], need: int, slack: float) -> float:
@@ -118,30 +131,30 @@ def slack_bound(loads: Sequence[float], need: int, slack: float) -> float:
     return (1.0 + slack) * (sum(loads) / len(loads)) + need
 
 
-#: Serving routers by name: ``fn(choice: RouteChoice) -> index`` of the candidate rank.
+#: Serving routers by name: ``fn(choice: RouteChoice) -> index`` of the chosen rank, one of
+#: ``choice.candidates()`` (never empty).
 ROUTERS = Registry("serving router")
 
 
 @ROUTERS.register("least_loaded")
 def least_loaded(c: RouteChoice) -> int:
-    return _least(c.loads, c.turn)
+    return c.least(c.candidates())
 
 
 @ROUTERS.register("round_robin")
 def round_robin(c: RouteChoice) -> int:
-    replicas = sorted(set(c.replicas))
+    cand = c.candidates()
+    replicas = sorted({c.replicas[i] for i in cand})
     want = replicas[c.turn % len(replicas)]
-    idx = [i for i, r in enumerate(c.replicas) if r == want]
-    return idx[_least([c.loads[i] for i in idx], c.turn)]
+    return c.least([i for i in cand if c.replicas[i] == want])
 
 
 @ROUTERS.register("domain")
 def domain_grouping(c: RouteChoice) -> int:
+    cand = c.candidates()
     bound = slack_bound(c.loads, c.need, c.slack)
-    idx = [i for i, h in enumerate(c.homes) if h == c.domain and c.loads[i] <= bound]
-    if not idx:
-        return _least(c.loads, c.turn)
-    return idx[_least([c.loads[i] for i in idx], c.turn)]
+    near = [i for i in cand if c.homes[i] == c.domain and c.loads[i] <= bound]
+    return c.least(near or cand)
 
 
 class StepTimes(Protocol):
@@ -453,6 +466,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     decode_home = np.zeros(n, dtype=bool)
     route = ROUTERS[options.router]
     entry_replica_index = [i for i, rep in enumerate(entry_replicas) for _ in rep.ranks]
+    decode_replica_index = [i for i, rep in enumerate(decode_replicas) for _ in rep.ranks]
 
     arrival = np.full(n, np.nan)
     first = np.full(n, np.nan)
@@ -530,6 +544,7 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
     kv_grows = mixed_entry and not full_reserve  # decodes grow their KV (entry ranks' loads move)
 
     homes_entry = [rk.home for rk in entry_rank_objs]
+    homes_decode = [rk.home for rk in decode_rank_objs]
 
     def choose(r: int) -> tuple[_Replica, _Rank]:
         """Replica and attention rank for new request ``r`` (the router); ties (idle ranks)
@@ -831,27 +846,13 @@ def simulate_serving(dep: Deployment, requests: Requests, step_times: dict[str, 
         while pending_handoff:
             r = pending_handoff[0]
             need = int(prompt[r]) + int(out_tokens[r])
-            m = len(all_decode_ranks)
-            turn = handoff_turn[0]
-            # least KV in use, then fewest running, among the ranks with room; ties rotate (the
-            # domain router: among those of the request's domain within the slack, if any)
-            keys = [(rk.kv_used + rk.kv_virtual + rk.need_total, len(rk.running)) if rk.kv_used + need <= rk.capacity
-                    else None for rk in decode_rank_objs]
-            fit = [k for k in keys if k is not None]
-            if not fit:
+            room = [rk.kv_used + need <= rk.capacity for rk in decode_rank_objs]
+            if not any(room):
                 return
-            lo = min(fit)
-            if options.router == "domain":
-                d = int(req_domain[r])
-                loads = [k[0] if k is not None else rk.kv_used + rk.kv_virtual + rk.need_total
-                         for k, rk in zip(keys, decode_rank_objs)]
-                bound = slack_bound(loads, need, options.domain_slack)
-                near = [k if k is not None and decode_rank_objs[i].home == d and k[0] <= bound else None
-                        for i, k in enumerate(keys)]
-                if any(k is not None for k in near):
-                    keys = near
-                    lo = min(k for k in near if k is not None)
-            j = min((i for i, k in enumerate(keys) if k == lo), key=lambda i: (i - turn) % m)
+            j = route(RouteChoice([rk.kv_used + rk.kv_virtual + rk.need_total for rk in decode_rank_objs],
+                                  decode_replica_index, homes_decode, int(req_domain[r]), need, handoff_turn[0],
+                                  options.domain_slack, room=room,
+                                  ties=[len(rk.running) for rk in decode_rank_objs]))
             handoff_turn[0] += 1
             best = all_decode_ranks[j]
             decode_gpu[r] = best[1].gpu_list[0]

@@ -134,8 +134,8 @@ FlowSimulator::BuildLinkSlots()
         m_slotStart[l + 1] += m_slotStart[l];
     }
     m_slotFlow.assign(entries, -1);
-    m_entryPos.assign(entries, 0);
     m_count.assign(numLinks, 0);
+    m_slotLen.assign(numLinks, 0);
     m_load.assign(numLinks, 0.0);
     m_flushedAt.assign(numLinks, 0.0);
     m_linkMark.assign(numLinks, 0);
@@ -244,35 +244,35 @@ FlowSimulator::Activate(int64_t f, double t)
     for (int64_t e = m_in.routeOffsets[f]; e < m_in.routeOffsets[f + 1]; ++e)
     {
         const int32_t l = m_in.routeLinks[e];
-        const int32_t pos = m_count[l]++;
-        m_slotFlow[m_slotStart[l] + pos] = static_cast<int32_t>(f);
-        m_entryPos[e] = static_cast<uint32_t>(pos);
+        ++m_count[l];
+        m_slotFlow[m_slotStart[l] + m_slotLen[l]++] = static_cast<int32_t>(f);
     }
+    m_liveSlots += m_in.routeOffsets[f + 1] - m_in.routeOffsets[f];
 }
 
 void
 FlowSimulator::Deactivate(int64_t f, double t)
 {
+    // The flow's slots in its links' lists stay, dead, until a full solve compacts the lists:
+    // removing them one by one costs a random look-up per link, which dominated runs of millions
+    // of flows. A link whose last flow left starts its list afresh.
+    const int64_t hops = m_in.routeOffsets[f + 1] - m_in.routeOffsets[f];
     for (int64_t e = m_in.routeOffsets[f]; e < m_in.routeOffsets[f + 1]; ++e)
     {
         const int32_t l = m_in.routeLinks[e];
-        const uint32_t pos = m_entryPos[e];
-        const int32_t last = --m_count[l];
-        SetLinkLoad(l, last == 0 ? 0.0 : m_load[l] - m_rate[f], t);
-        if (static_cast<int32_t>(pos) != last)
+        const int32_t left = --m_count[l];
+        SetLinkLoad(l, left == 0 ? 0.0 : m_load[l] - m_rate[f], t);
+        if (left == 0)
         {
-            const int32_t g = m_slotFlow[m_slotStart[l] + last];
-            m_slotFlow[m_slotStart[l] + pos] = g;
-            for (int64_t k = m_in.routeOffsets[g]; k < m_in.routeOffsets[g + 1]; ++k)
-            {
-                if (m_in.routeLinks[k] == l && m_entryPos[k] == static_cast<uint32_t>(last))
-                {
-                    m_entryPos[k] = pos;
-                    break;
-                }
-            }
+            m_deadSlots -= m_slotLen[l] - 1; // the link's dead slots, this one included, are gone
+            m_slotLen[l] = 0;
+        }
+        else
+        {
+            ++m_deadSlots;
         }
     }
+    m_liveSlots -= hops;
     m_state[f] = kDone;
     m_rem[f] = 0.0;
     ++m_version[f];
@@ -285,6 +285,26 @@ FlowSimulator::Deactivate(int64_t f, double t)
 }
 
 void
+FlowSimulator::CompactSlots()
+{
+    // Rebuild every link's list from the active flows (a full solve does, when the lists hold
+    // more dead slots than live ones: it walks them).
+    for (const int32_t l : m_usedLinks)
+    {
+        m_slotLen[l] = 0;
+    }
+    for (const int32_t f : m_active)
+    {
+        for (int64_t e = m_in.routeOffsets[f]; e < m_in.routeOffsets[f + 1]; ++e)
+        {
+            const int32_t l = m_in.routeLinks[e];
+            m_slotFlow[m_slotStart[l] + m_slotLen[l]++] = f;
+        }
+    }
+    m_deadSlots = 0;
+}
+
+void
 FlowSimulator::DeactivateAll(const std::vector<int32_t>& flows, double t)
 {
     // Many flows leave at once: flush the bins, drop the flows and rebuild every link's list of
@@ -293,7 +313,10 @@ FlowSimulator::DeactivateAll(const std::vector<int32_t>& flows, double t)
     {
         SetLinkLoad(l, 0.0, t);
         m_count[l] = 0;
+        m_slotLen[l] = 0;
     }
+    m_liveSlots = 0;
+    m_deadSlots = 0;
     for (const int32_t f : flows)
     {
         m_state[f] = kDone;
@@ -313,11 +336,11 @@ FlowSimulator::DeactivateAll(const std::vector<int32_t>& flows, double t)
         for (int64_t e = m_in.routeOffsets[f]; e < m_in.routeOffsets[f + 1]; ++e)
         {
             const int32_t l = m_in.routeLinks[e];
-            const int32_t pos = m_count[l]++;
-            m_slotFlow[m_slotStart[l] + pos] = f;
-            m_entryPos[e] = static_cast<uint32_t>(pos);
+            ++m_count[l];
+            m_slotFlow[m_slotStart[l] + m_slotLen[l]++] = f;
             m_load[l] += m_rate[f];
         }
+        m_liveSlots += m_in.routeOffsets[f + 1] - m_in.routeOffsets[f];
     }
     m_active.resize(kept);
 }
@@ -698,6 +721,10 @@ FlowSimulator::FullSolve(double t)
 {
     // Max-min rates of every active flow by bottleneck order over the links' lists of active
     // flows (the algorithm of MaxMinSolver); a negative rate marks a flow not yet frozen.
+    if (m_deadSlots > m_liveSlots)
+    {
+        CompactSlots();
+    }
     for (const int32_t f : m_active)
     {
         Settle(f, t);
@@ -734,10 +761,10 @@ FlowSimulator::FullSolve(double t)
             continue;
         }
         const int32_t* slots = m_slotFlow.data() + m_slotStart[l];
-        for (int32_t i = 0; i < m_count[l]; ++i)
+        for (int32_t i = 0; i < m_slotLen[l]; ++i)
         {
             const int32_t f = slots[i];
-            if (m_rate[f] >= 0)
+            if (m_rate[f] >= 0) // frozen, or a dead slot (a departed flow keeps its last rate >= 0)
             {
                 continue;
             }
@@ -753,15 +780,12 @@ FlowSimulator::FullSolve(double t)
         m_cnt[l] = 0;
         m_res[l] = 0.0;
     }
-    for (const int32_t l : m_usedLinks)
+    for (const int32_t f : m_active)
     {
-        const int32_t* slots = m_slotFlow.data() + m_slotStart[l];
-        double sum = 0.0;
-        for (int32_t i = 0; i < m_count[l]; ++i)
+        for (int64_t e = m_in.routeOffsets[f]; e < m_in.routeOffsets[f + 1]; ++e)
         {
-            sum += m_rate[slots[i]];
+            m_load[m_in.routeLinks[e]] += m_rate[f]; // 0 after SetLinkLoad above
         }
-        m_load[l] = sum;
     }
     // Every projected drain time changes: rebuild the heap; for very many flows (which then tend to
     // drain in large groups) a sorted run, popped in O(1).

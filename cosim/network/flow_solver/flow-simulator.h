@@ -131,6 +131,7 @@ class FlowSimulator
     // active set and link lists
     void Activate(int64_t f, double t);
     void Deactivate(int64_t f, double t);
+    void CompactSlots();
     void SetLinkLoad(int32_t l, double load, double t);
     void Settle(int64_t f, double t);
     void PushFinish(int64_t f);
@@ -181,9 +182,13 @@ class FlowSimulator
     // per directed link
     std::vector<int32_t> m_usedLinks;
     std::vector<int32_t> m_row;          //!< bins row of a directed link (-1: unused)
-    std::vector<int64_t> m_slotStart;    //!< active flows of link l: m_slotFlow[m_slotStart[l]..+m_count[l])
+    //! flows of link l: m_slotFlow[m_slotStart[l]..+m_slotLen[l]), the active ones and departed
+    //! ones not yet compacted away (CompactSlots); m_count[l] of them are active
+    std::vector<int64_t> m_slotStart;
     std::vector<int32_t> m_slotFlow;
-    std::vector<uint32_t> m_entryPos;    //!< position of route entry e in its link's slots
+    std::vector<int32_t> m_slotLen;
+    int64_t m_liveSlots = 0;             //!< route entries of the active flows
+    int64_t m_deadSlots = 0;             //!< departed flows' slots still in the lists
     std::vector<int32_t> m_count;
     std::vector<double> m_load;          //!< sum of active rates
     std::vector<double> m_flushedAt;     //!< bins hold the link's bytes up to this time

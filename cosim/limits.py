@@ -87,8 +87,9 @@ MAX_FLOW_BYTES = _limit("MAX_FLOW_BYTES", 1 << 50, "bytes per flow",
                         "arithmetic of the C++ engines")
 MAX_TOTAL_BYTES = _limit("MAX_TOTAL_BYTES", 1 << 53, "bytes per simulation (sum over flows)",
                          "8 PiB: sums of byte counts stay exact in float64")
-MAX_FLOWS_PER_COLLECTIVE = _limit("MAX_FLOWS_PER_COLLECTIVE", 1 << 24, "flows per collective",
-                                  "16M flows: a ring all-reduce chunked into 1-byte pieces is refused, not built")
+MAX_FLOWS_PER_COLLECTIVE = _limit("MAX_FLOWS_PER_COLLECTIVE", 1 << 26, "flows per collective",
+                                  "67M flows, a whole simulation's (MAX_FLOWS): a ring all-reduce over 4,096 GPUs "
+                                  "(33.5M flows) is built, one chunked into 1-byte pieces is refused")
 MIN_CHUNK_BYTES = _limit("MIN_CHUNK_BYTES", 1, "bytes per collective chunk", kind="min",
                          reason="a chunk carries at least one byte")
 MAX_PACKETS = _limit("MAX_PACKETS", 1 << 27, "packets per packet-level simulation",

@@ -258,8 +258,8 @@ _SIZES = (0, 1, 4096, 1 << 20, 1 << 40, 1 << 50, (1 << 50) + 1, 2**61, 2**62, 2*
 _RANKS = (0, 1, 7, 15, 16, -1, 2**31, 1.5, "1", None, True, np.int32(3))
 
 
-#: Collective sizes that are valid but make millions of flows (seconds and ~1 GB each at the
-#: MAX_FLOWS_PER_COLLECTIVE limit): only in the large corpus (``big=True``).
+#: Collective sizes that are valid but make millions of flows (up to minutes and several GB each
+#: at the MAX_FLOWS_PER_COLLECTIVE limit): only in the large corpus (``big=True``).
 _BIG_VALID_SIZES = (1 << 40, 1 << 50)
 
 

@@ -611,24 +611,29 @@ FlowSimulator::RestrictToChange()
 }
 
 void
-FlowSimulator::BuildRateHeap()
+FlowSimulator::BuildByRate()
 {
-    if (m_rateVersion.empty())
-    {
-        m_rateVersion.assign(m_in.numFlows, 0);
-    }
-    m_rateHeap.clear();
-    m_rateHeap.reserve(m_active.size());
+    m_byRate.clear();
     for (const int32_t f : m_active)
     {
         if (m_bottleneck[f] >= 0)
         {
-            m_rateHeap.push_back({m_rate[f], f, ++m_rateVersion[f]});
+            m_byRate.push_back(f);
         }
     }
-    std::make_heap(m_rateHeap.begin(), m_rateHeap.end(),
-                   [](const RateEntry& a, const RateEntry& b) { return a.rate < b.rate; });
-    m_rateHeapValid = true;
+    SortByRate(0);
+}
+
+void
+FlowSimulator::SortByRate(size_t from)
+{
+    auto slower = [this](int32_t a, int32_t b) { return m_rate[a] < m_rate[b]; };
+    std::sort(m_byRate.begin() + static_cast<std::ptrdiff_t>(from), m_byRate.end(), slower);
+    if (from > 0 && from < m_byRate.size() && m_rate[m_byRate[from]] < m_rate[m_byRate[from - 1]])
+    {
+        std::sort(m_byRate.begin(), m_byRate.end(), slower); // rounding crossed the level: sort all
+    }
+    m_byRateValid = true;
 }
 
 bool
@@ -654,24 +659,26 @@ FlowSimulator::IncrementalSolve(double t)
     }
     const double keepBelow = level * (1 - kRelEps);
     const auto limit = static_cast<size_t>(kFullSolveShare * static_cast<double>(m_active.size()));
-    // The flows at or above the level, fastest first, from the max-heap of rates.
-    if (!m_rateHeapValid)
+    // The flows at or above the level: a suffix of the active flows sorted by rate. The flows
+    // that left are in it (the level is at most their rates); the re-solved flows' new rates are
+    // at or above the level, so the suffix stays one.
+    if (!m_byRateValid)
     {
-        BuildRateHeap();
+        BuildByRate();
     }
-    auto slower = [](const RateEntry& a, const RateEntry& b) { return a.rate < b.rate; };
+    const auto cut = std::lower_bound(m_byRate.begin(), m_byRate.end(), keepBelow,
+                                      [this](int32_t f, double r) { return m_rate[f] < r; });
+    const auto from = static_cast<size_t>(cut - m_byRate.begin());
     m_set.assign(m_admitted.begin(), m_admitted.end());
-    while (!m_rateHeap.empty() && m_rateHeap.front().rate >= keepBelow)
+    for (size_t i = from; i < m_byRate.size(); ++i)
     {
-        const RateEntry top = m_rateHeap.front();
-        std::pop_heap(m_rateHeap.begin(), m_rateHeap.end(), slower);
-        m_rateHeap.pop_back();
-        if (m_state[top.flow] == kActive && top.version == m_rateVersion[top.flow])
+        const int32_t f = m_byRate[i];
+        if (m_state[f] == kActive)
         {
-            m_set.push_back(top.flow);
+            m_set.push_back(f);
             if (m_set.size() > limit)
             {
-                return false; // a full solve is cheaper (and rebuilds the heap)
+                return false; // a full solve is cheaper (and rebuilds the order)
             }
         }
     }
@@ -700,16 +707,9 @@ FlowSimulator::IncrementalSolve(double t)
         }
     }
     Reload(m_set);
-    for (const int32_t f : m_levelSet) // back into the heap of rates (popped above), at their rates now
-    {
-        const uint32_t v = ++m_rateVersion[f];
-        m_rateHeap.push_back({m_rate[f], f, v});
-        std::push_heap(m_rateHeap.begin(), m_rateHeap.end(), slower);
-    }
-    if (m_rateHeap.size() > 3 * m_active.size() + 1024)
-    {
-        BuildRateHeap();
-    }
+    m_byRate.resize(from); // the suffix again: the level set (arrivals included) at its rates now
+    m_byRate.insert(m_byRate.end(), m_levelSet.begin(), m_levelSet.end());
+    SortByRate(from);
     ++m_stats.incrementalSolves;
     m_stats.resolvedFlows += static_cast<int64_t>(m_set.size());
     m_stats.incrementalResolved += static_cast<int64_t>(m_set.size());
@@ -732,6 +732,7 @@ FlowSimulator::FullSolve(double t)
     }
     using Entry = std::pair<double, int32_t>;
     std::vector<Entry> heap;
+    m_byRate.clear();
     for (const int32_t l : m_usedLinks)
     {
         SetLinkLoad(l, 0.0, t);
@@ -770,6 +771,7 @@ FlowSimulator::FullSolve(double t)
             }
             m_rate[f] = share;
             m_bottleneck[f] = l;
+            m_byRate.push_back(f); // bottlenecks come in rising order of their shares
             for (int64_t e = m_in.routeOffsets[f]; e < m_in.routeOffsets[f + 1]; ++e)
             {
                 const int32_t m = m_in.routeLinks[e];
@@ -779,6 +781,15 @@ FlowSimulator::FullSolve(double t)
         }
         m_cnt[l] = 0;
         m_res[l] = 0.0;
+    }
+    if (std::is_sorted(m_byRate.begin(), m_byRate.end(),
+                       [this](int32_t a, int32_t b) { return m_rate[a] < m_rate[b]; }))
+    {
+        m_byRateValid = true;
+    }
+    else
+    {
+        SortByRate(0); // rounding broke the rising order of shares
     }
     for (const int32_t f : m_active)
     {
@@ -812,7 +823,6 @@ FlowSimulator::FullSolve(double t)
         std::make_heap(entries.begin(), entries.end(),
                        [](const FinishEntry& a, const FinishEntry& b) { return a.time > b.time; });
     }
-    m_rateHeapValid = false; // rebuilt when an incremental solve needs it
     ++m_stats.fullSolves;
     m_stats.resolvedFlows += static_cast<int64_t>(m_active.size());
 }

@@ -107,13 +107,6 @@ class FlowSimulator
         uint32_t version;
     };
 
-    struct RateEntry
-    {
-        double rate;
-        int32_t flow;
-        uint32_t version;
-    };
-
     enum State : uint8_t
     {
         kWaiting = 0,
@@ -146,7 +139,8 @@ class FlowSimulator
     bool IncrementalSolve(double t);
     void BuildSubCsr(const std::vector<int32_t>& flows);
     void RestrictToChange();
-    void BuildRateHeap();
+    void BuildByRate();
+    void SortByRate(size_t from);
     void ResidualSolve(const std::vector<int32_t>& flows, bool haveCsr);
     void Unload(const std::vector<int32_t>& flows, double t);
     void Reload(const std::vector<int32_t>& flows);
@@ -216,10 +210,10 @@ class FlowSimulator
     std::vector<int32_t> m_admitted, m_departed, m_active, m_set;
     std::vector<double> m_oldRate;
     std::vector<int32_t> m_component, m_componentLinks, m_levelSet;
-    //! max-heap of the active flows' rates (lazy deletion), for the flows above a level
-    std::vector<RateEntry> m_rateHeap;
-    std::vector<uint32_t> m_rateVersion;
-    bool m_rateHeapValid = false;
+    //! the solved active flows in rising order of rate (after an incremental solve, departed
+    //! flows are out of it), for the flows at or above a level
+    std::vector<int32_t> m_byRate;
+    bool m_byRateValid = false;
     std::vector<int32_t> m_activePos;
     bool m_dirty = false;
     bool m_solvedOnce = false;

@@ -611,29 +611,20 @@ FlowSimulator::RestrictToChange()
 }
 
 void
-FlowSimulator::BuildByRate()
-{
-    m_byRate.clear();
-    for (const int32_t f : m_active)
-    {
-        if (m_bottleneck[f] >= 0)
-        {
-            m_byRate.push_back(f);
-        }
-    }
-    SortByRate(0);
-}
-
-void
 FlowSimulator::SortByRate(size_t from)
 {
+    // m_byRate[from..) in rising order of rate (often already so: a full solve emits that order
+    // as it freezes bottlenecks); if rounding put it below the kept prefix, everything.
     auto slower = [this](int32_t a, int32_t b) { return m_rate[a] < m_rate[b]; };
-    std::sort(m_byRate.begin() + static_cast<std::ptrdiff_t>(from), m_byRate.end(), slower);
+    const auto first = m_byRate.begin() + static_cast<std::ptrdiff_t>(from);
+    if (!std::is_sorted(first, m_byRate.end(), slower))
+    {
+        std::sort(first, m_byRate.end(), slower);
+    }
     if (from > 0 && from < m_byRate.size() && m_rate[m_byRate[from]] < m_rate[m_byRate[from - 1]])
     {
-        std::sort(m_byRate.begin(), m_byRate.end(), slower); // rounding crossed the level: sort all
+        std::sort(m_byRate.begin(), m_byRate.end(), slower);
     }
-    m_byRateValid = true;
 }
 
 bool
@@ -661,11 +652,7 @@ FlowSimulator::IncrementalSolve(double t)
     const auto limit = static_cast<size_t>(kFullSolveShare * static_cast<double>(m_active.size()));
     // The flows at or above the level: a suffix of the active flows sorted by rate. The flows
     // that left are in it (the level is at most their rates); the re-solved flows' new rates are
-    // at or above the level, so the suffix stays one.
-    if (!m_byRateValid)
-    {
-        BuildByRate();
-    }
+    // at or above the level, so the suffix stays one (the first solve is a full one: it exists).
     const auto cut = std::lower_bound(m_byRate.begin(), m_byRate.end(), keepBelow,
                                       [this](int32_t f, double r) { return m_rate[f] < r; });
     const auto from = static_cast<size_t>(cut - m_byRate.begin());
@@ -782,15 +769,7 @@ FlowSimulator::FullSolve(double t)
         m_cnt[l] = 0;
         m_res[l] = 0.0;
     }
-    if (std::is_sorted(m_byRate.begin(), m_byRate.end(),
-                       [this](int32_t a, int32_t b) { return m_rate[a] < m_rate[b]; }))
-    {
-        m_byRateValid = true;
-    }
-    else
-    {
-        SortByRate(0); // rounding broke the rising order of shares
-    }
+    SortByRate(0);
     for (const int32_t f : m_active)
     {
         for (int64_t e = m_in.routeOffsets[f]; e < m_in.routeOffsets[f + 1]; ++e)

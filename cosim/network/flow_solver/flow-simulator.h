@@ -139,7 +139,6 @@ class FlowSimulator
     bool IncrementalSolve(double t);
     void BuildSubCsr(const std::vector<int32_t>& flows);
     void RestrictToChange();
-    void BuildByRate();
     void SortByRate(size_t from);
     void ResidualSolve(const std::vector<int32_t>& flows, bool haveCsr);
     void Unload(const std::vector<int32_t>& flows, double t);
@@ -213,7 +212,6 @@ class FlowSimulator
     //! the solved active flows in rising order of rate (after an incremental solve, departed
     //! flows are out of it), for the flows at or above a level
     std::vector<int32_t> m_byRate;
-    bool m_byRateValid = false;
     std::vector<int32_t> m_activePos;
     bool m_dirty = false;
     bool m_solvedOnce = false;

@@ -20,23 +20,6 @@ from cosim.topology import Topology
 from cosim.trace.builder import StepSpec
 
 
-class _CountingNetwork(CollectiveNetwork):
-    """A :class:`CollectiveNetwork` that also counts memo lookups and hits."""
-
-    def __init__(self, topology: Topology, backend: str):
-        super().__init__(topology, backend)
-        self.lookups = 0
-        self.hits = 0
-
-    def run(self, specs, offsets_s, algorithms=None):
-        before = self.simulations
-        out = super().run(specs, offsets_s, algorithms)
-        self.lookups += 1
-        if self.simulations == before:
-            self.hits += 1
-        return out
-
-
 @dataclass(frozen=True)
 class SimulatorStats:
     """What a :class:`StepSimulator` has done so far.
@@ -46,7 +29,7 @@ class SimulatorStats:
         network_simulations: network-backend runs (memo misses), over all steps.
         memo_hits / memo_lookups: collective (or concurrent cluster) lookups answered from the
             memo, out of all lookups.
-        network_wall_s: wall time inside the network backend.
+        network_wall_s: wall time inside the network backend (concurrent runs counted once).
         wall_s: wall time inside :meth:`StepSimulator.simulate` (trace, network, schedule).
     """
 
@@ -68,17 +51,19 @@ class StepSimulator:
     ``simulate(spec)`` returns exactly what ``simulate_step(spec, kernels, topology, backend,
     overheads=overheads)`` returns with a fresh network (the memo is keyed by the full traffic
     shape, placement and start offsets, so a hit is the same simulation), only faster when
-    collectives repeat.
+    collectives repeat. ``workers``: threads for a step's independent network simulations
+    (:class:`CollectiveNetwork`; default the process's CPUs).
     """
 
     def __init__(self, kernels, topology: Topology, backend: str = "flow", *,
-                 overheads: CommOverheads = DEFAULT_OVERHEADS, max_congestion_iterations: int = 3):
+                 overheads: CommOverheads = DEFAULT_OVERHEADS, max_congestion_iterations: int = 3,
+                 workers: int | None = None):
         self.kernels = kernels
         self.topology = topology
         self.backend = backend
         self.overheads = overheads
         self.max_congestion_iterations = max_congestion_iterations
-        self.network = _CountingNetwork(topology, backend)
+        self.network = CollectiveNetwork(topology, backend, workers)
         self._steps = 0
         self._wall_s = 0.0
 

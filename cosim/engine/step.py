@@ -24,7 +24,7 @@ from cosim.engine.schedule import Schedule, schedule
 from cosim.errors import ConfigError
 from cosim.models.memory import StepMemory, kv_cache_bytes_per_request, step_memory
 from cosim.trace.afd import afd_memory
-from cosim.network import FlowSet, simulate
+from cosim.network import FlowSet, simulate_many
 from cosim.network import deepep as D
 from cosim.network.libraries import BuildOptions, add_call_flows, get_library
 from cosim.topology import Router, RoutingPolicy, Topology
@@ -62,20 +62,35 @@ class CollectiveNetwork:
     Each library says how its traffic is routed (:attr:`CommLibrary.cross_rail`): DeepEP
     low-latency traffic leaves each GPU through its own NIC (``direct``); everything else follows
     the topology's routing policy (PXN on rail-optimized fabrics).
+
+    :meth:`prefetch` simulates several not-yet-memoized batches at once, on up to ``workers``
+    threads (default: the CPUs of the process) when the backend allows it
+    (:data:`cosim.network.backends.CONCURRENT_BACKENDS`); every simulation is its own, so the
+    results are those of one :meth:`run` after the other.
+
+    Attributes:
+        simulations: backend runs (memo misses); ``wall_s`` the wall time spent in them
+            (concurrent runs counted once).
+        lookups / hits: :meth:`run` calls, and those answered by an earlier simulation (a
+            batch :meth:`prefetch` simulated counts as a miss at its first lookup).
     """
 
-    def __init__(self, topology: Topology, backend: str):
+    def __init__(self, topology: Topology, backend: str, workers: int | None = None):
         self.topology = topology
         self.backend = backend
+        self.workers = workers
         self._routers = {
             "topology": Router(topology),
             "direct": Router(dataclasses.replace(topology, routing=RoutingPolicy(topology.routing.ecmp, "direct"))),
         }
         self._memo: dict[tuple, _NetworkRun] = {}
+        self._prefetched: set[tuple] = set()  # simulated by prefetch, not looked up yet
         self._algorithms: dict[tuple, str] = {}
         self._gpus_per_node: int | None = None
         self.simulations = 0
         self.wall_s = 0.0
+        self.lookups = 0
+        self.hits = 0
 
     @property
     def gpus_per_node(self) -> int:
@@ -115,32 +130,64 @@ class CollectiveNetwork:
             algorithms: list[str | None] | None = None) -> _NetworkRun:
         """Simulate ``specs`` together, each starting ``offsets_s`` after the first; custom
         all-reduces use ``algorithms`` (default: the ones :meth:`choose_algorithm` chose)."""
-        if algorithms is None:
-            algorithms = [self._algorithms.get(s.shape_key()) for s in specs]
-        key = tuple((s.shape_key(), a, round(o * 1e9)) for s, a, o in zip(specs, algorithms, offsets_s))
+        algorithms = self._chosen(specs, algorithms)
+        key = self._key(specs, algorithms, offsets_s)
+        self.lookups += 1
         hit = self._memo.get(key)
         if hit is not None:
+            if key in self._prefetched:
+                self._prefetched.discard(key)  # simulated for this lookup
+            else:
+                self.hits += 1
             return hit
-        routing = "direct" if all(get_library(s.library).cross_rail == "direct" for s in specs) else "topology"
-        fs = FlowSet()
-        ends, gpu_bytes = [], {}
+        self._simulate({key: (specs, algorithms, offsets_s)})
+        return self._memo[key]
+
+    def prefetch(self, batches: list[tuple[list[CollectiveSpec], list[float]]]) -> None:
+        """Simulate every batch ``(specs, offsets_s)`` of ``batches`` not in the memo yet (with
+        the algorithms :meth:`choose_algorithm` chose), concurrently when the backend allows;
+        later :meth:`run` calls of these batches answer from the memo."""
+        todo: dict[tuple, tuple] = {}
+        for specs, offsets_s in batches:
+            algorithms = self._chosen(specs, None)
+            key = self._key(specs, algorithms, offsets_s)
+            if key not in self._memo:
+                todo[key] = (specs, algorithms, offsets_s)
+        if todo:
+            self._simulate(todo)
+            self._prefetched.update(todo)
+
+    def _chosen(self, specs: list[CollectiveSpec], algorithms: list[str | None] | None) -> list[str | None]:
+        return [self._algorithms.get(s.shape_key()) for s in specs] if algorithms is None else algorithms
+
+    @staticmethod
+    def _key(specs, algorithms, offsets_s) -> tuple:
+        return tuple((s.shape_key(), a, round(o * 1e9)) for s, a, o in zip(specs, algorithms, offsets_s))
+
+    def _simulate(self, todo: dict[tuple, tuple]) -> None:
+        """Build, simulate (together, :func:`cosim.network.simulate_many`) and memoize ``todo``."""
         g = self._build_gpus_per_node()
-        for i, (s, a, o) in enumerate(zip(specs, algorithms, offsets_s)):
-            first = len(fs)
-            ends.append(add_collective_flows(fs, s, o, g, a))
-            gpu_bytes[i] = D.gpu_bytes_sent(fs, range(first, len(fs)))
+        built = []
+        for specs, algorithms, offsets_s in todo.values():
+            routing = "direct" if all(get_library(s.library).cross_rail == "direct" for s in specs) else "topology"
+            fs = FlowSet()
+            ends, gpu_bytes = [], {}
+            for i, (s, a, o) in enumerate(zip(specs, algorithms, offsets_s)):
+                first = len(fs)
+                ends.append(add_collective_flows(fs, s, o, g, a))
+                gpu_bytes[i] = D.gpu_bytes_sent(fs, range(first, len(fs)))
+            built.append((fs, self._routers[routing], ends, gpu_bytes, offsets_s))
         t0 = time.perf_counter()
-        result = simulate(self.topology, fs, self.backend, router=self._routers[routing])
-        wall = time.perf_counter() - t0
-        run = _NetworkRun(
-            network_s={i: (result.finish_s(e) - o if e else 0.0) for i, (e, o) in enumerate(zip(ends, offsets_s))},
-            tx_bytes=result.links.tx_bytes.astype(np.float64),
-            peak_queue_bytes=np.nan_to_num(result.links.peak_queue_bytes, nan=0.0),
-            wall_s=wall, gpu_bytes=gpu_bytes)
-        self._memo[key] = run
-        self.simulations += 1
-        self.wall_s += wall
-        return run
+        results = simulate_many(self.topology, [b[0] for b in built], self.backend,
+                                routers=[b[1] for b in built], workers=self.workers)
+        self.wall_s += time.perf_counter() - t0
+        self.simulations += len(built)
+        for key, (_, _, ends, gpu_bytes, offsets_s), result in zip(todo, built, results):
+            self._memo[key] = _NetworkRun(
+                network_s={i: (result.finish_s(e) - o if e else 0.0) for i, (e, o) in enumerate(zip(ends, offsets_s))},
+                tx_bytes=result.links.tx_bytes.astype(np.float64),
+                peak_queue_bytes=np.nan_to_num(result.links.peak_queue_bytes, nan=0.0),
+                wall_s=result.wall_s + result.stats.get("route_s", 0.0), gpu_bytes=gpu_bytes)
 
 
 @dataclass(frozen=True)
@@ -400,6 +447,7 @@ def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", 
     colls = [c if trace.gpus is None else dataclasses.replace(c, ranks=tuple(trace.gpus[r] for r in c.ranks))
              for c in trace.collectives]  # on topology GPUs
     algorithms = [net.choose_algorithm(c, overheads) for c in colls]
+    net.prefetch([([c], [0.0]) for c in colls])
     alone = [net.run([c], [0.0]) for c in colls]
     remote = [net.remote_fraction(c) for c in colls]
     durations = np.array([collective_duration_s(overheads, c, a.network_s[0], a.gpu_bytes[0], rf, alg)
@@ -408,10 +456,13 @@ def simulate_trace(trace: StepTrace, topology: Topology, backend: str = "flow", 
     iterations = 0
     for iterations in range(1, max_congestion_iterations + 1):
         updated = durations.copy()
+        batches = []
         for cluster in _concurrent_clusters(colls, sched):
             t0 = min(sched.collective_start_s[c] for c in cluster)
-            offsets = [sched.collective_start_s[c] - t0 for c in cluster]
-            run = net.run([colls[c] for c in cluster], offsets)
+            batches.append((cluster, [colls[c] for c in cluster], [sched.collective_start_s[c] - t0 for c in cluster]))
+        net.prefetch([(specs, offsets) for _, specs, offsets in batches])
+        for cluster, specs, offsets in batches:
+            run = net.run(specs, offsets)
             for i, c in enumerate(cluster):
                 updated[c] = collective_duration_s(overheads, colls[c], run.network_s[i], alone[c].gpu_bytes[0],
                                                    remote[c], algorithms[c])

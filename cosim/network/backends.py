@@ -23,7 +23,7 @@ class Backend(Protocol):
 
 #: ``time_tolerance`` of the ``flow_fast`` backend: flows whose drains fall within 0.1 % of the
 #: event time of the first drain together (each flow's finish at most ~0.1 % late; a DeepSeek-V3
-#: EP256 decode step +0.03 %, 13x faster: docs/network.md).
+#: EP256 decode step +0.03 %, about 10x faster: docs/network.md).
 FAST_TIME_TOLERANCE = 1e-3
 
 #: Registry of network backends by name: ``packet`` (ns-3), ``flow`` (exact max-min fluid) and
